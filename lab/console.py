@@ -1,0 +1,128 @@
+"""The guest's serial console, driven with pexpect: the only place that owns it.
+
+Commands run in the guest's shell with echo off and no prompt. Each command
+is followed by two markers carrying a unique id: the first ends its stdout and
+carries its exit code, the second ends its stderr (kept in a guest temp file
+until then). Nothing waits on sleeps, and every call has a timeout. All bytes
+the console prints, plus a ``# ntalab>`` line per command sent, go to the
+console log of the run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+import pexpect
+
+from lab import LabError
+
+# What bash prints when bracketed paste or other terminal modes flip.
+_TERM_NOISE = re.compile(r"\x1b\[\?[0-9;]*[hl]|\r")
+
+
+@dataclass(frozen=True)
+class CmdResult:
+    cmd: str
+    rc: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+
+class CommandFailed(LabError):
+    def __init__(self, result: CmdResult) -> None:
+        self.result = result
+        super().__init__(
+            f"guest command failed ({result.rc}): {result.cmd}\n"
+            f"stdout: {result.stdout.strip()[-2000:]}\nstderr: {result.stderr.strip()[-2000:]}"
+        )
+
+
+class ConsoleTimeout(LabError):
+    pass
+
+
+def clean(text: str | None) -> str:
+    return _TERM_NOISE.sub("", text or "")
+
+
+class Console:
+    def __init__(
+        self, child: pexpect.spawn[str], log: TextIO, tail: TailSource | None = None
+    ) -> None:
+        self.child = child
+        self.log = log
+        self.tail = tail
+        self._ids = itertools.count(1)
+        self._token = secrets.token_hex(3)
+
+    def setup(self, timeout: float = 30.0) -> None:
+        """Quiet the shell once it is up: no echo, no prompt, kernel messages off the console.
+
+        Oopses still reach the console (the kernel raises the console loglevel for
+        them); everything else is read with dmesg.
+        """
+        marker = f"@@ntalab-ready-{self._token}@@"
+        self._send(
+            "stty -echo; bind 'set enable-bracketed-paste off' 2>/dev/null; "
+            f"PS1=''; PS2=''; unset PROMPT_COMMAND; dmesg -n 1; echo {marker[:8]}''{marker[8:]}"
+        )
+        self._expect(re.escape(marker) + r"\r*\n", timeout, "shell setup")
+
+    def run(self, cmd: str, timeout: float = 60.0, check: bool = True) -> CmdResult:
+        n = f"{self._token}-{next(self._ids)}"
+        err = f"/tmp/.ntalab-err-{n}"
+        start = time.monotonic()
+        self._send(
+            f'{{ {cmd}\n}} </dev/null 2>{err}; echo "@@ntalab-out {n} $?@@"; '
+            f'cat {err}; rm -f {err}; echo "@@ntalab-end {n}@@"'
+        )
+        self._expect(rf"@@ntalab-out {n} (\d+)@@\r*\n", timeout, cmd)
+        stdout = clean(self.child.before)
+        match = self.child.match
+        assert isinstance(match, re.Match)
+        rc = int(match.group(1))
+        self._expect(rf"@@ntalab-end {n}@@\r*\n", timeout, cmd)
+        result = CmdResult(cmd, rc, stdout, clean(self.child.before), time.monotonic() - start)
+        if check and rc != 0:
+            raise CommandFailed(result)
+        return result
+
+    def bg(self, cmd: str, log: str) -> int:
+        """Start ``cmd`` in the background (output to the guest path ``log``); its pid."""
+        out = self.run(f"( {cmd} ) >{log} 2>&1 & echo $!").stdout.split()
+        return int(out[-1])
+
+    def send_raw(self, line: str) -> None:
+        """A line the console does not wait on (poweroff)."""
+        self._send(line)
+
+    def _send(self, line: str) -> None:
+        self.log.write(f"\n# ntalab> {line}\n")
+        self.log.flush()
+        self.child.sendline(line)
+
+    def _expect(self, pattern: str, timeout: float, what: str) -> None:
+        try:
+            self.child.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise ConsoleTimeout(
+                f"no answer from the guest within {timeout:.0f}s to: {what}\n"
+                f"console tail:\n{self._tail()}"
+            ) from None
+        except pexpect.EOF:
+            raise ConsoleTimeout(
+                f"the guest went away while running: {what}\nconsole tail:\n{self._tail()}"
+            ) from None
+
+    def _tail(self) -> str:
+        return self.tail.tail() if self.tail is not None else clean(self.child.before)[-3000:]
+
+
+class TailSource(Protocol):
+    def tail(self, lines: int = 40) -> str: ...

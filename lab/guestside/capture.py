@@ -1,0 +1,89 @@
+"""Runs inside a guest: capture one interface with AF_PACKET and check each frame.
+
+The lab's reference receiver, independent of NTA: it counts the frames of a
+run that reach the interface, checks each one's signature, and records the
+CRC32 of every whole frame so the host can compare bytes with what it sent.
+Standard library only (plus the stdlib-only signature module), because
+anything imported here is read over 9p in a TCG guest.
+
+    python -m lab.guestside.capture IFACE RUN_ID COUNT OUT.json READY_FILE [TIMEOUT]
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+from pysniff.signature import Tally
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 0x10
+TP_STATUS_VLAN_TPID_VALID = 0x40
+# struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
+AUXDATA = struct.Struct("IIIHHHH")
+SO_RCVBUFFORCE = 33
+
+
+def with_vlan_tag(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> bytes:
+    """The frame as on the wire: the stack moves a VLAN tag out of the data.
+
+    Taps see frames after the core's skb_vlan_untag() (or the NIC's stripping),
+    so the tag is put back from PACKET_AUXDATA, as libpcap does.
+    """
+    for level, kind, data in ancillary:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= AUXDATA.size:
+            status, _, _, _, _, tci, tpid = AUXDATA.unpack_from(data)
+            if status & TP_STATUS_VLAN_VALID:
+                if not status & TP_STATUS_VLAN_TPID_VALID:
+                    tpid = 0x8100
+                return frame[:12] + struct.pack("!HH", tpid, tci) + frame[12:]
+    return frame
+
+
+def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) -> dict[str, object]:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    sock.bind((iface, ETH_P_ALL))
+    tally = Tally(run_id=run_id, expected=count)
+    crcs: list[list[int]] = []  # [seq, crc32 of the whole frame]
+    ready.write_text("ready\n")
+    deadline = time.monotonic() + timeout
+    while (got := tally.seen.get(iface, 0) + tally.corrupt.get(iface, 0)) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            data, ancillary, _flags, addr = sock.recvmsg(65536, 256)
+        except TimeoutError:
+            break
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        frame = with_vlan_tag(data, ancillary)
+        sig = tally.add(iface, frame)
+        if sig is not None and sig.run_id == run_id:
+            crcs.append([sig.seq, zlib.crc32(frame)])
+    _packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    return {"tally": tally.summary(), "crcs": crcs, "socket_drops": drops, "complete": got >= count}
+
+
+def main(argv: list[str]) -> int:
+    iface, run_id, count, out, ready = argv[:5]
+    timeout = float(argv[5]) if len(argv) > 5 else 120.0
+    result = capture(iface, int(run_id), int(count), Path(ready), timeout)
+    Path(out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

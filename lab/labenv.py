@@ -1,0 +1,79 @@
+"""The environment a lab test runs against: one booted guest, its NICs, its results dir.
+
+Tests read as plain steps against it (inject, capture, read counters); it
+keeps every artefact a failure needs to be replayed (the injected pcaps,
+the console and kernel logs, the exact vng/QEMU command) in ``outdir``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import REPO, LabError, traffic
+from lab.guest import Guest, GuestNic
+from lab.images import Kernel
+
+
+@dataclass
+class LabEnv:
+    guest: Guest
+    nics: list[GuestNic]
+    kernel: Kernel
+    nic_set: str
+    outdir: Path
+    pcaps: list[Path] = field(default_factory=list)
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def new_run_id(self) -> int:
+        return self._rng.randrange(1, 1 << 32)
+
+    def nic(self, variant: str) -> GuestNic:
+        for gn in self.nics:
+            if gn.plan.variant.name == variant:
+                return gn
+        raise LabError(f"this guest ({self.nic_set}) has no {variant} NIC")
+
+    @staticmethod
+    def addrs(gn: GuestNic) -> traffic.Addresses:
+        return traffic.Addresses(guest_mac=gn.plan.mac)
+
+    def guest_python(self, module: str, *args: object) -> str:
+        """A command line that runs one of the lab's Python modules in the guest.
+
+        The guest sees the host's filesystem, so the host's interpreter and the
+        repository work there unchanged.
+        """
+        argv = [sys.executable, "-m", module, *map(str, args)]
+        return f"cd {shlex.quote(str(REPO))} && {shlex.join(argv)}"
+
+    def save_pcap(self, name: str, batch: list[bytes]) -> Path:
+        path = self.outdir / f"{name}.pcap"
+        traffic.write_pcap(path, batch)
+        self.pcaps.append(path)
+        return path
+
+    def capture_while(
+        self, gn: GuestNic, run_id: int, batch: list[bytes], rate: float | None = None
+    ) -> dict[str, object]:
+        """Inject ``batch`` while the guest's AF_PACKET capture checks every frame.
+
+        Without a ``rate``, at the NIC's lossless rate.
+        """
+        rate = rate or gn.plan.variant.lossless_rate
+        tag = f"{gn.plan.variant.name}-{run_id}"
+        out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
+        self.save_pcap(f"injected-{tag}", batch)
+        cmd = self.guest_python(
+            "lab.guestside.capture", gn.iface, run_id, len(batch), out, ready, 120
+        )
+        pid = self.guest.sh.bg(cmd, str(self.outdir / f"capture-{tag}.log"))
+        self.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        traffic.inject(gn.host, batch, rate)
+        self.guest.sh.run(f"wait {pid}", timeout=180)
+        result: dict[str, object] = json.loads(out.read_text())
+        return result

@@ -1,0 +1,169 @@
+"""Emulated NICs: the variants the lab runs, their QEMU arguments and host ends.
+
+Each variant is one receive-allocation pattern NTA has to cover:
+
+- ``e1000``: copybreak 256 (the default): frames up to 256 bytes are copied
+  into a napi_alloc_skb buffer, larger ones built over netdev_alloc_frag.
+- ``rtl8139``: QEMU's rtl8139 driven by 8139cp, DMA into skbs allocated ahead
+  with netdev_alloc_skb.
+- ``e1000-cb0``: e1000 with copybreak=0: every frame on the frag path.
+
+8139too cannot stand in for the third: it refuses PCI revision >= 0x20 and
+QEMU's rtl8139 is fixed at 0x20. Driver parameters such as copybreak are
+module-wide, so variants that need different ones go to different guests.
+
+Every NIC is backed by a ``-netdev dgram`` over unix sockets: QEMU binds the
+guest end, the lab binds the host end, and each datagram is one raw Ethernet
+frame. Unix datagram sockets block the sender when QEMU stops reading (the
+guest has no free receive descriptor), so the transport itself never drops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import LabError
+
+
+@dataclass(frozen=True)
+class NicVariant:
+    name: str
+    qemu_device: str
+    driver: str  # the guest driver expected to bind
+    driver_params: tuple[str, ...]  # modprobe parameters
+    pattern: str  # the receive allocation pattern, for reports
+    # Frames/s that exact-count tests inject at. None: the device applies
+    # back-pressure (QEMU stops reading the socket when the ring is full), so
+    # as fast as it takes them is lossless. QEMU's rtl8139 in C+ mode always
+    # claims it can receive and drops when its 64-descriptor ring is full.
+    lossless_rate: float | None
+
+
+VARIANTS: dict[str, NicVariant] = {
+    v.name: v
+    for v in (
+        NicVariant("e1000", "e1000", "e1000", (), "napi_alloc_skb (<=256 B), frag+build_skb", None),
+        NicVariant("rtl8139", "rtl8139", "8139cp", (), "netdev_alloc_skb ahead, DMA", 1000.0),
+        NicVariant("e1000-cb0", "e1000", "e1000", ("copybreak=0",), "frag+build_skb only", None),
+    )
+}
+
+# The NIC sets guests are booted with: one guest per (kernel, set).
+NIC_SETS: dict[str, tuple[str, ...]] = {
+    "e1000+rtl8139": ("e1000", "rtl8139"),
+    "e1000-cb0": ("e1000-cb0",),
+}
+
+
+def variant(name: str) -> NicVariant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise LabError(f"unknown NIC {name!r}; known: {', '.join(VARIANTS)}") from None
+
+
+def nic_set(spec: str) -> tuple[NicVariant, ...]:
+    """A named set or a comma list of variants, checked for conflicting driver params."""
+    names = NIC_SETS.get(spec) or tuple(n for n in spec.split(",") if n)
+    if not names:
+        raise LabError("empty NIC set")
+    nics = tuple(variant(n) for n in names)
+    params: dict[str, tuple[str, ...]] = {}
+    for nic in nics:
+        if params.setdefault(nic.driver, nic.driver_params) != nic.driver_params:
+            raise LabError(
+                f"NIC set {spec!r}: driver {nic.driver} is needed with different parameters "
+                "in one guest; put those variants in separate guests"
+            )
+    return nics
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    """One NIC of one guest: the variant, its MAC and both socket paths."""
+
+    index: int
+    variant: NicVariant
+    mac: str
+    guest_sock: Path  # bound by QEMU
+    host_sock: Path  # bound by the lab
+
+    @property
+    def netdev_id(self) -> str:
+        return f"nic{self.index}"
+
+    def qemu_args(self) -> list[str]:
+        netdev = (
+            f"dgram,id={self.netdev_id},local.type=unix,local.path={self.guest_sock},"
+            f"remote.type=unix,remote.path={self.host_sock}"
+        )
+        device = f"{self.variant.qemu_device},netdev={self.netdev_id},mac={self.mac}"
+        return ["-netdev", netdev, "-device", device]
+
+
+def plan(nics: Sequence[NicVariant], sock_dir: Path, guest_no: int = 0) -> list[NicPlan]:
+    """MACs are 52:54:00:4e:<guest>:<nic> (QEMU's local range), unique across a run."""
+    return [
+        NicPlan(
+            index=i,
+            variant=nic,
+            mac=f"52:54:00:4e:{guest_no:02x}:{i:02x}",
+            guest_sock=sock_dir / f"g{i}.sock",
+            host_sock=sock_dir / f"h{i}.sock",
+        )
+        for i, nic in enumerate(nics)
+    ]
+
+
+class HostEnd:
+    """The host side of one NIC: send frames into the guest, read what it sends."""
+
+    def __init__(self, nic: NicPlan) -> None:
+        self.nic = nic
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.suppress(FileNotFoundError):
+            nic.host_sock.unlink()
+        self.sock.bind(str(nic.host_sock))
+        # Large enough that a burst of full-size frames queues rather than blocks early.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def send(self, frame: bytes) -> None:
+        """Blocks while QEMU is not reading: the guest ran out of receive buffers."""
+        try:
+            self.sock.sendto(frame, str(self.nic.guest_sock))
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise LabError(f"NIC {self.nic.netdev_id}: QEMU is not listening: {e}") from e
+
+    def recv(self, timeout: float) -> bytes | None:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            return None
+
+    def drain(self) -> int:
+        """Discard what the guest sent so far; returns how many frames."""
+        count = 0
+        while self.recv(0.0) is not None:
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.nic.host_sock.unlink()
+
+
+def find_iface_cmd(nic: NicPlan) -> str:
+    """Shell that prints the guest interface with this MAC bound to the expected driver."""
+    return (
+        "for d in /sys/class/net/*; do "
+        f'[ "$(cat $d/address)" = {nic.mac} ] && '
+        f'[ "$(basename "$(readlink -f $d/device/driver)")" = {nic.variant.driver} ] && '
+        'basename "$d"; done; true'
+    )

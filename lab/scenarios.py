@@ -1,0 +1,139 @@
+"""Stage 5, report: run the scenario matrix with pytest and print it; replay a bundle.
+
+Scenarios are the pytest tests under ``tests/lab``; this module selects the
+kernels and NIC sets, gives the run a results directory (JUnit XML, console
+and kernel logs, injected pcaps, the vng and QEMU command lines), and prints
+the matrix: rows kernel x NIC set, columns scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import REPO, LabError, accel, images, nics, traffic
+from lab.guest import Guest, GuestSpec
+
+LAB_TESTS = REPO / "tests" / "lab"
+
+
+@dataclass(frozen=True)
+class Cell:
+    outcome: str  # pass, fail, error, skip
+    seconds: float
+    message: str
+
+
+def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
+    """{(row, scenario): cell} from pytest's JUnit XML; row is 'kernel/nic-set'."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name", "")
+        scenario, _, row = name.partition("[")
+        outcome, message = "pass", ""
+        for kind in ("failure", "error", "skipped"):
+            node = case.find(kind)
+            if node is not None:
+                outcome = {"failure": "fail", "error": "error", "skipped": "skip"}[kind]
+                message = (
+                    (node.get("message") or "").splitlines()[0][:80] if node.get("message") else ""
+                )
+        cells[(row.rstrip("]") or "-", scenario.removeprefix("test_"))] = Cell(
+            outcome, float(case.get("time", 0)), message
+        )
+    return cells
+
+
+def matrix_table(cells: dict[tuple[str, str], Cell]) -> str:
+    rows = sorted({r for r, _ in cells})
+    cols = sorted({c for _, c in cells})
+    if not rows:
+        return "(no scenarios ran)"
+    width = max(len(r) for r in rows)
+    head = f"{'kernel/nic-set':<{width}}  " + "  ".join(f"{c:<18}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        out = []
+        for c in cols:
+            cell = cells.get((r, c))
+            out.append(f"{cell.outcome} {cell.seconds:5.0f}s".ljust(18) if cell else "-".ljust(18))
+        lines.append(f"{r:<{width}}  " + "  ".join(out))
+    return "\n".join(lines)
+
+
+def run_matrix(
+    kernels: Sequence[str],
+    nic_sets: Sequence[str],
+    accel_override: str,
+    pytest_args: Sequence[str],
+    results: Path | None,
+) -> int:
+    out = (results or REPO / "results" / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    latest = REPO / "results" / "latest"
+    if out.parent == latest.parent:
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(out.name)
+    argv = [sys.executable, "-m", "pytest", str(LAB_TESTS), "-m", "lab", "-p", "no:cacheprovider"]
+    argv += [f"--kernel={k}" for k in kernels] + [f"--nic-set={s}" for s in nic_sets]
+    argv += [f"--accel={accel_override}", f"--results={out}", f"--junitxml={out / 'junit.xml'}"]
+    argv += [a for a in pytest_args if a != "--"]
+    print(f"+ {shlex.join(argv)}", flush=True)
+    start = time.monotonic()
+    rc = subprocess.call(argv, cwd=REPO)
+    elapsed = time.monotonic() - start
+    junit = out / "junit.xml"
+    cells = parse_junit(junit) if junit.is_file() else {}
+    summary = {
+        "kernels": list(kernels),
+        "nic_sets": list(nic_sets),
+        "accel": accel_override,
+        "pytest_exit": rc,
+        "elapsed_s": round(elapsed, 1),
+        "cells": [
+            {
+                "row": r,
+                "scenario": c,
+                "outcome": v.outcome,
+                "seconds": v.seconds,
+                "message": v.message,
+            }
+            for (r, c), v in sorted(cells.items())
+        ],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\n{matrix_table(cells)}\n\nresults: {out}  total: {elapsed:.0f}s")
+    return rc
+
+
+def repro(bundle: Path, interactive: bool = True) -> int:
+    """Boot what a failed run booted and replay its injected pcaps, NIC by NIC.
+
+    A bundle is a results directory of one guest (``<kernel>_<nic-set>``): it
+    names the kernel and NIC set and holds the pcaps the run injected.
+    """
+    if not bundle.is_dir():
+        raise LabError(f"{bundle} is not a results directory")
+    kernel_name, sep, set_name = bundle.name.partition("_")
+    if not sep:
+        raise LabError(f"{bundle.name}: expected a '<kernel>_<nic-set>' results directory")
+    spec = GuestSpec(images.resolve(kernel_name), nics.nic_set(set_name), accel.detect())
+    with Guest(spec, bundle / "repro") as guest:
+        for gn in guest.setup_nics(promisc=True):
+            for pcap in sorted(bundle.glob(f"injected-{gn.plan.variant.name}-*.pcap")):
+                sent = traffic.inject(
+                    gn.host, traffic.read_pcap(pcap), gn.plan.variant.lossless_rate
+                )
+                print(f"{gn.iface}: replayed {sent.sent} frames from {pcap.name}")
+        if interactive and guest.child is not None:
+            print("guest shell (no prompt); Ctrl-] leaves")
+            guest.child.logfile_read = None
+            guest.child.interact()
+    return 0

@@ -1,0 +1,135 @@
+"""Frames for the guests: built with scapy, signed, injected, saved as pcap.
+
+Each frame carries a ``pysniff.signature`` payload (run id, sequence number,
+CRC32), so whatever receives it, AF_PACKET in the guest or NTA's reader, can
+check it frame by frame. Frame sizes are Ethernet sizes without FCS.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Packet, Raw
+from scapy.utils import RawPcapReader, RawPcapWriter
+
+from lab import LabError
+from lab.nics import HostEnd
+from pysniff import signature
+
+MIN_FRAME = 60
+MAX_FRAME = 1514
+HOST_MAC = "52:54:00:4e:ff:01"
+OTHER_MAC = "52:54:00:4e:ff:99"  # a unicast MAC no guest has: needs promiscuous mode
+KINDS = ("udp4", "udp6", "tcp4", "tcp6", "arp", "vlan", "bcast", "mcast", "othermac")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Who talks to whom on one NIC's wire."""
+
+    guest_mac: str
+    guest_ip: str = "10.77.0.2"
+    host_ip: str = "10.77.0.1"
+    guest_ip6: str = "fd77::2"
+    host_ip6: str = "fd77::1"
+
+
+def _headers(kind: str, a: Addresses) -> Packet:
+    ip4 = IP(src=a.host_ip, dst=a.guest_ip)
+    udp = UDP(sport=40000, dport=9)  # discard port: the stack drops them quietly
+    headers: dict[str, Packet] = {
+        "udp4": Ether(src=HOST_MAC, dst=a.guest_mac) / ip4 / udp,
+        "udp6": Ether(src=HOST_MAC, dst=a.guest_mac) / IPv6(src=a.host_ip6, dst=a.guest_ip6) / udp,
+        "tcp4": Ether(src=HOST_MAC, dst=a.guest_mac) / ip4 / TCP(sport=40000, dport=9, flags="A"),
+        "tcp6": Ether(src=HOST_MAC, dst=a.guest_mac)
+        / IPv6(src=a.host_ip6, dst=a.guest_ip6)
+        / TCP(sport=40000, dport=9, flags="A"),
+        "arp": Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=1, hwsrc=HOST_MAC, psrc=a.host_ip, pdst=a.host_ip),
+        "vlan": Ether(src=HOST_MAC, dst=a.guest_mac) / Dot1Q(vlan=77) / ip4 / udp,
+        "bcast": Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=a.host_ip, dst="10.77.0.255")
+        / udp,
+        "mcast": Ether(src=HOST_MAC, dst="01:00:5e:4d:00:01")
+        / IP(src=a.host_ip, dst="239.77.0.1")
+        / udp,
+        "othermac": Ether(src=HOST_MAC, dst=OTHER_MAC) / ip4 / udp,
+    }
+    try:
+        return headers[kind]
+    except KeyError:
+        raise LabError(f"unknown frame kind {kind!r}; known: {', '.join(KINDS)}") from None
+
+
+def build_frame(kind: str, run_id: int, seq: int, size: int, addrs: Addresses) -> bytes:
+    """One signed frame of exactly ``size`` bytes (or the smallest this kind allows)."""
+    if not MIN_FRAME <= size <= MAX_FRAME:
+        raise LabError(f"frame size {size} outside {MIN_FRAME}..{MAX_FRAME}")
+    head = _headers(kind, addrs)
+    room = max(size - len(head), signature.HEADER_LEN)
+    return bytes(head / Raw(signature.payload(run_id, seq, room)))
+
+
+def frames(
+    run_id: int,
+    count: int,
+    addrs: Addresses,
+    kinds: Sequence[str] = ("udp4",),
+    sizes: Sequence[int] | None = None,
+    seed: int = 0,
+) -> list[bytes]:
+    """``count`` frames, kinds in turn; sizes random in 60..1514 unless given (cycled)."""
+    rng = random.Random(seed)
+    out = []
+    for seq in range(count):
+        size = sizes[seq % len(sizes)] if sizes else rng.randint(MIN_FRAME, MAX_FRAME)
+        out.append(build_frame(kinds[seq % len(kinds)], run_id, seq, size, addrs))
+    return out
+
+
+def echo_request(addrs: Addresses, ident: int, seq: int, data: bytes) -> bytes:
+    """An ICMP echo request to the guest, for tests that need the stack to answer."""
+    ip = IP(src=addrs.host_ip, dst=addrs.guest_ip)
+    return bytes(Ether(src=HOST_MAC, dst=addrs.guest_mac) / ip / ICMP(id=ident, seq=seq) / data)
+
+
+@dataclass(frozen=True)
+class InjectResult:
+    sent: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def inject(end: HostEnd, batch: Iterable[bytes], rate: float | None = None) -> InjectResult:
+    """Send frames to a guest NIC, paced at ``rate`` frames/s or as fast as it takes them."""
+    start = time.monotonic()
+    sent = 0
+    for frame in batch:
+        if rate:
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        end.send(frame)
+        sent += 1
+    return InjectResult(sent, time.monotonic() - start)
+
+
+def write_pcap(path: Path, batch: Iterable[bytes]) -> None:
+    with RawPcapWriter(str(path), linktype=1, sync=False) as w:
+        for frame in batch:
+            w.write(frame)
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    with RawPcapReader(str(path)) as r:
+        return [bytes(data) for data, _meta in r]

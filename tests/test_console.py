@@ -1,0 +1,71 @@
+"""The console protocol, driven against a real local bash on a pty (a fake guest)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pexpect
+import pytest
+
+from lab.console import CommandFailed, Console, ConsoleTimeout
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    child = pexpect.spawn(
+        "bash", ["--norc", "--noprofile", "-i"], encoding="utf-8", env={"PS1": "# ", "TERM": "dumb"}
+    )
+    child.expect(r"[#$] $", timeout=10)
+    log = io.StringIO()
+    child.logfile_read = log
+    con = Console(child, log)
+    # A guest shell may not allow dmesg -n: the setup line must not depend on it.
+    con.setup(timeout=10)
+    yield con
+    child.close(force=True)
+
+
+def test_stdout_stderr_and_status_kept_apart(console: Console) -> None:
+    r = console.run("echo out; echo err >&2; exit_code() { return 3; }; exit_code", check=False)
+    assert (r.stdout, r.stderr, r.rc) == ("out\n", "err\n", 3)
+
+
+def test_failure_raises_with_output(console: Console) -> None:
+    with pytest.raises(CommandFailed, match=r"failed \(1\): false") as e:
+        console.run("false")
+    assert e.value.result.rc == 1
+
+
+def test_many_lines_and_marker_lookalikes(console: Console) -> None:
+    r = console.run("seq 1 2000; echo '@@ntalab-out 0 0@@'")
+    lines = r.stdout.splitlines()
+    assert lines[:2000] == [str(i) for i in range(1, 2001)]
+    assert lines[2000] == "@@ntalab-out 0 0@@"
+
+
+def test_stdin_is_not_the_console(console: Console) -> None:
+    assert console.run("cat; echo done").stdout == "done\n"
+
+
+def test_commands_follow_each_other(console: Console) -> None:
+    assert [console.run(f"echo {i}").stdout for i in range(20)] == [f"{i}\n" for i in range(20)]
+
+
+def test_timeout_names_the_command_and_shows_the_tail(console: Console) -> None:
+    with pytest.raises(ConsoleTimeout, match=r"within 1s to: echo started; sleep 30") as e:
+        console.run("echo started; sleep 30", timeout=1)
+    assert "started" in str(e.value)
+
+
+def test_background_job_and_wait(console: Console) -> None:
+    pid = console.bg("sleep 0.2; exit 7", "/dev/null")
+    assert console.run(f"wait {pid}", check=False).rc == 7
+
+
+def test_commands_are_logged(console: Console) -> None:
+    console.run("echo logged-output")
+    log = console.log
+    assert isinstance(log, io.StringIO)
+    assert "# ntalab> { echo logged-output" in log.getvalue()
+    assert "\nlogged-output\r\n" in log.getvalue()

@@ -1,0 +1,93 @@
+"""Frame building, signatures, pcap round trip, and injection into a unix socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+
+from lab import LabError, traffic
+from lab.nics import HostEnd, NicPlan, variant
+from pysniff import signature
+
+ADDRS = traffic.Addresses(guest_mac="52:54:00:4e:00:00")
+
+
+@pytest.mark.parametrize("kind", traffic.KINDS)
+@pytest.mark.parametrize("size", [60, 61, 333, 1514])
+def test_each_kind_has_the_size_and_a_valid_signature(kind: str, size: int) -> None:
+    frame = traffic.build_frame(kind, 0xC0FFEE, 41, size, ADDRS)
+    smallest = len(traffic._headers(kind, ADDRS)) + signature.HEADER_LEN
+    assert len(frame) == max(size, smallest)
+    assert signature.find(frame) == signature.Signature(0xC0FFEE, 41, True)
+
+
+def test_kinds_have_their_headers() -> None:
+    vlan = Ether(traffic.build_frame("vlan", 1, 0, 100, ADDRS))
+    assert vlan[Dot1Q].vlan == 77
+    arp = Ether(traffic.build_frame("arp", 1, 0, 100, ADDRS))
+    assert arp[ARP].op == 1 and arp.dst == "ff:ff:ff:ff:ff:ff"
+    assert Ether(traffic.build_frame("othermac", 1, 0, 100, ADDRS)).dst == traffic.OTHER_MAC
+    assert Ether(traffic.build_frame("mcast", 1, 0, 100, ADDRS)).dst.startswith("01:00:5e")
+
+
+def test_size_out_of_range_refused() -> None:
+    with pytest.raises(LabError, match=r"outside 60\.\.1514"):
+        traffic.build_frame("udp4", 1, 0, 1515, ADDRS)
+    with pytest.raises(LabError, match="unknown frame kind 'smtp'"):
+        traffic.build_frame("smtp", 1, 0, 100, ADDRS)
+
+
+def test_frames_deterministic_per_seed_and_sequenced() -> None:
+    a = traffic.frames(7, 50, ADDRS, traffic.KINDS, seed=3)
+    assert a == traffic.frames(7, 50, ADDRS, traffic.KINDS, seed=3)
+    assert [signature.find(f).seq for f in a] == list(range(50))  # type: ignore[union-attr]
+    assert all(len(f) >= 60 for f in a)
+    assert [len(f) for f in traffic.frames(7, 4, ADDRS, sizes=[100, 200])] == [100, 200, 100, 200]
+
+
+def test_corruption_is_detected() -> None:
+    frame = bytearray(traffic.build_frame("udp4", 5, 9, 400, ADDRS))
+    frame[-1] ^= 0xFF
+    assert signature.find(frame) == signature.Signature(5, 9, False)
+    truncated = traffic.build_frame("udp4", 5, 9, 400, ADDRS)[:200]
+    assert signature.find(truncated) == signature.Signature(5, 9, False)
+
+
+def test_pcap_round_trip_is_byte_exact(tmp_path: Path) -> None:
+    batch = traffic.frames(1, 30, ADDRS, traffic.KINDS, seed=1)
+    traffic.write_pcap(tmp_path / "x.pcap", batch)
+    assert traffic.read_pcap(tmp_path / "x.pcap") == batch
+
+
+def test_inject_delivers_every_frame_in_order(tmp_path: Path) -> None:
+    guest = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    guest.bind(str(tmp_path / "g.sock"))
+    plan = NicPlan(0, variant("e1000"), ADDRS.guest_mac, tmp_path / "g.sock", tmp_path / "h.sock")
+    end = HostEnd(plan)
+    batch = traffic.frames(2, 100, ADDRS, seed=2)
+    got: list[bytes] = []
+    # A unix datagram queue holds only a few frames: the fake guest reads as they come.
+    reader = threading.Thread(target=lambda: got.extend(guest.recv(2048) for _ in batch))
+    reader.start()
+    try:
+        result = traffic.inject(end, batch, rate=5000)
+        reader.join(timeout=30)
+    finally:
+        end.close()
+        guest.close()
+    assert result.sent == 100
+    assert got == batch
+
+
+def test_inject_without_qemu_is_a_clear_error(tmp_path: Path) -> None:
+    plan = NicPlan(0, variant("e1000"), ADDRS.guest_mac, tmp_path / "g.sock", tmp_path / "h.sock")
+    end = HostEnd(plan)
+    try:
+        with pytest.raises(LabError, match="QEMU is not listening"):
+            traffic.inject(end, [b"x" * 60])
+    finally:
+        end.close()
