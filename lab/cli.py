@@ -88,7 +88,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
     with Guest(spec, outdir) as guest:
         for gn in guest.setup_nics(promisc=True):
             print(f"  {gn.plan.variant.name}: guest {gn.iface} mac {gn.plan.mac}")
-            print(f"    inject: ntalab inject --guest-sock {gn.plan.guest_sock} --count 100")
+            print(
+                f"    inject: ntalab inject --guest-sock {gn.plan.guest_sock} "
+                f"--mac {gn.plan.mac} --count 100"
+            )
         if args.module:
             guest.sh.run(f"insmod {shlex.quote(str(Path(args.module).resolve()))}")
         if args.exec:

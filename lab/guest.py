@@ -192,8 +192,10 @@ class Guest:
     def setup_nics(self, promisc: bool = True) -> list[GuestNic]:
         """Load each NIC's driver, find its interface by MAC and driver, bring it up.
 
-        VLAN stripping is turned off so the bytes in the kernel's buffer are the
-        bytes on the wire (ethtool is absent on some hosts; then it is left on).
+        GRO is turned off so that one frame on the wire is one skb, the unit
+        every receiver here counts. VLAN stripping is turned off where the
+        driver allows it, so the NIC hands the kernel the frame as sent (the
+        core still moves the tag out of the data: receivers put it back).
         """
         loaded: set[str] = set()
         out = []
@@ -214,6 +216,7 @@ class Guest:
                     f"in the guest; interfaces:\n{listing}"
                 )
             iface = found[0]
+            self.sh.run(f"ethtool -K {iface} gro off")
             self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
             self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
             out.append(GuestNic(nic, iface, end))

@@ -1,0 +1,106 @@
+"""Runs inside a guest: the AF_PACKET path tcpdump takes, for the benchmark.
+
+A TPACKET_V3 mmap ring, as libpcap sets it up: the kernel copies each frame
+into a block of the ring, userspace walks full blocks and hands them back.
+Each frame gets the same work pysniff's bulk path does (a CRC32 over its
+bytes, read in place), so the two differ only by the path the bytes take.
+The CRCs are summed, not chained: the stack may reorder frames (GRO holds
+TCP segments until the end of a NAPI poll), so only the set is comparable.
+
+    python -m lab.guestside.afpacket IFACE COUNT DURATION READY_FILE
+prints one JSON object: frames, bytes, crc_sum, kernel drops, CPU times.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import resource
+import select
+import socket
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+# libpcap's defaults for a 2 MiB buffer, in 64 KiB blocks.
+BLOCK_SIZE = 1 << 16
+BLOCK_NR = 32
+FRAME_SIZE = 2048
+RETIRE_TOV_MS = 10
+
+# struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
+# block_status, num_pkts, offset_to_first_pkt, blk_len, ...
+BLOCK_HDR = struct.Struct("IIIII")
+# struct tpacket3_hdr: tp_next_offset, sec, nsec, snaplen, len, status, mac, net
+PKT_HDR = struct.Struct("IIIIIIHH")
+
+
+def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, object]:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+    req = struct.pack(
+        "IIIIIII", BLOCK_SIZE, BLOCK_NR, FRAME_SIZE, BLOCK_SIZE * BLOCK_NR // FRAME_SIZE,
+        RETIRE_TOV_MS, 0, 0,
+    )  # fmt: skip
+    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+    ring = mmap.mmap(sock.fileno(), BLOCK_SIZE * BLOCK_NR)
+    sock.bind((iface, ETH_P_ALL))
+    view = memoryview(ring)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR)
+    frames = nbytes = crc_sum = 0
+    block = 0
+    ready.write_text("ready\n")
+    start = time.monotonic()
+    deadline = start + duration
+    while frames < count and time.monotonic() < deadline:
+        base = block * BLOCK_SIZE
+        _, _, status, num, first = BLOCK_HDR.unpack_from(ring, base)
+        if not status & TP_STATUS_USER:
+            poller.poll(max(0, int((deadline - time.monotonic()) * 1000)))
+            continue
+        at = base + first
+        for _ in range(num):
+            nxt, _, _, snaplen, _, _, mac, _ = PKT_HDR.unpack_from(ring, at)
+            crc_sum += zlib.crc32(view[at + mac : at + mac + snaplen])
+            nbytes += snaplen
+            frames += 1
+            at += nxt
+        struct.pack_into("I", ring, base + 8, TP_STATUS_KERNEL)
+        block = (block + 1) % BLOCK_NR
+    elapsed = time.monotonic() - start
+    _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    view.release()
+    ring.close()
+    sock.close()
+    return {
+        "sniffer": "afpacket",
+        "frames": frames,
+        "bytes": nbytes,
+        "crc_sum": crc_sum,
+        "kernel_drops": drops,
+        "elapsed_s": elapsed,
+        "utime_s": usage.ru_utime,
+        "stime_s": usage.ru_stime,
+    }
+
+
+def main(argv: list[str]) -> int:
+    iface, count, duration, ready = argv
+    print(json.dumps(sniff(iface, int(count), float(duration), Path(ready))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
