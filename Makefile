@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 KERNELS ?= debian-6.1 debian-6.12
 SMOKE_KERNEL ?= debian-6.1
 
-.PHONY: deps images build test unit labtest lint presubmit clean
+.PHONY: deps images build test unit labtest bench lint presubmit clean
 
 deps:
 	@./tools/ensure-deps.sh
@@ -25,6 +25,10 @@ test: deps
 
 labtest: images
 	$(PY) -m lab run $(addprefix -k ,$(KERNELS))
+
+# NTA vs AF_PACKET vs tcpdump, one guest, A B A B rounds: table, bench.json, bench.png.
+bench: images
+	$(PY) -m lab bench
 
 lint: deps
 	$(PY) -m ruff check lab pysniff tests

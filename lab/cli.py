@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import REPO, LabError, accel, images, kbuild, nics, scenarios, traffic
+from lab import REPO, LabError, accel, bench, images, kbuild, nics, scenarios, traffic
 from lab.guest import Guest, GuestSpec, build_argv
 from lab.nics import HostEnd, NicPlan
 
@@ -135,6 +135,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    loads = [bench.Load("fixed", args.frames, args.rate), bench.Load("max", args.frames, None)]
+    out = Path(args.out or REPO / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    sniffers = args.sniffers.split(",")
+    return bench.run_bench(args.kernel, args.rounds, loads, sniffers, args.accel, out)
+
+
 def cmd_repro(args: argparse.Namespace) -> int:
     return scenarios.repro(Path(args.bundle), interactive=not args.no_shell)
 
@@ -189,6 +196,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results directory (default results/<timestamp>)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
+
+    be = sub.add_parser("bench", help="NTA vs AF_PACKET vs tcpdump CPU cost, side by side")
+    be.add_argument("-k", "--kernel", default="debian-6.1")
+    be.add_argument("--rounds", type=int, default=2, help="A B A B rounds per load")
+    be.add_argument("--frames", type=int, default=20000, help="frames per trial")
+    be.add_argument("--rate", type=float, default=2000.0, help="the fixed load, frames/s")
+    be.add_argument("--sniffers", default=",".join(bench.SNIFFERS))
+    be.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    be.add_argument("--out", help="results directory (default results/bench-<timestamp>)")
+    be.set_defaults(func=cmd_bench)
 
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")

@@ -94,7 +94,11 @@ class Console:
         return result
 
     def bg(self, cmd: str, log: str) -> int:
-        """Start ``cmd`` in the background (output to the guest path ``log``); its pid."""
+        """Start ``cmd`` in the background (output to the guest path ``log``); its pid.
+
+        For a simple command the pid is the program's own (the subshell execs
+        it), so signals sent to it reach the program.
+        """
         out = self.run(f"( {cmd} ) >{log} 2>&1 & echo $!").stdout.split()
         return int(out[-1])
 

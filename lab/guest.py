@@ -192,7 +192,8 @@ class Guest:
     def setup_nics(self, promisc: bool = True) -> list[GuestNic]:
         """Load each NIC's driver, find its interface by MAC and driver, bring it up.
 
-        GRO is turned off so that one frame on the wire is one skb, the unit
+        IPv6 is off on them: the guest sends nothing unasked. GRO is turned
+        off so that one frame on the wire is one skb, the unit
         every receiver here counts. VLAN stripping is turned off where the
         driver allows it, so the NIC hands the kernel the frame as sent (the
         core still moves the tag out of the data: receivers put it back).
@@ -216,6 +217,8 @@ class Guest:
                     f"in the guest; interfaces:\n{listing}"
                 )
             iface = found[0]
+            # The guest's own IPv6 chatter (DAD, MLD, RS) would add frames to count.
+            self.sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
             self.sh.run(f"ethtool -K {iface} gro off")
             self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
             self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))

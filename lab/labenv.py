@@ -13,6 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab import REPO, LabError, traffic
 from lab.guest import Guest, GuestNic
@@ -46,10 +47,48 @@ class LabEnv:
         """A command line that runs one of the lab's Python modules in the guest.
 
         The guest sees the host's filesystem, so the host's interpreter and the
-        repository work there unchanged.
+        repository work there unchanged. One simple command (``env -C``, not
+        ``cd &&``), so that run in the background its pid is the program's.
         """
-        argv = [sys.executable, "-m", module, *map(str, args)]
-        return f"cd {shlex.quote(str(REPO))} && {shlex.join(argv)}"
+        return shlex.join(["env", "-C", str(REPO), sys.executable, "-m", module, *map(str, args)])
+
+    def sniff_while(
+        self,
+        gn: GuestNic,
+        run_id: int,
+        batch: list[bytes],
+        *pysniff_args: object,
+        rate: float | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        """Inject ``batch`` while pysniff reads it from NTA in the guest; its --json output.
+
+        pysniff stops after ``count`` frames (default: the whole batch) or after
+        its --duration, whichever the caller gave.
+        """
+        tag = f"nta-{gn.plan.variant.name}-{run_id}"
+        out, ready = self.outdir / f"{tag}.json", self.outdir / f"ready-{tag}"
+        self.save_pcap(f"injected-{tag}", batch)
+        args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready]
+        args += ["--run-id", run_id, "--expect", len(batch), "--verify"]
+        if count != 0:
+            args += ["-c", count or len(batch)]
+        cmd = self.guest_python("pysniff", *args, *pysniff_args) + f" >{out}"
+        pid = self.guest.sh.bg(cmd, str(self.outdir / f"{tag}.log"))
+        self.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        traffic.inject(gn.host, batch, rate or gn.plan.variant.lossless_rate)
+        rc = self.guest.sh.run(f"wait {pid}", timeout=300, check=False).rc
+        log = (self.outdir / f"{tag}.log").read_text()
+        if rc != 0:
+            raise LabError(f"pysniff exited {rc} on {gn.iface}: {log[-2000:]}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    def nta_stats(self) -> dict[str, Any]:
+        """The module's counters, read through pysniff (ioctl NTA_IOC_STATS)."""
+        out = self.guest.sh.run(self.guest_python("pysniff", "--stats", "--json")).stdout
+        stats: dict[str, Any] = json.loads(out)["stats_after"]
+        return stats
 
     def save_pcap(self, name: str, batch: list[bytes]) -> Path:
         path = self.outdir / f"{name}.pcap"

@@ -9,6 +9,7 @@ TCP segments until the end of a NAPI poll), so only the set is comparable.
 
     python -m lab.guestside.afpacket IFACE COUNT DURATION READY_FILE
 prints one JSON object: frames, bytes, crc_sum, kernel drops, CPU times.
+SIGINT ends the capture early, still with the report (as tcpdump does).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import mmap
 import resource
 import select
+import signal
 import socket
 import struct
 import sys
@@ -43,6 +45,9 @@ RETIRE_TOV_MS = 10
 BLOCK_HDR = struct.Struct("IIIII")
 # struct tpacket3_hdr: tp_next_offset, sec, nsec, snaplen, len, status, mac, net
 PKT_HDR = struct.Struct("IIIIIIHH")
+# The struct sockaddr_ll that follows it (at TPACKET_ALIGN(48)): its sll_pkttype.
+PKTTYPE_OFFSET = 48 + 10
+PACKET_OUTGOING = 4
 
 
 def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, object]:
@@ -63,18 +68,26 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, obj
     ready.write_text("ready\n")
     start = time.monotonic()
     deadline = start + duration
-    while frames < count and time.monotonic() < deadline:
+    stop = False
+
+    def on_sigint(_signo: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+    while frames < count and time.monotonic() < deadline and not stop:
         base = block * BLOCK_SIZE
         _, _, status, num, first = BLOCK_HDR.unpack_from(ring, base)
         if not status & TP_STATUS_USER:
-            poller.poll(max(0, int((deadline - time.monotonic()) * 1000)))
+            poller.poll(100)  # short, so SIGINT and the deadline are seen
             continue
         at = base + first
         for _ in range(num):
             nxt, _, _, snaplen, _, _, mac, _ = PKT_HDR.unpack_from(ring, at)
-            crc_sum += zlib.crc32(view[at + mac : at + mac + snaplen])
-            nbytes += snaplen
-            frames += 1
+            if ring[at + PKTTYPE_OFFSET] != PACKET_OUTGOING:
+                crc_sum += zlib.crc32(view[at + mac : at + mac + snaplen])
+                nbytes += snaplen
+                frames += 1
             at += nxt
         struct.pack_into("I", ring, base + 8, TP_STATUS_KERNEL)
         block = (block + 1) % BLOCK_NR
