@@ -29,7 +29,7 @@ from lab import REPO, LabError
 from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
-from lab.nics import HostEnd, NicPlan, NicVariant, find_iface_cmd, plan
+from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd, plan
 
 # bash's prompt once the guest's shell is up (vng logs in as the host user).
 PROMPT = r"[#$] $"
@@ -222,6 +222,10 @@ class Guest:
             self.sh.run(f"ethtool -K {iface} gro off")
             self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
             self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
+            self.sh.run(f"ip addr add {nic.guest_ip}/24 dev {iface}")
+            self.sh.run(
+                f"ip neigh replace {nic.host_ip} lladdr {HOST_MAC} dev {iface} nud permanent"
+            )
             out.append(GuestNic(nic, iface, end))
         return out
 

@@ -41,7 +41,7 @@ class LabEnv:
 
     @staticmethod
     def addrs(gn: GuestNic) -> traffic.Addresses:
-        return traffic.Addresses(guest_mac=gn.plan.mac)
+        return traffic.Addresses.of(gn.plan)
 
     def guest_python(self, module: str, *args: object) -> str:
         """A command line that runs one of the lab's Python modules in the guest.

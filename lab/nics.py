@@ -96,6 +96,15 @@ class NicPlan:
     def netdev_id(self) -> str:
         return f"nic{self.index}"
 
+    # Each NIC of a guest has its own subnet, so replies leave by the NIC asked.
+    @property
+    def guest_ip(self) -> str:
+        return f"10.77.{self.index}.2"
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.77.{self.index}.1"
+
     def qemu_args(self) -> list[str]:
         netdev = (
             f"dgram,id={self.netdev_id},local.type=unix,local.path={self.guest_sock},"
@@ -157,6 +166,11 @@ class HostEnd:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.nic.host_sock.unlink()
+
+
+# The source MAC of everything the host injects; the guest gets it as a static
+# neighbour, since nothing on the host side answers ARP.
+HOST_MAC = "52:54:00:4e:ff:01"
 
 
 def find_iface_cmd(nic: NicPlan) -> str:

@@ -8,8 +8,9 @@ check it frame by frame. Frame sizes are Ethernet sizes without FCS.
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +21,11 @@ from scapy.packet import Packet, Raw
 from scapy.utils import RawPcapReader, RawPcapWriter
 
 from lab import LabError
-from lab.nics import HostEnd
+from lab.nics import HOST_MAC, HostEnd, NicPlan
 from pysniff import signature
 
 MIN_FRAME = 60
 MAX_FRAME = 1514
-HOST_MAC = "52:54:00:4e:ff:01"
 OTHER_MAC = "52:54:00:4e:ff:99"  # a unicast MAC no guest has: needs promiscuous mode
 KINDS = ("udp4", "udp6", "tcp4", "tcp6", "arp", "vlan", "bcast", "mcast", "othermac")
 
@@ -39,6 +39,14 @@ class Addresses:
     host_ip: str = "10.77.0.1"
     guest_ip6: str = "fd77::2"
     host_ip6: str = "fd77::1"
+
+    @classmethod
+    def of(cls, nic: NicPlan) -> Addresses:
+        return cls(nic.mac, nic.guest_ip, nic.host_ip)
+
+    @property
+    def broadcast(self) -> str:
+        return self.guest_ip.rsplit(".", 1)[0] + ".255"
 
 
 def _headers(kind: str, a: Addresses) -> Packet:
@@ -55,7 +63,7 @@ def _headers(kind: str, a: Addresses) -> Packet:
         / ARP(op=1, hwsrc=HOST_MAC, psrc=a.host_ip, pdst=a.host_ip),
         "vlan": Ether(src=HOST_MAC, dst=a.guest_mac) / Dot1Q(vlan=77) / ip4 / udp,
         "bcast": Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
-        / IP(src=a.host_ip, dst="10.77.0.255")
+        / IP(src=a.host_ip, dst=a.broadcast)
         / udp,
         "mcast": Ether(src=HOST_MAC, dst="01:00:5e:4d:00:01")
         / IP(src=a.host_ip, dst="239.77.0.1")
@@ -100,6 +108,14 @@ def echo_request(addrs: Addresses, ident: int, seq: int, data: bytes) -> bytes:
     return bytes(Ether(src=HOST_MAC, dst=addrs.guest_mac) / ip / ICMP(id=ident, seq=seq) / data)
 
 
+def udp_request(addrs: Addresses, port: int, sport: int, data: bytes) -> bytes:
+    """A UDP datagram to a service in the guest."""
+    ip = IP(src=addrs.host_ip, dst=addrs.guest_ip)
+    return bytes(
+        Ether(src=HOST_MAC, dst=addrs.guest_mac) / ip / UDP(sport=sport, dport=port) / data
+    )
+
+
 @dataclass(frozen=True)
 class InjectResult:
     sent: int
@@ -122,6 +138,37 @@ def inject(end: HostEnd, batch: Iterable[bytes], rate: float | None = None) -> I
         end.send(frame)
         sent += 1
     return InjectResult(sent, time.monotonic() - start)
+
+
+def converse(
+    end: HostEnd,
+    batch: Iterable[bytes],
+    count: int,
+    want: Callable[[bytes], bool],
+    rate: float | None = None,
+    timeout: float = 30.0,
+) -> list[bytes]:
+    """Send ``batch`` and collect up to ``count`` frames the guest sends back that ``want``.
+
+    Replies are read while sending: a unix datagram socket queues only a few
+    frames, and QEMU drops what does not fit.
+    """
+    got: list[bytes] = []
+
+    def collect() -> None:
+        deadline = time.monotonic() + timeout
+        while len(got) < count and (left := deadline - time.monotonic()) > 0:
+            frame = end.recv(min(left, 0.5))
+            if frame is not None and want(frame):
+                got.append(frame)
+
+    reader = threading.Thread(target=collect)
+    reader.start()
+    try:
+        inject(end, batch, rate)
+    finally:
+        reader.join()
+    return got
 
 
 def write_pcap(path: Path, batch: Iterable[bytes]) -> None:

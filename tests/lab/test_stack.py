@@ -1,0 +1,75 @@
+"""The guest's stack uses what it receives: ping and a UDP echo service answer the host."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.l2 import Ether
+
+from lab import traffic
+from lab.labenv import LabEnv
+
+REQUESTS = 200
+ECHO_PORT = 7
+# Replies need send buffer: at full speed, with TX completions lagging under
+# TCG, the guest's ICMP socket runs out of it and drops replies (OutErrors).
+# That is the stack's own behaviour, so requests are paced.
+REQUEST_RATE = 500.0
+
+
+def payloads(run_id: int) -> list[bytes]:
+    """Signed payloads from 24 to 1400 bytes."""
+    return [traffic.signature.payload(run_id, i, 24 + (i * 53) % 1377) for i in range(REQUESTS)]
+
+
+def icmp_reply_from(ip: str) -> Callable[[bytes], bool]:
+    def want(frame: bytes) -> bool:
+        p = Ether(frame)
+        return ICMP in p and p[ICMP].type == 0 and p[IP].src == ip
+
+    return want
+
+
+def udp_reply_from(ip: str) -> Callable[[bytes], bool]:
+    def want(frame: bytes) -> bool:
+        p = Ether(frame)
+        return UDP in p and p[UDP].sport == ECHO_PORT and p[IP].src == ip
+
+    return want
+
+
+@pytest.mark.lab
+def test_guest_answers_every_ping(lab_env: LabEnv) -> None:
+    for gn in lab_env.nics:
+        a = lab_env.addrs(gn)
+        data = payloads(lab_env.new_run_id())
+        requests = [traffic.echo_request(a, 0x4E54, i, d) for i, d in enumerate(data)]
+        got = traffic.converse(
+            gn.host, requests, REQUESTS, icmp_reply_from(a.guest_ip), REQUEST_RATE
+        )
+
+        replies = {Ether(f)[ICMP].seq: bytes(Ether(f)[ICMP].payload) for f in got}
+        assert len(got) == REQUESTS, gn.plan.variant.name
+        assert replies == dict(enumerate(data)), f"{gn.plan.variant.name}: echo data differs"
+
+
+@pytest.mark.lab
+def test_guest_udp_service_echoes_every_datagram(lab_env: LabEnv) -> None:
+    for gn in lab_env.nics:
+        a = lab_env.addrs(gn)
+        data = payloads(lab_env.new_run_id())
+        ready = lab_env.outdir / f"ready-udpecho-{gn.plan.variant.name}"
+        cmd = lab_env.guest_python("lab.guestside.udpecho", a.guest_ip, ECHO_PORT, REQUESTS, ready)
+        pid = lab_env.guest.sh.bg(cmd, str(lab_env.outdir / f"udpecho-{gn.plan.variant.name}.log"))
+        lab_env.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        requests = [traffic.udp_request(a, ECHO_PORT, 40000 + i, d) for i, d in enumerate(data)]
+        got = traffic.converse(
+            gn.host, requests, REQUESTS, udp_reply_from(a.guest_ip), REQUEST_RATE
+        )
+
+        assert lab_env.guest.sh.run(f"wait {pid}", check=False).rc == 0
+        replies = {Ether(f)[UDP].dport - 40000: bytes(Ether(f)[UDP].payload) for f in got}
+        assert len(got) == REQUESTS, gn.plan.variant.name
+        assert replies == dict(enumerate(data)), f"{gn.plan.variant.name}: echoed data differs"
