@@ -102,6 +102,33 @@ def frames(
     return out
 
 
+def bad_frames(addrs: Addresses, seed: int = 0) -> dict[str, list[bytes]]:
+    """Frames no sane sender makes, by kind: what the wire can throw at a receiver."""
+    rng = random.Random(seed)
+    eth = Ether(src=HOST_MAC, dst=addrs.guest_mac)
+    ip = IP(src=addrs.host_ip, dst=addrs.guest_ip)
+    good = bytes(eth / ip / UDP(sport=1, dport=9) / Raw(b"x" * 64))
+    return {
+        # QEMU pads these to 60 bytes: they reach the driver as minimum frames.
+        "runt": [good[:n] for n in (1, 13, 14, 20, 33, 42, 59)],
+        # Above 1514 (1518 with a VLAN tag) a NIC without jumbo frames drops them.
+        "oversized": [good + bytes(n - len(good)) for n in (1515, 1518, 1522, 1600, 4000, 9000)],
+        "truncated": [
+            bytes(eth / IP(src=addrs.host_ip, dst=addrs.guest_ip, ihl=15) / b"abc"),
+            bytes(eth / IP(src=addrs.host_ip, dst=addrs.guest_ip, len=1400) / UDP() / b"short"),
+            bytes(eth / ip / TCP(dataofs=15) / b"x"),
+            bytes(eth / IPv6(src=addrs.host_ip6, dst=addrs.guest_ip6, plen=1000) / UDP() / b"y"),
+            bytes(eth / Dot1Q(vlan=5))[:16],
+            bytes(eth / ip)[:20],
+            bytes(eth / ip / UDP(len=9000) / b"z"),
+        ],
+        "garbage": [
+            bytes(rng.getrandbits(8) for _ in range(rng.randint(MIN_FRAME, MAX_FRAME)))
+            for _ in range(200)
+        ],
+    }
+
+
 def echo_request(addrs: Addresses, ident: int, seq: int, data: bytes) -> bytes:
     """An ICMP echo request to the guest, for tests that need the stack to answer."""
     ip = IP(src=addrs.host_ip, dst=addrs.guest_ip)
