@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import REPO, LabError, accel, bench, images, kbuild, nics, scenarios, traffic
+from lab import REPO, LabError, accel, bench, images, kbuild, nics, repro, scenarios, traffic
 from lab.guest import Guest, GuestSpec, build_argv
 from lab.nics import HostEnd, NicPlan
 
@@ -143,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    return scenarios.repro(Path(args.bundle), interactive=not args.no_shell)
+    return repro.replay(Path(args.bundle), interactive=not args.no_shell, accel_override=args.accel)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -210,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")
     rp.add_argument("--no-shell", action="store_true", help="replay, report, power off")
+    rp.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default: the bundle's")
     rp.set_defaults(func=cmd_repro)
     return p
 

@@ -27,7 +27,10 @@ class LabEnv:
     kernel: Kernel
     nic_set: str
     outdir: Path
-    pcaps: list[Path] = field(default_factory=list)
+    # Every pcap injected, in order, with the NIC variant it went to.
+    pcaps: list[tuple[str, Path]] = field(default_factory=list)
+    module: Path | None = None  # the NTA build loaded in the guest, if any
+    module_params: str = ""
     _rng: random.Random = field(default_factory=random.Random)
 
     def new_run_id(self) -> int:
@@ -68,7 +71,7 @@ class LabEnv:
         """
         tag = f"nta-{gn.plan.variant.name}-{run_id}"
         out, ready = self.outdir / f"{tag}.json", self.outdir / f"ready-{tag}"
-        self.save_pcap(f"injected-{tag}", batch)
+        self.save_pcap(gn, f"injected-{tag}", batch)
         args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready]
         args += ["--run-id", run_id, "--expect", len(batch), "--verify"]
         if count != 0:
@@ -90,10 +93,11 @@ class LabEnv:
         stats: dict[str, Any] = json.loads(out)["stats_after"]
         return stats
 
-    def save_pcap(self, name: str, batch: list[bytes]) -> Path:
+    def save_pcap(self, gn: GuestNic, name: str, batch: list[bytes]) -> Path:
+        """Keep what is about to be injected into ``gn``, for reproducers."""
         path = self.outdir / f"{name}.pcap"
         traffic.write_pcap(path, batch)
-        self.pcaps.append(path)
+        self.pcaps.append((gn.plan.variant.name, path))
         return path
 
     def capture_while(
@@ -106,7 +110,7 @@ class LabEnv:
         rate = rate or gn.plan.variant.lossless_rate
         tag = f"{gn.plan.variant.name}-{run_id}"
         out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
-        self.save_pcap(f"injected-{tag}", batch)
+        self.save_pcap(gn, f"injected-{tag}", batch)
         cmd = self.guest_python(
             "lab.guestside.capture", gn.iface, run_id, len(batch), out, ready, 120
         )

@@ -1,4 +1,4 @@
-"""Stage 5, report: run the scenario matrix with pytest and print it; replay a bundle.
+"""Stage 5, report: run the scenario matrix with pytest and print it.
 
 Scenarios are the pytest tests under ``tests/lab``; this module selects the
 kernels and NIC sets, gives the run a results directory (JUnit XML, console
@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import REPO, LabError, accel, images, nics, traffic
-from lab.guest import Guest, GuestSpec
+from lab import REPO
 
 LAB_TESTS = REPO / "tests" / "lab"
 
@@ -111,29 +110,3 @@ def run_matrix(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n{matrix_table(cells)}\n\nresults: {out}  total: {elapsed:.0f}s")
     return rc
-
-
-def repro(bundle: Path, interactive: bool = True) -> int:
-    """Boot what a failed run booted and replay its injected pcaps, NIC by NIC.
-
-    A bundle is a results directory of one guest (``<kernel>_<nic-set>``): it
-    names the kernel and NIC set and holds the pcaps the run injected.
-    """
-    if not bundle.is_dir():
-        raise LabError(f"{bundle} is not a results directory")
-    kernel_name, sep, set_name = bundle.name.partition("_")
-    if not sep:
-        raise LabError(f"{bundle.name}: expected a '<kernel>_<nic-set>' results directory")
-    spec = GuestSpec(images.resolve(kernel_name), nics.nic_set(set_name), accel.detect())
-    with Guest(spec, bundle / "repro") as guest:
-        for gn in guest.setup_nics(promisc=True):
-            for pcap in sorted(bundle.glob(f"injected-{gn.plan.variant.name}-*.pcap")):
-                sent = traffic.inject(
-                    gn.host, traffic.read_pcap(pcap), gn.plan.variant.lossless_rate
-                )
-                print(f"{gn.iface}: replayed {sent.sent} frames from {pcap.name}")
-        if interactive and guest.child is not None:
-            print("guest shell (no prompt); Ctrl-] leaves")
-            guest.child.logfile_read = None
-            guest.child.interact()
-    return 0

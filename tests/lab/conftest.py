@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, images, judge, nics
+from lab import accel, images, judge, nics, repro
 from lab.guest import Guest, GuestSpec
 from lab.labenv import LabEnv
 
@@ -66,14 +66,37 @@ def lab_env(
         yield env
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keeps each phase's report on the item, for the fixture below."""
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
+
+
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
 @pytest.fixture(autouse=True)
-def kernel_log_clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fails the test if the guest's kernel log gained a splat while it ran."""
+def kernel_log_clean(request: pytest.FixtureRequest, results_dir: Path) -> Iterator[None]:
+    """Fails the test if the guest's kernel log gained a splat while it ran.
+
+    A failed test (or a splat) leaves a reproducer bundle under
+    ``<results>/repro/``: ``ntalab repro`` replays it.
+    """
     if "lab_env" not in request.fixturenames:
         yield
         return
     env: LabEnv = request.getfixturevalue("lab_env")
+    first_pcap = len(env.pcaps)
     yield
     log = env.guest.save_dmesg()
     splats = judge.scan_files([log, env.guest.console_log.path])
+    call = request.node.stash.get(REPORTS, {}).get("call")
+    if splats or (call is not None and call.failed):
+        reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
+        bundle = repro.write(
+            env, request.node.nodeid, env.pcaps[first_pcap:], reason, results_dir / "repro"
+        )
+        print(f"\nreproducer: ntalab repro {bundle}")
     assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))

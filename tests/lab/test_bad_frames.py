@@ -27,7 +27,7 @@ def test_bad_frames_then_normal_delivery(lab_env: LabEnv) -> None:
         name = gn.plan.variant.name
         bad = traffic.bad_frames(lab_env.addrs(gn), seed=lab_env.new_run_id())
         junk = [frame for frames in bad.values() for frame in frames]
-        lab_env.save_pcap(f"injected-{name}-bad", junk)
+        lab_env.save_pcap(gn, f"injected-{name}-bad", junk)
         rx0 = lab_env.guest.rx_packets(gn.iface)
         traffic.inject(gn.host, junk, gn.plan.variant.lossless_rate)
 

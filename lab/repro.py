@@ -1,0 +1,116 @@
+"""Reproducer bundles: what a failed lab test needs to be replayed in a VM.
+
+A bundle is a directory holding ``bundle.json`` (kernel, NIC set, accelerator,
+kernel command line, module parameters), a copy of the module build the test
+ran, the pcaps it injected in order, and its console and kernel logs.
+``ntalab repro BUNDLE`` boots the same kernel with the same NICs, loads the
+same module, replays the pcaps NIC by NIC and leaves the developer in the
+guest's shell.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lab import LabError, accel, images, judge, nics, traffic
+from lab.guest import Guest, GuestSpec
+from lab.labenv import LabEnv
+
+BUNDLE_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class Injected:
+    nic: str  # variant name
+    pcap: str  # file name inside the bundle
+
+
+@dataclass(frozen=True)
+class Bundle:
+    test: str
+    kernel: str
+    release: str
+    nic_set: str
+    accel: str
+    append: list[str]
+    module: str | None  # file name inside the bundle
+    module_params: str
+    injected: list[Injected]
+    reason: str
+
+
+def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, root: Path) -> Path:
+    """Copy everything ``test`` used into ``root/<test>``; the bundle's directory."""
+    safe = test.replace("/", "_").replace("::", "-").replace("[", "-").rstrip("]")
+    out = root / safe
+    out.mkdir(parents=True, exist_ok=True)
+    injected = []
+    for n, (nic, pcap) in enumerate(pcaps):
+        name = f"{n:03d}-{pcap.name}"
+        shutil.copy2(pcap, out / name)
+        injected.append(Injected(nic, name))
+    module = None
+    if env.module is not None:
+        module = env.module.name
+        shutil.copy2(env.module, out / module)
+    for log in (env.guest.console_log.path, env.outdir / "dmesg.log"):
+        if log.is_file():
+            shutil.copy2(log, out / log.name)
+    bundle = Bundle(
+        test=test,
+        kernel=env.kernel.name,
+        release=env.kernel.release,
+        nic_set=env.nic_set,
+        accel=env.guest.spec.accel.name,
+        append=list(env.guest.spec.append),
+        module=module,
+        module_params=env.module_params,
+        injected=injected,
+        reason=reason[-4000:],
+    )
+    (out / BUNDLE_FILE).write_text(json.dumps(asdict(bundle), indent=2) + "\n")
+    return out
+
+
+def load(path: Path) -> Bundle:
+    file = path / BUNDLE_FILE if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text())
+        data["injected"] = [Injected(**i) for i in data["injected"]]
+        return Bundle(**data)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise LabError(f"{file} is not a reproducer bundle: {e}") from e
+
+
+def replay(path: Path, interactive: bool = True, accel_override: str | None = None) -> int:
+    bundle = load(path)
+    root = path if path.is_dir() else path.parent
+    kernel = images.resolve(bundle.kernel)
+    if kernel.release != bundle.release:
+        raise LabError(f"{bundle.kernel} is now {kernel.release}, the bundle ran {bundle.release}")
+    acc = accel.choose(accel_override) if accel_override else accel.Accel(bundle.accel, "bundle")
+    spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
+    print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
+    with Guest(spec, root / "replay") as guest:
+        by_variant = {g.plan.variant.name: g for g in guest.setup_nics(promisc=True)}
+        if bundle.module:
+            guest.sh.run(f"insmod {shlex.quote(str(root / bundle.module))} {bundle.module_params}")
+        for item in bundle.injected:
+            gn = by_variant[item.nic]
+            frames = traffic.read_pcap(root / item.pcap)
+            sent = traffic.inject(gn.host, frames, gn.plan.variant.lossless_rate)
+            print(f"  {gn.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
+        if interactive and guest.child is not None:
+            print("guest shell (no prompt); Ctrl-] leaves")
+            guest.child.logfile_read = None
+            guest.child.interact()
+            return 0
+        splats = judge.scan_files([guest.save_dmesg("replay-dmesg.log"), guest.console_log.path])
+    for splat in splats:
+        print(f"  {splat}")
+    print(f"replay {'reproduced splats' if splats else 'ran clean'}; logs in {root / 'replay'}")
+    return 1 if splats else 0
