@@ -11,6 +11,7 @@ ntalab repro BUNDLE
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import REPO, LabError, accel, bench, images, kbuild, nics, repro, scenarios, traffic
-from lab.guest import Guest, GuestSpec, build_argv
+from lab.guest import BOOT_PROFILES, Guest, GuestSpec, build_argv
 from lab.nics import HostEnd, NicPlan
 
 
@@ -129,9 +130,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return scenarios.run_matrix(
         kernels=args.kernel or list(images.load_manifest()),
         nic_sets=args.nics or list(nics.NIC_SETS),
+        profiles=args.boot_profile or list(BOOT_PROFILES),
         accel_override=args.accel,
         pytest_args=args.pytest_args,
         results=Path(args.out) if args.out else None,
+        jobs=args.jobs,
     )
 
 
@@ -192,8 +195,14 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the scenario matrix (kernels x NIC sets) with pytest")
     r.add_argument("-k", "--kernel", action="append", help="manifest names (default: all)")
     r.add_argument("--nics", action="append", choices=list(nics.NIC_SETS), help="default: all")
+    r.add_argument(
+        "--boot-profile", action="append", choices=list(BOOT_PROFILES), help="default: all"
+    )
     r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     r.add_argument("--out", help="results directory (default results/<timestamp>)")
+    r.add_argument(
+        "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="guests booted at once"
+    )
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
 

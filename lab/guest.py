@@ -10,6 +10,7 @@ off.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -30,6 +31,14 @@ from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
 from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd, plan
+
+# Kernel command lines guests can boot with. "debug" turns on what Debian's
+# kernels offer for catching misuse of freed memory: SLUB red zones, poisoning
+# and user tracking, poisoning of freed pages, and zeroing on free.
+BOOT_PROFILES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "debug": ("slub_debug=FZPU", "page_poison=1", "init_on_free=1"),
+}
 
 # bash's prompt once the guest's shell is up (vng logs in as the host user).
 PROMPT = r"[#$] $"
@@ -170,6 +179,21 @@ class Guest:
         self.console = Console(self.child, self.console_log.file, self.console_log)
         self.console.setup()
         self.boot_seconds = time.monotonic() - start
+        self._record_guest()
+
+    def _record_guest(self) -> None:
+        """What ran, for the report: kernel, NICs, accelerator, boot time."""
+        info = {
+            "name": self.spec.name,
+            "kernel": self.spec.kernel.name,
+            "release": self.sh.run("uname -r").stdout.strip(),
+            "nics": [n.variant.name for n in self.nics],
+            "accel": self.spec.accel.name,
+            "accel_reason": self.spec.accel.reason,
+            "append": list(self.spec.append),
+            "boot_s": round(self.boot_seconds, 1),
+        }
+        (self.outdir / "guest.json").write_text(json.dumps(info, indent=2) + "\n")
 
     def _record_qemu_command(self) -> None:
         """The exact QEMU command vng runs, for reproduction."""

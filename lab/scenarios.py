@@ -51,28 +51,33 @@ def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
 
 
 def matrix_table(cells: dict[tuple[str, str], Cell]) -> str:
+    """Rows kernel/NIC set, one numbered column per scenario, and the legend."""
     rows = sorted({r for r, _ in cells})
     cols = sorted({c for _, c in cells})
     if not rows:
         return "(no scenarios ran)"
     width = max(len(r) for r in rows)
-    head = f"{'kernel/nic-set':<{width}}  " + "  ".join(f"{c:<18}" for c in cols)
+    head = f"{'kernel/nic-set':<{width}}  " + "  ".join(f"{n:<11}" for n in range(1, len(cols) + 1))
     lines = [head, "-" * len(head)]
     for r in rows:
         out = []
         for c in cols:
             cell = cells.get((r, c))
-            out.append(f"{cell.outcome} {cell.seconds:5.0f}s".ljust(18) if cell else "-".ljust(18))
+            out.append(f"{cell.outcome} {cell.seconds:4.0f}s".ljust(11) if cell else "-".ljust(11))
         lines.append(f"{r:<{width}}  " + "  ".join(out))
+    lines.append("")
+    lines += [f"{n}: {c}" for n, c in enumerate(cols, 1)]
     return "\n".join(lines)
 
 
 def run_matrix(
     kernels: Sequence[str],
     nic_sets: Sequence[str],
+    profiles: Sequence[str],
     accel_override: str,
     pytest_args: Sequence[str],
     results: Path | None,
+    jobs: int = 1,
 ) -> int:
     out = (results or REPO / "results" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,10 @@ def run_matrix(
         latest.symlink_to(out.name)
     argv = [sys.executable, "-m", "pytest", str(LAB_TESTS), "-m", "lab", "-p", "no:cacheprovider"]
     argv += [f"--kernel={k}" for k in kernels] + [f"--nic-set={s}" for s in nic_sets]
+    argv += [f"--boot-profile={p}" for p in profiles]
     argv += [f"--accel={accel_override}", f"--results={out}", f"--junitxml={out / 'junit.xml'}"]
+    if jobs > 1:
+        argv += [f"-n{jobs}", "--dist=loadgroup"]
     argv += [a for a in pytest_args if a != "--"]
     print(f"+ {shlex.join(argv)}", flush=True)
     start = time.monotonic()
@@ -90,12 +98,15 @@ def run_matrix(
     elapsed = time.monotonic() - start
     junit = out / "junit.xml"
     cells = parse_junit(junit) if junit.is_file() else {}
+    guests = [json.loads(p.read_text()) for p in sorted(out.glob("*/guest.json"))]
     summary = {
         "kernels": list(kernels),
         "nic_sets": list(nic_sets),
+        "boot_profiles": list(profiles),
         "accel": accel_override,
         "pytest_exit": rc,
         "elapsed_s": round(elapsed, 1),
+        "guests": guests,
         "cells": [
             {
                 "row": r,
@@ -108,5 +119,9 @@ def run_matrix(
         ],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n{matrix_table(cells)}\n\nresults: {out}  total: {elapsed:.0f}s")
+    print(f"\n{matrix_table(cells)}\n")
+    for g in guests:
+        nics = "+".join(g["nics"])
+        print(f"guest {g['kernel']} {nics}: {g['release']}, {g['accel']}, boot {g['boot_s']}s")
+    print(f"results: {out}  total: {elapsed:.0f}s")
     return rc

@@ -14,6 +14,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("ntalab")
     g.addoption("--kernel", action="append", help="guest kernel(s) (default: debian-6.1)")
     g.addoption("--nic-set", action="append", help="NIC set(s) (default: e1000+rtl8139)")
+    g.addoption(
+        "--boot-profile",
+        action="append",
+        help="kernel command line profile(s) (default: default); tests opt in to others",
+    )
     g.addoption("--accel", default="auto", choices=["auto", "kvm", "tcg"])
     g.addoption("--results", help="results directory (default: results/<timestamp>)")
 

@@ -32,6 +32,7 @@ def test_junit_to_cells(tmp_path: Path) -> None:
         ("debian-6.12/e1000-cb0", "unload"): scenarios.Cell("skip", 0.5, "not yet"),
     }
     table = scenarios.matrix_table(cells).splitlines()
-    assert table[0].split() == ["kernel/nic-set", "delivery", "unload"]
+    assert table[0].split() == ["kernel/nic-set", "1", "2"]
     assert table[2].split() == ["debian-6.1/e1000+rtl8139", "pass", "41s", "-"]
     assert table[3].split() == ["debian-6.12/e1000-cb0", "fail", "12s", "skip", "0s"]
+    assert table[-2:] == ["1: delivery", "2: unload"]

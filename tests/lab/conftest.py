@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab import accel, images, judge, nics, repro
-from lab.guest import Guest, GuestSpec
+from lab.guest import BOOT_PROFILES, Guest, GuestSpec
 from lab.labenv import LabEnv
 
 DEFAULT_KERNELS = ["debian-6.1"]
@@ -22,15 +22,44 @@ DEFAULT_NIC_SETS = ["e1000+rtl8139"]
 _guest_numbers = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "boot_profiles(*names): also run under these boot profiles when selected"
+    )
+
+
+def guest_id(kernel: str, nic_set: str, profile: str) -> str:
+    return f"{kernel}/{nic_set}" + ("" if profile == "default" else f"/{profile}")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One guest per (kernel, NIC set, boot profile) asked for on the command line.
+
+    A test runs under the default profile, and under the other profiles it
+    names with @pytest.mark.boot_profiles, when those are selected.
+    """
     if "lab_env" not in metafunc.fixturenames:
         return
     kernels = metafunc.config.getoption("--kernel") or DEFAULT_KERNELS
     sets = metafunc.config.getoption("--nic-set") or DEFAULT_NIC_SETS
-    combos = list(itertools.product(kernels, sets))
+    profiles = metafunc.config.getoption("--boot-profile") or ["default"]
+    for name in profiles:
+        if name not in BOOT_PROFILES:
+            raise pytest.UsageError(f"unknown boot profile {name!r}: {', '.join(BOOT_PROFILES)}")
+    marker = metafunc.definition.get_closest_marker("boot_profiles")
+    wanted = {"default", *(marker.args if marker else ())}
+    combos = [c for c in itertools.product(kernels, sets, profiles) if c[2] in wanted]
     metafunc.parametrize(
-        "lab_env", combos, ids=[f"{k}/{s}" for k, s in combos], indirect=True, scope="session"
+        "lab_env", combos, ids=[guest_id(*c) for c in combos], indirect=True, scope="session"
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (--dist loadgroup), all tests of one guest go to one worker."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "lab_env" in callspec.params:
+            item.add_marker(pytest.mark.xdist_group(guest_id(*callspec.params["lab_env"])))
 
 
 @pytest.fixture(scope="session")
@@ -50,17 +79,18 @@ def kernel_for(name: str) -> images.Kernel:
 def lab_env(
     request: pytest.FixtureRequest, results_dir: Path, lab_accel: accel.Accel
 ) -> Iterator[LabEnv]:
-    kernel_name, set_name = request.param
+    kernel_name, set_name, profile = request.param
     kernel = kernel_for(kernel_name)
     number = next(_guest_numbers)
     spec = GuestSpec(
         kernel=kernel,
         nics=nics.nic_set(set_name),
         accel=lab_accel,
+        append=BOOT_PROFILES[profile],
         name=f"ntalab-{number}",
         guest_no=number,
     )
-    outdir = results_dir / f"{kernel_name}_{set_name}"
+    outdir = results_dir / guest_id(kernel_name, set_name, profile).replace("/", "_")
     with Guest(spec, outdir) as guest:
         env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, set_name, outdir)
         yield env
