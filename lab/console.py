@@ -65,11 +65,13 @@ class Console:
         """Quiet the shell once it is up: no echo, no prompt, kernel messages off the console.
 
         Oopses still reach the console (the kernel raises the console loglevel for
-        them); everything else is read with dmesg.
+        them); everything else is read with dmesg. A dumb terminal keeps tools
+        such as dmesg from colouring their output, and no pager waits for a key.
         """
         marker = f"@@ntalab-ready-{self._token}@@"
         self._send(
             "stty -echo; bind 'set enable-bracketed-paste off' 2>/dev/null; "
+            "export TERM=dumb PAGER=cat SYSTEMD_PAGER=; "
             f"PS1=''; PS2=''; unset PROMPT_COMMAND; dmesg -n 1; echo {marker[:8]}''{marker[8:]}"
         )
         self._expect(re.escape(marker) + r"\r*\n", timeout, "shell setup")

@@ -1,8 +1,9 @@
 """Stage 2, build: the NTA module, out of tree, one build dir per kernel.
 
 Kernels before 6.13 cannot put an external module's objects outside its
-source dir, so the sources are copied (with their mtimes, so make stays
-incremental) into ``build/<release>/`` and built there with ``W=1``.
+source dir, so the sources are copied into ``build/<release>/`` and built
+there with ``W=1``. Always from scratch: an incremental build would not
+print the warnings of objects it did not rebuild, and they must be seen.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def build(kernel: Kernel, src: Path = KMOD, root: Path = BUILD, jobs: int = 0) -
             "for a manifest kernel run 'ntalab images fetch', for your own pass its build tree"
         )
     out = build_dir(kernel, root)
-    out.mkdir(parents=True, exist_ok=True)
-    _sync_sources(src, out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    _copy_sources(src, out)
     argv = [
         "make", "-C", str(kernel.headers), f"M={out}", "W=1",
         f"-j{jobs or os.cpu_count() or 1}", "modules",
@@ -75,14 +77,9 @@ def build(kernel: Kernel, src: Path = KMOD, root: Path = BUILD, jobs: int = 0) -
     return BuildResult(kernel.name, kernel.release, status, found, log, warnings, elapsed)
 
 
-def _sync_sources(src: Path, out: Path) -> None:
-    wanted = {p.name: p for pattern in _SOURCES for p in src.glob(pattern)}
-    if "Kbuild" not in wanted:
+def _copy_sources(src: Path, out: Path) -> None:
+    names = [p for pattern in _SOURCES for p in src.glob(pattern)]
+    if not any(p.name == "Kbuild" for p in names):
         raise LabError(f"{src} has no Kbuild file")
-    for stale in out.iterdir():
-        if stale.suffix in (".c", ".h") and stale.name not in wanted:
-            stale.unlink()
-    for name, path in wanted.items():
-        dest = out / name
-        if not dest.exists() or dest.stat().st_mtime_ns != path.stat().st_mtime_ns:
-            shutil.copy2(path, dest)
+    for path in names:
+        shutil.copy2(path, out / path.name)
