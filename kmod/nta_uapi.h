@@ -94,7 +94,7 @@ struct nta_record {
 };
 
 /* The frame's VLAN tag was stripped by the NIC; vlan_tci holds it. */
-#define NTA_RECORD_VLAN_STRIPPED	(1U << 0)
+#define NTA_RECORD_VLAN_STRIPPED	0x0001U
 
 /*
  * struct nta_commit - hands one chunk back. write() takes an array of them

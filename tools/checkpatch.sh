@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# checkpatch.pl --strict over kmod/. Debian ships checkpatch only inside the
+# kernel source package, so the three files it needs are taken from
+# linux-source-6.1 (pinned like the guest kernels) into images/cache/checkpatch/
+# on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=6.1.192-2
+dir=images/cache/checkpatch
+files=(scripts/checkpatch.pl scripts/spelling.txt scripts/const_structs.checkpatch)
+if [ ! -x "$dir/scripts/checkpatch.pl" ] || [ "$(cat "$dir/version" 2>/dev/null)" != "$VERSION" ]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && apt-get download -q "linux-source-6.1=$VERSION")
+  dpkg-deb --fsys-tarfile "$work"/linux-source-6.1_*.deb |
+    tar -xO ./usr/src/linux-source-6.1.tar.xz |
+    tar -xJ -C "$work" "${files[@]/#/linux-source-6.1/}"
+  rm -rf "$dir" && mkdir -p "$dir"
+  cp -r "$work/linux-source-6.1/scripts" "$dir/"
+  echo "$VERSION" > "$dir/version"
+fi
+shopt -s nullglob
+sources=(kmod/*.c kmod/*.h kmod/tests/*.c)
+exec perl "$dir/scripts/checkpatch.pl" --strict --no-tree --terse --show-types \
+  --ignore FILE_PATH_CHANGES -f "${sources[@]}"
