@@ -1,0 +1,1 @@
+"""pysniff: the userspace reader of NTA's zero-copy sniffer."""

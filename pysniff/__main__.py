@@ -1,0 +1,3 @@
+from pysniff.cli import main
+
+raise SystemExit(main())
