@@ -73,6 +73,11 @@ def ranges(numbers: Iterable[int]) -> list[list[int]]:
     return out
 
 
+def perfect(count: int) -> dict[str, object]:
+    """A Tally summary's entry for an interface that got sequences 0..count-1 once, intact."""
+    return {"seen": count, "unique": count, "duplicates": 0, "corrupt": 0, "missing": []}
+
+
 @dataclass
 class Tally:
     """What a receiver saw of one run, per interface.
