@@ -247,11 +247,24 @@ class Guest:
             self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
             self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
             self.sh.run(f"ip addr add {nic.guest_ip}/24 dev {iface}")
-            self.sh.run(
-                f"ip neigh replace {nic.host_ip} lladdr {HOST_MAC} dev {iface} nud permanent"
-            )
-            out.append(GuestNic(nic, iface, end))
+            gn = GuestNic(nic, iface, end)
+            self._add_host_neighbour(gn)
+            out.append(gn)
         return out
+
+    def _add_host_neighbour(self, gn: GuestNic) -> None:
+        self.sh.run(
+            f"ip neigh replace {gn.plan.host_ip} lladdr {HOST_MAC} dev {gn.iface} nud permanent"
+        )
+
+    def bounce_nic(self, gn: GuestNic) -> None:
+        """Link down and up: the driver refills its receive ring from scratch.
+
+        Taking a link down flushes its neighbours, permanent ones too, so the
+        host's entry is put back.
+        """
+        self.sh.run(f"ip link set {gn.iface} down && ip link set {gn.iface} up")
+        self._add_host_neighbour(gn)
 
     def rx_packets(self, iface: str) -> int:
         return int(self.sh.run(f"cat /sys/class/net/{iface}/statistics/rx_packets").stdout)

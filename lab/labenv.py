@@ -93,7 +93,10 @@ class LabEnv:
 
     def nta_stats(self) -> dict[str, Any]:
         """The module's counters, read through pysniff (ioctl NTA_IOC_STATS)."""
-        out = self.guest.sh.run(self.guest_python("pysniff", "--stats", "--json")).stdout
+        # Generous: starting Python in a TCG guest on a loaded host can take a minute.
+        out = self.guest.sh.run(
+            self.guest_python("pysniff", "--stats", "--json"), timeout=180
+        ).stdout
         stats: dict[str, Any] = json.loads(out)["stats_after"]
         return stats
 

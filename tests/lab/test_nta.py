@@ -51,7 +51,7 @@ def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
     lab_env.module_params = "attach=" + ",".join(gn.iface for gn in lab_env.nics)
     sh.run(f"insmod {built.module} {lab_env.module_params}")
     for gn in lab_env.nics:
-        sh.run(f"ip link set {gn.iface} down && ip link set {gn.iface} up")
+        lab_env.guest.bounce_nic(gn)
     version = sh.run("dmesg | grep 'nta: version'").stdout
     assert "abi 1" in version, version
     yield lab_env
@@ -64,7 +64,7 @@ def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
     lab_env.guest.sh.run("rmmod nta")
     lab_env.module = None
     for gn in lab_env.nics:
-        lab_env.guest.sh.run(f"ip link set {gn.iface} up")
+        lab_env.guest.bounce_nic(gn)
 
 
 @pytest.mark.lab
