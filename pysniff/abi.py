@@ -1,70 +1,290 @@
-"""Mirror of kmod/nta_uapi.h: layouts, ioctl numbers, reasons. Checked against the C header
-by tests/test_pysniff_abi.py, which compiles a probe from it."""
+"""Mirror of kmod/nta_uapi.h: struct layouts, ioctl numbers, reasons, constants.
+
+The header is the single source of the ABI. This module restates it in
+Python, and tests/test_pysniff_abi.py compiles a C probe from the header and
+compares every size, offset, ioctl number and enum value with what is here,
+so the two cannot drift apart silently.
+
+Every struct is packed little endian ("<") with no implicit padding: the
+header pads explicitly, and the probe checks that the C compiler agrees.
+Only the meta page's own offset is fixed; everything else about the shared
+memory (mapping offsets and sizes, where the ring indices live) is read from
+the meta page at run time, never hard-coded.
+"""
 
 from __future__ import annotations
 
+import enum
 import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
-MAGIC = 0x3141544E
+from pysniff.errors import AbiMismatch
+
+DEVICE_NAME = "nta"
+MAGIC = 0x3141544E  # "NTA1" in memory order
 ABI_VERSION = 1
 MMAP_META_OFFSET = 0
-
-META_FIELDS = (
-    "magic", "abi_version", "meta_size", "record_size", "commit_size", "page_size",
-    "node_count", "node_size", "chunk_size", "ring_entries", "max_shared", "max_commit_batch",
-    "ring_mmap_offset", "ring_mmap_size", "nodes_mmap_offset", "nodes_mmap_size",
-    "ring_producer_offset", "ring_consumer_offset", "ring_records_offset", "reserved0",
-)  # fmt: skip
-META = struct.Struct("<12I4Q4I4Q")
-
-RECORD_FIELDS = (
-    "node", "offset", "len", "generation", "seq", "tstamp_ns", "ifindex", "protocol",
-    "flags", "chunk", "vlan_tci", "reserved",
-)  # fmt: skip
-RECORD = struct.Struct("<4I2QiHHIHH")
 RECORD_VLAN_STRIPPED = 0x0001
 
-COMMIT_FIELDS = ("node", "offset", "generation", "reserved")
-COMMIT = struct.Struct("<4I")
 
-BAD_COMMIT_REASONS = ("length", "node", "offset", "state", "generation", "owner", "reserved")
-BAD_COMMIT_MAX = 8
+@dataclass(frozen=True)
+class Field:
+    """One member of a C struct: a struct format code repeated ``count`` times."""
 
-STATS_FIELDS = (
+    name: str
+    code: str
+    count: int
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("<" + self.code) * self.count
+
+
+class Layout:
+    """A C struct as a ``struct.Struct`` plus the name, offset and size of each member."""
+
+    def __init__(self, c_name: str, members: Sequence[tuple[str, str] | tuple[str, str, int]]):
+        self.c_name = c_name
+        out: list[Field] = []
+        offset = 0
+        for member in members:
+            name, code = member[0], member[1]
+            count = member[2] if len(member) == 3 else 1
+            out.append(Field(name, code, count, offset))
+            offset += out[-1].size
+        self.fields: tuple[Field, ...] = tuple(out)
+        self.struct = struct.Struct("<" + "".join(f"{f.count}{f.code}" for f in out))
+        self.size = self.struct.size
+        self._by_name = {f.name: f for f in out}
+
+    def __getitem__(self, name: str) -> Field:
+        return self._by_name[name]
+
+    def unpack(self, buf: bytes | bytearray | memoryview, at: int = 0) -> dict[str, int]:
+        """Scalar members by name; an array member ``a[n]`` becomes ``a_0`` .. ``a_{n-1}``."""
+        values = iter(self.struct.unpack_from(buf, at))
+        out: dict[str, int] = {}
+        for f in self.fields:
+            if f.count == 1:
+                out[f.name] = next(values)
+            else:
+                for i in range(f.count):
+                    out[f"{f.name}_{i}"] = next(values)
+        return out
+
+    def pack(self, values: Mapping[str, int] | None = None, **kw: int) -> bytes:
+        """Members by name (arrays as ``a_i``); anything not given is zero."""
+        given = {**(values or {}), **kw}
+        flat: list[int] = []
+        for f in self.fields:
+            if f.count == 1:
+                flat.append(given.pop(f.name, 0))
+            else:
+                flat.extend(given.pop(f"{f.name}_{i}", 0) for i in range(f.count))
+        if given:
+            raise KeyError(f"{self.c_name} has no member {', '.join(sorted(given))}")
+        return self.struct.pack(*flat)
+
+
+META = Layout(
+    "nta_meta",
+    [
+        ("magic", "I"), ("abi_version", "I"), ("meta_size", "I"), ("record_size", "I"),
+        ("commit_size", "I"), ("page_size", "I"), ("node_count", "I"), ("node_size", "I"),
+        ("chunk_size", "I"), ("ring_entries", "I"), ("max_shared", "I"),
+        ("max_commit_batch", "I"), ("ring_mmap_offset", "Q"), ("ring_mmap_size", "Q"),
+        ("nodes_mmap_offset", "Q"), ("nodes_mmap_size", "Q"), ("ring_producer_offset", "I"),
+        ("ring_consumer_offset", "I"), ("ring_records_offset", "I"), ("reserved0", "I"),
+        ("reserved", "Q", 4),
+    ],
+)  # fmt: skip
+
+RECORD = Layout(
+    "nta_record",
+    [
+        ("node", "I"), ("offset", "I"), ("len", "I"), ("generation", "I"), ("seq", "Q"),
+        ("tstamp_ns", "Q"), ("ifindex", "i"), ("protocol", "H"), ("flags", "H"), ("chunk", "I"),
+        ("vlan_tci", "H"), ("reserved", "H"),
+    ],
+)  # fmt: skip
+
+COMMIT = Layout(
+    "nta_commit", [("node", "I"), ("offset", "I"), ("generation", "I"), ("reserved", "I")]
+)
+
+ATTACH = Layout("nta_attach", [("ifindex", "i"), ("flags", "I")])
+
+
+class BadCommit(enum.IntEnum):
+    """enum nta_bad_commit: why a commit was refused; index into stats.bad_commits."""
+
+    LENGTH = 0
+    NODE = 1
+    OFFSET = 2
+    STATE = 3
+    GENERATION = 4
+    OWNER = 5
+    RESERVED = 6
+
+
+BAD_COMMIT_MAX = 8  # NTA_BAD_COMMIT_MAX: the array's size, with room to grow
+
+STATS_COUNTERS = (
     "allocated", "freed", "in_use", "published", "committed", "outstanding",
     "returned_on_close", "not_shared", "ring_full", "no_reader", "fallback", "pool_empty",
     "fault_leaked", "fault_dropped",
 )  # fmt: skip
-STATS = struct.Struct(f"<{len(STATS_FIELDS)}Q{BAD_COMMIT_MAX}Q8Q")
-
-DEV_STATS_FIELDS = (
-    "ifindex",
-    "reserved",
-    "allocated",
-    "fallback",
-    "received",
-    "published",
-    "not_shared",
+STATS = Layout(
+    "nta_stats",
+    [
+        *((n, "Q") for n in STATS_COUNTERS),
+        ("bad_commits", "Q", BAD_COMMIT_MAX),
+        ("reserved", "Q", 8),
+    ],
 )
-DEV_STATS = struct.Struct("<iI5Q4Q")
 
-ATTACH = struct.Struct("<iI")
+DEV_STATS_COUNTERS = ("allocated", "fallback", "received", "published", "not_shared")
+DEV_STATS = Layout(
+    "nta_dev_stats",
+    [("ifindex", "i"), ("reserved", "I"), *((n, "Q") for n in DEV_STATS_COUNTERS),
+     ("reserved2", "Q", 4)],
+)  # fmt: skip
+
+LAYOUTS = (META, RECORD, COMMIT, ATTACH, STATS, DEV_STATS)
+
+# asm-generic/ioctl.h (x86, arm64, riscv...: not alpha, mips, powerpc, sparc,
+# whose direction bits differ; NTA is only built for the former).
+_IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
+_IOC_NRSHIFT = 0
+_IOC_TYPESHIFT = _IOC_NRSHIFT + _IOC_NRBITS
+_IOC_SIZESHIFT = _IOC_TYPESHIFT + _IOC_TYPEBITS
+_IOC_DIRSHIFT = _IOC_SIZESHIFT + _IOC_SIZEBITS
+_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
 
 
-def _ioc(direction: int, nr: int, size: int) -> int:
-    """asm-generic/ioctl.h: dir << 30 | size << 16 | type << 8 | nr."""
-    return direction << 30 | size << 16 | ord("N") << 8 | nr
+def _ioc(direction: int, kind: str, nr: int, size: int) -> int:
+    if size >= 1 << _IOC_SIZEBITS:
+        raise ValueError(f"ioctl argument of {size} bytes does not fit _IOC_SIZEBITS")
+    return (
+        direction << _IOC_DIRSHIFT
+        | ord(kind) << _IOC_TYPESHIFT
+        | nr << _IOC_NRSHIFT
+        | size << _IOC_SIZESHIFT
+    )
 
 
-IOC_ATTACH = _ioc(1, 1, ATTACH.size)
-IOC_DETACH = _ioc(1, 2, ATTACH.size)
-IOC_STATS = _ioc(2, 3, STATS.size)
-IOC_DEV_STATS = _ioc(3, 4, DEV_STATS.size)
+def _iow(kind: str, nr: int, layout: Layout) -> int:
+    return _ioc(_IOC_WRITE, kind, nr, layout.size)
 
 
-def parse_stats(raw: bytes) -> dict[str, int]:
+def _ior(kind: str, nr: int, layout: Layout) -> int:
+    return _ioc(_IOC_READ, kind, nr, layout.size)
+
+
+def _iowr(kind: str, nr: int, layout: Layout) -> int:
+    return _ioc(_IOC_READ | _IOC_WRITE, kind, nr, layout.size)
+
+
+IOC_MAGIC = "N"
+IOC_ATTACH = _iow(IOC_MAGIC, 1, ATTACH)
+IOC_DETACH = _iow(IOC_MAGIC, 2, ATTACH)
+IOC_STATS = _ior(IOC_MAGIC, 3, STATS)
+IOC_DEV_STATS = _iowr(IOC_MAGIC, 4, DEV_STATS)
+
+IOCTLS = {
+    "NTA_IOC_ATTACH": IOC_ATTACH,
+    "NTA_IOC_DETACH": IOC_DETACH,
+    "NTA_IOC_STATS": IOC_STATS,
+    "NTA_IOC_DEV_STATS": IOC_DEV_STATS,
+}
+
+
+@dataclass(frozen=True)
+class Meta:
+    """struct nta_meta, checked: what the reader needs to map and walk the ring."""
+
+    magic: int
+    abi_version: int
+    meta_size: int
+    record_size: int
+    commit_size: int
+    page_size: int
+    node_count: int
+    node_size: int
+    chunk_size: int
+    ring_entries: int
+    max_shared: int
+    max_commit_batch: int
+    ring_mmap_offset: int
+    ring_mmap_size: int
+    nodes_mmap_offset: int
+    nodes_mmap_size: int
+    ring_producer_offset: int
+    ring_consumer_offset: int
+    ring_records_offset: int
+
+    @classmethod
+    def parse(cls, page: bytes | bytearray | memoryview) -> Meta:
+        """The meta page, refused (AbiMismatch) unless this mirror can read it safely."""
+        if len(page) < META.size:
+            raise AbiMismatch(f"meta page of {len(page)} bytes, need {META.size}")
+        raw = META.unpack(page)
+        meta = cls(**{f.name: raw[f.name] for f in fields(cls)})
+        meta.check()
+        return meta
+
+    def check(self) -> None:
+        if self.magic != MAGIC:
+            raise AbiMismatch(
+                f"bad magic {self.magic:#010x} in the meta page (want {MAGIC:#010x}): "
+                "is this really /dev/nta?"
+            )
+        if self.abi_version != ABI_VERSION:
+            raise AbiMismatch(
+                f"the module speaks ABI version {self.abi_version}, pysniff speaks "
+                f"{ABI_VERSION}: rebuild one of them from the same nta_uapi.h"
+            )
+        sizes = {
+            "meta_size": (self.meta_size, META.size),
+            "record_size": (self.record_size, RECORD.size),
+            "commit_size": (self.commit_size, COMMIT.size),
+        }
+        for name, (theirs, ours) in sizes.items():
+            if theirs != ours:
+                raise AbiMismatch(f"module's {name} is {theirs}, pysniff's is {ours}")
+        self._check_geometry()
+
+    def _check_geometry(self) -> None:
+        """Geometry that would make the reader walk outside its mappings is refused too."""
+        problems = []
+        if self.ring_entries == 0 or self.ring_entries & (self.ring_entries - 1):
+            problems.append(f"ring_entries {self.ring_entries} is not a power of two")
+        records_end = self.ring_records_offset + self.ring_entries * RECORD.size
+        if records_end > self.ring_mmap_size:
+            problems.append("the records run past the ring mapping")
+        for name in ("ring_producer_offset", "ring_consumer_offset"):
+            at = getattr(self, name)
+            if at % 8 or at + 8 > self.ring_mmap_size:
+                problems.append(f"{name} {at} is misaligned or outside the ring mapping")
+        if self.node_count * self.node_size != self.nodes_mmap_size:
+            problems.append("nodes_mmap_size is not node_count * node_size")
+        if self.max_commit_batch == 0:
+            problems.append("max_commit_batch is zero")
+        if problems:
+            raise AbiMismatch("inconsistent meta page: " + "; ".join(problems))
+
+
+def parse_stats(raw: bytes | bytearray | memoryview) -> dict[str, int]:
+    """struct nta_stats as a flat dict: the counters, then ``bad_commits_<reason>``."""
     values = STATS.unpack(raw)
-    out = dict(zip(STATS_FIELDS, values, strict=False))
-    bad = values[len(STATS_FIELDS) : len(STATS_FIELDS) + len(BAD_COMMIT_REASONS)]
-    out.update({f"bad_commits_{why}": n for why, n in zip(BAD_COMMIT_REASONS, bad, strict=True)})
+    out = {name: values[name] for name in STATS_COUNTERS}
+    for why in BadCommit:
+        out[f"bad_commits_{why.name.lower()}"] = values[f"bad_commits_{why.value}"]
     return out
+
+
+def parse_dev_stats(raw: bytes | bytearray | memoryview) -> dict[str, int]:
+    values = DEV_STATS.unpack(raw)
+    return {"ifindex": values["ifindex"], **{n: values[n] for n in DEV_STATS_COUNTERS}}

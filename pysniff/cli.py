@@ -1,8 +1,16 @@
 """``pysniff`` / ``python -m pysniff``: a tcpdump-like front end to the zero-copy reader.
 
-pysniff -i IFACE [-i IFACE...] [-c COUNT] [--duration S] [-w FILE.pcap]
-        [--verify --run-id N --expect N] [--no-commit] [--hold N] [--json]
-pysniff --stats [--json]
+    pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [-w FILE.pcap[ng]]
+            [--verify --run-id N --expect N] [--no-commit] [--commit-every N] [--hold N]
+            [--bad-commits KIND ...] [--bulk] [--stats] [--json] [--device PATH]
+            [--ready-file PATH]
+    pysniff --stats [--json]
+
+With --json, one object on stdout at the end (see ``result``); without it, a
+line per frame (unless -w, --bulk, --verify or -q) and a summary on stderr.
+Once attached and mapped it prints ``pysniff: ready`` on stderr (and creates
+--ready-file), so a harness knows when to send. SIGINT and SIGTERM end the
+capture with the usual report.
 """
 
 from __future__ import annotations
@@ -11,65 +19,122 @@ import argparse
 import json
 import signal
 import socket
-import struct
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
-from pysniff.reader import Frame, Reader, SniffError
+from pysniff.badcommit import KINDS, BadCommitter
+from pysniff.device import DEFAULT_PATH, Device, OsDevice
+from pysniff.errors import SniffError
+from pysniff.pcap import FrameWriter, open_writer
+from pysniff.reader import Reader
 from pysniff.signature import Tally
 
-# Classic pcap, Ethernet. Written by hand: importing scapy takes half a minute
-# in a TCG guest, and the format is two fixed headers.
-PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-PCAP_RECORD = struct.Struct("<IIII")
+OpenDevice = Callable[[str], Device]
 
 
-def wire_bytes(frame: Frame) -> bytes:
-    """The frame as it was on the wire: the stack moves a VLAN tag out of it."""
-    if frame.vlan_tci is None:
-        return bytes(frame.data)
-    data = frame.data
-    return bytes(data[:12]) + struct.pack("!HH", 0x8100, frame.vlan_tci) + bytes(data[12:])
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
 
 
-def write_record(out: BinaryIO, frame: Frame) -> None:
-    data = wire_bytes(frame)
-    sec, nsec = divmod(frame.tstamp_ns, 1_000_000_000)
-    out.write(PCAP_RECORD.pack(sec, nsec // 1000, len(data), len(data)))
-    out.write(data)
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pysniff", description="NTA zero-copy sniffer")
-    p.add_argument("-i", "--interface", action="append", default=[], help="repeatable")
-    p.add_argument("-c", "--count", type=int, help="stop after this many frames")
+    p.add_argument("-i", "--interface", action="append", default=[], help="name or index; repeat")
+    p.add_argument("-c", "--count", type=_positive, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("-w", "--write", help="write frames to this pcap file")
+    p.add_argument("-w", "--write", help="write frames to FILE (pcapng if it ends .pcapng)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per frame")
     p.add_argument("--verify", action="store_true", help="check the lab's frame signatures")
     p.add_argument("--run-id", type=int, default=0, help="with --verify: the run to expect")
     p.add_argument("--expect", type=int, help="with --verify: frames sent per interface")
     p.add_argument("--no-commit", action="store_true", help="never hand chunks back")
-    p.add_argument("--hold", type=int, default=0, help="keep the last N chunks uncommitted")
-    p.add_argument("--bulk", action="store_true", help="only count and checksum frames")
+    p.add_argument("--commit-every", type=_positive, help="commit in writes of N chunks")
+    p.add_argument("--hold", type=_not_negative, default=0, help="keep N chunks uncommitted")
+    p.add_argument(
+        "--bad-commits", action="append", default=[], choices=[*KINDS, "all"], metavar="KIND",
+        help=f"send malformed commits on purpose (repeatable): {', '.join(KINDS)}, all",
+    )  # fmt: skip
+    p.add_argument("--bulk", action="store_true", help="bulk path: count and CRC frames only")
     p.add_argument("--stats", action="store_true", help="print the module's counters")
-    p.add_argument("--device", default="/dev/nta")
+    p.add_argument("--device", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     p.add_argument("--ready-file", help="create this file once attached and mapped")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
     return p
 
 
-def sniff(args: argparse.Namespace, reader: Reader) -> dict[str, object]:
-    names = {socket.if_nametoindex(n): n for n in args.interface}
+@dataclass
+class Capture:
+    """What one run saw, and where it goes."""
+
+    names: dict[int, str]
+    tally: Tally | None
+    writer: FrameWriter | None
+    print_frames: bool
+    frames: int = 0
+    bytes: int = 0
+    crc_sum: int = 0
+    per_interface: Counter[str] = field(default_factory=Counter)
+
+    def name(self, ifindex: int) -> str:
+        return self.names.get(ifindex, str(ifindex))
+
+    def take_frames(self, reader: Reader, limit: int | None) -> None:
+        """The simple path: one Frame each, with the lab's checks and the pcap."""
+        for f in reader.frames(limit):
+            name = self.name(f.ifindex)
+            self.frames += 1
+            self.bytes += f.len
+            self.per_interface[name] += 1
+            if self.tally is not None or self.writer is not None:
+                wire = f.wire_bytes()
+                if self.tally is not None:
+                    self.tally.add(name, wire)
+                if self.writer is not None:
+                    self.writer.write(wire, f.tstamp_ns, f.ifindex)
+            if self.print_frames:
+                proto = socket.ntohs(f.protocol)
+                print(f"{f.tstamp_ns / 1e9:.6f} {name} seq {f.seq} ethertype {proto:#06x} "
+                      f"length {f.len}")  # fmt: skip
+
+    def take_bulk(self, reader: Reader, limit: int | None) -> None:
+        """The bulk path: all ready records at once; a CRC32 over each frame, in place."""
+        b = reader.bulk(limit)
+        if not b.count:
+            return
+        self.frames += b.count
+        self.bytes += sum(b.lengths())
+        crc = zlib.crc32
+        self.crc_sum += sum(crc(view) for view in b.views())
+        if len(self.names) == 1:
+            self.per_interface[next(iter(self.names.values()))] += b.count
+        else:
+            for index, n in Counter(b.ifindexes()).items():
+                self.per_interface[self.name(index)] += n
+        if self.tally is not None:
+            for view, index in zip(b.views(), b.ifindexes(), strict=True):
+                self.tally.add(self.name(index), view)
+
+
+def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) -> Capture:
     tally = Tally(run_id=args.run_id, expected=args.expect) if args.verify else None
-    per_interface: dict[str, int] = {}
-    frames = crc_sum = 0
-    pcap = Path(args.write).open("wb") if args.write else None  # noqa: SIM115 (closed below)
-    if pcap:
-        pcap.write(PCAP_HEADER)
+    writer = open_writer(args.write, reader.attached) if args.write else None
+    quiet = args.quiet or args.json or args.bulk or args.verify or writer is not None
+    cap = Capture(dict(reader.attached), tally, writer, print_frames=not quiet)
     stop = False
 
     def on_signal(_signo: int, _frame: object) -> None:
@@ -78,59 +143,110 @@ def sniff(args: argparse.Namespace, reader: Reader) -> dict[str, object]:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    if args.ready_file:
-        Path(args.ready_file).write_text("ready\n")
-    start = time.monotonic()
-    deadline = start + args.duration if args.duration else None
-    while not stop and (args.count is None or frames < args.count):
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            break
-        if not reader.wait(min(left, 0.2) if left is not None else 0.2):
-            continue
-        for frame in reader.batch():
-            frames += 1
-            if args.bulk:
-                crc_sum += zlib.crc32(frame.data)
-            else:
-                name = names.get(frame.ifindex, str(frame.ifindex))
-                per_interface[name] = per_interface.get(name, 0) + 1
-                if tally is not None:
-                    tally.add(name, wire_bytes(frame))
-                if pcap:
-                    write_record(pcap, frame)
-        reader.commit(keep=args.hold)
-    if pcap:
-        pcap.close()
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while not stop and (args.count is None or cap.frames < args.count):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            # Short waits: a signal or the deadline is noticed within 0.2 s.
+            if not reader.wait(0.2 if left is None else min(left, 0.2)):
+                continue
+            limit = None if args.count is None else args.count - cap.frames
+            (cap.take_bulk if args.bulk else cap.take_frames)(reader, limit)
+            if bad is not None:
+                bad.send()
+    finally:
+        if writer is not None:
+            writer.close()
+    return cap
+
+
+def result(
+    cap: Capture | None,
+    reader: Reader,
+    bad: BadCommitter | None,
+    before: dict[str, int],
+    elapsed: float,
+) -> dict[str, Any]:
+    """The --json object. Every key is always present."""
     return {
-        "frames": frames,
-        "per_interface": per_interface,
-        "crc_sum": crc_sum,
-        "verify": tally.summary() if tally is not None else None,
-        "elapsed_s": round(time.monotonic() - start, 3),
+        "frames": cap.frames if cap else 0,
+        "bytes": cap.bytes if cap else 0,
+        "per_interface": dict(cap.per_interface) if cap else {},
+        "committed": reader.committed,
+        "refused": reader.refused,
+        "pending": reader.pending,
+        "bad_commits_sent": dict(bad.sent) if bad else {},
+        "bad_commits_refused": dict(bad.refused) if bad else {},
+        "verify": cap.tally.summary() if cap and cap.tally is not None else None,
+        "crc_sum": cap.crc_sum if cap else 0,
+        "stats_before": before,
+        "stats_after": reader.stats(),
+        "dev_stats": {name: reader.dev_stats(index) for index, name in reader.attached.items()},
+        "elapsed_s": round(elapsed, 3),
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if not args.stats and not args.interface:
-        parser().error("give -i IFACE (or --stats)")
-    try:
-        with Reader(args.interface, args.device, commit=not args.no_commit) as reader:
+def run(args: argparse.Namespace, open_device: OpenDevice) -> dict[str, Any]:
+    kinds = list(KINDS) if "all" in args.bad_commits else args.bad_commits
+    with Reader(
+        args.interface,
+        open_device(args.device),
+        commit=not args.no_commit,
+        commit_every=args.commit_every,
+        hold=args.hold,
+    ) as reader:
+        bad = None
+        if kinds:
+            bad = BadCommitter(reader, kinds, lambda: Reader((), open_device(args.device)))
+        try:
             before = reader.stats()
-            result = {} if args.stats and not args.interface else sniff(args, reader)
-            result.update(
-                committed=reader.committed,
-                refused=reader.refused,
-                stats_before=before,
-                stats_after=reader.stats(),
-            )
+            if args.ready_file:
+                Path(args.ready_file).write_text("ready\n")
+            print(f"pysniff: ready on {', '.join(reader.attached.values()) or '-'}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            start = time.monotonic()
+            cap = capture(args, reader, bad) if args.interface else None
+            if not args.no_commit:
+                reader.commit()  # all but --hold: nothing is left for close to return
+            return result(cap, reader, bad, before, time.monotonic() - start)
+        finally:
+            if bad is not None:
+                bad.close()
+
+
+def report(out: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(out))
+        return
+    if args.interface:
+        print(
+            f"{out['frames']} frames captured, {out['committed']} committed, "
+            f"{out['refused']} refused, {out['pending']} left to close",
+            file=sys.stderr,
+        )
+        for kind, n in out["bad_commits_sent"].items():
+            print(f"bad commits {kind}: {n} sent, {out['bad_commits_refused'][kind]} refused",
+                  file=sys.stderr)  # fmt: skip
+        if out["verify"] is not None:
+            print(json.dumps(out["verify"], indent=1))
+    if args.stats:
+        for key, value in out["stats_after"].items():
+            print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None, open_device: OpenDevice = OsDevice) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if not args.stats and not args.interface:
+        p.error("give -i IFACE (or --stats)")
+    if args.bulk and args.write:
+        p.error("--bulk only counts and checksums frames: it cannot write them (-w)")
+    try:
+        out = run(args, open_device)
     except SniffError as e:
         print(f"pysniff: {e}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    report(out, args)
     return 0
