@@ -59,7 +59,7 @@ class Trial:
     busy_s: float  # guest CPU time not idle, all CPUs
 
 
-def sniffer_argv(env: LabEnv, name: str, gn: GuestNic, count: int, ready: Path) -> list[str]:
+def sniffer_argv(name: str, gn: GuestNic, count: int, ready: Path) -> list[str]:
     """The meter's arguments for one sniffer: how to wait for it, and its command."""
     py = [sys.executable]
     if name == "none":
@@ -97,7 +97,7 @@ def run_trial(
     tag = f"bench-{load.name}-{sniffer}-{rnd}"
     ready, inner = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.sniffer-ready"
     out = env.outdir / f"{tag}.json"
-    argv = sniffer_argv(env, sniffer, gn, len(batch), inner)
+    argv = sniffer_argv(sniffer, gn, len(batch), inner)
     cmd = env.guest_python("lab.guestside.meter", ready, *argv) + f" >{out}"
     pid = env.guest.sh.bg(cmd, str(env.outdir / f"{tag}.log"))
     env.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.05; done")

@@ -36,12 +36,6 @@ class LabEnv:
     def new_run_id(self) -> int:
         return self._rng.randrange(1, 1 << 32)
 
-    def nic(self, variant: str) -> GuestNic:
-        for gn in self.nics:
-            if gn.plan.variant.name == variant:
-                return gn
-        raise LabError(f"this guest ({self.nic_set}) has no {variant} NIC")
-
     @staticmethod
     def addrs(gn: GuestNic) -> traffic.Addresses:
         return traffic.Addresses.of(gn.plan)

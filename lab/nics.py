@@ -155,13 +155,6 @@ class HostEnd:
         except (TimeoutError, BlockingIOError):
             return None
 
-    def drain(self) -> int:
-        """Discard what the guest sent so far; returns how many frames."""
-        count = 0
-        while self.recv(0.0) is not None:
-            count += 1
-        return count
-
     def close(self) -> None:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
