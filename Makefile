@@ -21,7 +21,7 @@ unit: deps
 # Host unit tests, then the smoke scenarios on one kernel: guests really boot.
 test: deps
 	$(PY) -m lab images fetch $(SMOKE_KERNEL)
-	$(PY) -m pytest tests -q --kernel=$(SMOKE_KERNEL) --nic-set=e1000+rtl8139
+	$(PY) -m pytest tests -q --kernel=$(SMOKE_KERNEL) --nic-set=all
 
 labtest: images
 	$(PY) -m lab run $(addprefix -k ,$(KERNELS))

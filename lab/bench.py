@@ -8,6 +8,10 @@ so slow drift of a noisy host hits all of them alike:
 - ``tcpdump``: ``tcpdump -w /dev/null`` itself, where the host has it;
 - ``nta``: pysniff reading NTA's chunks in place and committing them.
 
+When ``nta`` is among them, the module is loaded for the whole run and
+serves the NIC's receive buffers under every sniffer: they differ only in
+how frames reach userspace.
+
 The Python sniffers do the same work per frame (a CRC32 over its bytes, read
 in place), so they differ only by the path the bytes take. For each trial the
 guest reports the sniffer's CPU time from the moment it was ready to its exit
@@ -61,7 +65,7 @@ class Trial:
 
 def sniffer_argv(name: str, gn: GuestNic, count: int, ready: Path) -> list[str]:
     """The meter's arguments for one sniffer: how to wait for it, and its command."""
-    py = [sys.executable]
+    py = [sys.executable, "-S"]  # both Python sniffers use the standard library only
     if name == "none":
         return []
     if name == "afpacket":
@@ -258,9 +262,11 @@ def run_bench(
     with Guest(spec, out / "guest") as guest:
         boot_s = guest.boot_seconds
         env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, "e1000", guest.outdir)
-        if module is not None:
-            guest.sh.run(f"insmod {module}")
         gn = env.nics[0]
+        if module is not None:
+            # Loaded for every sniffer, so that all of them receive into the same
+            # buffers; attached from load on, so the ring is all NTA chunks.
+            env.load_nta(module, f"attach={gn.iface}")
         for load in loads:
             batch = traffic.frames(1, load.frames, env.addrs(gn), ("udp4",), seed=1)
             for rnd in range(rounds):

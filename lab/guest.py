@@ -133,6 +133,9 @@ class Guest:
         self._sockdir = Path(tempfile.mkdtemp(prefix="ntalab-"))  # unix paths must be short
         self.nics = plan(spec.nics, self._sockdir, spec.guest_no)
         self.host_ends: list[HostEnd] = []
+        # (driver, parameter) -> the value set in the guest now, and at boot.
+        self._driver_params: dict[tuple[str, str], str] = {}
+        self._driver_defaults: dict[tuple[str, str], str] = {}
         # The guest writes its kernel log and results straight into outdir.
         self.outdir = outdir.resolve()
         writable = replace(spec, rwdirs=(*spec.rwdirs, self.outdir))
@@ -227,7 +230,7 @@ class Guest:
         for nic, end in zip(self.nics, self.host_ends, strict=True):
             v = nic.variant
             if v.driver not in loaded:
-                self.sh.run(f"modprobe {v.driver} {' '.join(v.driver_params)}")
+                self.sh.run(f"modprobe {v.driver}")
                 loaded.add(v.driver)
             found = self.sh.run(find_iface_cmd(nic)).stdout.split()
             if len(found) != 1:
@@ -250,7 +253,36 @@ class Guest:
             gn = GuestNic(nic, iface, end)
             self._add_host_neighbour(gn)
             out.append(gn)
+        self._read_driver_defaults()
+        # Each driver starts with the settings of its first NIC: a guest of one
+        # variant (``ntalab boot --nics e1000-cb0``) is set up for it.
+        for driver in dict.fromkeys(gn.plan.variant.driver for gn in out):
+            self.use_nic(next(gn for gn in out if gn.plan.variant.driver == driver))
         return out
+
+    def _read_driver_defaults(self) -> None:
+        for v in {nic.variant for nic in self.nics}:
+            for param, _ in v.driver_settings:
+                key = (v.driver, param)
+                if key not in self._driver_params:
+                    path = f"/sys/module/{v.driver}/parameters/{param}"
+                    self._driver_params[key] = self.sh.run(f"cat {path}").stdout.strip()
+        self._driver_defaults = dict(self._driver_params)
+
+    def use_nic(self, gn: GuestNic) -> GuestNic:
+        """Sets the driver parameters ``gn``'s variant needs; the driver's defaults for the rest.
+
+        Only for parameters the driver reads per frame (e1000's copybreak):
+        the NICs that share the driver must be idle meanwhile.
+        """
+        v = gn.plan.variant
+        wanted = {key: value for key, value in self._driver_defaults.items() if key[0] == v.driver}
+        wanted |= {(v.driver, param): value for param, value in v.driver_settings}
+        for (driver, param), value in wanted.items():
+            if self._driver_params[(driver, param)] != value:
+                self.sh.run(f"echo {value} > /sys/module/{driver}/parameters/{param}")
+                self._driver_params[(driver, param)] = value
+        return gn
 
     def _add_host_neighbour(self, gn: GuestNic) -> None:
         self.sh.run(

@@ -1,13 +1,20 @@
 """Stage 2, build: the NTA module, out of tree, one build dir per kernel.
 
 Kernels before 6.13 cannot put an external module's objects outside its
-source dir, so the sources are copied into ``build/<release>/`` and built
-there with ``W=1``. Always from scratch: an incremental build would not
-print the warnings of objects it did not rebuild, and they must be seen.
+source dir, so the sources are copied into ``build/<release>/<digest>/`` and
+built there with ``W=1``. Always from scratch: an incremental build would
+not print the warnings of objects it did not rebuild, and they must be seen.
+The digest covers the sources and the command, so a build is done once per
+distinct input and then reused with the warnings it printed, by every guest
+of a run (parallel workers wait on a lock rather than race in one dir), and
+a module already loaded in a guest never changes under it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +23,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from lab import REPO, LabError
 from lab.images import Kernel
@@ -45,6 +53,7 @@ class BuildResult:
 
 
 def build_dir(kernel: Kernel, root: Path = BUILD) -> Path:
+    """Where builds for ``kernel`` go: one subdirectory per distinct input."""
     return root / kernel.release
 
 
@@ -54,10 +63,28 @@ def build(kernel: Kernel, src: Path = KMOD, root: Path = BUILD, jobs: int = 0) -
             f"kernel {kernel.name} ({kernel.release}) has no headers to build against; "
             "for a manifest kernel run 'ntalab images fetch', for your own pass its build tree"
         )
-    out = build_dir(kernel, root)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    _copy_sources(src, out)
+    sources = _sources(src)
+    parent = build_dir(kernel, root)
+    parent.mkdir(parents=True, exist_ok=True)
+    with (parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = parent / _digest(kernel, sources)
+        done = out / "result.json"
+        if done.is_file():
+            return _load(kernel, out, json.loads(done.read_text()))
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        for path in sources:
+            shutil.copy2(path, out / path.name)
+        result = _make(kernel, out, jobs)
+        saved = {"status": result.status.value, "warnings": result.warnings}
+        done.write_text(json.dumps(saved | {"elapsed": result.elapsed}))
+        _link_latest(parent, out)
+        return result
+
+
+def _make(kernel: Kernel, out: Path, jobs: int) -> BuildResult:
+    assert kernel.headers is not None
     argv = [
         "make", "-C", str(kernel.headers), f"M={out}", "W=1",
         f"-j{jobs or os.cpu_count() or 1}", "modules",
@@ -77,9 +104,32 @@ def build(kernel: Kernel, src: Path = KMOD, root: Path = BUILD, jobs: int = 0) -
     return BuildResult(kernel.name, kernel.release, status, found, log, warnings, elapsed)
 
 
-def _copy_sources(src: Path, out: Path) -> None:
-    names = [p for pattern in _SOURCES for p in src.glob(pattern)]
+def _load(kernel: Kernel, out: Path, saved: dict[str, Any]) -> BuildResult:
+    status = BuildStatus(saved["status"])
+    module = out / MODULE if status is not BuildStatus.FAILED else None
+    warnings = tuple(str(w) for w in saved["warnings"])
+    log = out / "build.log"
+    return BuildResult(
+        kernel.name, kernel.release, status, module, log, warnings, float(saved["elapsed"])
+    )
+
+
+def _digest(kernel: Kernel, sources: list[Path]) -> str:
+    h = hashlib.sha256(f"{kernel.release} {kernel.headers} W=1\n".encode())
+    for path in sources:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _link_latest(parent: Path, out: Path) -> None:
+    """``build/<release>/latest``: the last build, for people and ``ntalab boot``."""
+    link = parent / "latest"
+    link.unlink(missing_ok=True)
+    link.symlink_to(out.name)
+
+
+def _sources(src: Path) -> list[Path]:
+    names = sorted({p for pattern in _SOURCES for p in src.glob(pattern)})
     if not any(p.name == "Kbuild" for p in names):
         raise LabError(f"{src} has no Kbuild file")
-    for path in names:
-        shutil.copy2(path, out / path.name)
+    return names

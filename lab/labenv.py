@@ -11,6 +11,8 @@ import json
 import random
 import shlex
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ from typing import Any
 from lab import REPO, LabError, traffic
 from lab.guest import Guest, GuestNic
 from lab.images import Kernel
+from lab.spawn import GuestProc, Spawner
+
+NTA_DEBUGFS = "/sys/kernel/debug/nta"
+# Seconds without a frame after which a reader waiting for more gives up.
+IDLE_S = 5
 
 
 @dataclass
@@ -32,6 +39,12 @@ class LabEnv:
     module: Path | None = None  # the NTA build loaded in the guest, if any
     module_params: str = ""
     _rng: random.Random = field(default_factory=random.Random)
+    _spawner: Spawner | None = None
+
+    def each_nic(self) -> Iterator[GuestNic]:
+        """Every NIC in turn, with its variant's driver settings in force (see Guest.use_nic)."""
+        for gn in self.nics:
+            yield self.guest.use_nic(gn)
 
     def new_run_id(self) -> int:
         return self._rng.randrange(1, 1 << 32)
@@ -46,12 +59,57 @@ class LabEnv:
         The guest sees the host's filesystem, so the host's interpreter and the
         repository work there unchanged. One simple command (``env -C``, not
         ``cd &&``), so that run in the background its pid is the program's.
-        The lab's own guest-side programs use the standard library only, so
-        they skip site-packages (-S): Python starts in seconds under TCG.
+        The lab's guest-side programs and pysniff use the standard library
+        only, so they skip site-packages (-S): Python starts in seconds under TCG.
         """
-        flags = ["-S"] if module.startswith("lab.guestside.") else []
+        stdlib_only = module == "pysniff" or module.startswith("lab.guestside.")
+        flags = ["-S"] if stdlib_only else []
         argv = [sys.executable, *flags, "-m", module, *map(str, args)]
         return shlex.join(["env", "-C", str(REPO), *argv])
+
+    def spawn(self, name: str, module: str, *args: object, out: Path | None = None) -> GuestProc:
+        """One of the lab's stdlib-only programs (pysniff, lab.guestside.*) in the guest.
+
+        Forked from a warm interpreter (lab.guestside.spawner): it runs within
+        milliseconds, where a fresh Python takes seconds under TCG. Its
+        stdout goes to ``out`` (default ``<outdir>/<name>.out``), its stderr
+        to ``<outdir>/<name>.log``.
+        """
+        if self._spawner is None:
+            python = shlex.split(self.guest_python("lab.guestside.spawner"))[:-1]
+            self._spawner = Spawner(self.guest.sh, python, self.outdir / "spawner")
+        out = out or self.outdir / f"{name}.out"
+        return self._spawner.spawn(name, module, *args, out=out, log=self.outdir / f"{name}.log")
+
+    @staticmethod
+    def wait_ready(proc: GuestProc, ready: Path, timeout: float = 120.0) -> None:
+        """Until ``proc`` created its ready file; an error if it ended first."""
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            rc = proc.poll()
+            if rc is not None or time.monotonic() > deadline:
+                why = f"exited {rc}" if rc is not None else f"not ready after {timeout:.0f}s"
+                raise LabError(f"{proc.name} {why}: {proc.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def signal(self, proc: GuestProc, sig: str) -> None:
+        self.guest.sh.run(f"kill -{sig} {proc.pid}")
+
+    def start_pysniff(self, gn: GuestNic, tag: str, *pysniff_args: object) -> GuestProc:
+        """pysniff on ``gn`` in the background, attached and mapped when this returns."""
+        ready = self.outdir / f"ready-{tag}"
+        args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready, *pysniff_args]
+        proc = self.spawn(tag, "pysniff", *args, out=self.outdir / f"{tag}.json")
+        self.wait_ready(proc, ready)
+        return proc
+
+    def finish_pysniff(self, proc: GuestProc, timeout: float = 300) -> dict[str, Any]:
+        """Wait for a pysniff started by start_pysniff; its --json output."""
+        rc = proc.wait(timeout)
+        if rc != 0:
+            raise LabError(f"pysniff {proc.name} exited {rc}: {proc.log.read_text()[-2000:]}")
+        result: dict[str, Any] = json.loads(proc.out.read_text())
+        return result
 
     def sniff_while(
         self,
@@ -60,39 +118,78 @@ class LabEnv:
         batch: list[bytes],
         *pysniff_args: object,
         rate: float | None = None,
-        count: int | None = None,
     ) -> dict[str, Any]:
-        """Inject ``batch`` while pysniff reads it from NTA in the guest; its --json output.
+        """Inject ``batch`` while pysniff reads and verifies it from NTA; its --json output.
 
-        pysniff stops after ``count`` frames (default: the whole batch) or after
-        its --duration, whichever the caller gave.
+        pysniff stops after the whole batch, or once frames stop coming
+        (--idle): a frame that never comes fails the caller's checks in
+        seconds, not at a timeout.
         """
         tag = f"nta-{gn.plan.variant.name}-{run_id}"
-        out, ready = self.outdir / f"{tag}.json", self.outdir / f"ready-{tag}"
         self.save_pcap(gn, f"injected-{tag}", batch)
-        args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready]
-        args += ["--run-id", run_id, "--expect", len(batch), "--verify"]
-        if count != 0:
-            args += ["-c", count or len(batch)]
-        cmd = self.guest_python("pysniff", *args, *pysniff_args) + f" >{out}"
-        pid = self.guest.sh.bg(cmd, str(self.outdir / f"{tag}.log"))
-        self.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        sn = self.start_pysniff(
+            gn, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
+            "-c", len(batch), "--idle", IDLE_S, *pysniff_args,
+        )  # fmt: skip
         traffic.inject(gn.host, batch, rate or gn.plan.variant.lossless_rate)
-        rc = self.guest.sh.run(f"wait {pid}", timeout=300, check=False).rc
-        log = (self.outdir / f"{tag}.log").read_text()
-        if rc != 0:
-            raise LabError(f"pysniff exited {rc} on {gn.iface}: {log[-2000:]}")
-        result: dict[str, Any] = json.loads(out.read_text())
-        return result
+        return self.finish_pysniff(sn)
 
-    def nta_stats(self) -> dict[str, Any]:
-        """The module's counters, read through pysniff (ioctl NTA_IOC_STATS)."""
-        # Generous: starting Python in a TCG guest on a loaded host can take a minute.
-        out = self.guest.sh.run(
-            self.guest_python("pysniff", "--stats", "--json"), timeout=180
-        ).stdout
-        stats: dict[str, Any] = json.loads(out)["stats_after"]
-        return stats
+    def nta_stats(self) -> dict[str, int]:
+        """The module's counters, from its debugfs file (the same names as NTA_IOC_STATS)."""
+        text = self.guest.sh.run(f"cat {NTA_DEBUGFS}/stats").stdout
+        return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
+
+    def wait_nta(self, key: str, want: int, timeout: float = 30.0) -> dict[str, int]:
+        """Poll one module counter in the guest until it reads ``want``; all counters then.
+
+        Chunks come back by the module's periodic sweep, so settled figures
+        such as in_use are waited for, not read once.
+        """
+        self.guest.sh.run(
+            f"end=$((SECONDS + {int(timeout) + 1})); while [ $SECONDS -lt $end ]; do "
+            f"grep -qx '{key} {want}' {NTA_DEBUGFS}/stats && break; sleep 0.2; done",
+            timeout=timeout + 30,
+        )
+        return self.nta_stats()
+
+    def load_nta(self, module: Path, params: str) -> None:
+        """insmod, then bounce the links so their receive rings refill from NTA's chunks.
+
+        The drivers filled those rings before NTA existed.
+        """
+        sh = self.guest.sh
+        sh.run(f"insmod {shlex.quote(str(module))} {params}")
+        self.module, self.module_params = module, params
+        sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
+        for gn in self.nics:
+            self.guest.bounce_nic(gn)
+
+    def unload_nta(self) -> None:
+        """rmmod, then bounce the links: their rings refill from the kernel's allocator."""
+        self.guest.sh.run("rmmod nta")
+        self.module = None
+        for gn in self.nics:
+            self.guest.bounce_nic(gn)
+
+    def dev_stats(self, gn: GuestNic) -> dict[str, int]:
+        """NTA's counters for one device, from the debugfs devices file."""
+        for line in self.guest.sh.run(f"cat {NTA_DEBUGFS}/devices").stdout.splitlines():
+            name, *pairs = line.split()
+            if name == gn.iface:
+                # "ifindex 2 reader no allocated 5 ...": every other word a key.
+                return {
+                    k: int(v) for k, v in zip(pairs[::2], pairs[1::2], strict=True) if v.isdigit()
+                }
+        raise LabError(f"NTA does not serve {gn.iface}")
+
+    def nta_param(self, name: str) -> int:
+        return int(self.guest.sh.run(f"cat /sys/module/nta/parameters/{name}").stdout)
+
+    def set_nta_param(self, name: str, value: int) -> int:
+        """Set one of the module's writable parameters; its previous value."""
+        old = self.nta_param(name)
+        self.guest.sh.run(f"echo {value} > /sys/module/nta/parameters/{name}")
+        return old
 
     def save_pcap(self, gn: GuestNic, name: str, batch: list[bytes]) -> Path:
         """Keep what is about to be injected into ``gn``, for reproducers."""
@@ -112,12 +209,13 @@ class LabEnv:
         tag = f"{gn.plan.variant.name}-{run_id}"
         out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
         self.save_pcap(gn, f"injected-{tag}", batch)
-        cmd = self.guest_python(
-            "lab.guestside.capture", gn.iface, run_id, len(batch), out, ready, 120
+        proc = self.spawn(
+            f"capture-{tag}", "lab.guestside.capture", gn.iface, run_id, len(batch), out, ready, 120
         )
-        pid = self.guest.sh.bg(cmd, str(self.outdir / f"capture-{tag}.log"))
-        self.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        self.wait_ready(proc, ready)
         traffic.inject(gn.host, batch, rate)
-        self.guest.sh.run(f"wait {pid}", timeout=180)
+        rc = proc.wait(180)
+        if rc != 0:
+            raise LabError(f"capture on {gn.iface} exited {rc}: {proc.log.read_text()[-2000:]}")
         result: dict[str, object] = json.loads(out.read_text())
         return result

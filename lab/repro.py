@@ -11,7 +11,6 @@ guest's shell.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,11 +95,12 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
     spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
     print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
     with Guest(spec, root / "replay") as guest:
-        by_variant = {g.plan.variant.name: g for g in guest.setup_nics(promisc=True)}
+        env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, bundle.nic_set, guest.outdir)
+        by_variant = {g.plan.variant.name: g for g in env.nics}
         if bundle.module:
-            guest.sh.run(f"insmod {shlex.quote(str(root / bundle.module))} {bundle.module_params}")
+            env.load_nta(root / bundle.module, bundle.module_params)
         for item in bundle.injected:
-            gn = by_variant[item.nic]
+            gn = guest.use_nic(by_variant[item.nic])
             frames = traffic.read_pcap(root / item.pcap)
             sent = traffic.inject(gn.host, frames, gn.plan.variant.lossless_rate)
             print(f"  {gn.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import REPO
+from lab.nics import NIC_SETS
 
 LAB_TESTS = REPO / "tests" / "lab"
 
@@ -28,45 +29,85 @@ class Cell:
     outcome: str  # pass, fail, error, skip
     seconds: float
     message: str
+    figure: str = ""  # the scenario's key figure for this NIC variant, once it passed
+
+
+OUTCOME_MARK = {"pass": "ok", "fail": "FAIL", "error": "ERROR", "skip": "skip"}
+
+
+def variant_rows(guest: str) -> list[str]:
+    """'kernel/nic-set[/profile]' -> one 'kernel/variant[/profile]' per NIC of the set."""
+    kernel, _, rest = guest.partition("/")
+    nic_set, _, profile = rest.partition("/")
+    names = NIC_SETS.get(nic_set) or tuple(n for n in nic_set.split(",") if n)
+    suffix = f"/{profile}" if profile else ""
+    return [f"{kernel}/{name}{suffix}" for name in names] or [guest]
 
 
 def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
-    """{(row, scenario): cell} from pytest's JUnit XML; row is 'kernel/nic-set'."""
+    """{(row, scenario): cell} from pytest's JUnit XML; a row is 'kernel/NIC variant'.
+
+    A test runs every NIC of its guest; each variant's figure is a
+    ``figure:<variant>`` property the test recorded once that variant passed.
+    """
     cells: dict[tuple[str, str], Cell] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         name = case.get("name", "")
-        scenario, _, row = name.partition("[")
+        scenario, _, guest = name.partition("[")
         outcome, message = "pass", ""
         for kind in ("failure", "error", "skipped"):
             node = case.find(kind)
             if node is not None:
                 outcome = {"failure": "fail", "error": "error", "skipped": "skip"}[kind]
-                message = (
-                    (node.get("message") or "").splitlines()[0][:80] if node.get("message") else ""
-                )
-        cells[(row.rstrip("]") or "-", scenario.removeprefix("test_"))] = Cell(
-            outcome, float(case.get("time", 0)), message
-        )
+                lines = (node.get("message") or "").splitlines()
+                message = lines[0][:200] if lines else ""
+        figures = {
+            p.get("name", "").removeprefix("figure:"): p.get("value", "")
+            for p in case.iter("property")
+            if p.get("name", "").startswith("figure:")
+        }
+        for row in variant_rows(guest.rstrip("]") or "-"):
+            variant = row.split("/")[1] if "/" in row else ""
+            cells[(row, scenario.removeprefix("test_"))] = Cell(
+                outcome, float(case.get("time", 0)), message, figures.get(variant, "")
+            )
     return cells
 
 
 def matrix_table(cells: dict[tuple[str, str], Cell]) -> str:
-    """Rows kernel/NIC set, one numbered column per scenario, and the legend."""
+    """Rows kernel/NIC variant, one numbered column per scenario, the legend, the failures."""
     rows = sorted({r for r, _ in cells})
     cols = sorted({c for _, c in cells})
     if not rows:
         return "(no scenarios ran)"
-    width = max(len(r) for r in rows)
-    head = f"{'kernel/nic-set':<{width}}  " + "  ".join(f"{n:<11}" for n in range(1, len(cols) + 1))
+
+    def text(cell: Cell | None) -> str:
+        return "-" if cell is None else f"{OUTCOME_MARK[cell.outcome]} {cell.figure}".strip()
+
+    grid = [[text(cells.get((r, c))) for c in cols] for r in rows]
+    widths = [
+        max(len(str(n)), *(len(line[n - 1]) for line in grid)) for n in range(1, len(cols) + 1)
+    ]
+    first = max(len("kernel/nic"), *(len(r) for r in rows))
+    head = f"{'kernel/nic':<{first}}  " + "  ".join(
+        f"{n:<{w}}" for n, w in zip(range(1, len(cols) + 1), widths, strict=True)
+    )
+    head = head.rstrip()
     lines = [head, "-" * len(head)]
-    for r in rows:
-        out = []
-        for c in cols:
-            cell = cells.get((r, c))
-            out.append(f"{cell.outcome} {cell.seconds:4.0f}s".ljust(11) if cell else "-".ljust(11))
-        lines.append(f"{r:<{width}}  " + "  ".join(out))
+    for r, line in zip(rows, grid, strict=True):
+        row = "  ".join(f"{t:<{w}}" for t, w in zip(line, widths, strict=True))
+        lines.append(f"{r:<{first}}  {row}".rstrip())
     lines.append("")
-    lines += [f"{n}: {c}" for n, c in enumerate(cols, 1)]
+    for n, c in enumerate(cols, 1):
+        secs = [cell.seconds for (_, sc), cell in cells.items() if sc == c]
+        lines.append(f"{n}: {c} ({max(secs):.0f}s)")
+    failed: dict[tuple[str, str], list[str]] = {}
+    for (r, c), v in sorted(cells.items()):
+        if v.outcome in ("fail", "error"):
+            failed.setdefault((c, v.message), []).append(r)
+    if failed:
+        lines += ["", "failures:"]
+        lines += [f"  {c} on {', '.join(rs)}: {m}" for (c, m), rs in failed.items()]
     return "\n".join(lines)
 
 
@@ -114,6 +155,7 @@ def run_matrix(
                 "outcome": v.outcome,
                 "seconds": v.seconds,
                 "message": v.message,
+                "figure": v.figure,
             }
             for (r, c), v in sorted(cells.items())
         ],

@@ -135,6 +135,16 @@ def echo_request(addrs: Addresses, ident: int, seq: int, data: bytes) -> bytes:
     return bytes(Ether(src=HOST_MAC, dst=addrs.guest_mac) / ip / ICMP(id=ident, seq=seq) / data)
 
 
+def icmp_reply_from(ip: str) -> Callable[[bytes], bool]:
+    """Matches the echo replies ``ip`` sends, for converse()."""
+
+    def want(frame: bytes) -> bool:
+        p = Ether(frame)
+        return ICMP in p and p[ICMP].type == 0 and p[IP].src == ip
+
+    return want
+
+
 def udp_request(addrs: Addresses, port: int, sport: int, data: bytes) -> bytes:
     """A UDP datagram to a service in the guest."""
     ip = IP(src=addrs.host_ip, dst=addrs.guest_ip)

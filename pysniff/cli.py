@@ -1,7 +1,8 @@
 """``pysniff`` / ``python -m pysniff``: a tcpdump-like front end to the zero-copy reader.
 
-    pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [-w FILE.pcap[ng]]
-            [--verify --run-id N --expect N] [--no-commit] [--commit-every N] [--hold N]
+    pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [--idle S] [-w FILE.pcap[ng]]
+            [--verify --run-id N --expect N] [--no-commit | --pause-commits]
+            [--commit-every N] [--hold N]
             [--bad-commits KIND ...] [--bulk] [--stats] [--json] [--device PATH]
             [--ready-file PATH]
     pysniff --stats [--json]
@@ -10,7 +11,8 @@ With --json, one object on stdout at the end (see ``result``); without it, a
 line per frame (unless -w, --bulk, --verify or -q) and a summary on stderr.
 Once attached and mapped it prints ``pysniff: ready`` on stderr (and creates
 --ready-file), so a harness knows when to send. SIGINT and SIGTERM end the
-capture with the usual report.
+capture with the usual report. With --pause-commits, chunks are held until
+SIGUSR1, then committed as usual: a reader that stalls, then recovers.
 """
 
 from __future__ import annotations
@@ -57,12 +59,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--interface", action="append", default=[], help="name or index; repeat")
     p.add_argument("-c", "--count", type=_positive, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--idle", type=float, help="stop once no frame came for this many seconds")
     p.add_argument("-w", "--write", help="write frames to FILE (pcapng if it ends .pcapng)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per frame")
     p.add_argument("--verify", action="store_true", help="check the lab's frame signatures")
     p.add_argument("--run-id", type=int, default=0, help="with --verify: the run to expect")
     p.add_argument("--expect", type=int, help="with --verify: frames sent per interface")
-    p.add_argument("--no-commit", action="store_true", help="never hand chunks back")
+    commits = p.add_mutually_exclusive_group()
+    commits.add_argument("--no-commit", action="store_true", help="never hand chunks back")
+    commits.add_argument(
+        "--pause-commits", action="store_true", help="hold every chunk until SIGUSR1"
+    )
     p.add_argument("--commit-every", type=_positive, help="commit in writes of N chunks")
     p.add_argument("--hold", type=_not_negative, default=0, help="keep N chunks uncommitted")
     p.add_argument(
@@ -135,23 +142,38 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
     writer = open_writer(args.write, reader.attached) if args.write else None
     quiet = args.quiet or args.json or args.bulk or args.verify or writer is not None
     cap = Capture(dict(reader.attached), tally, writer, print_frames=not quiet)
-    stop = False
+    stop = resume = False
 
-    def on_signal(_signo: int, _frame: object) -> None:
+    def on_stop(_signo: int, _frame: object) -> None:
         nonlocal stop
         stop = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    def on_resume(_signo: int, _frame: object) -> None:
+        nonlocal resume
+        resume = True
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGUSR1, on_resume)
     deadline = None if args.duration is None else time.monotonic() + args.duration
+    last_frame = time.monotonic()
     try:
         while not stop and (args.count is None or cap.frames < args.count):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if resume and not reader.auto_commit:
+                # At max_shared nothing new arrives to trigger a commit: commit now.
+                reader.auto_commit = True
+                reader.commit()
+                print("pysniff: resumed commits", file=sys.stderr, flush=True)
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
+            if (left is not None and left <= 0) or (
+                args.idle is not None and now - last_frame >= args.idle
+            ):
                 break
-            # Short waits: a signal or the deadline is noticed within 0.2 s.
+            # Short waits: a signal, the deadline or idleness is noticed within 0.2 s.
             if not reader.wait(0.2 if left is None else min(left, 0.2)):
                 continue
+            last_frame = time.monotonic()
             limit = None if args.count is None else args.count - cap.frames
             (cap.take_bulk if args.bulk else cap.take_frames)(reader, limit)
             if bad is not None:
@@ -193,7 +215,7 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> dict[str, Any]:
     with Reader(
         args.interface,
         open_device(args.device),
-        commit=not args.no_commit,
+        commit=not (args.no_commit or args.pause_commits),
         commit_every=args.commit_every,
         hold=args.hold,
     ) as reader:

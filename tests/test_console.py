@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
-import pexpect
 import pytest
 
 from lab.console import CommandFailed, Console, ConsoleTimeout
-
-
-@pytest.fixture
-def console() -> Iterator[Console]:
-    child = pexpect.spawn(
-        "bash", ["--norc", "--noprofile", "-i"], encoding="utf-8", env={"PS1": "# ", "TERM": "dumb"}
-    )
-    child.expect(r"[#$] $", timeout=10)
-    log = io.StringIO()
-    child.logfile_read = log
-    con = Console(child, log)
-    # A guest shell may not allow dmesg -n: the setup line must not depend on it.
-    con.setup(timeout=10)
-    yield con
-    child.close(force=True)
 
 
 def test_stdout_stderr_and_status_kept_apart(console: Console) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -138,6 +142,28 @@ def test_hold_and_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
     assert nta.stats["returned_on_close"] == 9 and nta.writes == []
 
 
+def test_pause_commits_until_sigusr1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A stalled reader hits max_shared (the rest is not shared); SIGUSR1 recovers it."""
+    nta = FakeNta(interfaces={1: "lo"}, ring_entries=32, max_shared=5, node_pages=16)
+    nta.queue(1, [signed(i) for i in range(20)])
+
+    def resume_then_send_more() -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        # Past the reader's next wakeup (0.2 s at most): it has committed by then.
+        time.sleep(0.6)
+        nta.queue(1, [signed(i) for i in range(20, 24)])  # under max_shared
+
+    timer = threading.Timer(0.3, resume_then_send_more)
+    timer.start()
+    try:
+        got = pysniff(nta, capsys, "-i", "lo", "-c", "9", "--pause-commits", "--duration", "5")
+    finally:
+        timer.join()
+    after = got["stats_after"]
+    assert (after["published"], after["not_shared"]) == (9, 15)
+    assert (got["frames"], got["committed"], after["outstanding"]) == (9, 9, 0)
+
+
 def test_bad_commits_report_matches_the_module(capsys: pytest.CaptureFixture[str]) -> None:
     nta = fake(burst=4)
     nta.queue(1, [signed(i) for i in range(12)])
@@ -162,6 +188,16 @@ def test_duration_and_ready_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     got = pysniff(fake(), capsys, "-i", "lo", "--duration", "0.3", "--ready-file", str(ready))
     assert ready.read_text() == "ready\n"
     assert got["frames"] == 0 and 0.25 <= got["elapsed_s"] < 2
+
+
+def test_idle_ends_a_capture_that_stops_getting_frames(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nta = fake()
+    nta.queue(1, [signed(i) for i in range(5)])
+    got = pysniff(nta, capsys, "-i", "lo", "-c", "10", "--idle", "0.5")
+    assert (got["frames"], got["committed"]) == (5, 5)
+    assert 0.5 <= got["elapsed_s"] < 2
 
 
 def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,17 +8,17 @@ a splat fails the test that caused it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lab import accel, images, judge, nics, repro
-from lab.guest import BOOT_PROFILES, Guest, GuestSpec
+from lab.guest import BOOT_PROFILES, Guest, GuestNic, GuestSpec
 from lab.labenv import LabEnv
 
 DEFAULT_KERNELS = ["debian-6.1"]
-DEFAULT_NIC_SETS = ["e1000+rtl8139"]
+DEFAULT_NIC_SETS = ["all"]
 _guest_numbers = itertools.count()
 
 
@@ -94,6 +94,16 @@ def lab_env(
     with Guest(spec, outdir) as guest:
         env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, set_name, outdir)
         yield env
+
+
+@pytest.fixture
+def figure(record_property: Callable[[str, object], None]) -> Callable[[GuestNic, str], None]:
+    """Records a NIC variant's key figure for the matrix, once its checks passed."""
+
+    def record(gn: GuestNic, text: str) -> None:
+        record_property(f"figure:{gn.plan.variant.name}", text)
+
+    return record
 
 
 @pytest.hookimpl(wrapper=True)

@@ -23,7 +23,7 @@ LONGEST_TAKEN = 1522
 
 @pytest.mark.lab
 def test_bad_frames_then_normal_delivery(lab_env: LabEnv) -> None:
-    for gn in lab_env.nics:
+    for gn in lab_env.each_nic():
         name = gn.plan.variant.name
         bad = traffic.bad_frames(lab_env.addrs(gn), seed=lab_env.new_run_id())
         junk = [frame for frames in bad.values() for frame in frames]

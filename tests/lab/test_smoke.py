@@ -16,7 +16,7 @@ FRAMES = 1000
 @pytest.mark.lab
 @pytest.mark.boot_profiles("debug")
 def test_every_injected_frame_arrives(lab_env: LabEnv) -> None:
-    for gn in lab_env.nics:
+    for gn in lab_env.each_nic():
         run_id = lab_env.new_run_id()
         batch = traffic.frames(run_id, FRAMES, lab_env.addrs(gn), traffic.KINDS, seed=run_id)
         rx_before = lab_env.guest.rx_packets(gn.iface)

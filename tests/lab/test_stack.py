@@ -24,14 +24,6 @@ def payloads(run_id: int) -> list[bytes]:
     return [traffic.signature.payload(run_id, i, 24 + (i * 53) % 1377) for i in range(REQUESTS)]
 
 
-def icmp_reply_from(ip: str) -> Callable[[bytes], bool]:
-    def want(frame: bytes) -> bool:
-        p = Ether(frame)
-        return ICMP in p and p[ICMP].type == 0 and p[IP].src == ip
-
-    return want
-
-
 def udp_reply_from(ip: str) -> Callable[[bytes], bool]:
     def want(frame: bytes) -> bool:
         p = Ether(frame)
@@ -42,12 +34,12 @@ def udp_reply_from(ip: str) -> Callable[[bytes], bool]:
 
 @pytest.mark.lab
 def test_guest_answers_every_ping(lab_env: LabEnv) -> None:
-    for gn in lab_env.nics:
+    for gn in lab_env.each_nic():
         a = lab_env.addrs(gn)
         data = payloads(lab_env.new_run_id())
         requests = [traffic.echo_request(a, 0x4E54, i, d) for i, d in enumerate(data)]
         got = traffic.converse(
-            gn.host, requests, REQUESTS, icmp_reply_from(a.guest_ip), REQUEST_RATE
+            gn.host, requests, REQUESTS, traffic.icmp_reply_from(a.guest_ip), REQUEST_RATE
         )
 
         replies = {Ether(f)[ICMP].seq: bytes(Ether(f)[ICMP].payload) for f in got}
@@ -57,19 +49,21 @@ def test_guest_answers_every_ping(lab_env: LabEnv) -> None:
 
 @pytest.mark.lab
 def test_guest_udp_service_echoes_every_datagram(lab_env: LabEnv) -> None:
-    for gn in lab_env.nics:
+    for gn in lab_env.each_nic():
         a = lab_env.addrs(gn)
         data = payloads(lab_env.new_run_id())
         ready = lab_env.outdir / f"ready-udpecho-{gn.plan.variant.name}"
-        cmd = lab_env.guest_python("lab.guestside.udpecho", a.guest_ip, ECHO_PORT, REQUESTS, ready)
-        pid = lab_env.guest.sh.bg(cmd, str(lab_env.outdir / f"udpecho-{gn.plan.variant.name}.log"))
-        lab_env.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.1; done")
+        proc = lab_env.spawn(
+            f"udpecho-{gn.plan.variant.name}", "lab.guestside.udpecho", a.guest_ip, ECHO_PORT,
+            REQUESTS, ready,
+        )  # fmt: skip
+        lab_env.wait_ready(proc, ready)
         requests = [traffic.udp_request(a, ECHO_PORT, 40000 + i, d) for i, d in enumerate(data)]
         got = traffic.converse(
             gn.host, requests, REQUESTS, udp_reply_from(a.guest_ip), REQUEST_RATE
         )
 
-        assert lab_env.guest.sh.run(f"wait {pid}", check=False).rc == 0
+        assert proc.wait(60) == 0, proc.log.read_text()
         replies = {Ether(f)[UDP].dport - 40000: bytes(Ether(f)[UDP].payload) for f in got}
         assert len(got) == REQUESTS, gn.plan.variant.name
         assert replies == dict(enumerate(data)), f"{gn.plan.variant.name}: echoed data differs"
