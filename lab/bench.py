@@ -8,10 +8,18 @@ so slow drift of a noisy host hits all of them alike:
 - ``tcpdump``: ``tcpdump -w /dev/null`` itself, where the host has it;
 - ``nta``: pysniff reading NTA's chunks in place and committing them.
 
+Loads: injected UDP frames at a fixed rate and as fast as the NIC takes
+them, and a web-server load closer to the seed's httperf run: a small HTTP
+server in the guest, answering the host's requests (several clients, a
+connection per request) through QEMU's user-mode network, which forwards a
+loopback port: no root, no tap, no address outside the guest.
+
 When ``nta`` is among them, the module is loaded for the whole run and
 serves the NIC's receive buffers under every sniffer: they differ only in
 how frames reach userspace.
 
+Every sniffer takes received frames only (NTA publishes nothing else;
+AF_PACKET is set to ignore outgoing ones, tcpdump runs with ``-Q in``).
 The Python sniffers do the same work per frame (a CRC32 over its bytes, read
 in place), so they differ only by the path the bytes take. For each trial the
 guest reports the sniffer's CPU time from the moment it was ready to its exit
@@ -20,17 +28,23 @@ the rounds, per million frames, and the ratio to AF_PACKET from the same run.
 Under TCG, absolute times are emulated time: read the ratios. Debian's
 kernels account softirq time by sampling at each tick (no
 IRQ_TIME_ACCOUNTING), so the softirq column needs many frames per trial to
-mean much; the sniffer's own CPU time is exact.
+mean much; the sniffer's own CPU time is the scheduler's exact runtime
+(schedstat), not utime + stime, which are sampled at each tick and so skew
+against a reader that wakes on a timer.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import platform
 import shutil
+import socket
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +54,77 @@ from lab.guest import Guest, GuestNic, GuestSpec
 from lab.labenv import LabEnv
 
 SNIFFERS = ("none", "afpacket", "tcpdump", "nta")
+# A reader may hold as many frames as the AF_PACKET reader's ring buffers (2 MiB
+# of TPACKET_V3 blocks, some 2400 of these frames), not the lab default of 256:
+# 48 nodes of 64 pages leave room for that beside two e1000 rings.
+NTA_BENCH_PARAMS = "node_count=48 max_shared=2048 ring_entries=4096"
 
 
 @dataclass(frozen=True)
 class Load:
+    """Injected frames (``frames`` at ``rate``), or with ``web``, HTTP requests from the host."""
+
     name: str
-    frames: int
+    frames: int  # for a web load: requests
     rate: float | None  # None: as fast as the NIC takes them (e1000 back-pressure)
+    web: bool = False
+
+
+# The web load's NIC: an e1000 on QEMU's user-mode network, which forwards a
+# loopback port of the host to the guest's HTTP server. restrict=on: the guest
+# reaches nothing outside; only the forwarded connections come in.
+WEB_MAC = "52:54:00:4e:fe:00"
+WEB_NET = "10.77.254"
+WEB_PORT = 8080
+WEB_CLIENTS = 8
+
+
+def web_nic_opts(host_port: int) -> tuple[str, ...]:
+    netdev = (
+        f"user,id=web,net={WEB_NET}.0/24,host={WEB_NET}.1,restrict=on,"
+        f"hostfwd=tcp:127.0.0.1:{host_port}-{WEB_NET}.2:{WEB_PORT}"
+    )
+    return ("-netdev", netdev, "-device", f"e1000,netdev=web,mac={WEB_MAC}")
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> traffic.InjectResult:
+    """``requests`` GETs over ``clients`` connections at a time, one connection each."""
+    left = iter(range(requests))
+    lock = threading.Lock()
+    done = 0
+
+    def client() -> None:
+        nonlocal done
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/")
+                body = conn.getresponse().read()
+            except OSError:
+                continue  # counted as not done: the table shows fewer requests
+            finally:
+                conn.close()
+            if len(body) == 8192:
+                with lock:
+                    done += 1
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return traffic.InjectResult(done, time.monotonic() - start)
 
 
 @dataclass(frozen=True)
@@ -63,21 +141,24 @@ class Trial:
     busy_s: float  # guest CPU time not idle, all CPUs
 
 
-def sniffer_argv(name: str, gn: GuestNic, count: int, ready: Path) -> list[str]:
+def sniffer_argv(name: str, iface: str, count: int, ready: Path) -> list[str]:
     """The meter's arguments for one sniffer: how to wait for it, and its command."""
     py = [sys.executable, "-S"]  # both Python sniffers use the standard library only
     if name == "none":
         return []
     if name == "afpacket":
-        cmd = [*py, "-m", "lab.guestside.afpacket", gn.iface, str(count), "600", str(ready)]
+        cmd = [*py, "-m", "lab.guestside.afpacket", iface, str(count), "600", str(ready)]
         return ["--wait-file", str(ready), "--", *cmd]
     if name == "tcpdump":
         tcpdump = shutil.which("tcpdump") or "tcpdump"
-        cmd = [tcpdump, "-i", gn.iface, "-n", "-w", "/dev/null", "-c", str(count), "-B", "2048"]
+        cmd = [tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null", "-c", str(count)]
+        cmd += ["-B", "2048"]
         return ["--wait-line", "listening on", "--", *cmd]
     if name == "nta":
-        cmd = [*py, "-m", "pysniff", "-i", gn.iface, "-c", str(count), "--json"]
-        cmd += ["--ready-file", str(ready), "--bulk"]
+        cmd = [*py, "-m", "pysniff", "-i", iface, "-c", str(count), "--json"]
+        # --coalesce as the AF_PACKET reader's block timeout (RETIRE_TOV_MS): both
+        # read in batches gathered over up to 10 ms, not a wakeup per frame.
+        cmd += ["--ready-file", str(ready), "--bulk", "--coalesce", "10"]
         return ["--wait-file", str(ready), "--", *cmd]
     raise LabError(f"unknown sniffer {name!r}; known: {', '.join(SNIFFERS)}")
 
@@ -96,35 +177,43 @@ def delivered(name: str, report: dict[str, Any], rx: int) -> int:
 
 
 def run_trial(
-    env: LabEnv, gn: GuestNic, sniffer: str, load: Load, rnd: int, batch: list[bytes]
+    env: LabEnv, iface: str, sniffer: str, load: Load, rnd: int, drive: Callable[[], int]
 ) -> Trial:
+    """One sniffer under one load. ``drive`` makes the load; it returns the frames the
+    NIC must have received before the sniffer is stopped (0: whatever came)."""
     tag = f"bench-{load.name}-{sniffer}-{rnd}"
     ready, inner = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.sniffer-ready"
     out = env.outdir / f"{tag}.json"
-    argv = sniffer_argv(sniffer, gn, len(batch), inner)
-    cmd = env.guest_python("lab.guestside.meter", ready, *argv) + f" >{out}"
-    pid = env.guest.sh.bg(cmd, str(env.outdir / f"{tag}.log"))
-    env.guest.sh.run(f"while [ ! -e {ready} ] && kill -0 {pid}; do sleep 0.05; done")
-    rx0 = env.guest.rx_packets(gn.iface)
-    sent = traffic.inject(gn.host, batch, load.rate)
-    stats = f"/sys/class/net/{gn.iface}/statistics/rx_packets"
+    # A web load has no frame count to stop at: the sniffer runs until stopped.
+    count = 10**9 if load.web else load.frames
+    argv = sniffer_argv(sniffer, iface, count, inner)
+    meter = env.spawn(tag, "lab.guestside.meter", ready, *argv, out=out)
+    env.wait_ready(meter, ready)
+    rx0 = env.guest.rx_packets(iface)
+    start = time.monotonic()
+    sent = drive()
+    elapsed = time.monotonic() - start
+    stats = f"/sys/class/net/{iface}/statistics/rx_packets"
     # Wait (bounded) for the NIC to have it all and the sniffer to finish on its own.
     env.guest.sh.run(
-        f"n=0; while [ $(cat {stats}) -lt {rx0 + len(batch)} ] && [ $n -lt 200 ]; "
+        f"n=0; while [ $(cat {stats}) -lt {rx0 + sent} ] && [ $n -lt 200 ]; "
         f"do sleep 0.05; n=$((n+1)); done; n=0; "
-        f"while [ {sniffer} != none ] && kill -0 {pid} 2>/dev/null && [ $n -lt 60 ]; "
-        f"do sleep 0.05; n=$((n+1)); done; kill -TERM {pid} 2>/dev/null; wait {pid}",
+        f"while [ {sniffer} != none ] && kill -0 {meter.pid} 2>/dev/null && [ $n -lt 60 ]; "
+        f"do sleep 0.05; n=$((n+1)); done; kill -TERM {meter.pid} 2>/dev/null; true",
         timeout=120,
     )
-    rx = env.guest.rx_packets(gn.iface) - rx0
+    if meter.wait(120) != 0:
+        raise LabError(f"the meter failed for {sniffer}: {meter.log.read_text()[-2000:]}")
+    rx = env.guest.rx_packets(iface) - rx0
     report: dict[str, Any] = json.loads(out.read_text())
     cpu = report["cpu_s"]
+    injected = rx if load.web else sent
     return Trial(
         load=load.name,
         sniffer=sniffer,
         round=rnd,
-        injected=sent.sent,
-        inject_rate=round(sent.rate),
+        injected=injected,
+        inject_rate=round(injected / elapsed) if elapsed > 0 else 0,
         rx=rx,
         delivered=delivered(sniffer, report, rx),
         sniffer_cpu_s=float(report["sniffer_cpu_s"]),
@@ -256,22 +345,33 @@ def run_bench(
         if built.module is None:
             raise LabError(f"NTA did not build for {kernel.name}: see {built.log}")
         module = built.module
-    spec = GuestSpec(kernel, nics.nic_set("e1000"), acc, name="ntalab-bench")
+    web_port = free_loopback_port() if any(ld.web for ld in loads) else None
+    extra = web_nic_opts(web_port) if web_port is not None else ()
+    spec = GuestSpec(kernel, nics.nic_set("e1000"), acc, name="ntalab-bench", qemu_opts=extra)
     t0 = time.monotonic()
     trials: list[Trial] = []
     with Guest(spec, out / "guest") as guest:
         boot_s = guest.boot_seconds
         env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, "e1000", guest.outdir)
         gn = env.nics[0]
+        web_iface = setup_web_nic(env) if web_port is not None else None
         if module is not None:
             # Loaded for every sniffer, so that all of them receive into the same
-            # buffers; attached from load on, so the ring is all NTA chunks.
-            env.load_nta(module, f"attach={gn.iface}")
+            # buffers; attached from load on, so the rings are all NTA chunks.
+            served = ",".join(i for i in (gn.iface, web_iface) if i)
+            env.load_nta(module, f"attach={served} {NTA_BENCH_PARAMS}")
+            if web_iface is not None:
+                guest.sh.run(f"ip link set {web_iface} down && ip link set {web_iface} up")
         for load in loads:
-            batch = traffic.frames(1, load.frames, env.addrs(gn), ("udp4",), seed=1)
+            iface, drive = gn.iface, None
+            if load.web:
+                assert web_iface is not None and web_port is not None
+                iface, drive = web_iface, web_driver(env, load, web_port)
+            else:
+                drive = frame_driver(env, gn, load)
             for rnd in range(rounds):
                 for sniffer in sniffers:
-                    trial = run_trial(env, gn, sniffer, load, rnd, batch)
+                    trial = run_trial(env, iface, sniffer, load, rnd, drive)
                     print(
                         f"  {load.name} round {rnd} {sniffer:<9} "
                         f"delivered {trial.delivered}/{trial.injected} "
@@ -296,6 +396,49 @@ def run_bench(
     print(f"\n{table(rows)}\n\naccelerator: {where}")
     print(f"guest boot {boot_s:.0f}s, bench {result['total_s']:.0f}s; results: {out}")
     return 0
+
+
+def frame_driver(env: LabEnv, gn: GuestNic, load: Load) -> Callable[[], int]:
+    # Load, not a delivery check: a thousand distinct frames, sent over again.
+    distinct = traffic.frames(1, min(load.frames, 1000), env.addrs(gn), ("udp4",), seed=1)
+    batch = (distinct * (load.frames // len(distinct) + 1))[: load.frames]
+
+    def drive() -> int:
+        return traffic.inject(gn.host, batch, load.rate).sent
+
+    return drive
+
+
+def setup_web_nic(env: LabEnv) -> str:
+    """The user-mode NIC: found by MAC and driver, addressed, GRO off, up."""
+    sh = env.guest.sh
+    found = sh.run(nics.find_iface_cmd(WEB_MAC, "e1000")).stdout.split()
+    if len(found) != 1:
+        raise LabError(f"the web load's NIC ({WEB_MAC}) has no e1000 interface in the guest")
+    iface = found[0]
+    sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
+    sh.run(f"ethtool -K {iface} gro off")
+    sh.run(f"ip addr add {WEB_NET}.2/24 dev {iface} && ip link set {iface} up")
+    return iface
+
+
+def web_driver(env: LabEnv, load: Load, port: int) -> Callable[[], int]:
+    """Starts the guest's HTTP server once; each call fetches ``load.frames`` pages."""
+    ready = env.outdir / "ready-httpd"
+    proc = env.spawn("httpd", "lab.guestside.httpd", f"{WEB_NET}.2", WEB_PORT, ready)
+    env.wait_ready(proc, ready)
+    # One request first: slirp and the guest's ARP entry for it are set up
+    # before anything is measured.
+    if fetch_pages(port, 1).sent != 1:
+        raise LabError(f"the guest's HTTP server does not answer on 127.0.0.1:{port}")
+
+    def drive() -> int:
+        done = fetch_pages(port, load.frames)
+        if done.sent < load.frames:
+            print(f"    {load.frames - done.sent} of {load.frames} requests failed")
+        return 0  # the frames it takes are whatever the NIC received
+
+    return drive
 
 
 def _host_cpu() -> str:

@@ -142,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     loads = [bench.Load("fixed", args.frames, args.rate), bench.Load("max", args.frames, None)]
+    if args.web_requests:
+        loads.append(bench.Load("web", args.web_requests, None, web=True))
     out = Path(args.out or REPO / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
     sniffers = args.sniffers.split(",")
     return bench.run_bench(args.kernel, args.rounds, loads, sniffers, args.accel, out)
@@ -214,6 +216,9 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--frames", type=int, default=20000, help="frames per trial")
     be.add_argument("--rate", type=float, default=2000.0, help="the fixed load, frames/s")
     be.add_argument("--sniffers", default=",".join(bench.SNIFFERS))
+    be.add_argument(
+        "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: no web load)"
+    )
     be.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     be.add_argument("--out", help="results directory (default results/bench-<timestamp>)")
     be.set_defaults(func=cmd_bench)

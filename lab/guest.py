@@ -60,6 +60,7 @@ class GuestSpec:
     rwdirs: tuple[Path, ...] = ()  # host dirs the guest may write (results)
     name: str = "ntalab"
     guest_no: int = 0  # makes MACs unique across the guests of one run
+    qemu_opts: tuple[str, ...] = ()  # more QEMU arguments (the benchmark's web NIC)
 
 
 def vng_binary() -> str:
@@ -79,7 +80,7 @@ def vng_env() -> dict[str, str]:
 
 
 def build_argv(spec: GuestSpec, nics: Sequence[NicPlan], vng: str = "vng") -> list[str]:
-    qemu_opts = [arg for nic in nics for arg in nic.qemu_args()]
+    qemu_opts = [arg for nic in nics for arg in nic.qemu_args()] + list(spec.qemu_opts)
     argv = [
         vng, "--run", str(spec.kernel.run_target),
         "--name", spec.name,
@@ -232,7 +233,7 @@ class Guest:
             if v.driver not in loaded:
                 self.sh.run(f"modprobe {v.driver}")
                 loaded.add(v.driver)
-            found = self.sh.run(find_iface_cmd(nic)).stdout.split()
+            found = self.sh.run(find_iface_cmd(nic.mac, v.driver)).stdout.split()
             if len(found) != 1:
                 listing = self.sh.run(
                     "for d in /sys/class/net/*; do echo $d $(cat $d/address) "
@@ -289,14 +290,24 @@ class Guest:
             f"ip neigh replace {gn.plan.host_ip} lladdr {HOST_MAC} dev {gn.iface} nud permanent"
         )
 
-    def bounce_nic(self, gn: GuestNic) -> None:
-        """Link down and up: the driver refills its receive ring from scratch.
+    def links_down(self, gns: Sequence[GuestNic]) -> None:
+        self.sh.run("; ".join(f"ip link set {gn.iface} down" for gn in gns))
 
-        Taking a link down flushes its neighbours, permanent ones too, so the
-        host's entry is put back.
-        """
-        self.sh.run(f"ip link set {gn.iface} down && ip link set {gn.iface} up")
-        self._add_host_neighbour(gn)
+    def links_up(self, gns: Sequence[GuestNic]) -> None:
+        """Up again, with the host's neighbour entry: a link going down flushes its
+        neighbours, permanent ones too."""
+        self.sh.run(
+            " && ".join(
+                f"ip link set {gn.iface} up && ip neigh replace {gn.plan.host_ip} "
+                f"lladdr {HOST_MAC} dev {gn.iface} nud permanent"
+                for gn in gns
+            )
+        )
+
+    def bounce_nics(self, gns: Sequence[GuestNic]) -> None:
+        """Links down and up: the drivers refill their receive rings from scratch."""
+        self.links_down(gns)
+        self.links_up(gns)
 
     def rx_packets(self, iface: str) -> int:
         return int(self.sh.run(f"cat /sys/class/net/{iface}/statistics/rx_packets").stdout)

@@ -24,7 +24,7 @@ from lab.spawn import GuestProc, Spawner
 
 NTA_DEBUGFS = "/sys/kernel/debug/nta"
 # Seconds without a frame after which a reader waiting for more gives up.
-IDLE_S = 5
+IDLE_S = 3
 
 
 @dataclass
@@ -161,15 +161,13 @@ class LabEnv:
         sh.run(f"insmod {shlex.quote(str(module))} {params}")
         self.module, self.module_params = module, params
         sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
-        for gn in self.nics:
-            self.guest.bounce_nic(gn)
+        self.guest.bounce_nics(self.nics)
 
     def unload_nta(self) -> None:
         """rmmod, then bounce the links: their rings refill from the kernel's allocator."""
         self.guest.sh.run("rmmod nta")
         self.module = None
-        for gn in self.nics:
-            self.guest.bounce_nic(gn)
+        self.guest.bounce_nics(self.nics)
 
     def dev_stats(self, gn: GuestNic) -> dict[str, int]:
         """NTA's counters for one device, from the debugfs devices file."""

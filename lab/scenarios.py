@@ -52,7 +52,8 @@ def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
     """
     cells: dict[tuple[str, str], Cell] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
-        name = case.get("name", "")
+        # xdist's loadgroup appends "@<group>" to the names of grouped tests.
+        name = case.get("name", "").partition("]@")[0]
         scenario, _, guest = name.partition("[")
         outcome, message = "pass", ""
         for kind in ("failure", "error", "skipped"):

@@ -3,7 +3,7 @@
     pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [--idle S] [-w FILE.pcap[ng]]
             [--verify --run-id N --expect N] [--no-commit | --pause-commits]
             [--commit-every N] [--hold N]
-            [--bad-commits KIND ...] [--bulk] [--stats] [--json] [--device PATH]
+            [--bad-commits KIND ...] [--bulk] [--coalesce MS] [--stats] [--json] [--device PATH]
             [--ready-file PATH]
     pysniff --stats [--json]
 
@@ -77,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
         help=f"send malformed commits on purpose (repeatable): {', '.join(KINDS)}, all",
     )  # fmt: skip
     p.add_argument("--bulk", action="store_true", help="bulk path: count and CRC frames only")
+    p.add_argument(
+        "--coalesce", type=float, default=0.0, metavar="MS",
+        help="after a wakeup, let records gather this long before reading them",
+    )  # fmt: skip
     p.add_argument("--stats", action="store_true", help="print the module's counters")
     p.add_argument("--device", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     p.add_argument("--ready-file", help="create this file once attached and mapped")
@@ -174,6 +178,10 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
             if not reader.wait(0.2 if left is None else min(left, 0.2)):
                 continue
             last_frame = time.monotonic()
+            # Fewer wakeups and commit writes per frame, as TPACKET_V3's block
+            # timeout gives AF_PACKET readers; never so long that max_shared nears.
+            if args.coalesce and reader.ready() < reader.meta.max_shared // 2:
+                time.sleep(args.coalesce / 1000)
             limit = None if args.count is None else args.count - cap.frames
             (cap.take_bulk if args.bulk else cap.take_frames)(reader, limit)
             if bad is not None:

@@ -13,7 +13,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <property name="figure:e1000" value="1000/1000"/>
 <property name="figure:rtl8139" value="999/1000"/></properties></testcase>
 <testcase classname="tests.lab.test_smoke"
- name="test_delivery[debian-6.12/e1000-cb0]" time="12.0">
+ name="test_delivery[debian-6.12/e1000-cb0]@debian-6.12/e1000-cb0" time="12.0">
 <failure message="AssertionError: e1000-cb0&#10;assert 999 == 1000">trace</failure></testcase>
 <testcase classname="tests.lab.test_smoke"
  name="test_unload[debian-6.12/e1000-cb0]" time="0.5">

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 # qemu + seabios: the guests; busybox-static, kmod: virtme-ng's initramfs and
 # depmod; gcc, make, libelf-dev, bc, flex, bison, dwarves (pahole): module
-# builds for 6.1 and 6.12; iproute2, ethtool, iputils-ping: used inside the
-# guests, which run the host's userspace over 9p; python3-venv: the venv.
+# builds for 6.1 and 6.12; iproute2, ethtool, iputils-ping, tcpdump: used
+# inside the guests, which run the host's userspace over 9p (tcpdump is the
+# benchmark's reference sniffer); python3-venv: the venv.
 PACKAGES=(qemu-system-x86 qemu-utils seabios busybox-static kmod gcc make libelf-dev bc
-  flex bison dwarves iproute2 ethtool iputils-ping xz-utils python3-venv)
+  flex bison dwarves iproute2 ethtool iputils-ping tcpdump xz-utils python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -48,11 +48,14 @@ PKT_HDR = struct.Struct("IIIIIIHH")
 # The struct sockaddr_ll that follows it (at TPACKET_ALIGN(48)): its sll_pkttype.
 PKTTYPE_OFFSET = 48 + 10
 PACKET_OUTGOING = 4
+PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; what tcpdump -Q in asks for
 
 
 def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, object]:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+    # Received frames only, as NTA publishes: sent ones are not even copied.
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
     req = struct.pack(
         "IIIIIII", BLOCK_SIZE, BLOCK_NR, FRAME_SIZE, BLOCK_SIZE * BLOCK_NR // FRAME_SIZE,
         RETIRE_TOV_MS, 0, 0,

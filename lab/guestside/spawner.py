@@ -30,7 +30,10 @@ import threading
 import time
 
 # What children run: imported here once, so that a fork finds them loaded.
-WARM = ("pysniff.cli", "lab.guestside.capture", "lab.guestside.afpacket", "lab.guestside.udpecho")
+WARM = (
+    "pysniff.cli", "lab.guestside.capture", "lab.guestside.afpacket", "lab.guestside.udpecho",
+    "lab.guestside.meter",
+)  # fmt: skip
 
 
 def write_whole(path: str, text: str) -> None:

@@ -54,8 +54,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With pytest-xdist (--dist loadgroup), all tests of one guest go to one worker."""
+    """With pytest-xdist (--dist loadgroup), all tests of one guest go to one worker.
+
+    First: xdist turns the marks into groups in its own hook, which must see them.
+    """
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "lab_env" in callspec.params:
@@ -114,6 +118,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def plain_nodeid(nodeid: str) -> str:
+    """The test's id without the "@<group>" xdist's loadgroup appends."""
+    head, grouped, _ = nodeid.partition("]@")
+    return head + "]" if grouped else nodeid
+
+
 REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -136,7 +146,11 @@ def kernel_log_clean(request: pytest.FixtureRequest, results_dir: Path) -> Itera
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
-            env, request.node.nodeid, env.pcaps[first_pcap:], reason, results_dir / "repro"
+            env,
+            plain_nodeid(request.node.nodeid),
+            env.pcaps[first_pcap:],
+            reason,
+            results_dir / "repro",
         )
         print(f"\nreproducer: ntalab repro {bundle}")
     assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))

@@ -14,7 +14,6 @@ FRAMES = 1000
 
 
 @pytest.mark.lab
-@pytest.mark.boot_profiles("debug")
 def test_every_injected_frame_arrives(lab_env: LabEnv) -> None:
     for gn in lab_env.each_nic():
         run_id = lab_env.new_run_id()

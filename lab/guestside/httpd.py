@@ -1,0 +1,43 @@
+"""Runs inside a guest: a small HTTP server, the benchmark's web-server load.
+
+    python -m lab.guestside.httpd ADDRESS PORT READY_FILE
+
+Answers every GET with a fixed 8 KiB page, a thread per connection, HTTP/1.0
+(one connection per request, as httperf drives a server by default), until
+it is killed.
+"""
+
+from __future__ import annotations
+
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PAGE = bytes(range(256)) * 32
+
+
+class Page(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a line per request would cost more than the request
+
+
+def main(argv: list[str]) -> int:
+    address, port, ready = argv
+    server = ThreadingHTTPServer((address, int(port)), Page)
+    server.daemon_threads = True
+    Path(ready).write_text("ready\n")
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

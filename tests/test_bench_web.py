@@ -1,0 +1,33 @@
+"""The web load's two ends, on the host: the guest's HTTP server and the page fetcher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import REPO, bench
+
+
+def test_every_request_gets_the_whole_page(tmp_path: Path) -> None:
+    port = bench.free_loopback_port()
+    ready = tmp_path / "ready"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lab.guestside.httpd", "127.0.0.1", str(port), str(ready)], cwd=REPO
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert bench.fetch_pages(port, 40, clients=4).sent == 40
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_web_nic_forwards_only_loopback_to_the_guest_server() -> None:
+    netdev = bench.web_nic_opts(41234)[1]
+    assert "hostfwd=tcp:127.0.0.1:41234-10.77.254.2:8080" in netdev
+    assert "restrict=on" in netdev
