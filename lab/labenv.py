@@ -53,19 +53,18 @@ class LabEnv:
     def addrs(gn: GuestNic) -> traffic.Addresses:
         return traffic.Addresses.of(gn.plan)
 
-    def guest_python(self, module: str, *args: object) -> str:
-        """A command line that runs one of the lab's Python modules in the guest.
+    @staticmethod
+    def guest_python() -> list[str]:
+        """The command that runs one of the lab's Python modules in the guest (``+ [module]``).
 
         The guest sees the host's filesystem, so the host's interpreter and the
         repository work there unchanged. One simple command (``env -C``, not
         ``cd &&``), so that run in the background its pid is the program's.
-        The lab's guest-side programs and pysniff use the standard library
-        only, so they skip site-packages (-S): Python starts in seconds under TCG.
+        The programs run this way (the spawner, and what it forks: pysniff and
+        lab.guestside.*) use the standard library only, so they skip
+        site-packages (-S).
         """
-        stdlib_only = module == "pysniff" or module.startswith("lab.guestside.")
-        flags = ["-S"] if stdlib_only else []
-        argv = [sys.executable, *flags, "-m", module, *map(str, args)]
-        return shlex.join(["env", "-C", str(REPO), *argv])
+        return ["env", "-C", str(REPO), sys.executable, "-S", "-m"]
 
     def spawn(self, name: str, module: str, *args: object, out: Path | None = None) -> GuestProc:
         """One of the lab's stdlib-only programs (pysniff, lab.guestside.*) in the guest.
@@ -76,8 +75,7 @@ class LabEnv:
         to ``<outdir>/<name>.log``.
         """
         if self._spawner is None:
-            python = shlex.split(self.guest_python("lab.guestside.spawner"))[:-1]
-            self._spawner = Spawner(self.guest.sh, python, self.outdir / "spawner")
+            self._spawner = Spawner(self.guest.sh, self.guest_python(), self.outdir / "spawner")
         out = out or self.outdir / f"{name}.out"
         return self._spawner.spawn(name, module, *args, out=out, log=self.outdir / f"{name}.log")
 

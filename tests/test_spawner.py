@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab import REPO, LabError
+from lab import LabError
 from lab.console import Console
+from lab.labenv import LabEnv
 from lab.spawn import GuestProc, Spawner
 
 
 @pytest.fixture
 def spawner(console: Console, tmp_path: Path) -> Iterator[Spawner]:
-    python = ["env", "-C", str(REPO), sys.executable, "-S", "-m"]
-    sp = Spawner(console, python, tmp_path / "state")
+    sp = Spawner(console, LabEnv.guest_python(), tmp_path / "state")
     yield sp
     sp.close()
 
