@@ -410,15 +410,13 @@ def frame_driver(env: LabEnv, gn: GuestNic, load: Load) -> Callable[[], int]:
 
 
 def setup_web_nic(env: LabEnv) -> str:
-    """The user-mode NIC: found by MAC and driver, addressed, GRO off, up."""
+    """The user-mode NIC: found by MAC and driver, set up as the lab's own NICs are."""
     sh = env.guest.sh
     found = sh.run(nics.find_iface_cmd(WEB_MAC, "e1000")).stdout.split()
     if len(found) != 1:
         raise LabError(f"the web load's NIC ({WEB_MAC}) has no e1000 interface in the guest")
     iface = found[0]
-    sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
-    sh.run(f"ethtool -K {iface} gro off")
-    sh.run(f"ip addr add {WEB_NET}.2/24 dev {iface} && ip link set {iface} up")
+    env.guest.configure_iface(iface, f"{WEB_NET}.2/24", promisc=False)
     return iface
 
 

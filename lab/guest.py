@@ -245,14 +245,9 @@ class Guest:
                     f"in the guest; interfaces:\n{listing}"
                 )
             iface = found[0]
-            # The guest's own IPv6 chatter (DAD, MLD, RS) would add frames to count.
-            self.sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
-            self.sh.run(f"ethtool -K {iface} gro off")
-            self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
-            self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
-            self.sh.run(f"ip addr add {nic.guest_ip}/24 dev {iface}")
+            self.configure_iface(iface, f"{nic.guest_ip}/24", promisc)
             gn = GuestNic(nic, iface, end)
-            self._add_host_neighbour(gn)
+            self.sh.run(self._host_neighbour_cmd(gn))
             out.append(gn)
         self._read_driver_defaults()
         # Each driver starts with the settings of its first NIC: a guest of one
@@ -285,10 +280,18 @@ class Guest:
                 self._driver_params[(driver, param)] = value
         return gn
 
-    def _add_host_neighbour(self, gn: GuestNic) -> None:
-        self.sh.run(
-            f"ip neigh replace {gn.plan.host_ip} lladdr {HOST_MAC} dev {gn.iface} nud permanent"
-        )
+    def configure_iface(self, iface: str, address: str, promisc: bool) -> None:
+        """IPv6 off (the guest's own DAD, MLD and RS would add frames to count), GRO
+        and VLAN stripping off where the driver allows, the address, the link up."""
+        self.sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
+        self.sh.run(f"ethtool -K {iface} gro off")
+        self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
+        self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
+        self.sh.run(f"ip addr add {address} dev {iface}")
+
+    @staticmethod
+    def _host_neighbour_cmd(gn: GuestNic) -> str:
+        return f"ip neigh replace {gn.plan.host_ip} lladdr {HOST_MAC} dev {gn.iface} nud permanent"
 
     def links_down(self, gns: Sequence[GuestNic]) -> None:
         self.sh.run("; ".join(f"ip link set {gn.iface} down" for gn in gns))
@@ -298,9 +301,7 @@ class Guest:
         neighbours, permanent ones too."""
         self.sh.run(
             " && ".join(
-                f"ip link set {gn.iface} up && ip neigh replace {gn.plan.host_ip} "
-                f"lladdr {HOST_MAC} dev {gn.iface} nud permanent"
-                for gn in gns
+                f"ip link set {gn.iface} up && {self._host_neighbour_cmd(gn)}" for gn in gns
             )
         )
 

@@ -44,6 +44,12 @@ def variant_rows(guest: str) -> list[str]:
     return [f"{kernel}/{name}{suffix}" for name in names] or [guest]
 
 
+def plain_test_id(name: str) -> str:
+    """A test's id or name without the "@<group>" xdist's loadgroup appends."""
+    head, grouped, _ = name.partition("]@")
+    return head + "]" if grouped else name
+
+
 def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
     """{(row, scenario): cell} from pytest's JUnit XML; a row is 'kernel/NIC variant'.
 
@@ -52,9 +58,7 @@ def parse_junit(path: Path) -> dict[tuple[str, str], Cell]:
     """
     cells: dict[tuple[str, str], Cell] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
-        # xdist's loadgroup appends "@<group>" to the names of grouped tests.
-        name = case.get("name", "").partition("]@")[0]
-        scenario, _, guest = name.partition("[")
+        scenario, _, guest = plain_test_id(case.get("name", "")).partition("[")
         outcome, message = "pass", ""
         for kind in ("failure", "error", "skipped"):
             node = case.find(kind)

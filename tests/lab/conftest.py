@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, images, judge, nics, repro
+from lab import accel, images, judge, nics, repro, scenarios
 from lab.guest import BOOT_PROFILES, Guest, GuestNic, GuestSpec
 from lab.labenv import LabEnv
 
@@ -118,12 +118,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def plain_nodeid(nodeid: str) -> str:
-    """The test's id without the "@<group>" xdist's loadgroup appends."""
-    head, grouped, _ = nodeid.partition("]@")
-    return head + "]" if grouped else nodeid
-
-
 REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -147,7 +141,7 @@ def kernel_log_clean(request: pytest.FixtureRequest, results_dir: Path) -> Itera
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
             env,
-            plain_nodeid(request.node.nodeid),
+            scenarios.plain_test_id(request.node.nodeid),
             env.pcaps[first_pcap:],
             reason,
             results_dir / "repro",
