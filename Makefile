@@ -21,6 +21,7 @@ unit: deps
 # Host unit tests, then the smoke scenarios on one kernel: guests really boot.
 test: deps
 	$(PY) -m lab images fetch $(SMOKE_KERNEL)
+	$(PY) -m lab build -k $(SMOKE_KERNEL)
 	$(PY) -m pytest tests -q --kernel=$(SMOKE_KERNEL) --nic-set=all
 
 labtest: images

@@ -189,7 +189,7 @@ def run_trial(
     argv = sniffer_argv(sniffer, iface, count, inner)
     meter = env.spawn(tag, "lab.guestside.meter", ready, *argv, out=out)
     env.wait_ready(meter, ready)
-    rx0 = env.guest.rx_packets(iface)
+    rx0 = env.guest.rx_counts(iface).packets
     start = time.monotonic()
     sent = drive()
     elapsed = time.monotonic() - start
@@ -204,7 +204,7 @@ def run_trial(
     )
     if meter.wait(120) != 0:
         raise LabError(f"the meter failed for {sniffer}: {meter.log.read_text()[-2000:]}")
-    rx = env.guest.rx_packets(iface) - rx0
+    rx = env.guest.rx_counts(iface).packets - rx0
     report: dict[str, Any] = json.loads(out.read_text())
     cpu = report["cpu_s"]
     injected = rx if load.web else sent

@@ -117,6 +117,19 @@ class _ConsoleLog:
 
 
 @dataclass(frozen=True)
+class RxCounts:
+    """A guest NIC's receive counters (/sys/class/net/IFACE/statistics)."""
+
+    packets: int  # handed to the stack
+    # Dropped by the NIC itself, its receive ring full. QEMU's rtl8139 counts
+    # them in RxMissed, which 8139cp reports here.
+    missed: int
+
+    def __sub__(self, other: RxCounts) -> RxCounts:
+        return RxCounts(self.packets - other.packets, self.missed - other.missed)
+
+
+@dataclass(frozen=True)
 class GuestNic:
     """A NIC as the guest sees it: its plan, its interface name, its host end."""
 
@@ -310,8 +323,11 @@ class Guest:
         self.links_down(gns)
         self.links_up(gns)
 
-    def rx_packets(self, iface: str) -> int:
-        return int(self.sh.run(f"cat /sys/class/net/{iface}/statistics/rx_packets").stdout)
+    def rx_counts(self, iface: str) -> RxCounts:
+        stats = f"/sys/class/net/{iface}/statistics"
+        out = self.sh.run(f"cat {stats}/rx_packets {stats}/rx_missed_errors").stdout
+        packets, missed = map(int, out.split())
+        return RxCounts(packets, missed)
 
     def save_dmesg(self, name: str = "dmesg.log") -> Path:
         """The whole kernel log, written by the guest straight into the results dir."""

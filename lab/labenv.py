@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from lab import REPO, LabError, traffic
-from lab.guest import Guest, GuestNic
+from lab.guest import Guest, GuestNic, RxCounts
 from lab.images import Kernel
 from lab.spawn import GuestProc, Spawner
+from pysniff import signature
 
 NTA_DEBUGFS = "/sys/kernel/debug/nta"
 # Seconds without a frame after which a reader waiting for more gives up.
@@ -131,6 +132,46 @@ class LabEnv:
         )  # fmt: skip
         traffic.inject(gn.host, batch, rate or gn.plan.variant.lossless_rate)
         return self.finish_pysniff(sn)
+
+    def nic_took(
+        self, gn: GuestNic, before: RxCounts, sent: int, timeout: float = 30.0
+    ) -> RxCounts:
+        """What the NIC did with the ``sent`` frames injected since ``before``, once it is done.
+
+        Each frame either reached the stack or was dropped by the NIC itself,
+        its ring full, and counted there as missed: anything else is a lost
+        frame, and so is a miss on a NIC with flow control. QEMU's rtl8139 has
+        none, and misses whenever the guest's vCPU is off the host CPU longer
+        than its 64-entry ring lasts; no pacing rules that out on a loaded
+        host. A frame the NIC took and a later layer lost is the caller's to
+        find, against ``missed``.
+        """
+        name, deadline = gn.plan.variant.name, time.monotonic() + timeout
+        while (rx := self.guest.rx_counts(gn.iface) - before).packets + rx.missed < sent:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if rx.packets + rx.missed != sent:
+            raise AssertionError(f"{name}: {sent} sent, {rx.packets} received, {rx.missed} missed")
+        if rx.missed and gn.plan.variant.flow_control:
+            raise AssertionError(f"{name} has flow control, yet missed {rx.missed} frames")
+        return rx
+
+    @staticmethod
+    def all_but_missed(nic: str, entry: dict[str, Any], sent: int, rx: RxCounts) -> set[int]:
+        """A reader's verify entry shows every frame once, intact, but those the NIC missed.
+
+        Which frames a NIC without flow control missed is not known, only how
+        many (see nic_took): as many must be missing, and no more. The
+        sequence numbers missing.
+        """
+        missing = entry.get("missing", [])
+        if entry != signature.perfect(sent, missing):
+            raise AssertionError(f"{nic}: {entry}, NIC {rx}")
+        lost = signature.expand(missing)
+        if len(lost) != rx.missed:
+            raise AssertionError(f"{nic}: {len(lost)} frames lost, the NIC missed {rx.missed}")
+        return lost
 
     def nta_stats(self) -> dict[str, int]:
         """The module's counters, from its debugfs file (the same names as NTA_IOC_STATS)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 MAGIC = b"NTAL"
@@ -73,9 +73,24 @@ def ranges(numbers: Iterable[int]) -> list[list[int]]:
     return out
 
 
-def perfect(count: int) -> dict[str, object]:
-    """A Tally summary's entry for an interface that got sequences 0..count-1 once, intact."""
-    return {"seen": count, "unique": count, "duplicates": 0, "corrupt": 0, "missing": []}
+def expand(spans: Iterable[Sequence[int]]) -> set[int]:
+    """The integers in inclusive [first, last] ranges: what ranges() folded."""
+    return {n for first, last in spans for n in range(first, last + 1)}
+
+
+def perfect(count: int, missing: Sequence[Sequence[int]] = ()) -> dict[str, object]:
+    """A Tally summary's entry for an interface that got sequences 0..count-1 once, intact.
+
+    All but those in the ``missing`` ranges, if given.
+    """
+    got = count - len(expand(missing))
+    return {
+        "seen": got,
+        "unique": got,
+        "duplicates": 0,
+        "corrupt": 0,
+        "missing": [list(span) for span in missing],
+    }
 
 
 @dataclass

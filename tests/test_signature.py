@@ -10,6 +10,22 @@ def test_ranges_fold_runs() -> None:
     assert signature.ranges([5, 1, 2, 3, 9, 10]) == [[1, 3], [5, 5], [9, 10]]
 
 
+def test_expand_undoes_ranges() -> None:
+    numbers = {0, 1, 2, 7, 40, 41}
+    assert signature.expand(signature.ranges(numbers)) == numbers
+    assert signature.expand([]) == set()
+
+
+def test_perfect_but_for_the_missing() -> None:
+    t = signature.Tally(run_id=3, expected=10)
+    for seq in (0, 1, 2, 6, 7, 8, 9):
+        t.add("eth0", signature.payload(3, seq, 64))
+    entry = t.summary()["interfaces"]["eth0"]  # type: ignore[index]
+    assert entry == signature.perfect(10, [[3, 5]])
+    assert entry != signature.perfect(10)
+    assert entry != signature.perfect(10, [[3, 4]])
+
+
 def test_tally_counts_every_anomaly() -> None:
     t = signature.Tally(run_id=7, expected=10)
     for seq in (0, 1, 2, 2, 5, 9):

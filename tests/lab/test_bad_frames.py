@@ -7,6 +7,7 @@ then deliver a normal batch exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 
@@ -19,6 +20,10 @@ AFTER = 500
 # QEMU's e1000 (without long packets enabled) and rtl8139 refuse longer frames;
 # shorter ones, runts included, are padded to 60 bytes and reach the driver.
 LONGEST_TAKEN = 1522
+# The e1000 drops a longer frame uncounted; the rtl8139 counts it as missed,
+# as it does not fit the 1536-byte buffers 8139cp gives it (seen here: the
+# 1600, 4000 and 9000-byte frames missed, nothing else).
+COUNTS_TOO_LONG_AS_MISSED = {"e1000": False, "rtl8139": True}
 
 
 @pytest.mark.lab
@@ -28,19 +33,22 @@ def test_bad_frames_then_normal_delivery(lab_env: LabEnv) -> None:
         bad = traffic.bad_frames(lab_env.addrs(gn), seed=lab_env.new_run_id())
         junk = [frame for frames in bad.values() for frame in frames]
         lab_env.save_pcap(gn, f"injected-{name}-bad", junk)
-        rx0 = lab_env.guest.rx_packets(gn.iface)
+        taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
+        counted = len(junk) if COUNTS_TOO_LONG_AS_MISSED[gn.plan.variant.qemu_device] else taken
+        rx0 = lab_env.guest.rx_counts(gn.iface)
         traffic.inject(gn.host, junk, gn.plan.variant.lossless_rate)
+        rx = lab_env.nic_took(gn, rx0, counted)
+        (lab_env.outdir / f"bad-frames-{name}.json").write_text(
+            json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx": dataclasses.asdict(rx)})
+        )
 
         run_id = lab_env.new_run_id()
         batch = traffic.frames(run_id, AFTER, lab_env.addrs(gn), traffic.KINDS, seed=run_id)
+        rx0 = lab_env.guest.rx_counts(gn.iface)
         got = lab_env.capture_while(gn, run_id, batch)
-
-        rx = lab_env.guest.rx_packets(gn.iface) - rx0
-        (lab_env.outdir / f"bad-frames-{name}.json").write_text(
-            json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx_incl_after": rx})
-        )
-        taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
-        assert rx == AFTER + taken, name
-        assert got["tally"]["interfaces"][gn.iface]["unique"] == AFTER, name  # type: ignore[index]
-        sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch)}
+        rx = lab_env.nic_took(gn, rx0, AFTER)
+        tally = got["tally"]
+        assert isinstance(tally, dict)
+        lost = lab_env.all_but_missed(name, tally["interfaces"].get(gn.iface, {}), AFTER, rx)
+        sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
         assert dict(map(tuple, got["crcs"])) == sent, f"{name}: frame bytes differ"  # type: ignore[call-overload]
