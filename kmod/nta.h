@@ -17,6 +17,7 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
+#include "nta_chunk.h"
 #include "nta_uapi.h"
 
 #define NTA_VERSION		"0.1.0"
@@ -29,30 +30,6 @@
 #define NTA_RING_CONSUMER	64
 
 struct nta_reader;
-
-/*
- * A chunk is one page of a node. The pool holds one page reference for
- * each chunk; any more means the kernel still uses it. A chunk goes back to
- * the free list only when that count is back to one and no reader holds
- * the chunk.
- */
-struct nta_chunk {
-	struct list_head link;		/* free or busy list */
-	struct page *page;
-	struct nta_reader *owner;	/* non-NULL while shared */
-	u32 generation;			/* bumped at every allocation */
-	u32 frame_offset;		/* published frame, offset in the node */
-	u32 node;
-	u32 index;			/* within the node */
-	bool busy;			/* handed to the kernel */
-	bool published;			/* published once in this generation */
-	bool leaked;			/* fault injection kept it */
-};
-
-struct nta_node {
-	unsigned long pfn;		/* first page */
-	struct nta_chunk *chunks;
-};
 
 struct nta_attached {
 	struct net_device *dev;

@@ -73,8 +73,7 @@ static void nta_publish_locked(struct nta_attached *a, struct nta_chunk *c,
 		rec->flags |= NTA_RECORD_VLAN_STRIPPED;
 		rec->vlan_tci = skb_vlan_tag_get(skb);
 	}
-	c->owner = r;
-	c->frame_offset = offset;
+	nta_chunk_share(c, r, offset);
 	r->outstanding++;
 	r->seq++;
 	/* The record is complete before userspace can see the new producer. */
@@ -105,7 +104,7 @@ static int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev,
 	offset = c->index * PAGE_SIZE + offset_in_page(mac);
 	spin_lock_bh(&nta.lock);
 	a->stats.received++;
-	if (!c->busy || c->published || offset_in_page(mac) + len > PAGE_SIZE) {
+	if (!nta_chunk_publishable(c, offset_in_page(mac), len, PAGE_SIZE)) {
 		spin_unlock_bh(&nta.lock);
 		goto out;
 	}
@@ -253,30 +252,6 @@ static int nta_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
-static enum nta_bad_commit nta_check_commit(struct nta_reader *r, const struct nta_commit *cm,
-					    struct nta_chunk **chunk)
-{
-	struct nta_chunk *c;
-
-	if (cm->reserved)
-		return NTA_BAD_RESERVED;
-	if (cm->node >= nta.node_count)
-		return NTA_BAD_NODE;
-	if (cm->offset >= nta.node_pages * PAGE_SIZE)
-		return NTA_BAD_OFFSET;
-	c = &nta.nodes[cm->node].chunks[cm->offset / PAGE_SIZE];
-	if (!c->owner)
-		return NTA_BAD_STATE;
-	if (c->owner != r)
-		return NTA_BAD_OWNER;
-	if (c->generation != cm->generation)
-		return NTA_BAD_GENERATION;
-	if (c->frame_offset != cm->offset)
-		return NTA_BAD_OFFSET;
-	*chunk = c;
-	return NTA_BAD_COMMIT_MAX;
-}
-
 static ssize_t nta_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
 {
 	struct nta_reader *r = file->private_data;
@@ -295,8 +270,10 @@ static ssize_t nta_write(struct file *file, const char __user *buf, size_t len, 
 	spin_lock_bh(&nta.lock);
 	for (i = 0; i < n; i++) {
 		struct nta_chunk *c = NULL;
-		enum nta_bad_commit why = nta_check_commit(r, &batch[i], &c);
+		enum nta_bad_commit why;
 
+		why = nta_commit_check(nta.nodes, nta.node_count, nta.node_pages, PAGE_SIZE,
+				       r, &batch[i], &c);
 		if (why != NTA_BAD_COMMIT_MAX) {
 			nta.stats.bad_commits[why]++;
 			continue;

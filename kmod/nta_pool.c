@@ -130,11 +130,6 @@ void nta_pool_exit(void)
 	nta.node_count = 0;
 }
 
-static bool nta_chunk_reclaimable(const struct nta_chunk *c)
-{
-	return c->busy && !c->owner && !c->leaked && page_ref_count(c->page) == 1;
-}
-
 /* Free one busy chunk whose page the kernel and the readers are done with. */
 static void nta_chunk_free_locked(struct nta_chunk *c)
 {
@@ -144,8 +139,7 @@ static void nta_chunk_free_locked(struct nta_chunk *c)
 		nta.stats.fault_leaked++;
 		return;
 	}
-	c->busy = false;
-	c->published = false;
+	nta_chunk_put_back(c);
 	list_move(&c->link, &nta.free);
 	nta.stats.freed++;
 	nta.stats.in_use--;
@@ -157,7 +151,7 @@ void nta_pool_sweep_locked(void)
 
 	lockdep_assert_held(&nta.lock);
 	list_for_each_entry_safe(c, tmp, &nta.busy, link) {
-		if (nta_chunk_reclaimable(c))
+		if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
 			nta_chunk_free_locked(c);
 	}
 }
@@ -167,7 +161,7 @@ void nta_chunk_release(struct nta_chunk *c)
 {
 	lockdep_assert_held(&nta.lock);
 	c->owner = NULL;
-	if (nta_chunk_reclaimable(c))
+	if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
 		nta_chunk_free_locked(c);
 }
 
@@ -196,9 +190,7 @@ void *nta_chunk_alloc(struct nta_attached *a, unsigned int size)
 	}
 	kick = list_empty(&nta.busy);
 	list_move_tail(&c->link, &nta.busy);
-	c->busy = true;
-	c->published = false;
-	c->generation++;
+	nta_chunk_take(c);
 	get_page(c->page);
 	nta.stats.allocated++;
 	nta.stats.in_use++;

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * nta_chunk.h - the life of a chunk, and what a commit must name to end it.
+ *
+ * Pure functions of a chunk's state and of facts the caller supplies (the
+ * page's reference count, the pool's geometry): no locks, no pages, no
+ * allocation. The module calls them under nta.lock. tests/kmod builds this
+ * header with the host compiler and sanitizers and drives a pool through
+ * random sequences of receives, kernel frees, commits good and bad, and
+ * readers closing, before any guest boots; it defines u32, bool and
+ * struct list_head itself.
+ *
+ * A chunk is free, then busy (handed to the kernel as a receive buffer,
+ * under a new generation), then possibly shared (published to one reader,
+ * once per generation). It is free again only when the kernel dropped its
+ * page references and no reader holds it.
+ */
+#ifndef _NTA_CHUNK_H
+#define _NTA_CHUNK_H
+
+#ifdef __KERNEL__
+#include <linux/list.h>
+#include <linux/types.h>
+#endif
+
+#include "nta_uapi.h"
+
+struct nta_reader;
+struct page;
+
+/*
+ * A chunk is one page of a node. The pool holds one page reference for
+ * each chunk; any more means the kernel still uses it.
+ */
+struct nta_chunk {
+	struct list_head link;		/* free or busy list */
+	struct page *page;
+	struct nta_reader *owner;	/* non-NULL while shared */
+	u32 generation;			/* bumped at every allocation */
+	u32 frame_offset;		/* published frame, offset in the node */
+	u32 node;
+	u32 index;			/* within the node */
+	bool busy;			/* handed to the kernel */
+	bool published;			/* published once in this generation */
+	bool leaked;			/* fault injection kept it */
+};
+
+struct nta_node {
+	unsigned long pfn;		/* first page */
+	struct nta_chunk *chunks;
+};
+
+/* Handed to the kernel as a receive buffer: a new generation begins. */
+static inline void nta_chunk_take(struct nta_chunk *c)
+{
+	c->busy = true;
+	c->published = false;
+	c->generation++;
+}
+
+/*
+ * Whether a frame received in @c, starting @in_page bytes into the page and
+ * @len bytes long, may be published: once per generation, whole.
+ */
+static inline bool nta_chunk_publishable(const struct nta_chunk *c, u32 in_page, u32 len,
+					 u32 page_size)
+{
+	return c->busy && !c->published && in_page <= page_size && len <= page_size - in_page;
+}
+
+static inline void nta_chunk_share(struct nta_chunk *c, struct nta_reader *r, u32 frame_offset)
+{
+	c->owner = r;
+	c->frame_offset = frame_offset;
+}
+
+/*
+ * Whether @c may go back to the free list: the kernel is done with it
+ * (@page_refs is down to the pool's own reference) and no reader holds it.
+ */
+static inline bool nta_chunk_reclaimable(const struct nta_chunk *c, int page_refs)
+{
+	return c->busy && !c->owner && !c->leaked && page_refs == 1;
+}
+
+static inline void nta_chunk_put_back(struct nta_chunk *c)
+{
+	c->busy = false;
+	c->published = false;
+}
+
+/*
+ * Whether @cm names a chunk shared with @r under its current generation, at
+ * the offset its record gave; the chunk in @chunk if so. The verdict is
+ * NTA_BAD_COMMIT_MAX for a good commit, else the reason to refuse it, and
+ * nothing is changed either way: the caller releases a good one.
+ */
+static inline enum nta_bad_commit nta_commit_check(const struct nta_node *nodes, u32 node_count,
+						   u32 node_pages, u32 page_size,
+						   const struct nta_reader *r,
+						   const struct nta_commit *cm,
+						   struct nta_chunk **chunk)
+{
+	struct nta_chunk *c;
+
+	if (cm->reserved)
+		return NTA_BAD_RESERVED;
+	if (cm->node >= node_count)
+		return NTA_BAD_NODE;
+	if (cm->offset / page_size >= node_pages)
+		return NTA_BAD_OFFSET;
+	c = &nodes[cm->node].chunks[cm->offset / page_size];
+	if (!c->owner)
+		return NTA_BAD_STATE;
+	if (c->owner != r)
+		return NTA_BAD_OWNER;
+	if (c->generation != cm->generation)
+		return NTA_BAD_GENERATION;
+	if (c->frame_offset != cm->offset)
+		return NTA_BAD_OFFSET;
+	*chunk = c;
+	return NTA_BAD_COMMIT_MAX;
+}
+
+#endif /* _NTA_CHUNK_H */
