@@ -23,7 +23,9 @@ guest has no free receive descriptor), so the transport itself never drops.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,12 @@ def plan(nics: Sequence[NicVariant], sock_dir: Path, guest_no: int = 0) -> list[
     ]
 
 
+# How long a send may wait for QEMU to read (the guest to free a receive
+# buffer) before the lab calls the guest stuck. TCG guests on a loaded host
+# pause for seconds; a minute means something is wrong.
+SEND_TIMEOUT_S = 60
+
+
 class HostEnd:
     """The host side of one NIC: send frames into the guest, read what it sends."""
 
@@ -148,6 +156,11 @@ class HostEnd:
         # Large enough that a burst of full-size frames queues rather than blocks early.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # Sends block (back-pressure) but not for ever; receives wait in
+        # select(), so that a receiving thread never shortens a send's wait.
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0)
+        )
 
     def send(self, frame: bytes) -> None:
         """Blocks while QEMU is not reading: the guest ran out of receive buffers."""
@@ -155,12 +168,18 @@ class HostEnd:
             self.sock.sendto(frame, str(self.nic.guest_sock))
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise LabError(f"NIC {self.nic.netdev_id}: QEMU is not listening: {e}") from e
+        except BlockingIOError:
+            raise LabError(
+                f"NIC {self.nic.netdev_id}: the guest took no frame for {SEND_TIMEOUT_S} s"
+            ) from None
 
     def recv(self, timeout: float) -> bytes | None:
-        self.sock.settimeout(timeout)
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        if not readable:
+            return None
         try:
-            return self.sock.recv(65536)
-        except (TimeoutError, BlockingIOError):
+            return self.sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
             return None
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ check it frame by frame. Frame sizes are Ethernet sizes without FCS.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -49,29 +50,45 @@ class Addresses:
         return self.guest_ip.rsplit(".", 1)[0] + ".255"
 
 
+_UDP = UDP(sport=40000, dport=9)  # discard port: the stack drops them quietly
+_TCP = TCP(sport=40000, dport=9, flags="A")
+
+
+def _ip4(a: Addresses) -> Packet:
+    return IP(src=a.host_ip, dst=a.guest_ip)
+
+
+def _ip6(a: Addresses) -> Packet:
+    return IPv6(src=a.host_ip6, dst=a.guest_ip6)
+
+
+_HEADERS: dict[str, Callable[[Addresses], Packet]] = {
+    "udp4": lambda a: Ether(src=HOST_MAC, dst=a.guest_mac) / _ip4(a) / _UDP,
+    "udp6": lambda a: Ether(src=HOST_MAC, dst=a.guest_mac) / _ip6(a) / _UDP,
+    "tcp4": lambda a: Ether(src=HOST_MAC, dst=a.guest_mac) / _ip4(a) / _TCP,
+    "tcp6": lambda a: Ether(src=HOST_MAC, dst=a.guest_mac) / _ip6(a) / _TCP,
+    "arp": lambda a: (
+        Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
+        / ARP(op=1, hwsrc=HOST_MAC, psrc=a.host_ip, pdst=a.host_ip)
+    ),
+    "vlan": lambda a: Ether(src=HOST_MAC, dst=a.guest_mac) / Dot1Q(vlan=77) / _ip4(a) / _UDP,
+    "bcast": lambda a: (
+        Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff") / IP(src=a.host_ip, dst=a.broadcast) / _UDP
+    ),
+    "mcast": lambda a: (
+        Ether(src=HOST_MAC, dst="01:00:5e:4d:00:01") / IP(src=a.host_ip, dst="239.77.0.1") / _UDP
+    ),
+    "othermac": lambda a: Ether(src=HOST_MAC, dst=OTHER_MAC) / _ip4(a) / _UDP,
+}
+
+
+# Scapy takes milliseconds to assemble a stack of layers, and a lab run
+# builds tens of thousands of frames on the host the guests run on: each
+# kind's headers are built once per address set (``/`` copies them).
+@functools.cache
 def _headers(kind: str, a: Addresses) -> Packet:
-    ip4 = IP(src=a.host_ip, dst=a.guest_ip)
-    udp = UDP(sport=40000, dport=9)  # discard port: the stack drops them quietly
-    headers: dict[str, Packet] = {
-        "udp4": Ether(src=HOST_MAC, dst=a.guest_mac) / ip4 / udp,
-        "udp6": Ether(src=HOST_MAC, dst=a.guest_mac) / IPv6(src=a.host_ip6, dst=a.guest_ip6) / udp,
-        "tcp4": Ether(src=HOST_MAC, dst=a.guest_mac) / ip4 / TCP(sport=40000, dport=9, flags="A"),
-        "tcp6": Ether(src=HOST_MAC, dst=a.guest_mac)
-        / IPv6(src=a.host_ip6, dst=a.guest_ip6)
-        / TCP(sport=40000, dport=9, flags="A"),
-        "arp": Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
-        / ARP(op=1, hwsrc=HOST_MAC, psrc=a.host_ip, pdst=a.host_ip),
-        "vlan": Ether(src=HOST_MAC, dst=a.guest_mac) / Dot1Q(vlan=77) / ip4 / udp,
-        "bcast": Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
-        / IP(src=a.host_ip, dst=a.broadcast)
-        / udp,
-        "mcast": Ether(src=HOST_MAC, dst="01:00:5e:4d:00:01")
-        / IP(src=a.host_ip, dst="239.77.0.1")
-        / udp,
-        "othermac": Ether(src=HOST_MAC, dst=OTHER_MAC) / ip4 / udp,
-    }
     try:
-        return headers[kind]
+        return _HEADERS[kind](a)
     except KeyError:
         raise LabError(f"unknown frame kind {kind!r}; known: {', '.join(KINDS)}") from None
 

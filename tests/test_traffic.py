@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
-from lab import LabError, traffic
+from lab import LabError, nics, traffic
 from lab.nics import HostEnd, NicPlan, variant
 from pysniff import signature
 
@@ -91,3 +91,30 @@ def test_inject_without_qemu_is_a_clear_error(tmp_path: Path) -> None:
             traffic.inject(end, [b"x" * 60])
     finally:
         end.close()
+
+
+def test_a_guest_that_stops_reading_is_a_clear_error_however_replies_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends wait out their own timeout even while another thread polls for replies."""
+    monkeypatch.setattr(nics, "SEND_TIMEOUT_S", 1)
+    guest = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    guest.bind(str(tmp_path / "g.sock"))  # and never read: QEMU with a full ring
+    plan = NicPlan(0, variant("e1000"), ADDRS.guest_mac, tmp_path / "g.sock", tmp_path / "h.sock")
+    end = HostEnd(plan)
+    done = threading.Event()
+
+    def poll_replies() -> None:
+        while not done.is_set():
+            assert end.recv(0.05) is None
+
+    poller = threading.Thread(target=poll_replies)
+    poller.start()
+    try:
+        with pytest.raises(LabError, match="the guest took no frame for 1 s"):
+            traffic.inject(end, [b"x" * 60] * 100_000)
+    finally:
+        done.set()
+        poller.join()
+        end.close()
+        guest.close()
