@@ -7,7 +7,6 @@ the console and kernel logs, the exact vng/QEMU command) in ``outdir``.
 
 from __future__ import annotations
 
-import json
 import random
 import shlex
 import sys
@@ -95,20 +94,15 @@ class LabEnv:
         self.guest.sh.run(f"kill -{sig} {proc.pid}")
 
     def start_pysniff(self, gn: GuestNic, tag: str, *pysniff_args: object) -> GuestProc:
-        """pysniff on ``gn`` in the background, attached and mapped when this returns."""
+        """pysniff on ``gn`` in the background, attached and mapped when this returns.
+
+        Its --json output is ``proc.result()``.
+        """
         ready = self.outdir / f"ready-{tag}"
         args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready, *pysniff_args]
         proc = self.spawn(tag, "pysniff", *args, out=self.outdir / f"{tag}.json")
         self.wait_ready(proc, ready)
         return proc
-
-    def finish_pysniff(self, proc: GuestProc, timeout: float = 300) -> dict[str, Any]:
-        """Wait for a pysniff started by start_pysniff; its --json output."""
-        rc = proc.wait(timeout)
-        if rc != 0:
-            raise LabError(f"pysniff {proc.name} exited {rc}: {proc.log.read_text()[-2000:]}")
-        result: dict[str, Any] = json.loads(proc.out.read_text())
-        return result
 
     def sniff_while(
         self,
@@ -131,7 +125,7 @@ class LabEnv:
             "-c", len(batch), "--idle", IDLE_S, *pysniff_args,
         )  # fmt: skip
         traffic.inject(gn.host, batch, rate or gn.plan.variant.lossless_rate)
-        return self.finish_pysniff(sn)
+        return sn.result()
 
     def nic_took(
         self, gn: GuestNic, before: RxCounts, sent: int, timeout: float = 30.0
@@ -251,8 +245,4 @@ class LabEnv:
         )
         self.wait_ready(proc, ready)
         traffic.inject(gn.host, batch, rate)
-        rc = proc.wait(180)
-        if rc != 0:
-            raise LabError(f"capture on {gn.iface} exited {rc}: {proc.log.read_text()[-2000:]}")
-        result: dict[str, object] = json.loads(out.read_text())
-        return result
+        return proc.result(180, out)

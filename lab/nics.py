@@ -84,9 +84,14 @@ def variant(name: str) -> NicVariant:
         raise LabError(f"unknown NIC {name!r}; known: {', '.join(VARIANTS)}") from None
 
 
+def set_names(spec: str) -> tuple[str, ...]:
+    """The variant names of a named set or of a comma list, unchecked."""
+    return NIC_SETS.get(spec) or tuple(n for n in spec.split(",") if n)
+
+
 def nic_set(spec: str) -> tuple[NicVariant, ...]:
     """A named set or a comma list of variants."""
-    names = NIC_SETS.get(spec) or tuple(n for n in spec.split(",") if n)
+    names = set_names(spec)
     if not names:
         raise LabError("empty NIC set")
     return tuple(variant(n) for n in names)

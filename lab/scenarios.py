@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import REPO, images, kbuild
-from lab.nics import NIC_SETS
+from lab.nics import set_names
 
 LAB_TESTS = REPO / "tests" / "lab"
 
@@ -39,7 +39,7 @@ def variant_rows(guest: str) -> list[str]:
     """'kernel/nic-set[/profile]' -> one 'kernel/variant[/profile]' per NIC of the set."""
     kernel, _, rest = guest.partition("/")
     nic_set, _, profile = rest.partition("/")
-    names = NIC_SETS.get(nic_set) or tuple(n for n in nic_set.split(",") if n)
+    names = set_names(nic_set)
     suffix = f"/{profile}" if profile else ""
     return [f"{kernel}/{name}{suffix}" for name in names] or [guest]
 

@@ -9,10 +9,12 @@ no console round trip per poll.
 from __future__ import annotations
 
 import itertools
+import json
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab import LabError
 from lab.console import Console
@@ -35,6 +37,17 @@ class GuestProc:
         """Its exit status once it ended (128 + N for signal N), else None."""
         text = self.rc_file.read_text() if self.rc_file.exists() else ""
         return int(text) if text.strip() else None
+
+    def result(self, timeout: float = 300.0, path: Path | None = None) -> dict[str, Any]:
+        """Its JSON report (in ``path``, default its stdout) once it exited 0.
+
+        Any other exit is an error that carries the end of its log.
+        """
+        rc = self.wait(timeout)
+        if rc != 0:
+            raise LabError(f"{self.name} exited {rc}: {self.log.read_text()[-2000:]}")
+        report: dict[str, Any] = json.loads((path or self.out).read_text())
+        return report
 
     def wait(self, timeout: float = 300.0) -> int:
         deadline = time.monotonic() + timeout

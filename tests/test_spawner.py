@@ -54,3 +54,15 @@ def test_a_child_still_running_is_an_error_at_timeout(
         echo.wait(0.2)
     console.run(f"kill {echo.pid}")
     assert echo.wait(30) == 128 + 15
+
+
+def test_result_is_the_report_of_a_clean_exit_else_an_error_with_the_log(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    stats = spawn(spawner, tmp_path, "stats", "pysniff", "--stats", "--json", "--device", "/nope")
+    with pytest.raises(LabError, match=r"stats exited 1: .*/nope"):
+        stats.result(60)
+    report = tmp_path / "report.json"
+    report.write_text('{"frames": 3}')
+    ok = spawn(spawner, tmp_path, "help", "pysniff", "--help")
+    assert ok.result(60, report) == {"frames": 3}

@@ -139,7 +139,7 @@ def sustained_run(
     dev_before = env.dev_stats(gn)
     sn = env.start_pysniff(gn, f"sustained-{gn.plan.variant.name}-{rate}", "--bulk", "--idle", 3)
     sent = traffic.inject(gn.host, batch, rate)
-    got = env.finish_pysniff(sn)
+    got = sn.result()
     received = env.nic_took(gn, rx0, len(batch)).packets
     d = delta(got["stats_after"], before)
     in_chunks = env.dev_stats(gn)["received"] - dev_before["received"]
@@ -211,7 +211,7 @@ def test_nta_reader_that_stops_committing(nta: LabEnv, baseline: int, figure: Fi
             wait_for_line(sn.log, "pysniff: resumed commits")
             # Fewer frames than the smallest ring (rtl8139's 64): none can be missed.
             traffic.inject(gn.host, after_resume, gn.plan.variant.lossless_rate)
-            got = nta.finish_pysniff(sn)
+            got = sn.result()
 
             d = delta(got["stats_after"], before)
             shared = LIMIT + len(after_resume)
