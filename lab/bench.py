@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from lab import LabError, accel, images, kbuild, nics, traffic
-from lab.guest import Guest, GuestNic, GuestSpec
+from lab.guest import Guest, GuestSpec
+from lab.guestnet import GuestNic
+from lab.guestside.reports import MeterReport
 from lab.labenv import LabEnv
 
 SNIFFERS = ("none", "afpacket", "tcpdump", "nta")
@@ -163,16 +165,16 @@ def sniffer_argv(name: str, iface: str, count: int, ready: Path) -> list[str]:
     raise LabError(f"unknown sniffer {name!r}; known: {', '.join(SNIFFERS)}")
 
 
-def delivered(name: str, report: dict[str, Any], rx: int) -> int:
+def delivered(name: str, report: MeterReport, rx: int) -> int:
     """How many frames the sniffer saw, from its own report."""
     if name == "none":
         return rx
     if name == "tcpdump":
-        for line in str(report["stderr"]).splitlines():
+        for line in report.stderr.splitlines():
             if line.endswith("packets captured"):
                 return int(line.split()[0])
-        raise LabError(f"tcpdump printed no capture count: {report['stderr']!r}")
-    frames: int = json.loads(report["stdout"])["frames"]
+        raise LabError(f"tcpdump printed no capture count: {report.stderr!r}")
+    frames: int = json.loads(report.stdout)["frames"]
     return frames
 
 
@@ -188,23 +190,23 @@ def run_trial(
     count = 10**9 if load.web else load.frames
     argv = sniffer_argv(sniffer, iface, count, inner)
     meter = env.spawn(tag, "lab.guestside.meter", ready, *argv, out=out)
-    env.wait_ready(meter, ready)
-    rx0 = env.guest.rx_counts(iface).packets
+    meter.wait_file(ready)
+    rx0 = rx_packets(env, iface)
     start = time.monotonic()
     sent = drive()
     elapsed = time.monotonic() - start
     stats = f"/sys/class/net/{iface}/statistics/rx_packets"
     # Wait (bounded) for the NIC to have it all and the sniffer to finish on its own.
-    env.guest.sh.run(
+    env.cmd(
         f"n=0; while [ $(cat {stats}) -lt {rx0 + sent} ] && [ $n -lt 200 ]; "
         f"do sleep 0.05; n=$((n+1)); done; n=0; "
         f"while [ {sniffer} != none ] && kill -0 {meter.pid} 2>/dev/null && [ $n -lt 60 ]; "
         f"do sleep 0.05; n=$((n+1)); done; kill -TERM {meter.pid} 2>/dev/null; true",
         timeout=120,
     )
-    report = meter.result(120)
-    rx = env.guest.rx_counts(iface).packets - rx0
-    cpu = report["cpu_s"]
+    report = meter.result(MeterReport.from_json, 120)
+    rx = rx_packets(env, iface) - rx0
+    cpu = report.cpu_s
     injected = rx if load.web else sent
     return Trial(
         load=load.name,
@@ -214,10 +216,14 @@ def run_trial(
         inject_rate=round(injected / elapsed) if elapsed > 0 else 0,
         rx=rx,
         delivered=delivered(sniffer, report, rx),
-        sniffer_cpu_s=float(report["sniffer_cpu_s"]),
+        sniffer_cpu_s=report.sniffer_cpu_s,
         softirq_s=float(cpu["softirq"]),
         busy_s=round(sum(v for k, v in cpu.items() if k not in ("idle", "iowait")), 3),
     )
+
+
+def rx_packets(env: LabEnv, iface: str) -> int:
+    return int(env.cmd(f"cat /sys/class/net/{iface}/statistics/rx_packets").stdout)
 
 
 def summarize(trials: list[Trial]) -> list[dict[str, Any]]:
@@ -329,9 +335,9 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     manifest = images.load_manifest()
     kernel = (
-        images.fetch(manifest[kernel_name])
+        images.provide(manifest[kernel_name])
         if kernel_name in manifest
-        else images.resolve(kernel_name)
+        else images.resolve(kernel_name, manifest)
     )
     acc = accel.choose(accel_override)
     if "tcpdump" in sniffers and shutil.which("tcpdump") is None:
@@ -350,16 +356,16 @@ def run_bench(
     trials: list[Trial] = []
     with Guest(spec, out / "guest") as guest:
         boot_s = guest.boot_seconds
-        env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, "e1000", guest.outdir)
+        env = LabEnv.up(guest, kernel, "e1000")
         gn = env.nics[0]
         web_iface = setup_web_nic(env) if web_port is not None else None
         if module is not None:
             # Loaded for every sniffer, so that all of them receive into the same
             # buffers; attached from load on, so the rings are all NTA chunks.
             served = ",".join(i for i in (gn.iface, web_iface) if i)
-            env.load_nta(module, f"attach={served} {NTA_BENCH_PARAMS}")
+            env.nta.load(module, f"attach={served} {NTA_BENCH_PARAMS}", bounce=env.nics)
             if web_iface is not None:
-                guest.sh.run(f"ip link set {web_iface} down && ip link set {web_iface} up")
+                env.cmd(f"ip link set {web_iface} down && ip link set {web_iface} up")
         for load in loads:
             iface, drive = gn.iface, None
             if load.web:
@@ -409,12 +415,11 @@ def frame_driver(env: LabEnv, gn: GuestNic, load: Load) -> Callable[[], int]:
 
 def setup_web_nic(env: LabEnv) -> str:
     """The user-mode NIC: found by MAC and driver, set up as the lab's own NICs are."""
-    sh = env.guest.sh
-    found = sh.run(nics.find_iface_cmd(WEB_MAC, "e1000")).stdout.split()
+    found = env.cmd(nics.find_iface_cmd(WEB_MAC, "e1000")).stdout.split()
     if len(found) != 1:
         raise LabError(f"the web load's NIC ({WEB_MAC}) has no e1000 interface in the guest")
     iface = found[0]
-    env.guest.configure_iface(iface, f"{WEB_NET}.2/24", promisc=False)
+    env.net.configure(iface, f"{WEB_NET}.2/24", promisc=False)
     return iface
 
 
@@ -422,7 +427,7 @@ def web_driver(env: LabEnv, load: Load, port: int) -> Callable[[], int]:
     """Starts the guest's HTTP server once; each call fetches ``load.frames`` pages."""
     ready = env.outdir / "ready-httpd"
     proc = env.spawn("httpd", "lab.guestside.httpd", f"{WEB_NET}.2", WEB_PORT, ready)
-    env.wait_ready(proc, ready)
+    proc.wait_file(ready)
     # One request first: slirp and the guest's ARP entry for it are set up
     # before anything is measured.
     if fetch_pages(port, 1).sent != 1:

@@ -1,58 +1,72 @@
 """``ntalab`` / ``python -m lab``: each stage of the lab, callable on its own.
 
-ntalab images list|fetch [NAME...]
-ntalab build [-k KERNEL]... [--werror]
-ntalab boot -k KERNEL [--nics SET] [--exec CMD] [--dry-run]
-ntalab inject --sock DIR/NIC ... (frames into a guest started by 'boot')
-ntalab run [-k KERNEL]... [--nics SET]... [pytest args]
-ntalab repro BUNDLE
+Exit status: 0 done (every test passed), 1 a failed run or a lab error
+(a guest that never booted, a build that failed), 2 bad usage (an unknown
+option, kernel, NIC or shard), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import REPO, LabError, accel, bench, images, kbuild, nics, repro, scenarios, traffic
+from lab import (
+    LabError,
+    UsageError,
+    accel,
+    bench,
+    images,
+    kbuild,
+    nics,
+    paths,
+    repro,
+    runner,
+    traffic,
+)
+from lab import report as reports
 from lab.guest import BOOT_PROFILES, Guest, GuestSpec, build_argv
+from lab.guestnet import GuestNet
 from lab.nics import HostEnd, NicPlan
 
 
-def _kernels(specs: Sequence[str] | None) -> list[images.Kernel]:
-    manifest = images.load_manifest()
-    return [images.resolve(s, manifest) for s in (specs or list(manifest))]
+def _kernel_names(given: Sequence[str] | None) -> list[str]:
+    return list(given) if given else images.default_kernels()
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     manifest = images.load_manifest()
     if args.action == "list":
         rows = images.describe(manifest)
-        width = max(len(r[0]) for r in rows)
-        for name, release, version, state in rows:
-            print(f"{name:<{width}}  {release:<24} {version:<20} {state}")
+        width = max(len(r.name) for r in rows)
+        for r in rows:
+            print(f"{r.name:<{width}}  {r.kind:<28} {r.version:<20} {r.state}")
         return 0
-    for name in args.names or list(manifest):
-        if name not in manifest:
-            raise LabError(f"unknown kernel {name!r}; known: {', '.join(manifest)}")
-        entry = manifest[name]
-        if images.is_fetched(entry):
-            print(f"{name}: already fetched")
+    names = args.names or [
+        n
+        for n, e in manifest.items()
+        if isinstance(e, images.PackagedEntry) == (args.action == "fetch")
+    ]
+    for name in names:
+        entry = images.entry(name, manifest)
+        if images.is_ready(entry):
+            print(f"{name}: ready")
             continue
-        print(f"{name}: fetching {len(entry.packages)} packages at {entry.version} ...", flush=True)
-        kernel = images.fetch(entry)
+        kernel = images.provide(entry)
         print(f"{name}: {kernel.vmlinuz}")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     failed = False
-    for kernel in _kernels(args.kernel):
+    manifest = images.load_manifest()
+    for name in _kernel_names(args.kernel):
+        kernel = (
+            images.provide(manifest[name]) if name in manifest else images.resolve(name, manifest)
+        )
         result = kbuild.build(kernel)
         for line in result.warnings:
             print(f"  {line}")
@@ -82,17 +96,16 @@ def cmd_boot(args: argparse.Namespace) -> int:
         plans = nics.plan(spec.nics, Path("/tmp/ntalab-dry-run"))
         print(shlex.join(build_argv(spec, plans)))
         return 0
-    outdir = Path(args.out or REPO / "results" / f"boot-{time.strftime('%Y%m%d-%H%M%S')}")
+    outdir = Path(args.out) if args.out else paths.new_results_dir("boot")
     print(
         f"accelerator: {spec.accel.name} ({spec.accel.reason}); console log: {outdir}/console.log"
     )
     with Guest(spec, outdir) as guest:
-        for gn in guest.setup_nics(promisc=True):
-            print(f"  {gn.plan.variant.name}: guest {gn.iface} mac {gn.plan.mac}")
-            print(
-                f"    inject: ntalab inject --guest-sock {gn.plan.guest_sock} "
-                f"--mac {gn.plan.mac} --count 100"
-            )
+        net = GuestNet(guest.sh, guest.features)
+        for nic in net.setup(guest.nics, guest.host_ends, promisc=True):
+            print(f"  {nic.name}: guest {nic.iface} mac {nic.mac}")
+            print(f"    inject: ntalab inject --guest-sock {guest.nics[nic.index].guest_sock} "
+                  f"--mac {nic.mac} --count 100")  # fmt: skip
         if args.module:
             guest.sh.run(f"insmod {shlex.quote(str(Path(args.module).resolve()))}")
         if args.exec:
@@ -101,9 +114,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
             sys.stderr.write(result.stderr)
             return result.rc
         print("interactive shell: the console has no prompt; type commands, Ctrl-] leaves.")
-        assert guest.child is not None
-        guest.child.logfile_read = None
-        guest.child.interact()
+        child = guest.child_or_fail()
+        child.logfile_read = None
+        child.interact()
     return 0
 
 
@@ -129,24 +142,58 @@ def cmd_inject(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     for spec in args.nics or ():
         nics.nic_set(spec)  # an unknown variant fails here, not in every guest
-    return scenarios.run_matrix(
-        kernels=args.kernel or list(images.load_manifest()),
+    manifest = images.load_manifest()
+    kernels = _kernel_names(args.kernel)
+    for name in kernels:
+        if name not in manifest:
+            images.resolve(name, manifest)  # a path must be a kernel
+    out = Path(args.out).resolve() if args.out else paths.new_results_dir()
+    runner.link_latest(out)
+    result = runner.run_matrix(
+        kernels=kernels,
         nic_sets=args.nics or list(nics.NIC_SETS),
         profiles=args.boot_profile or list(BOOT_PROFILES),
-        accel_override=args.accel,
-        pytest_args=args.pytest_args,
-        results=Path(args.out) if args.out else None,
+        accel=args.accel,
+        out=out,
         jobs=args.jobs,
+        shard=runner.Shard.parse(args.shard) if args.shard else None,
+        pytest_args=[a for a in args.pytest_args if a != "--"],
     )
+    print(f"\n{reports.printable(result)}\nresults: {out}  total: {result.elapsed_s:.0f}s")
+    return 0 if result.passed else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    runs = []
+    for d in args.dirs:
+        path = Path(d)
+        if not (path / reports.SUMMARY).is_file():
+            raise UsageError(f"{path} has no {reports.SUMMARY}: not an 'ntalab run' results dir")
+        runs.append(reports.RunResult.load(path))
+    try:
+        merged = reports.merge(runs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out).resolve() if args.out else paths.new_results_dir("report")
+    reports.write(merged, out)
+    print(f"{reports.printable(merged)}\nmerged {len(runs)} runs into {out}")
+    return 0 if merged.passed else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     loads = [bench.Load("fixed", args.frames, args.rate), bench.Load("max", args.frames, None)]
     if args.web_requests:
         loads.append(bench.Load("web", args.web_requests, None, web=True))
-    out = Path(args.out or REPO / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out) if args.out else paths.new_results_dir("bench")
     sniffers = args.sniffers.split(",")
-    return bench.run_bench(args.kernel, args.rounds, loads, sniffers, args.accel, out)
+    return bench.run_bench(
+        args.kernel[0] if args.kernel else "debian-6.1",
+        args.rounds,
+        loads,
+        sniffers,
+        args.accel,
+        out,
+    )
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -154,33 +201,40 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ntalab", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="ntalab", description=(__doc__ or "").split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    im = sub.add_parser("images", help="list or fetch guest kernels from the manifest")
-    im.add_argument("action", choices=["list", "fetch"])
-    im.add_argument("names", nargs="*", help="manifest names (default: all)")
+    # Options several commands share, declared once.
+    kernels = argparse.ArgumentParser(add_help=False)
+    kernels.add_argument(
+        "-k", "--kernel", action="append", help="manifest name, bzImage or build tree (repeatable)"
+    )
+    acc = argparse.ArgumentParser(add_help=False)
+    acc.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", help="results directory (default ./results/<time>)")
+    guest = argparse.ArgumentParser(add_help=False, parents=[acc])
+    guest.add_argument("--nics", default="all", help="NIC set or comma list of variants")
+    guest.add_argument("--memory", default="1G")
+    guest.add_argument("--cpus", type=int, default=2)
+    guest.add_argument("--append", action="append", default=[], help="kernel command line")
+
+    im = sub.add_parser("images", help="list, fetch or build guest kernels from the manifest")
+    im.add_argument("action", choices=["list", "fetch", "build"])
+    im.add_argument("names", nargs="*", help="manifest names (default: every one of that kind)")
     im.set_defaults(func=cmd_images)
 
-    b = sub.add_parser("build", help="build the NTA module against guest kernels (W=1)")
-    b.add_argument("-k", "--kernel", action="append", help="name, bzImage or build tree")
+    b = sub.add_parser("build", parents=[kernels], help="build NTA against guest kernels (W=1)")
     b.add_argument("--werror", action="store_true", help="fail on any compiler warning")
     b.set_defaults(func=cmd_build)
 
-    def guest_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--nics", default="all", help="NIC set or comma list of variants")
-        sp.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-        sp.add_argument("--memory", default="1G")
-        sp.add_argument("--cpus", type=int, default=2)
-        sp.add_argument("--append", action="append", default=[], help="kernel command line")
-
-    bo = sub.add_parser("boot", help="boot a guest with the NICs attached, for a developer")
-    bo.add_argument("-k", "--kernel", required=True, help="name, bzImage or build tree")
-    guest_opts(bo)
+    bo = sub.add_parser(
+        "boot", parents=[guest, out], help="boot a guest with the NICs, for a developer"
+    )
+    bo.add_argument("-k", "--kernel", required=True, help="manifest name, bzImage or build tree")
     bo.add_argument("--module", help="insmod this .ko after boot")
     bo.add_argument("--exec", help="run this shell command, print its output, power off")
     bo.add_argument("--timeout", type=float, default=600.0, help="for --exec")
-    bo.add_argument("--out", help="directory for the console log (default results/boot-*)")
     bo.add_argument("--dry-run", action="store_true", help="print the vng command only")
     bo.set_defaults(func=cmd_boot)
 
@@ -196,31 +250,36 @@ def parser() -> argparse.ArgumentParser:
     inj.add_argument("--pcap", help="replay this pcap instead")
     inj.set_defaults(func=cmd_inject)
 
-    r = sub.add_parser("run", help="run the scenario matrix (kernels x NIC sets) with pytest")
-    r.add_argument("-k", "--kernel", action="append", help="manifest names (default: all)")
+    r = sub.add_parser(
+        "run",
+        parents=[kernels, acc, out],
+        help="run the scenario matrix: a pytest process per guest",
+    )
     r.add_argument("--nics", action="append", help="NIC set or comma list (default: all)")
     r.add_argument(
         "--boot-profile", action="append", choices=list(BOOT_PROFILES), help="default: all"
     )
-    r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    r.add_argument("--out", help="results directory (default results/<timestamp>)")
-    r.add_argument(
-        "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="guests booted at once"
-    )
+    r.add_argument("-j", "--jobs", type=int, default=runner.default_jobs(), help="guests at once")
+    r.add_argument("--shard", help="I/N: run only the I-th of N parts of the matrix (whole guests)")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
 
-    be = sub.add_parser("bench", help="NTA vs AF_PACKET vs tcpdump CPU cost, side by side")
-    be.add_argument("-k", "--kernel", default="debian-6.1")
+    rep = sub.add_parser(
+        "report", parents=[out], help="merge results dirs (shards) into one report"
+    )
+    rep.add_argument("dirs", nargs="+", help="results directories of 'ntalab run'")
+    rep.set_defaults(func=cmd_report)
+
+    be = sub.add_parser(
+        "bench", parents=[kernels, acc, out], help="NTA vs AF_PACKET vs tcpdump CPU cost"
+    )
     be.add_argument("--rounds", type=int, default=2, help="A B A B rounds per load")
     be.add_argument("--frames", type=int, default=20000, help="frames per trial")
     be.add_argument("--rate", type=float, default=2000.0, help="the fixed load, frames/s")
     be.add_argument("--sniffers", default=",".join(bench.SNIFFERS))
     be.add_argument(
-        "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: no web load)"
+        "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: none)"
     )
-    be.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    be.add_argument("--out", help="results directory (default results/bench-<timestamp>)")
     be.set_defaults(func=cmd_bench)
 
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
@@ -235,8 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except LabError as e:
+    except UsageError as e:
         print(f"ntalab: error: {e}", file=sys.stderr)
         return 2
+    except LabError as e:
+        print(f"ntalab: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

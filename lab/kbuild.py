@@ -25,11 +25,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lab import REPO, LabError
+from lab import LabError, paths
 from lab.images import Kernel
 
-KMOD = REPO / "kmod"
-BUILD = REPO / "build"
 MODULE = "nta.ko"
 _WARNING = re.compile(r"\b(warning|error):", re.IGNORECASE)
 _SOURCES = ("*.c", "*.h", "Kbuild")
@@ -52,18 +50,24 @@ class BuildResult:
     elapsed: float
 
 
-def build_dir(kernel: Kernel, root: Path = BUILD) -> Path:
+def builds_root() -> Path:
+    return paths.cache_root() / "builds"
+
+
+def build_dir(kernel: Kernel, root: Path | None = None) -> Path:
     """Where builds for ``kernel`` go: one subdirectory per distinct input."""
-    return root / kernel.release
+    return (root or builds_root()) / kernel.release
 
 
-def build(kernel: Kernel, src: Path = KMOD, root: Path = BUILD, jobs: int = 0) -> BuildResult:
+def build(
+    kernel: Kernel, src: Path | None = None, root: Path | None = None, jobs: int = 0
+) -> BuildResult:
     if kernel.headers is None or not (kernel.headers / "Makefile").is_file():
         raise LabError(
             f"kernel {kernel.name} ({kernel.release}) has no headers to build against; "
             "for a manifest kernel run 'ntalab images fetch', for your own pass its build tree"
         )
-    sources = _sources(src)
+    sources = _sources(src or paths.sources().kmod)
     parent = build_dir(kernel, root)
     parent.mkdir(parents=True, exist_ok=True)
     with (parent / ".lock").open("w") as lock:

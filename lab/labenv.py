@@ -1,248 +1,263 @@
-"""The environment a lab test runs against: one booted guest, its NICs, its results dir.
+"""The environment a lab test runs against: one booted guest, its NICs, NTA, its results dir.
 
-Tests read as plain steps against it (inject, capture, read counters); it
-keeps every artefact a failure needs to be replayed (the injected pcaps,
-the console and kernel logs, the exact vng/QEMU command) in ``outdir``.
+As the kernel net selftest library's environment object, it is the one door
+tests use: ``env.net`` (the guest's NICs), ``env.nta`` (the module), and the
+steps below. Every test gets a fresh cleanup stack (``defer``): background
+programs (``bkg``), module parameters (``set_param``) and links taken down
+(``links_down``) are put back when the test ends, whether it passed or not,
+so a failed test never leaves a reader attached or a limit lowered for the
+next one. It also keeps every artefact a failure needs to be replayed (the
+injected pcaps, the module build and its parameters) for ``lab.repro``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-import shlex
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import REPO, LabError, traffic
-from lab.guest import Guest, GuestNic, RxCounts
+from lab import LabError, paths, traffic
+from lab.console import CmdResult
+from lab.events import EventLog
+from lab.guest import Guest
+from lab.guestnet import GuestNet, GuestNic, RxCounts
+from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
+from lab.judge import nic_took
+from lab.nta import NtaModule
 from lab.spawn import GuestProc, Spawner
-from pysniff import signature
+from lab.wait import wait_until
+from pysniff.report import SniffReport
 
-NTA_DEBUGFS = "/sys/kernel/debug/nta"
 # Seconds without a frame after which a reader waiting for more gives up.
 IDLE_S = 3
 
 
-@dataclass
+def guest_python() -> list[str]:
+    """The command that runs one of the lab's Python modules in the guest (``+ [module]``).
+
+    The guest sees the host's filesystem, so the host's interpreter and the
+    lab's packages work there unchanged. One simple command (``env``, no
+    ``cd &&``), so that run in the background its pid is the program's. The
+    programs run this way (the spawner, and what it forks: pysniff and
+    lab.guestside.*) use the standard library only, so they skip
+    site-packages (-S) and find the lab's packages by PYTHONPATH.
+    """
+    return ["env", f"PYTHONPATH={paths.IMPORT_ROOT}", sys.executable, "-S", "-m"]
+
+
 class LabEnv:
-    guest: Guest
-    nics: list[GuestNic]
-    kernel: Kernel
-    nic_set: str
-    outdir: Path
-    # Every pcap injected, in order, with the NIC variant it went to.
-    pcaps: list[tuple[str, Path]] = field(default_factory=list)
-    module: Path | None = None  # the NTA build loaded in the guest, if any
-    module_params: str = ""
-    _rng: random.Random = field(default_factory=random.Random)
-    _spawner: Spawner | None = None
+    def __init__(
+        self,
+        guest: Guest,
+        nics: list[GuestNic],
+        net: GuestNet,
+        kernel: Kernel,
+        nic_set: str,
+        outdir: Path,
+        events: EventLog | None = None,
+    ) -> None:
+        self.guest = guest
+        self.nics = nics
+        self.net = net
+        self.nta = NtaModule(guest.sh, net)
+        self.kernel = kernel
+        self.nic_set = nic_set
+        self.outdir = outdir
+        self.events = events
+        # Every pcap injected, in order, with the NIC variant it went to.
+        self.pcaps: list[tuple[str, Path]] = []
+        self._rng = random.Random()
+        self._spawner: Spawner | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self.test = ""
+
+    @classmethod
+    def up(
+        cls, guest: Guest, kernel: Kernel, nic_set: str, events: EventLog | None = None
+    ) -> LabEnv:
+        """The environment of a booted guest, its NICs set up."""
+        net = GuestNet(guest.sh, guest.features)
+        nics = net.setup(guest.nics, guest.host_ends, promisc=True)
+        return cls(guest, nics, net, kernel, nic_set, guest.outdir, events)
+
+    # -- a test's life --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def test_scope(self, name: str) -> Iterator[None]:
+        """Runs every cleanup deferred during the test when it ends, pass or fail."""
+        self.test = name
+        with contextlib.ExitStack() as stack:
+            self._stack = stack
+            try:
+                yield
+            finally:
+                self._stack = None
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` when the current test ends (last deferred, first run)."""
+        if self._stack is None:
+            raise LabError("defer() outside a test")
+        self._stack.callback(fn, *args)
+
+    def progress(self, kind: str, **fields: str) -> None:
+        if self.events is not None:
+            self.events(kind, test=self.test, **fields)
+
+    # -- NICs ---------------------------------------------------------------------
+
+    def use(self, nic: GuestNic) -> GuestNic:
+        """``nic`` with its variant's driver settings in force (see GuestNet.use)."""
+        self.progress("nic", nic=nic.name)
+        return self.net.use(nic)
 
     def each_nic(self) -> Iterator[GuestNic]:
-        """Every NIC in turn, with its variant's driver settings in force (see Guest.use_nic)."""
-        for gn in self.nics:
-            yield self.guest.use_nic(gn)
+        for nic in self.nics:
+            yield self.use(nic)
 
-    def new_run_id(self) -> int:
-        return self._rng.randrange(1, 1 << 32)
+    def rx(self, nic: GuestNic) -> RxCounts:
+        return self.net.rx_counts(nic)
 
-    @staticmethod
-    def addrs(gn: GuestNic) -> traffic.Addresses:
-        return traffic.Addresses.of(gn.plan)
+    def nic_took(
+        self, nic: GuestNic, before: RxCounts, sent: int, timeout: float = 30.0
+    ) -> RxCounts:
+        """What the NIC did with the ``sent`` frames injected since ``before``, once it is done."""
 
-    @staticmethod
-    def guest_python() -> list[str]:
-        """The command that runs one of the lab's Python modules in the guest (``+ [module]``).
+        def settled() -> bool:
+            d = self.rx(nic) - before
+            return d.packets + d.missed >= sent
 
-        The guest sees the host's filesystem, so the host's interpreter and the
-        repository work there unchanged. One simple command (``env -C``, not
-        ``cd &&``), so that run in the background its pid is the program's.
-        The programs run this way (the spawner, and what it forks: pysniff and
-        lab.guestside.*) use the standard library only, so they skip
-        site-packages (-S).
-        """
-        return ["env", "-C", str(REPO), sys.executable, "-S", "-m"]
+        # Judged below either way: a shortfall is named with the counters.
+        with contextlib.suppress(LabError):
+            wait_until(settled, timeout, f"{nic.name} to take {sent} frames", interval=0.2)
+        rx = self.rx(nic) - before
+        nic_took(nic.name, sent, rx, nic.flow_control)
+        return rx
+
+    def links_down(self, nics: list[GuestNic]) -> None:
+        """Links down until the test ends (or ``net.links_up``)."""
+        self.net.links_down(nics)
+        self.defer(self.net.links_up, nics)
+
+    # -- the module -----------------------------------------------------------------
+
+    def set_param(self, name: str, value: int) -> None:
+        """One of NTA's writable parameters, for the rest of the test."""
+        old = self.nta.set_param(name, value)
+        self.defer(self._restore_param, name, old)
+
+    def _restore_param(self, name: str, value: int) -> None:
+        if self.nta.loaded is not None:
+            self.nta.set_param(name, value)
+
+    # -- programs in the guest -----------------------------------------------------------
+
+    def cmd(self, command: str, timeout: float = 60.0, check: bool = True) -> CmdResult:
+        """A shell command in the guest."""
+        return self.guest.sh.run(command, timeout=timeout, check=check)
 
     def spawn(self, name: str, module: str, *args: object, out: Path | None = None) -> GuestProc:
         """One of the lab's stdlib-only programs (pysniff, lab.guestside.*) in the guest.
 
         Forked from a warm interpreter (lab.guestside.spawner): it runs within
-        milliseconds, where a fresh Python takes seconds under TCG. Its
-        stdout goes to ``out`` (default ``<outdir>/<name>.out``), its stderr
-        to ``<outdir>/<name>.log``.
+        milliseconds, where a fresh Python takes seconds under TCG. Its stdout
+        goes to ``out`` (default ``<outdir>/<name>.out``), its stderr to
+        ``<outdir>/<name>.log``. Prefer ``bkg``, which stops it with the test.
         """
         if self._spawner is None:
-            self._spawner = Spawner(self.guest.sh, self.guest_python(), self.outdir / "spawner")
+            self._spawner = Spawner(self.guest.sh, guest_python(), self.outdir / "spawner")
         out = out or self.outdir / f"{name}.out"
         return self._spawner.spawn(name, module, *args, out=out, log=self.outdir / f"{name}.log")
 
-    @staticmethod
-    def wait_ready(proc: GuestProc, ready: Path, timeout: float = 120.0) -> None:
-        """Until ``proc`` created its ready file; an error if it ended first."""
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            rc = proc.poll()
-            if rc is not None or time.monotonic() > deadline:
-                why = f"exited {rc}" if rc is not None else f"not ready after {timeout:.0f}s"
-                raise LabError(f"{proc.name} {why}: {proc.log.read_text()[-2000:]}")
-            time.sleep(0.05)
+    def bkg(
+        self,
+        name: str,
+        module: str,
+        *args: object,
+        ready: Path | None = None,
+        out: Path | None = None,
+    ) -> GuestProc:
+        """A program in the background, stopped when the test ends if still running.
 
-    def signal(self, proc: GuestProc, sig: str) -> None:
-        self.guest.sh.run(f"kill -{sig} {proc.pid}")
+        With ``ready``, the program is given that path and this returns once it exists.
+        """
+        proc = self.spawn(name, module, *args, out=out)
+        self.defer(proc.stop)
+        if ready is not None:
+            proc.wait_file(ready)
+        return proc
 
-    def start_pysniff(self, gn: GuestNic, tag: str, *pysniff_args: object) -> GuestProc:
-        """pysniff on ``gn`` in the background, attached and mapped when this returns.
+    def pysniff(self, nic: GuestNic, tag: str, *args: object) -> GuestProc:
+        """pysniff on ``nic`` in the background, attached and mapped when this returns.
 
-        Its --json output is ``proc.result()``.
+        Its --json report is ``proc.result(SniffReport.from_json)``.
         """
         ready = self.outdir / f"ready-{tag}"
-        args: list[object] = ["-i", gn.iface, "--json", "--ready-file", ready, *pysniff_args]
-        proc = self.spawn(tag, "pysniff", *args, out=self.outdir / f"{tag}.json")
-        self.wait_ready(proc, ready)
-        return proc
+        argv: list[object] = ["-i", nic.iface, "--json", "--ready-file", ready, *args]
+        return self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
 
     def sniff_while(
         self,
-        gn: GuestNic,
+        nic: GuestNic,
         run_id: int,
         batch: list[bytes],
-        *pysniff_args: object,
+        *args: object,
         rate: float | None = None,
-    ) -> dict[str, Any]:
-        """Inject ``batch`` while pysniff reads and verifies it from NTA; its --json output.
+    ) -> SniffReport:
+        """Inject ``batch`` while pysniff reads and verifies it from NTA; its report.
 
         pysniff stops after the whole batch, or once frames stop coming
         (--idle): a frame that never comes fails the caller's checks in
         seconds, not at a timeout.
         """
-        tag = f"nta-{gn.plan.variant.name}-{run_id}"
-        self.save_pcap(gn, f"injected-{tag}", batch)
-        sn = self.start_pysniff(
-            gn, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
-            "-c", len(batch), "--idle", IDLE_S, *pysniff_args,
+        tag = f"nta-{nic.name}-{run_id}"
+        self.save_pcap(nic, f"injected-{tag}", batch)
+        sn = self.pysniff(
+            nic, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
+            "-c", len(batch), "--idle", IDLE_S, *args,
         )  # fmt: skip
-        traffic.inject(gn.host, batch, rate or gn.plan.variant.lossless_rate)
-        return sn.result()
-
-    def nic_took(
-        self, gn: GuestNic, before: RxCounts, sent: int, timeout: float = 30.0
-    ) -> RxCounts:
-        """What the NIC did with the ``sent`` frames injected since ``before``, once it is done.
-
-        Each frame either reached the stack or was dropped by the NIC itself,
-        its ring full, and counted there as missed: anything else is a lost
-        frame, and so is a miss on a NIC with flow control. QEMU's rtl8139 has
-        none, and misses whenever the guest's vCPU is off the host CPU longer
-        than its 64-entry ring lasts; no pacing rules that out on a loaded
-        host. A frame the NIC took and a later layer lost is the caller's to
-        find, against ``missed``.
-        """
-        name, deadline = gn.plan.variant.name, time.monotonic() + timeout
-        while (rx := self.guest.rx_counts(gn.iface) - before).packets + rx.missed < sent:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        if rx.packets + rx.missed != sent:
-            raise AssertionError(f"{name}: {sent} sent, {rx.packets} received, {rx.missed} missed")
-        if rx.missed and gn.plan.variant.flow_control:
-            raise AssertionError(f"{name} has flow control, yet missed {rx.missed} frames")
-        return rx
-
-    @staticmethod
-    def all_but_missed(nic: str, entry: dict[str, Any], sent: int, rx: RxCounts) -> set[int]:
-        """A reader's verify entry shows every frame once, intact, but those the NIC missed.
-
-        Which frames a NIC without flow control missed is not known, only how
-        many (see nic_took): as many must be missing, and no more. The
-        sequence numbers missing.
-        """
-        missing = entry.get("missing", [])
-        if entry != signature.perfect(sent, missing):
-            raise AssertionError(f"{nic}: {entry}, NIC {rx}")
-        lost = signature.expand(missing)
-        if len(lost) != rx.missed:
-            raise AssertionError(f"{nic}: {len(lost)} frames lost, the NIC missed {rx.missed}")
-        return lost
-
-    def nta_stats(self) -> dict[str, int]:
-        """The module's counters, from its debugfs file (the same names as NTA_IOC_STATS)."""
-        text = self.guest.sh.run(f"cat {NTA_DEBUGFS}/stats").stdout
-        return {key: int(value) for key, value in (line.split() for line in text.splitlines())}
-
-    def wait_nta(self, key: str, want: int, timeout: float = 30.0) -> dict[str, int]:
-        """Poll one module counter in the guest until it reads ``want``; all counters then.
-
-        Chunks come back by the module's periodic sweep, so settled figures
-        such as in_use are waited for, not read once.
-        """
-        self.guest.sh.run(
-            f"end=$((SECONDS + {int(timeout) + 1})); while [ $SECONDS -lt $end ]; do "
-            f"grep -qx '{key} {want}' {NTA_DEBUGFS}/stats && break; sleep 0.2; done",
-            timeout=timeout + 30,
-        )
-        return self.nta_stats()
-
-    def load_nta(self, module: Path, params: str) -> None:
-        """insmod, then bounce the links so their receive rings refill from NTA's chunks.
-
-        The drivers filled those rings before NTA existed.
-        """
-        sh = self.guest.sh
-        sh.run(f"insmod {shlex.quote(str(module))} {params}")
-        self.module, self.module_params = module, params
-        sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
-        self.guest.bounce_nics(self.nics)
-
-    def unload_nta(self) -> None:
-        """rmmod, then bounce the links: their rings refill from the kernel's allocator."""
-        self.guest.sh.run("rmmod nta")
-        self.module = None
-        self.guest.bounce_nics(self.nics)
-
-    def dev_stats(self, gn: GuestNic) -> dict[str, int]:
-        """NTA's counters for one device, from the debugfs devices file."""
-        for line in self.guest.sh.run(f"cat {NTA_DEBUGFS}/devices").stdout.splitlines():
-            name, *pairs = line.split()
-            if name == gn.iface:
-                # "ifindex 2 reader no allocated 5 ...": every other word a key.
-                return {
-                    k: int(v) for k, v in zip(pairs[::2], pairs[1::2], strict=True) if v.isdigit()
-                }
-        raise LabError(f"NTA does not serve {gn.iface}")
-
-    def nta_param(self, name: str) -> int:
-        return int(self.guest.sh.run(f"cat /sys/module/nta/parameters/{name}").stdout)
-
-    def set_nta_param(self, name: str, value: int) -> int:
-        """Set one of the module's writable parameters; its previous value."""
-        old = self.nta_param(name)
-        self.guest.sh.run(f"echo {value} > /sys/module/nta/parameters/{name}")
-        return old
-
-    def save_pcap(self, gn: GuestNic, name: str, batch: list[bytes]) -> Path:
-        """Keep what is about to be injected into ``gn``, for reproducers."""
-        path = self.outdir / f"{name}.pcap"
-        traffic.write_pcap(path, batch)
-        self.pcaps.append((gn.plan.variant.name, path))
-        return path
+        traffic.inject(nic.host, batch, rate or nic.rate)
+        return sn.result(SniffReport.from_json)
 
     def capture_while(
-        self, gn: GuestNic, run_id: int, batch: list[bytes], rate: float | None = None
-    ) -> dict[str, object]:
+        self, nic: GuestNic, run_id: int, batch: list[bytes], rate: float | None = None
+    ) -> CaptureReport:
         """Inject ``batch`` while the guest's AF_PACKET capture checks every frame.
 
         Without a ``rate``, at the NIC's lossless rate.
         """
-        rate = rate or gn.plan.variant.lossless_rate
-        tag = f"{gn.plan.variant.name}-{run_id}"
+        tag = f"{nic.name}-{run_id}"
         out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
-        self.save_pcap(gn, f"injected-{tag}", batch)
-        proc = self.spawn(
-            f"capture-{tag}", "lab.guestside.capture", gn.iface, run_id, len(batch), out, ready, 120
-        )
-        self.wait_ready(proc, ready)
-        traffic.inject(gn.host, batch, rate)
-        return proc.result(180, out)
+        self.save_pcap(nic, f"injected-{tag}", batch)
+        proc = self.bkg(
+            f"capture-{tag}", "lab.guestside.capture", nic.iface, run_id, len(batch), out, ready,
+            120, ready=ready,
+        )  # fmt: skip
+        traffic.inject(nic.host, batch, rate or nic.rate)
+        return proc.result(CaptureReport.from_json, 180, out)
+
+    # -- traffic --------------------------------------------------------------------
+
+    def new_run_id(self) -> int:
+        return self._rng.randrange(1, 1 << 32)
+
+    @staticmethod
+    def addrs(nic: GuestNic) -> traffic.Addresses:
+        return traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
+
+    def save_pcap(self, nic: GuestNic, name: str, batch: list[bytes]) -> Path:
+        """Keep what is about to be injected into ``nic``, for reproducers."""
+        path = self.outdir / f"{name}.pcap"
+        traffic.write_pcap(path, batch)
+        self.pcaps.append((nic.name, path))
+        return path
+
+    def inject(
+        self, nic: GuestNic, batch: list[bytes], name: str, rate: float | None = None
+    ) -> traffic.InjectResult:
+        """Saved, then sent at ``rate`` (default: the NIC's lossless rate)."""
+        self.save_pcap(nic, name, batch)
+        return traffic.inject(nic.host, batch, rate or nic.rate)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import LabError
+from lab import LabError, UsageError
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def variant(name: str) -> NicVariant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise LabError(f"unknown NIC {name!r}; known: {', '.join(VARIANTS)}") from None
+        raise UsageError(f"unknown NIC {name!r}; known: {', '.join(VARIANTS)}") from None
 
 
 def set_names(spec: str) -> tuple[str, ...]:
@@ -93,7 +93,7 @@ def nic_set(spec: str) -> tuple[NicVariant, ...]:
     """A named set or a comma list of variants."""
     names = set_names(spec)
     if not names:
-        raise LabError("empty NIC set")
+        raise UsageError("empty NIC set")
     return tuple(variant(n) for n in names)
 
 

@@ -44,7 +44,7 @@ class Bundle:
 
 def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, root: Path) -> Path:
     """Copy everything ``test`` used into ``root/<test>``; the bundle's directory."""
-    safe = test.replace("/", "_").replace("::", "-").replace("[", "-").rstrip("]")
+    safe = test.replace("/", "_").replace("[", "-").rstrip("]")
     out = root / safe
     out.mkdir(parents=True, exist_ok=True)
     injected = []
@@ -52,10 +52,10 @@ def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, ro
         name = f"{n:03d}-{pcap.name}"
         shutil.copy2(pcap, out / name)
         injected.append(Injected(nic, name))
-    module = None
-    if env.module is not None:
-        module = env.module.name
-        shutil.copy2(env.module, out / module)
+    module, params = None, ""
+    if env.nta.loaded is not None:
+        module, params = env.nta.loaded.module.name, env.nta.loaded.params
+        shutil.copy2(env.nta.loaded.module, out / module)
     for log in (env.guest.console_log.path, env.outdir / "dmesg.log"):
         if log.is_file():
             shutil.copy2(log, out / log.name)
@@ -67,7 +67,7 @@ def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, ro
         accel=env.guest.spec.accel.name,
         append=list(env.guest.spec.append),
         module=module,
-        module_params=env.module_params,
+        module_params=params,
         injected=injected,
         reason=reason[-4000:],
     )
@@ -95,19 +95,20 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
     spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
     print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
     with Guest(spec, root / "replay") as guest:
-        env = LabEnv(guest, guest.setup_nics(promisc=True), kernel, bundle.nic_set, guest.outdir)
-        by_variant = {g.plan.variant.name: g for g in env.nics}
+        env = LabEnv.up(guest, kernel, bundle.nic_set)
+        by_variant = {n.name: n for n in env.nics}
         if bundle.module:
-            env.load_nta(root / bundle.module, bundle.module_params)
+            env.nta.load(root / bundle.module, bundle.module_params, bounce=env.nics)
         for item in bundle.injected:
-            gn = guest.use_nic(by_variant[item.nic])
+            nic = env.net.use(by_variant[item.nic])
             frames = traffic.read_pcap(root / item.pcap)
-            sent = traffic.inject(gn.host, frames, gn.plan.variant.lossless_rate)
-            print(f"  {gn.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
-        if interactive and guest.child is not None:
+            sent = traffic.inject(nic.host, frames, nic.rate)
+            print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
+        if interactive:
             print("guest shell (no prompt); Ctrl-] leaves")
-            guest.child.logfile_read = None
-            guest.child.interact()
+            child = guest.child_or_fail()
+            child.logfile_read = None
+            child.interact()
             return 0
         splats = judge.scan_files([guest.save_dmesg("replay-dmesg.log"), guest.console_log.path])
     for splat in splats:

@@ -1,26 +1,35 @@
-"""The host side of ``lab.guestside.spawner``: start guest programs warm, wait for them.
+"""Guest programs started warm by ``lab.guestside.spawner``, as background processes.
 
 One spawner runs per guest, started on first use. Its state directory lives
 in the guest's results dir, which the guest writes through the shared
-filesystem, so the host waits for pid and exit files by looking at them:
-no console round trip per poll.
+filesystem, so the host waits for pid, ready and exit files by looking at
+them: no console round trip per poll.
+
+A ``GuestProc`` is a context manager, as the kernel net selftest library's
+``bkg()``: leaving the ``with`` (or the test that started it, see
+``LabEnv.bkg``) stops a process still running, SIGTERM first, then SIGKILL.
+A test that fails half-way never leaves a reader attached for the next one.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import shlex
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TypeVar
 
 from lab import LabError
 from lab.console import Console
+from lab.wait import WaitTimeout, wait_until
 
 FIFO = "/tmp/ntalab-spawner.fifo"
 START_TIMEOUT = 180.0  # a cold Python importing everything, under TCG, on a loaded host
+STOP_GRACE_S = 10.0
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -32,33 +41,79 @@ class GuestProc:
     out: Path
     log: Path
     rc_file: Path
+    sh: Console = field(repr=False)
 
     def poll(self) -> int | None:
         """Its exit status once it ended (128 + N for signal N), else None."""
         text = self.rc_file.read_text() if self.rc_file.exists() else ""
         return int(text) if text.strip() else None
 
-    def result(self, timeout: float = 300.0, path: Path | None = None) -> dict[str, Any]:
-        """Its JSON report (in ``path``, default its stdout) once it exited 0.
+    def log_tail(self) -> str:
+        return self.log.read_text()[-2000:] if self.log.exists() else "-"
+
+    def wait(self, timeout: float = 300.0) -> int:
+        wait_until(
+            lambda: self.poll() is not None,
+            timeout,
+            f"{self.name} (pid {self.pid}) to exit (its log: {self.log})",
+        )
+        rc = self.poll()
+        assert rc is not None
+        return rc
+
+    def wait_file(self, path: Path, timeout: float = 120.0) -> None:
+        """Until the program created ``path`` (its ready file); an error if it ended first."""
+        wait_until(
+            path.exists,
+            timeout,
+            f"{self.name} to be ready",
+            failed=lambda: (
+                None if (rc := self.poll()) is None else f"exited {rc}: {self.log_tail()}"
+            ),
+        )
+
+    def wait_line(self, line: str, timeout: float = 30.0) -> None:
+        """Until its stderr (the log, written by the guest through 9p) has ``line``."""
+        wait_until(
+            lambda: self.log.exists() and line in self.log.read_text(),
+            timeout,
+            f"{line!r} from {self.name}",
+        )
+
+    def result(
+        self, parse: Callable[[str], R], timeout: float = 300.0, path: Path | None = None
+    ) -> R:
+        """Its report (in ``path``, default its stdout), parsed, once it exited 0.
 
         Any other exit is an error that carries the end of its log.
         """
         rc = self.wait(timeout)
         if rc != 0:
-            raise LabError(f"{self.name} exited {rc}: {self.log.read_text()[-2000:]}")
-        report: dict[str, Any] = json.loads((path or self.out).read_text())
-        return report
+            raise LabError(f"{self.name} exited {rc}: {self.log_tail()}")
+        return parse((path or self.out).read_text())
 
-    def wait(self, timeout: float = 300.0) -> int:
-        deadline = time.monotonic() + timeout
-        while (rc := self.poll()) is None:
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{self.name} (pid {self.pid}) still running after {timeout:.0f}s; "
-                    f"its log: {self.log.read_text()[-2000:] if self.log.exists() else '-'}"
-                )
-            time.sleep(0.05)
-        return rc
+    def signal(self, sig: str) -> None:
+        self.sh.run(f"kill -{sig} {self.pid}", check=False)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after a grace period; its exit status. No-op once ended."""
+        rc = self.poll()
+        if rc is not None:
+            return rc
+        self.signal("TERM")
+        try:
+            return self.wait(STOP_GRACE_S)
+        except WaitTimeout:
+            self.signal("KILL")
+            return self.wait(STOP_GRACE_S)
+
+    def __enter__(self) -> GuestProc:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class Spawner:
@@ -76,19 +131,9 @@ class Spawner:
         self.sh.run(f"rm -f {FIFO}; mkfifo {FIFO}")
         argv = [*self.python, "lab.guestside.spawner", FIFO, str(self.state)]
         self.sh.bg(shlex.join(argv), str(self.state / "spawner.log"))
-        deadline = time.monotonic() + START_TIMEOUT
-        while not ready.exists():
-            if time.monotonic() > deadline:
-                log = (self.state / "spawner.log").read_text()[-2000:]
-                raise LabError(f"the guest's spawner never got ready: {log}")
-            time.sleep(0.1)
+        log = self.state / "spawner.log"
+        wait_until(ready.exists, START_TIMEOUT, f"the guest's spawner (log {log})", interval=0.1)
         self._started = True
-
-    def close(self) -> None:
-        """Stop the server (a guest powering off does it too); children run on."""
-        if self._started:
-            self.sh.run(f"kill {int((self.state / 'ready').read_text())}", check=False)
-            self._started = False
 
     def spawn(self, name: str, module: str, *args: object, out: Path, log: Path) -> GuestProc:
         """``python -m module args`` in the guest, stdout to ``out`` and stderr to ``log``."""
@@ -98,10 +143,6 @@ class Spawner:
         pid_file = self.state / f"{request}.pid"
         line = shlex.join([request, str(out), str(log), module, *map(str, args)])
         self.sh.run(f"printf '%s\\n' {shlex.quote(line)} > {FIFO}")
-        deadline = time.monotonic() + 30
-        while not pid_file.exists():
-            if time.monotonic() > deadline:
-                raise LabError(f"the guest's spawner did not start {name}")
-            time.sleep(0.02)
+        wait_until(pid_file.exists, 30, f"the guest's spawner to start {name}", interval=0.02)
         pid = int(pid_file.read_text())
-        return GuestProc(name, pid, out, log, self.state / f"{request}.rc")
+        return GuestProc(name, pid, out, log, self.state / f"{request}.rc", self.sh)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from pysniff.errors import AbiMismatch
 
@@ -276,15 +276,77 @@ class Meta:
             raise AbiMismatch("inconsistent meta page: " + "; ".join(problems))
 
 
-def parse_stats(raw: bytes | bytearray | memoryview) -> dict[str, int]:
-    """struct nta_stats as a flat dict: the counters, then ``bad_commits_<reason>``."""
-    values = STATS.unpack(raw)
-    out = {name: values[name] for name in STATS_COUNTERS}
-    for why in BadCommit:
-        out[f"bad_commits_{why.name.lower()}"] = values[f"bad_commits_{why.value}"]
-    return out
+def _counters(names: Sequence[str], values: Mapping[str, int]) -> dict[str, int]:
+    return {name: values[name] for name in names}
 
 
-def parse_dev_stats(raw: bytes | bytearray | memoryview) -> dict[str, int]:
-    values = DEV_STATS.unpack(raw)
-    return {"ifindex": values["ifindex"], **{n: values[n] for n in DEV_STATS_COUNTERS}}
+@dataclass(frozen=True)
+class Stats:
+    """struct nta_stats: the module-wide counters (NTA_IOC_STATS, or debugfs ``stats``).
+
+    ``bad_commits`` is keyed by reason name (``BadCommit``, lower case).
+    """
+
+    allocated: int = 0
+    freed: int = 0
+    in_use: int = 0
+    published: int = 0
+    committed: int = 0
+    outstanding: int = 0
+    returned_on_close: int = 0
+    not_shared: int = 0
+    ring_full: int = 0
+    no_reader: int = 0
+    fallback: int = 0
+    pool_empty: int = 0
+    fault_leaked: int = 0
+    fault_dropped: int = 0
+    bad_commits: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_raw(cls, raw: bytes | bytearray | memoryview) -> Stats:
+        values = STATS.unpack(raw)
+        bad = {why.name.lower(): values[f"bad_commits_{why.value}"] for why in BadCommit}
+        return cls(**_counters(STATS_COUNTERS, values), bad_commits=bad)
+
+    @classmethod
+    def from_text(cls, text: str) -> Stats:
+        """debugfs ``stats``: a "name value" line per counter, ``bad_commits_<reason>`` too."""
+        values = {k: int(v) for k, v in (line.split() for line in text.splitlines() if line)}
+        bad = {
+            why.name.lower(): values.get(f"bad_commits_{why.name.lower()}", 0) for why in BadCommit
+        }
+        return cls(**_counters(STATS_COUNTERS, values), bad_commits=bad)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Stats:
+        return cls(**data)  # type: ignore[arg-type]
+
+    def __sub__(self, other: Stats) -> Stats:
+        mine, theirs = asdict(self), asdict(other)
+        bad = {k: v - other.bad_commits.get(k, 0) for k, v in self.bad_commits.items()}
+        return Stats(**{n: mine[n] - theirs[n] for n in STATS_COUNTERS}, bad_commits=bad)
+
+    def balanced(self) -> bool:
+        """The two identities a quiet moment must show (see nta_uapi.h)."""
+        return (
+            self.allocated == self.freed + self.in_use
+            and self.published == self.committed + self.returned_on_close + self.outstanding
+        )
+
+
+@dataclass(frozen=True)
+class DevStats:
+    """struct nta_dev_stats: one attached device's counters."""
+
+    ifindex: int = 0
+    allocated: int = 0
+    fallback: int = 0
+    received: int = 0
+    published: int = 0
+    not_shared: int = 0
+
+    @classmethod
+    def from_raw(cls, raw: bytes | bytearray | memoryview) -> DevStats:
+        values = DEV_STATS.unpack(raw)
+        return cls(ifindex=values["ifindex"], **_counters(DEV_STATS_COUNTERS, values))

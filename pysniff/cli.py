@@ -26,15 +26,16 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from pysniff.abi import Stats
 from pysniff.badcommit import KINDS, BadCommitter
 from pysniff.device import DEFAULT_PATH, Device, OsDevice
 from pysniff.errors import SniffError
 from pysniff.pcap import FrameWriter, open_writer
 from pysniff.reader import Reader
+from pysniff.report import SniffReport
 from pysniff.signature import Tally
 
 OpenDevice = Callable[[str], Device]
@@ -193,32 +194,28 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
 
 
 def result(
-    cap: Capture | None,
-    reader: Reader,
-    bad: BadCommitter | None,
-    before: dict[str, int],
-    elapsed: float,
-) -> dict[str, Any]:
-    """The --json object. Every key is always present."""
-    return {
-        "frames": cap.frames if cap else 0,
-        "bytes": cap.bytes if cap else 0,
-        "per_interface": dict(cap.per_interface) if cap else {},
-        "committed": reader.committed,
-        "refused": reader.refused,
-        "pending": reader.pending,
-        "bad_commits_sent": dict(bad.sent) if bad else {},
-        "bad_commits_refused": dict(bad.refused) if bad else {},
-        "verify": cap.tally.summary() if cap and cap.tally is not None else None,
-        "crc_sum": cap.crc_sum if cap else 0,
-        "stats_before": before,
-        "stats_after": reader.stats(),
-        "dev_stats": {name: reader.dev_stats(index) for index, name in reader.attached.items()},
-        "elapsed_s": round(elapsed, 3),
-    }
+    cap: Capture | None, reader: Reader, bad: BadCommitter | None, before: Stats, elapsed: float
+) -> SniffReport:
+    """What the run saw (the --json object)."""
+    return SniffReport(
+        frames=cap.frames if cap else 0,
+        bytes=cap.bytes if cap else 0,
+        per_interface=dict(cap.per_interface) if cap else {},
+        committed=reader.committed,
+        refused=reader.refused,
+        pending=reader.pending,
+        crc_sum=cap.crc_sum if cap else 0,
+        elapsed_s=round(elapsed, 3),
+        stats_before=before,
+        stats_after=reader.stats(),
+        dev_stats={name: reader.dev_stats(index) for index, name in reader.attached.items()},
+        bad_commits_sent=dict(bad.sent) if bad else {},
+        bad_commits_refused=dict(bad.refused) if bad else {},
+        verify=cap.tally.summary() if cap and cap.tally is not None else None,
+    )
 
 
-def run(args: argparse.Namespace, open_device: OpenDevice) -> dict[str, Any]:
+def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
     kinds = list(KINDS) if "all" in args.bad_commits else args.bad_commits
     with Reader(
         args.interface,
@@ -246,23 +243,23 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> dict[str, Any]:
                 bad.close()
 
 
-def report(out: dict[str, Any], args: argparse.Namespace) -> None:
+def report(out: SniffReport, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps(out))
+        print(out.to_json())
         return
     if args.interface:
         print(
-            f"{out['frames']} frames captured, {out['committed']} committed, "
-            f"{out['refused']} refused, {out['pending']} left to close",
+            f"{out.frames} frames captured, {out.committed} committed, "
+            f"{out.refused} refused, {out.pending} left to close",
             file=sys.stderr,
         )
-        for kind, n in out["bad_commits_sent"].items():
-            print(f"bad commits {kind}: {n} sent, {out['bad_commits_refused'][kind]} refused",
+        for kind, n in out.bad_commits_sent.items():
+            print(f"bad commits {kind}: {n} sent, {out.bad_commits_refused[kind]} refused",
                   file=sys.stderr)  # fmt: skip
-        if out["verify"] is not None:
-            print(json.dumps(out["verify"], indent=1))
+        if out.verify is not None:
+            print(json.dumps(asdict(out.verify), indent=1))
     if args.stats:
-        for key, value in out["stats_after"].items():
+        for key, value in asdict(out.stats_after).items():
             print(f"{key}: {value}")
 
 

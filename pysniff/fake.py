@@ -256,8 +256,8 @@ class FakeNta:
         bad = {f"bad_commits_{i}": n for i, n in enumerate(self.bad_commits)}
         return abi.STATS.pack({**self.stats, **bad})
 
-    def stats_dict(self) -> dict[str, int]:
-        return abi.parse_stats(self.stats_bytes())
+    def stats_now(self) -> abi.Stats:
+        return abi.Stats.from_raw(self.stats_bytes())
 
     def attach(self, r: FakeDevice | None, ifindex: int, flags: int) -> None:
         if flags:

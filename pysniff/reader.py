@@ -347,13 +347,13 @@ class Reader:
 
     # -- counters -------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> abi.Stats:
         """The module-wide counters (NTA_IOC_STATS)."""
         buf = bytearray(abi.STATS.size)
         self.dev.ioctl(abi.IOC_STATS, buf)
-        return abi.parse_stats(buf)
+        return abi.Stats.from_raw(buf)
 
-    def dev_stats(self, iface: str | int) -> dict[str, int]:
+    def dev_stats(self, iface: str | int) -> abi.DevStats:
         """One attached device's counters (NTA_IOC_DEV_STATS)."""
         buf = bytearray(abi.DEV_STATS.pack(ifindex=resolve(iface)))
         try:
@@ -362,7 +362,7 @@ class Reader:
             if e.errno == errno.ENODEV:
                 raise NoSuchInterface(f"{iface} is not attached to NTA") from None
             raise
-        return abi.parse_dev_stats(buf)
+        return abi.DevStats.from_raw(buf)
 
     # -- teardown -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 MAGIC = b"NTAL"
 HEADER = struct.Struct("!4sIQII")
@@ -78,19 +79,42 @@ def expand(spans: Iterable[Sequence[int]]) -> set[int]:
     return {n for first, last in spans for n in range(first, last + 1)}
 
 
-def perfect(count: int, missing: Sequence[Sequence[int]] = ()) -> dict[str, object]:
-    """A Tally summary's entry for an interface that got sequences 0..count-1 once, intact.
+@dataclass(frozen=True)
+class IfaceTally:
+    """What one interface received of a run."""
+
+    seen: int = 0
+    unique: int = 0
+    duplicates: int = 0
+    corrupt: int = 0
+    missing: list[list[int]] = field(default_factory=list)  # inclusive [first, last] ranges
+
+
+@dataclass(frozen=True)
+class TallySummary:
+    run_id: int
+    expected: int | None
+    interfaces: dict[str, IfaceTally]
+    foreign: int
+    unsigned: int
+
+    def of(self, iface: str) -> IfaceTally:
+        """The interface's entry; an interface that received nothing has an empty one."""
+        return self.interfaces.get(iface, IfaceTally())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TallySummary:
+        ifaces = {name: IfaceTally(**entry) for name, entry in data["interfaces"].items()}
+        return cls(data["run_id"], data["expected"], ifaces, data["foreign"], data["unsigned"])
+
+
+def perfect(count: int, missing: Sequence[Sequence[int]] = ()) -> IfaceTally:
+    """The entry of an interface that got sequences 0..count-1 once, intact.
 
     All but those in the ``missing`` ranges, if given.
     """
     got = count - len(expand(missing))
-    return {
-        "seen": got,
-        "unique": got,
-        "duplicates": 0,
-        "corrupt": 0,
-        "missing": [list(span) for span in missing],
-    }
+    return IfaceTally(got, got, 0, 0, [list(span) for span in missing])
 
 
 @dataclass
@@ -131,21 +155,21 @@ class Tally:
             return []
         return ranges(set(range(self.expected)) - self.seqs.get(iface, set()))
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> TallySummary:
         ifaces = sorted(set(self.seen) | set(self.corrupt))
-        return {
-            "run_id": self.run_id,
-            "expected": self.expected,
-            "interfaces": {
-                name: {
-                    "seen": self.seen.get(name, 0),
-                    "unique": len(self.seqs.get(name, ())),
-                    "duplicates": self.duplicates.get(name, 0),
-                    "corrupt": self.corrupt.get(name, 0),
-                    "missing": self.missing(name),
-                }
+        return TallySummary(
+            run_id=self.run_id,
+            expected=self.expected,
+            interfaces={
+                name: IfaceTally(
+                    seen=self.seen.get(name, 0),
+                    unique=len(self.seqs.get(name, ())),
+                    duplicates=self.duplicates.get(name, 0),
+                    corrupt=self.corrupt.get(name, 0),
+                    missing=self.missing(name),
+                )
                 for name in ifaces
             },
-            "foreign": self.foreign,
-            "unsigned": self.unsigned,
-        }
+            foreign=self.foreign,
+            unsigned=self.unsigned,
+        )

@@ -1,40 +1,17 @@
-"""Options shared by host-only and lab tests (which kernels and NIC sets to boot),
-and a local shell that stands in for a guest console."""
+"""Host tests, and the lab scenarios under tests/lab, which run under lab.pytest_plugin
+(one guest per pytest process: see that module)."""
 
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pexpect
 import pytest
 
-from lab import REPO
 from lab.console import Console
 
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("ntalab")
-    g.addoption("--kernel", action="append", help="guest kernel(s) (default: debian-6.1)")
-    g.addoption("--nic-set", action="append", help="NIC set(s) or comma lists (default: all)")
-    g.addoption(
-        "--boot-profile",
-        action="append",
-        help="kernel command line profile(s) (default: default); tests opt in to others",
-    )
-    g.addoption("--accel", default="auto", choices=["auto", "kvm", "tcg"])
-    g.addoption("--results", help="results directory (default: results/<timestamp>)")
-
-
-@pytest.fixture(scope="session")
-def results_dir(pytestconfig: pytest.Config) -> Path:
-    given = pytestconfig.getoption("--results")
-    out = Path(given) if given else REPO / "results" / time.strftime("%Y%m%d-%H%M%S")
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+pytest_plugins = ("lab.pytest_plugin",)
 
 
 @pytest.fixture

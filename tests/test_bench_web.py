@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from lab import REPO, bench
+from lab import bench
+from lab.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_request_gets_the_whole_page(tmp_path: Path) -> None:
@@ -17,10 +19,7 @@ def test_every_request_gets_the_whole_page(tmp_path: Path) -> None:
         [sys.executable, "-m", "lab.guestside.httpd", "127.0.0.1", str(port), str(ready)], cwd=REPO
     )
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(ready.exists, 30, "httpd", failed=lambda: server.poll() and "exited")
         assert bench.fetch_pages(port, 40, clients=4).sent == 40
     finally:
         server.kill()

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab import LabError, images
+from lab import LabError, UsageError, images
 
 MANIFEST = """
 [kernel."k-1"]
 release = "6.1.0-9-amd64"
 version = "6.1.1-1"
 packages = ["linux-image-6.1.0-9-amd64", "linux-headers-6.1.0-9-amd64"]
+
+[kernel."k-1-kasan"]
+source = "linux-source-6.1"
+version = "6.1.1-1"
+fragments = ["frag.config"]
+localversion = "-kasan"
 """
 
 
@@ -23,25 +31,34 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_repo_manifest_pins_both_debian_kernels() -> None:
+def test_repo_manifest_pins_debian_kernels_and_their_sanitizer_builds() -> None:
     entries = images.load_manifest()
-    assert set(entries) == {"debian-6.1", "debian-6.12"}
-    for entry in entries.values():
-        assert any(p.startswith("linux-image-") for p in entry.packages)
-        assert any(p.startswith("linux-headers-") for p in entry.packages)
-        assert any(p.startswith("linux-kbuild-") for p in entry.packages)
-        assert all(entry.release in p for p in entry.packages if "image" in p)
+    assert list(entries) == ["debian-6.1", "debian-6.12", "debian-6.1-kasan", "debian-6.12-kasan"]
+    for name in ("debian-6.1", "debian-6.12"):
+        e = entries[name]
+        assert isinstance(e, images.PackagedEntry)
+        assert any(p.startswith("linux-image-") for p in e.packages)
+        assert any(p.startswith("linux-headers-") for p in e.packages)
+        assert any(p.startswith("linux-kbuild-") for p in e.packages)
+        assert all(e.release in p for p in e.packages if "image" in p)
+        built = entries[f"{name}-kasan"]
+        # The sanitizer kernel is built from the source of exactly that version.
+        assert isinstance(built, images.SourceEntry) and built.version == e.version
+        assert built.source == "linux-source-" + name.removeprefix("debian-")
 
 
-def test_manifest_entry_parsed(tmp_path: Path) -> None:
+def test_manifest_entries_parsed(tmp_path: Path) -> None:
     entries = images.load_manifest(write(tmp_path, MANIFEST))
     assert entries == {
-        "k-1": images.KernelEntry(
+        "k-1": images.PackagedEntry(
             "k-1",
             "6.1.0-9-amd64",
             "6.1.1-1",
             ("linux-image-6.1.0-9-amd64", "linux-headers-6.1.0-9-amd64"),
-        )
+        ),
+        "k-1-kasan": images.SourceEntry(
+            "k-1-kasan", "linux-source-6.1", "6.1.1-1", ("frag.config",), "-kasan"
+        ),
     }
 
 
@@ -50,29 +67,55 @@ def test_manifest_entry_parsed(tmp_path: Path) -> None:
     [
         ('[kernel.a]\nrelease = "r"\npackages = ["p"]\n', "lacks 'version'"),
         ('[kernel.a]\nrelease = "r"\nversion = "v"\npackages = "p"\n', "list of names"),
+        ('[kernel.a]\nsource = "s"\nversion = "v"\n', "fragments must be a list"),
         ("[other]\n", "no [kernel.<name>] entries"),
         ("[kernel.a\n", "cannot read kernel manifest"),
     ],
 )
 def test_bad_manifest_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(LabError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(LabError, match=re.escape(message)):
         images.load_manifest(write(tmp_path, text))
 
 
 def test_unknown_kernel_lists_known_ones(tmp_path: Path) -> None:
     entries = images.load_manifest(write(tmp_path, MANIFEST))
-    with pytest.raises(LabError, match=r"unknown kernel 'nope'.*k-1"):
+    with pytest.raises(UsageError, match=r"unknown kernel 'nope'.*k-1"):
         images.resolve("nope", entries)
 
 
-def test_unfetched_kernel_says_how_to_fetch(
+def test_a_kernel_not_ready_says_how_to_make_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "CACHE", tmp_path / "cache")
+    monkeypatch.setenv("NTALAB_CACHE", str(tmp_path / "cache"))
     entries = images.load_manifest(write(tmp_path, MANIFEST))
-    monkeypatch.setattr(images, "is_fetched", lambda entry, cache=None: False)
     with pytest.raises(LabError, match="ntalab images fetch k-1"):
         images.resolve("k-1", entries)
+    monkeypatch.setattr(images, "digest", lambda e: "d")
+    with pytest.raises(LabError, match="ntalab images build k-1-kasan"):
+        images.resolve("k-1-kasan", entries)
+
+
+def test_a_built_kernel_is_keyed_by_everything_that_makes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entry = images.load_manifest()["debian-6.1-kasan"]
+    assert isinstance(entry, images.SourceEntry)
+    first = images.digest(entry)
+    assert images.digest(entry) == first
+    assert images.digest(replace(entry, version="6.1.999-1")) != first
+    assert images.digest(replace(entry, localversion="-other")) != first
+    monkeypatch.setattr(images, "_tool_version", lambda *argv: "gcc 99")
+    assert images.digest(entry) != first
+
+
+def test_default_kernels_are_the_debian_ones_and_the_built_ones_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = images.load_manifest(write(tmp_path, MANIFEST))
+    monkeypatch.setattr(images, "is_ready", lambda e, cache=None: False)
+    assert images.default_kernels(entries) == ["k-1"]
+    monkeypatch.setattr(images, "is_ready", lambda e, cache=None: True)
+    assert images.default_kernels(entries) == ["k-1", "k-1-kasan"]
 
 
 def fake_bzimage(path: Path, version: bytes) -> Path:
@@ -87,8 +130,10 @@ def fake_bzimage(path: Path, version: bytes) -> Path:
 def test_bzimage_release_read_from_setup_header(tmp_path: Path) -> None:
     image = fake_bzimage(tmp_path / "vmlinuz", b"6.13.0-rc1-dev (me@box) #1 SMP")
     assert images.bzimage_release(image) == "6.13.0-rc1-dev"
+    (tmp_path / "config-6.13.0-rc1-dev").write_text("CONFIG_X=y\n")
     kernel = images.resolve(str(image), {})
     assert (kernel.release, kernel.vmlinuz) == ("6.13.0-rc1-dev", image)
+    assert kernel.config == tmp_path / "config-6.13.0-rc1-dev"  # found beside it
 
 
 def test_not_a_bzimage(tmp_path: Path) -> None:
@@ -105,7 +150,7 @@ def test_kernel_build_tree_resolves(tmp_path: Path) -> None:
     (tmp_path / "include/config/kernel.release").write_text("6.14.0\n")
     kernel = images.resolve(str(tmp_path), {})
     assert kernel.release == "6.14.0"
-    assert kernel.headers == tmp_path
+    assert (kernel.headers, kernel.config) == (tmp_path, tmp_path / ".config")
 
 
 def test_headers_makefile_points_into_the_cache(tmp_path: Path) -> None:

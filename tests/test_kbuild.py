@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def kernel() -> images.Kernel:
     """debian-6.1, fetched if missing (make test fetches it first)."""
-    return images.fetch(images.load_manifest()["debian-6.1"])
+    return images.provide(images.load_manifest()["debian-6.1"])
 
 
 def test_clean_module_builds_without_warnings(kernel: images.Kernel, tmp_path: Path) -> None:

@@ -1,27 +1,29 @@
-"""A reader's verify entry against what the NIC says it missed (LabEnv.all_but_missed)."""
+"""A reader's tally against what the NIC says it missed (judge.nic_took, judge.all_but_missed)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from lab.guest import RxCounts
-from lab.labenv import LabEnv
+from lab import judge
+from lab.guestnet import RxCounts
 from pysniff import signature
+from pysniff.signature import IfaceTally
 
 
-def entry(sent: int, got: set[int]) -> dict[str, object]:
+def entry(sent: int, got: set[int]) -> IfaceTally:
     t = signature.Tally(run_id=1, expected=sent)
     for seq in sorted(got):
         t.add("eth0", signature.payload(1, seq, 80))
-    summary: dict[str, object] = t.summary()["interfaces"]["eth0"]  # type: ignore[index]
-    return summary
+    return t.summary().of("eth0")
 
 
 def test_missing_exactly_what_the_nic_missed() -> None:
     got = set(range(100)) - {7, 8, 50}
-    assert LabEnv.all_but_missed("rtl8139", entry(100, got), 100, RxCounts(97, 3)) == {7, 8, 50}
+    assert judge.all_but_missed("rtl8139", entry(100, got), 100, RxCounts(97, 3)) == {7, 8, 50}
     assert (
-        LabEnv.all_but_missed("e1000", entry(100, set(range(100))), 100, RxCounts(100, 0)) == set()
+        judge.all_but_missed("e1000", entry(100, set(range(100))), 100, RxCounts(100, 0)) == set()
     )
 
 
@@ -35,13 +37,20 @@ def test_missing_exactly_what_the_nic_missed() -> None:
 )
 def test_a_frame_lost_past_the_nic_fails(got: set[int], rx: RxCounts) -> None:
     with pytest.raises(AssertionError, match="frames lost"):
-        LabEnv.all_but_missed("rtl8139", entry(100, got), 100, rx)
+        judge.all_but_missed("rtl8139", entry(100, got), 100, rx)
 
 
 def test_duplicates_or_nothing_seen_fail_whatever_the_nic_missed() -> None:
-    dup = entry(10, set(range(9)))
-    dup["duplicates"], dup["seen"] = 1, 10
+    dup = replace(entry(10, set(range(9))), duplicates=1, seen=10)
     with pytest.raises(AssertionError):
-        LabEnv.all_but_missed("rtl8139", dup, 10, RxCounts(9, 1))
+        judge.all_but_missed("rtl8139", dup, 10, RxCounts(9, 1))
     with pytest.raises(AssertionError):
-        LabEnv.all_but_missed("rtl8139", {}, 10, RxCounts(0, 10))
+        judge.all_but_missed("rtl8139", IfaceTally(), 10, RxCounts(0, 10))
+
+
+def test_every_frame_sent_is_taken_or_missed() -> None:
+    judge.nic_took("rtl8139", 100, RxCounts(97, 3), flow_control=False)
+    with pytest.raises(AssertionError, match="100 sent, 96 received, 3 missed"):
+        judge.nic_took("rtl8139", 100, RxCounts(96, 3), flow_control=False)
+    with pytest.raises(AssertionError, match="has flow control, yet missed 3"):
+        judge.nic_took("e1000", 100, RxCounts(97, 3), flow_control=True)

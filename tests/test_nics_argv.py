@@ -12,7 +12,7 @@ from lab.accel import Accel
 from lab.guest import GuestSpec, build_argv
 from lab.images import Kernel
 
-KERNEL = Kernel("debian-6.1", "6.1.0-56-amd64", Path("/c/boot/vmlinuz-6.1.0-56-amd64"), None)
+KERNEL = Kernel("debian-6.1", "6.1.0-56-amd64", Path("/c/boot/vmlinuz-6.1.0-56-amd64"), None, None)
 
 
 def test_sets_cover_the_three_variants() -> None:

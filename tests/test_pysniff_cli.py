@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,21 +10,16 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
 from pysniff import cli, signature
 from pysniff.fake import FakeNta, ethernet
+from pysniff.report import SniffReport
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = 7
-KEYS = {
-    "frames", "bytes", "per_interface", "committed", "refused", "pending", "bad_commits_sent",
-    "bad_commits_refused", "verify", "crc_sum", "stats_before", "stats_after", "dev_stats",
-    "elapsed_s",
-}  # fmt: skip
 
 
 def signed(seq: int, run_id: int = RUN, size: int = 100) -> bytes:
@@ -37,13 +31,11 @@ def fake(burst: int = 8) -> FakeNta:
     return FakeNta(interfaces={1: "lo", 9001: "x"}, ring_entries=32, burst=burst, node_pages=16)
 
 
-def pysniff(nta: FakeNta, capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+def pysniff(nta: FakeNta, capsys: pytest.CaptureFixture[str], *args: str) -> SniffReport:
     assert cli.main([*args, "--json"], open_device=nta.open) == 0
     out = capsys.readouterr()
     assert "pysniff: ready on" in out.err
-    result: dict[str, Any] = json.loads(out.out)
-    assert set(result) == KEYS
-    return result
+    return SniffReport.from_json(out.out)
 
 
 def test_counts_and_commits_everything_at_count(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,13 +43,13 @@ def test_counts_and_commits_everything_at_count(capsys: pytest.CaptureFixture[st
     nta.queue(1, [signed(i) for i in range(20)])
     nta.queue(9001, [signed(i) for i in range(10)])
     got = pysniff(nta, capsys, "-i", "lo", "-i", "9001", "-c", "30")
-    assert got["frames"] == 30 and got["per_interface"] == {"lo": 20, "9001": 10}
-    assert got["bytes"] == 30 * 114
-    assert (got["committed"], got["refused"], got["pending"]) == (30, 0, 0)
-    assert got["stats_after"]["committed"] == 30 and got["stats_after"]["outstanding"] == 0
-    assert got["stats_before"]["published"] == 0
-    assert got["dev_stats"]["9001"]["published"] == 10
-    assert got["verify"] is None and got["bad_commits_sent"] == {}
+    assert got.frames == 30 and got.per_interface == {"lo": 20, "9001": 10}
+    assert got.bytes == 30 * 114
+    assert (got.committed, got.refused, got.pending) == (30, 0, 0)
+    assert got.stats_after.committed == 30 and got.stats_after.outstanding == 0
+    assert got.stats_before.published == 0
+    assert got.dev_stats["9001"].published == 10
+    assert got.verify is None and got.bad_commits_sent == {}
     assert nta.stats["returned_on_close"] == 0
 
 
@@ -70,14 +62,8 @@ def test_verify_summary(capsys: pytest.CaptureFixture[str]) -> None:
     nta.queue(1, frames)
     got = pysniff(nta, capsys, "-i", "lo", "-c", str(len(frames)), "--verify",
                   "--run-id", str(RUN), "--expect", "10")  # fmt: skip
-    lo = {"seen": 7, "unique": 6, "duplicates": 1, "corrupt": 1, "missing": [[3, 5], [8, 8]]}
-    assert got["verify"] == {
-        "run_id": RUN,
-        "expected": 10,
-        "interfaces": {"lo": lo},
-        "foreign": 1,
-        "unsigned": 1,
-    }
+    lo = signature.IfaceTally(seen=7, unique=6, duplicates=1, corrupt=1, missing=[[3, 5], [8, 8]])
+    assert got.verify == signature.TallySummary(RUN, 10, {"lo": lo}, foreign=1, unsigned=1)
 
 
 def test_verify_puts_stripped_vlan_tags_back(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,7 +72,7 @@ def test_verify_puts_stripped_vlan_tags_back(capsys: pytest.CaptureFixture[str])
               strip_vlan=True)  # fmt: skip
     got = pysniff(nta, capsys, "-i", "lo", "-c", "4", "--verify", "--run-id", str(RUN),
                   "--expect", "4")  # fmt: skip
-    assert got["verify"]["interfaces"]["lo"] == signature.perfect(4)
+    assert got.verify.interfaces["lo"] == signature.perfect(4)
 
 
 @pytest.mark.parametrize("suffix", ["pcap", "pcapng"])
@@ -100,7 +86,7 @@ def test_pcap_holds_the_wire_bytes(
     nta.queue(9001, tagged, strip_vlan=True)
     out = tmp_path / f"out.{suffix}"
     got = pysniff(nta, capsys, "-i", "lo", "-i", "9001", "-c", "15", "-w", str(out))
-    assert got["frames"] == 15
+    assert got.frames == 15
     by_iface: dict[str, list[bytes]] = {}
     if suffix == "pcapng":
         with RawPcapNgReader(str(out)) as ng:
@@ -121,33 +107,33 @@ def test_bulk_path(capsys: pytest.CaptureFixture[str]) -> None:
     wire = [signed(i, size=64 + i) for i in range(40)]
     nta.queue(1, wire)
     got = pysniff(nta, capsys, "-i", "lo", "-c", "40", "--bulk")
-    assert got["frames"] == 40 and got["per_interface"] == {"lo": 40}
-    assert got["crc_sum"] == sum(zlib.crc32(f) for f in wire)
-    assert got["bytes"] == sum(map(len, wire))
-    assert got["committed"] == 40 and got["stats_after"]["outstanding"] == 0
+    assert got.frames == 40 and got.per_interface == {"lo": 40}
+    assert got.crc_sum == sum(zlib.crc32(f) for f in wire)
+    assert got.bytes == sum(map(len, wire))
+    assert got.committed == 40 and got.stats_after.outstanding == 0
 
 
 def test_coalesce_reads_everything_in_fewer_batches(capsys: pytest.CaptureFixture[str]) -> None:
     nta = fake(burst=4)
     nta.queue(1, [signed(i) for i in range(40)])
     got = pysniff(nta, capsys, "-i", "lo", "-c", "40", "--bulk", "--coalesce", "5")
-    assert (got["frames"], got["committed"], got["stats_after"]["outstanding"]) == (40, 40, 0)
+    assert (got.frames, got.committed, got.stats_after.outstanding) == (40, 40, 0)
     # A burst arrives per poll: the sleep lets none of them be missed or doubled.
-    assert got["crc_sum"] == sum(zlib.crc32(signed(i)) for i in range(40))
+    assert got.crc_sum == sum(zlib.crc32(signed(i)) for i in range(40))
 
 
 def test_hold_and_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
     nta = fake()
     nta.queue(1, [signed(i) for i in range(20)])
     got = pysniff(nta, capsys, "-i", "lo", "-c", "20", "--hold", "5", "--commit-every", "3")
-    assert (got["committed"], got["pending"]) == (15, 5)
-    assert got["stats_after"]["outstanding"] == 5
+    assert (got.committed, got.pending) == (15, 5)
+    assert got.stats_after.outstanding == 5
     assert nta.stats["returned_on_close"] == 5  # close gave the held ones back
 
     nta = fake()
     nta.queue(1, [signed(i) for i in range(9)])
     got = pysniff(nta, capsys, "-i", "lo", "-c", "9", "--no-commit")
-    assert (got["committed"], got["pending"]) == (0, 9)
+    assert (got.committed, got.pending) == (0, 9)
     assert nta.stats["returned_on_close"] == 9 and nta.writes == []
 
 
@@ -168,9 +154,9 @@ def test_pause_commits_until_sigusr1(capsys: pytest.CaptureFixture[str]) -> None
         got = pysniff(nta, capsys, "-i", "lo", "-c", "9", "--pause-commits", "--duration", "5")
     finally:
         timer.join()
-    after = got["stats_after"]
-    assert (after["published"], after["not_shared"]) == (9, 15)
-    assert (got["frames"], got["committed"], after["outstanding"]) == (9, 9, 0)
+    after = got.stats_after
+    assert (after.published, after.not_shared) == (9, 15)
+    assert (got.frames, got.committed, after.outstanding) == (9, 9, 0)
 
 
 def test_bad_commits_report_matches_the_module(capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,25 +164,25 @@ def test_bad_commits_report_matches_the_module(capsys: pytest.CaptureFixture[str
     nta.queue(1, [signed(i) for i in range(12)])
     got = pysniff(nta, capsys, "-i", "lo", "-c", "12", "--bad-commits", "node",
                   "--bad-commits", "owner", "--bad-commits", "length")  # fmt: skip
-    assert got["bad_commits_sent"] == {"length": 3, "node": 12, "owner": 12}
-    assert got["bad_commits_refused"] == got["bad_commits_sent"]
-    after = got["stats_after"]
-    assert (after["bad_commits_length"], after["bad_commits_node"]) == (3, 12)
-    assert after["bad_commits_owner"] == 12 and after["bad_commits_offset"] == 0
-    assert got["committed"] == 12 and got["refused"] == 0
+    assert got.bad_commits_sent == {"length": 3, "node": 12, "owner": 12}
+    assert got.bad_commits_refused == got.bad_commits_sent
+    after = got.stats_after
+    assert (after.bad_commits["length"], after.bad_commits["node"]) == (3, 12)
+    assert after.bad_commits["owner"] == 12 and after.bad_commits["offset"] == 0
+    assert got.committed == 12 and got.refused == 0
 
 
 def test_stats_only(capsys: pytest.CaptureFixture[str]) -> None:
     nta = fake()
     got = pysniff(nta, capsys, "--stats")
-    assert got["frames"] == 0 and got["stats_after"] == nta.stats_dict()
+    assert got.frames == 0 and got.stats_after == nta.stats_now()
 
 
 def test_duration_and_ready_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ready = tmp_path / "ready"
     got = pysniff(fake(), capsys, "-i", "lo", "--duration", "0.3", "--ready-file", str(ready))
     assert ready.read_text() == "ready\n"
-    assert got["frames"] == 0 and 0.25 <= got["elapsed_s"] < 2
+    assert got.frames == 0 and 0.25 <= got.elapsed_s < 2
 
 
 def test_idle_ends_a_capture_that_stops_getting_frames(
@@ -205,8 +191,8 @@ def test_idle_ends_a_capture_that_stops_getting_frames(
     nta = fake()
     nta.queue(1, [signed(i) for i in range(5)])
     got = pysniff(nta, capsys, "-i", "lo", "-c", "10", "--idle", "0.5")
-    assert (got["frames"], got["committed"]) == (5, 5)
-    assert 0.5 <= got["elapsed_s"] < 2
+    assert (got.frames, got.committed) == (5, 5)
+    assert 0.5 <= got.elapsed_s < 2
 
 
 def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:

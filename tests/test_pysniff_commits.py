@@ -136,10 +136,10 @@ def test_all_kinds_together_with_hold() -> None:
         assert bad.sent == {k: 1 if k == "length" else 4 for k in KINDS}
         assert bad.refused == bad.sent
         assert r.committed == 4 and r.pending == 2  # state's double commit took the 4
-        stats = nta.stats_dict()
+        stats = nta.stats_now()
         for kind in ("length", "node", "offset", "state", "generation", "owner"):
-            assert stats[f"bad_commits_{kind}"] == bad.sent[kind], kind
-        assert stats["bad_commits_reserved"] == 4 + 4  # random bytes: reserved is not zero
+            assert stats.bad_commits[kind] == bad.sent[kind], kind
+        assert stats.bad_commits["reserved"] == 4 + 4  # random bytes: reserved is not zero
         bad.close()
 
 

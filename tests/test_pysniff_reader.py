@@ -190,11 +190,9 @@ def test_stats(nta: FakeNta, reader: Reader) -> None:
     list(reader.frames())
     reader.commit()
     stats = reader.stats()
-    assert stats == nta.stats_dict()
-    assert (stats["published"], stats["committed"], stats["in_use"]) == (3, 3, 0)
-    dev = reader.dev_stats("lo")
-    assert dev == {"ifindex": 1, "allocated": 3, "fallback": 0, "received": 3,
-                   "published": 3, "not_shared": 0}  # fmt: skip
+    assert stats == nta.stats_now()
+    assert (stats.published, stats.committed, stats.in_use) == (3, 3, 0)
+    assert reader.dev_stats("lo") == abi.DevStats(1, allocated=3, received=3, published=3)
     with pytest.raises(NoSuchInterface):
         reader.dev_stats(3)
 

@@ -20,7 +20,7 @@ def test_perfect_but_for_the_missing() -> None:
     t = signature.Tally(run_id=3, expected=10)
     for seq in (0, 1, 2, 6, 7, 8, 9):
         t.add("eth0", signature.payload(3, seq, 64))
-    entry = t.summary()["interfaces"]["eth0"]  # type: ignore[index]
+    entry = t.summary().of("eth0")
     assert entry == signature.perfect(10, [[3, 5]])
     assert entry != signature.perfect(10)
     assert entry != signature.perfect(10, [[3, 4]])
@@ -35,25 +35,12 @@ def test_tally_counts_every_anomaly() -> None:
     t.add("eth0", bytes(bad))
     t.add("eth0", signature.payload(8, 4, 100))  # another run
     t.add("eth0", b"no signature here")
-    assert t.summary() == {
-        "run_id": 7,
-        "expected": 10,
-        "interfaces": {
-            "eth0": {
-                "seen": 6,
-                "unique": 5,
-                "duplicates": 1,
-                "corrupt": 1,
-                "missing": [[3, 4], [6, 8]],
-            }
-        },
-        "foreign": 1,
-        "unsigned": 1,
-    }
+    eth0 = signature.IfaceTally(6, 5, 1, 1, [[3, 4], [6, 8]])
+    assert t.summary() == signature.TallySummary(7, 10, {"eth0": eth0}, foreign=1, unsigned=1)
 
 
 def test_perfect_is_what_a_clean_run_tallies() -> None:
     t = signature.Tally(run_id=1, expected=3)
     for seq in range(3):
         t.add("eth1", signature.payload(1, seq, 24))
-    assert t.summary()["interfaces"] == {"eth1": signature.perfect(3)}
+    assert t.summary().interfaces == {"eth1": signature.perfect(3)}

@@ -14,7 +14,6 @@ SIGINT ends the capture early, still with the report (as tcpdump does).
 
 from __future__ import annotations
 
-import json
 import mmap
 import resource
 import select
@@ -25,6 +24,8 @@ import sys
 import time
 import zlib
 from pathlib import Path
+
+from lab.guestside.reports import AfpacketReport, dumps
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -51,7 +52,7 @@ PACKET_OUTGOING = 4
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; what tcpdump -Q in asks for
 
 
-def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, object]:
+def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
     # Received frames only, as NTA publishes: sent ones are not even copied.
@@ -100,21 +101,20 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> dict[str, obj
     view.release()
     ring.close()
     sock.close()
-    return {
-        "sniffer": "afpacket",
-        "frames": frames,
-        "bytes": nbytes,
-        "crc_sum": crc_sum,
-        "kernel_drops": drops,
-        "elapsed_s": elapsed,
-        "utime_s": usage.ru_utime,
-        "stime_s": usage.ru_stime,
-    }
+    return AfpacketReport(
+        frames=frames,
+        bytes=nbytes,
+        crc_sum=crc_sum,
+        kernel_drops=drops,
+        elapsed_s=elapsed,
+        utime_s=usage.ru_utime,
+        stime_s=usage.ru_stime,
+    )
 
 
 def main(argv: list[str]) -> int:
     iface, count, duration, ready = argv
-    print(json.dumps(sniff(iface, int(count), float(duration), Path(ready))))
+    print(dumps(sniff(iface, int(count), float(duration), Path(ready))))
     return 0
 
 

@@ -11,7 +11,6 @@ anything imported here is read over 9p in a TCG guest.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 import sys
@@ -19,6 +18,7 @@ import time
 import zlib
 from pathlib import Path
 
+from lab.guestside.reports import CaptureReport, dumps
 from pysniff.signature import Tally
 
 ETH_P_ALL = 0x0003
@@ -53,13 +53,13 @@ def with_vlan_tag(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> byte
     return frame
 
 
-def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) -> dict[str, object]:
+def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) -> CaptureReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
     sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
     sock.bind((iface, ETH_P_ALL))
     tally = Tally(run_id=run_id, expected=count)
-    crcs: list[list[int]] = []  # [seq, crc32 of the whole frame]
+    crcs: dict[int, int] = {}  # seq -> crc32 of the whole frame
     ready.write_text("ready\n")
     deadline = time.monotonic() + timeout
     while (got := tally.seen.get(iface, 0) + tally.corrupt.get(iface, 0)) < count:
@@ -76,16 +76,16 @@ def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) ->
         frame = with_vlan_tag(data, ancillary)
         sig = tally.add(iface, frame)
         if sig is not None and sig.run_id == run_id:
-            crcs.append([sig.seq, zlib.crc32(frame)])
+            crcs[sig.seq] = zlib.crc32(frame)
     _packets, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-    return {"tally": tally.summary(), "crcs": crcs, "socket_drops": drops, "complete": got >= count}
+    return CaptureReport(tally.summary(), crcs, drops, got >= count)
 
 
 def main(argv: list[str]) -> int:
     iface, run_id, count, out, ready = argv[:5]
     timeout = float(argv[5]) if len(argv) > 5 else 120.0
     result = capture(iface, int(run_id), int(count), Path(ready), timeout)
-    Path(out).write_text(json.dumps(result))
+    Path(out).write_text(dumps(result))
     return 0
 
 

@@ -15,7 +15,6 @@ window alone: the no-sniffer baseline.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 from typing import IO
+
+from lab.guestside.reports import MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
@@ -50,6 +51,17 @@ def process_cpu(pid: int) -> float:
         return sum(int(f) for f in fields[11:13]) / USER_HZ
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of ``pid`` so far: a voluntary one is a
+    sleep, so each wakeup of a reader that blocks in poll() is one."""
+    got = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+            got[key] = int(value)
+    return got["voluntary_ctxt_switches"], got["nonvoluntary_ctxt_switches"]
+
+
 def exited(pid: int) -> bool:
     """Whether ``pid`` has exited, leaving it unreaped so its stat stays readable."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
@@ -73,7 +85,6 @@ def main(argv: list[str]) -> int:
     cmd = rest[1:] if rest[:1] == ["--"] else rest
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    report: dict[str, object] = {"exit": None, "sniffer_cpu_s": 0.0, "stdout": "", "stderr": ""}
     proc = None
     out: list[str] = []
     err: list[str] = []
@@ -92,26 +103,37 @@ def main(argv: list[str]) -> int:
                 break
             time.sleep(0.02)
     cpu_at_ready = process_cpu(proc.pid) if proc is not None else 0.0
+    switches_at_ready = switches(proc.pid) if proc is not None else (0, 0)
     before = cpu_times()
     start = time.monotonic()
     ready.write_text("ready\n")
     while not stop.wait(0.05):
         if proc is not None and exited(proc.pid):
             break
+    rc, cpu, vol, invol = None, 0.0, 0, 0
     if proc is not None:
         if not exited(proc.pid):
             proc.send_signal(signal.SIGINT)
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        # Still unreaped: the zombie's /proc/<pid>/stat holds its final times.
-        report["sniffer_cpu_s"] = process_cpu(proc.pid) - cpu_at_ready
-        proc.wait()
+        # Still unreaped: the zombie's /proc/<pid> holds its final times and switches.
+        cpu = process_cpu(proc.pid) - cpu_at_ready
+        now = switches(proc.pid)
+        vol, invol = now[0] - switches_at_ready[0], now[1] - switches_at_ready[1]
+        rc = proc.wait()
         for t in readers:
             t.join(timeout=10)
-        report.update(exit=proc.returncode, stdout="".join(out), stderr="".join(err)[-4000:])
     after = cpu_times()
-    report["elapsed_s"] = time.monotonic() - start
-    report["cpu_s"] = {k: round(after[k] - before[k], 3) for k in COLUMNS}
-    print(json.dumps(report))
+    report = MeterReport(
+        exit=rc,
+        sniffer_cpu_s=cpu,
+        elapsed_s=time.monotonic() - start,
+        cpu_s={k: round(after[k] - before[k], 3) for k in COLUMNS},
+        stdout="".join(out),
+        stderr="".join(err)[-4000:],
+        voluntary_switches=vol,
+        involuntary_switches=invol,
+    )
+    print(dumps(report))
     return 0
 
 

@@ -13,7 +13,8 @@ import zlib
 
 import pytest
 
-from lab import traffic
+from lab import judge, traffic
+from lab.guestnet import GuestNic
 from lab.labenv import LabEnv
 
 AFTER = 500
@@ -27,28 +28,23 @@ COUNTS_TOO_LONG_AS_MISSED = {"e1000": False, "rtl8139": True}
 
 
 @pytest.mark.lab
-def test_bad_frames_then_normal_delivery(lab_env: LabEnv) -> None:
-    for gn in lab_env.each_nic():
-        name = gn.plan.variant.name
-        bad = traffic.bad_frames(lab_env.addrs(gn), seed=lab_env.new_run_id())
-        junk = [frame for frames in bad.values() for frame in frames]
-        lab_env.save_pcap(gn, f"injected-{name}-bad", junk)
-        taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
-        counted = len(junk) if COUNTS_TOO_LONG_AS_MISSED[gn.plan.variant.qemu_device] else taken
-        rx0 = lab_env.guest.rx_counts(gn.iface)
-        traffic.inject(gn.host, junk, gn.plan.variant.lossless_rate)
-        rx = lab_env.nic_took(gn, rx0, counted)
-        (lab_env.outdir / f"bad-frames-{name}.json").write_text(
-            json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx": dataclasses.asdict(rx)})
-        )
+def test_bad_frames_then_normal_delivery(lab_env: LabEnv, nic: GuestNic) -> None:
+    bad = traffic.bad_frames(lab_env.addrs(nic), seed=lab_env.new_run_id())
+    junk = [frame for frames in bad.values() for frame in frames]
+    taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
+    counted = len(junk) if COUNTS_TOO_LONG_AS_MISSED[nic.variant.qemu_device] else taken
+    rx0 = lab_env.rx(nic)
+    lab_env.inject(nic, junk, f"injected-{nic.name}-bad")
+    rx = lab_env.nic_took(nic, rx0, counted)
+    (lab_env.outdir / f"bad-frames-{nic.name}.json").write_text(
+        json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx": dataclasses.asdict(rx)})
+    )
 
-        run_id = lab_env.new_run_id()
-        batch = traffic.frames(run_id, AFTER, lab_env.addrs(gn), traffic.KINDS, seed=run_id)
-        rx0 = lab_env.guest.rx_counts(gn.iface)
-        got = lab_env.capture_while(gn, run_id, batch)
-        rx = lab_env.nic_took(gn, rx0, AFTER)
-        tally = got["tally"]
-        assert isinstance(tally, dict)
-        lost = lab_env.all_but_missed(name, tally["interfaces"].get(gn.iface, {}), AFTER, rx)
-        sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
-        assert dict(map(tuple, got["crcs"])) == sent, f"{name}: frame bytes differ"  # type: ignore[call-overload]
+    run_id = lab_env.new_run_id()
+    batch = traffic.frames(run_id, AFTER, lab_env.addrs(nic), traffic.KINDS, seed=run_id)
+    rx0 = lab_env.rx(nic)
+    got = lab_env.capture_while(nic, run_id, batch)
+    rx = lab_env.nic_took(nic, rx0, AFTER)
+    lost = judge.all_but_missed(nic.name, got.tally.of(nic.iface), AFTER, rx)
+    sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
+    assert got.crcs == sent, f"{nic.name}: frame bytes differ"

@@ -9,6 +9,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 
 from lab import traffic
+from lab.guestnet import GuestNic
 from lab.labenv import LabEnv
 
 REQUESTS = 200
@@ -33,46 +34,37 @@ def udp_reply_from(ip: str) -> Callable[[bytes], bool]:
 
 
 @pytest.mark.lab
-def test_guest_answers_every_ping(lab_env: LabEnv) -> None:
-    for gn in lab_env.each_nic():
-        a = lab_env.addrs(gn)
-        data = payloads(lab_env.new_run_id())
-        requests = [traffic.echo_request(a, 0x4E54, i, d) for i, d in enumerate(data)]
-        rx0 = lab_env.guest.rx_counts(gn.iface)
-        got = traffic.converse(
-            gn.host, requests, REQUESTS, traffic.icmp_reply_from(a.guest_ip), REQUEST_RATE
-        )
+def test_guest_answers_every_ping(lab_env: LabEnv, nic: GuestNic) -> None:
+    a = lab_env.addrs(nic)
+    data = payloads(lab_env.new_run_id())
+    requests = [traffic.echo_request(a, 0x4E54, i, d) for i, d in enumerate(data)]
+    rx0 = lab_env.rx(nic)
+    got = traffic.converse(
+        nic.host, requests, REQUESTS, traffic.icmp_reply_from(a.guest_ip), REQUEST_RATE
+    )
 
-        # Every request the NIC took is answered (see LabEnv.nic_took).
-        rx = lab_env.nic_took(gn, rx0, REQUESTS)
-        replies = {Ether(f)[ICMP].seq: bytes(Ether(f)[ICMP].payload) for f in got}
-        assert len(got) == rx.packets, gn.plan.variant.name
-        assert replies == {i: data[i] for i in replies}, (
-            f"{gn.plan.variant.name}: echo data differs"
-        )
+    # Every request the NIC took is answered (see judge.nic_took).
+    rx = lab_env.nic_took(nic, rx0, REQUESTS)
+    replies = {Ether(f)[ICMP].seq: bytes(Ether(f)[ICMP].payload) for f in got}
+    assert len(got) == rx.packets, nic.name
+    assert replies == {i: data[i] for i in replies}, f"{nic.name}: echo data differs"
 
 
 @pytest.mark.lab
-def test_guest_udp_service_echoes_every_datagram(lab_env: LabEnv) -> None:
-    for gn in lab_env.each_nic():
-        a = lab_env.addrs(gn)
-        data = payloads(lab_env.new_run_id())
-        ready = lab_env.outdir / f"ready-udpecho-{gn.plan.variant.name}"
-        proc = lab_env.spawn(
-            f"udpecho-{gn.plan.variant.name}", "lab.guestside.udpecho", a.guest_ip, ECHO_PORT,
-            REQUESTS, ready,
-        )  # fmt: skip
-        lab_env.wait_ready(proc, ready)
-        requests = [traffic.udp_request(a, ECHO_PORT, 40000 + i, d) for i, d in enumerate(data)]
-        rx0 = lab_env.guest.rx_counts(gn.iface)
-        got = traffic.converse(
-            gn.host, requests, REQUESTS, udp_reply_from(a.guest_ip), REQUEST_RATE
-        )
+def test_guest_udp_service_echoes_every_datagram(lab_env: LabEnv, nic: GuestNic) -> None:
+    a = lab_env.addrs(nic)
+    data = payloads(lab_env.new_run_id())
+    ready = lab_env.outdir / f"ready-udpecho-{nic.name}"
+    proc = lab_env.bkg(
+        f"udpecho-{nic.name}", "lab.guestside.udpecho", a.guest_ip, ECHO_PORT, REQUESTS, ready,
+        ready=ready,
+    )  # fmt: skip
+    requests = [traffic.udp_request(a, ECHO_PORT, 40000 + i, d) for i, d in enumerate(data)]
+    rx0 = lab_env.rx(nic)
+    got = traffic.converse(nic.host, requests, REQUESTS, udp_reply_from(a.guest_ip), REQUEST_RATE)
 
-        assert proc.wait(60) == 0, proc.log.read_text()
-        rx = lab_env.nic_took(gn, rx0, REQUESTS)
-        replies = {Ether(f)[UDP].dport - 40000: bytes(Ether(f)[UDP].payload) for f in got}
-        assert len(got) == int(proc.out.read_text()) == rx.packets, gn.plan.variant.name
-        assert replies == {i: data[i] for i in replies}, (
-            f"{gn.plan.variant.name}: echoed data differs"
-        )
+    echoed = proc.result(int, 60)
+    rx = lab_env.nic_took(nic, rx0, REQUESTS)
+    replies = {Ether(f)[UDP].dport - 40000: bytes(Ether(f)[UDP].payload) for f in got}
+    assert len(got) == echoed == rx.packets, nic.name
+    assert replies == {i: data[i] for i in replies}, f"{nic.name}: echoed data differs"

@@ -1,0 +1,173 @@
+"""Guest networking: the lab's NICs as the guest sees them, set up and driven from its shell.
+
+Each NIC gets its driver loaded, its interface found by MAC and driver,
+IPv6 off (the guest then sends nothing unasked), GRO off (one frame on the
+wire is one skb, the unit every receiver here counts), VLAN stripping off
+where the driver allows (the NIC hands the frame over as sent; the core
+still moves the tag out of the data and receivers put it back), promiscuous
+mode, an address in its own subnet and the host as a permanent neighbour.
+
+e1000 and e1000-cb0 share the e1000 driver, whose copybreak is module-wide
+but read for every frame and writable: ``use`` sets the driver parameters
+of the NIC a test is about to use (the NICs sharing the driver are idle
+meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lab import LabError
+from lab.console import Console
+from lab.kconfig import Features
+from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd
+
+
+@dataclass(frozen=True)
+class RxCounts:
+    """A guest NIC's receive counters (/sys/class/net/IFACE/statistics)."""
+
+    packets: int  # handed to the stack
+    # Dropped by the NIC itself, its receive ring full. QEMU's rtl8139 counts
+    # them in RxMissed, which 8139cp reports here.
+    missed: int
+
+    def __sub__(self, other: RxCounts) -> RxCounts:
+        return RxCounts(self.packets - other.packets, self.missed - other.missed)
+
+
+@dataclass(frozen=True)
+class GuestNic:
+    """One lab NIC: its variant, its interface in the guest, its addresses, its host end."""
+
+    variant: NicVariant
+    iface: str
+    mac: str
+    guest_ip: str
+    host_ip: str
+    host: HostEnd
+    index: int
+
+    @property
+    def name(self) -> str:
+        """The variant's name (e1000, rtl8139, e1000-cb0): how reports name the NIC."""
+        return self.variant.name
+
+    @property
+    def rate(self) -> float | None:
+        """Frames/s that exact-count tests inject at (None: the NIC's own back-pressure)."""
+        return self.variant.lossless_rate
+
+    @property
+    def flow_control(self) -> bool:
+        return self.variant.flow_control
+
+    @classmethod
+    def of(cls, plan: NicPlan, iface: str, host: HostEnd) -> GuestNic:
+        return cls(plan.variant, iface, plan.mac, plan.guest_ip, plan.host_ip, host, plan.index)
+
+
+class GuestNet:
+    """The guest's side of the lab NICs, through its console."""
+
+    def __init__(self, sh: Console, features: Features) -> None:
+        self.sh = sh
+        self.features = features
+        # (driver, parameter) -> the value set in the guest now, and at boot.
+        self._params: dict[tuple[str, str], str] = {}
+        self._defaults: dict[tuple[str, str], str] = {}
+
+    def setup(
+        self, plans: Sequence[NicPlan], ends: Sequence[HostEnd], promisc: bool = True
+    ) -> list[GuestNic]:
+        """Every NIC up and configured; in plan order."""
+        loaded: set[str] = set()
+        out = []
+        for plan, end in zip(plans, ends, strict=True):
+            v = plan.variant
+            if v.driver not in loaded:
+                self.sh.run(f"modprobe {v.driver}")
+                loaded.add(v.driver)
+            found = self.sh.run(find_iface_cmd(plan.mac, v.driver)).stdout.split()
+            if len(found) != 1:
+                listing = self.sh.run(
+                    "for d in /sys/class/net/*; do echo $d $(cat $d/address) "
+                    "$(readlink -f $d/device/driver); done",
+                    check=False,
+                ).stdout
+                raise LabError(
+                    f"NIC {v.name} (mac {plan.mac}) has no interface bound to {v.driver} "
+                    f"in the guest; interfaces:\n{listing}"
+                )
+            nic = GuestNic.of(plan, found[0], end)
+            self.configure(nic.iface, f"{nic.guest_ip}/24", promisc)
+            self.sh.run(self._neighbour_cmd(nic))
+            out.append(nic)
+        self._read_driver_defaults({n.variant for n in out})
+        # Each driver starts with the settings of its first NIC: a guest of one
+        # variant (``ntalab boot --nics e1000-cb0``) is set up for it.
+        for driver in dict.fromkeys(n.variant.driver for n in out):
+            self.use(next(n for n in out if n.variant.driver == driver))
+        return out
+
+    def configure(self, iface: str, address: str, promisc: bool) -> None:
+        """IPv6 off where the kernel has it, GRO and VLAN stripping off, address, link up."""
+        if self.features.ipv6:
+            self.sh.run(f"sysctl -qw net.ipv6.conf.{iface}.disable_ipv6=1")
+        self.sh.run(f"ethtool -K {iface} gro off")
+        self.sh.run(f"ethtool -K {iface} rxvlan off 2>/dev/null || true")
+        self.sh.run(f"ip link set {iface} up" + (" promisc on" if promisc else ""))
+        self.sh.run(f"ip addr add {address} dev {iface}")
+
+    def _read_driver_defaults(self, variants: set[NicVariant]) -> None:
+        for v in variants:
+            for param, _ in v.driver_settings:
+                key = (v.driver, param)
+                if key not in self._params:
+                    path = f"/sys/module/{v.driver}/parameters/{param}"
+                    self._params[key] = self.sh.run(f"cat {path}").stdout.strip()
+        self._defaults = dict(self._params)
+
+    def use(self, nic: GuestNic) -> GuestNic:
+        """Sets the driver parameters ``nic``'s variant needs; the driver's defaults for the rest.
+
+        Only for parameters the driver reads per frame (e1000's copybreak):
+        the NICs that share the driver must be idle meanwhile.
+        """
+        v = nic.variant
+        wanted = {key: value for key, value in self._defaults.items() if key[0] == v.driver}
+        wanted |= {(v.driver, param): value for param, value in v.driver_settings}
+        for (driver, param), value in wanted.items():
+            if self._params[(driver, param)] != value:
+                self.sh.run(f"echo {value} > /sys/module/{driver}/parameters/{param}")
+                self._params[(driver, param)] = value
+        return nic
+
+    def set_gro(self, nic: GuestNic, on: bool) -> None:
+        self.sh.run(f"ethtool -K {nic.iface} gro {'on' if on else 'off'}")
+
+    @staticmethod
+    def _neighbour_cmd(nic: GuestNic) -> str:
+        return f"ip neigh replace {nic.host_ip} lladdr {HOST_MAC} dev {nic.iface} nud permanent"
+
+    def links_down(self, nics: Sequence[GuestNic]) -> None:
+        self.sh.run("; ".join(f"ip link set {n.iface} down" for n in nics))
+
+    def links_up(self, nics: Sequence[GuestNic]) -> None:
+        """Up again, with the host's neighbour entry: a link going down flushes its
+        neighbours, permanent ones too."""
+        self.sh.run(
+            " && ".join(f"ip link set {n.iface} up && {self._neighbour_cmd(n)}" for n in nics)
+        )
+
+    def bounce(self, nics: Sequence[GuestNic]) -> None:
+        """Links down and up: the drivers refill their receive rings from scratch."""
+        self.links_down(nics)
+        self.links_up(nics)
+
+    def rx_counts(self, nic: GuestNic) -> RxCounts:
+        stats = f"/sys/class/net/{nic.iface}/statistics"
+        out = self.sh.run(f"cat {stats}/rx_packets {stats}/rx_missed_errors").stdout
+        packets, missed = map(int, out.split())
+        return RxCounts(packets, missed)

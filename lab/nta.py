@@ -1,0 +1,102 @@
+"""The NTA module in a guest: load, unload, parameters and counters, through one channel.
+
+Everything goes through the guest's console: ``insmod``/``rmmod``, the
+module's parameters in /sys/module/nta/parameters, and its counters in
+/sys/kernel/debug/nta (the same names as NTA_IOC_STATS). Counters come back
+typed (``pysniff.abi.Stats``/``DevStats``). Chunks come back by the
+module's reclaim, so settled figures are waited for (``wait``), not read
+once.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import LabError
+from lab.console import CmdResult, Console
+from lab.guestnet import GuestNet, GuestNic
+from lab.wait import wait_until
+from pysniff.abi import DevStats, Stats
+
+DEBUGFS = "/sys/kernel/debug/nta"
+PARAMS = "/sys/module/nta/parameters"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The module build loaded in the guest, and how."""
+
+    module: Path
+    params: str
+
+
+class NtaModule:
+    def __init__(self, sh: Console, net: GuestNet) -> None:
+        self.sh = sh
+        self.net = net
+        self.loaded: Loaded | None = None
+
+    def load(self, module: Path, params: str, bounce: Sequence[GuestNic] = ()) -> None:
+        """insmod, then bounce ``bounce``: their receive rings refill from NTA's chunks.
+
+        The drivers filled those rings before NTA existed.
+        """
+        self.sh.run(f"insmod {shlex.quote(str(module))} {params}")
+        self.loaded = Loaded(module, params)
+        self.sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
+        if bounce:
+            self.net.bounce(bounce)
+
+    def rmmod(self) -> CmdResult:
+        """rmmod as it comes: the caller judges a refusal. Unloaded on success."""
+        result = self.sh.run("rmmod nta", check=False)
+        if result.rc == 0:
+            self.loaded = None
+        return result
+
+    def unload(self, bounce: Sequence[GuestNic] = ()) -> None:
+        """rmmod (an error if refused), then bounce: the rings refill from the kernel's."""
+        result = self.rmmod()
+        if result.rc != 0:
+            raise LabError(f"rmmod nta refused: {result.stderr.strip()}")
+        if bounce:
+            self.net.bounce(bounce)
+
+    def version_line(self) -> str:
+        return self.sh.run("dmesg | grep 'nta: version' | tail -1").stdout.strip()
+
+    def stats(self) -> Stats:
+        return Stats.from_text(self.sh.run(f"cat {DEBUGFS}/stats").stdout)
+
+    def wait(self, what: str, cond: Callable[[Stats], bool], timeout: float = 30.0) -> Stats:
+        """Read the counters until ``cond`` holds of them; the counters then."""
+
+        def settled() -> Stats | None:
+            s = self.stats()
+            return s if cond(s) else None
+
+        return wait_until(settled, timeout, f"NTA counters: {what}", 0.2)
+
+    def dev_stats(self, nic: GuestNic) -> DevStats:
+        """NTA's counters for one device, from the debugfs devices file."""
+        for line in self.sh.run(f"cat {DEBUGFS}/devices").stdout.splitlines():
+            name, *pairs = line.split()
+            if name == nic.iface:
+                # "ifindex 2 reader no allocated 5 ...": every other word a key.
+                values = {
+                    k: int(v) for k, v in zip(pairs[::2], pairs[1::2], strict=True) if v.isdigit()
+                }
+                return DevStats(**values)
+        raise LabError(f"NTA does not serve {nic.iface}")
+
+    def param(self, name: str) -> int:
+        return int(self.sh.run(f"cat {PARAMS}/{name}").stdout)
+
+    def set_param(self, name: str, value: int) -> int:
+        """Set one of the module's writable parameters; its previous value."""
+        old = self.param(name)
+        self.sh.run(f"echo {value} > {PARAMS}/{name}")
+        return old

@@ -1,0 +1,326 @@
+"""The pytest plugin lab scenarios run under: one guest per pytest process.
+
+``ntalab run`` starts one pytest process per guest and hands it a
+``GuestRequest`` (``--lab-request FILE``, written by the runner); run by
+hand, ``pytest tests/lab --kernel K --nics SET --boot-profile P`` makes the
+same request from options. Either way the guest's identity is a typed
+value from start to end: the process writes a ``GuestResult``
+(``results.json``, one ``CaseResult`` per test) and appends progress
+events (``events.jsonl``) to the guest's directory; nothing is encoded in
+test ids and parsed back.
+
+A scenario that takes the ``nic`` fixture runs once per NIC of the guest
+(``test_x[e1000]``, ...), with that NIC's driver settings in force; one that
+takes only ``lab_env`` runs once for the guest. Tests run under the default
+boot profile, and under others they name with
+``@pytest.mark.boot_profiles``; on a sanitizer kernel (KASAN) only those
+marked ``@pytest.mark.sanitizers`` run. After every test its cleanups run
+(see ``LabEnv.test_scope``), the kernel log is saved and scanned, and a
+failure (or a splat) leaves a reproducer bundle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import LabError, accel, images, judge, repro
+from lab.events import EventLog
+from lab.guest import BOOT_PROFILES, Guest, GuestSpec
+from lab.guestnet import GuestNic
+from lab.kconfig import Features
+from lab.labenv import LabEnv
+from lab.nics import NIC_SETS, nic_set
+from lab.paths import new_results_dir
+from lab.report import RESULTS, CaseResult, GuestRequest, GuestResult
+
+REQUEST = pytest.StashKey["GuestRequest"]()
+STATE = pytest.StashKey["_Session"]()
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+FIGURES = pytest.StashKey[dict[str, str]]()
+BUNDLE = pytest.StashKey[str]()
+
+ACCELS = ("auto", "kvm", "tcg")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("ntalab", "the guest lab scenarios run in")
+    g.addoption("--kernel", default="debian-6.1", help="manifest name, bzImage or build tree")
+    g.addoption("--nics", default="all", help=f"NIC set ({', '.join(NIC_SETS)}) or comma list")
+    g.addoption("--boot-profile", default="default", choices=list(BOOT_PROFILES))
+    g.addoption("--accel", default="auto", choices=list(ACCELS))
+    g.addoption("--results", help="the guest's results directory (default results/<time>/<guest>)")
+    g.addoption(
+        "--lab-request", help="a GuestRequest written by 'ntalab run' (overrides the above)"
+    )
+
+
+class _Session:
+    """What the plugin keeps for the process: the request, the kernel, results, events."""
+
+    def __init__(self, request: GuestRequest, outdir: Path) -> None:
+        self.request = request
+        self.outdir = outdir
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.events = EventLog(outdir / "events.jsonl", request.id)
+        self.cases: list[CaseResult] = []
+        self.env: LabEnv | None = None
+        self.guest: Guest | None = None
+        self.error = ""
+        self.start = time.monotonic()
+        self._kernel: images.Kernel | None = None
+
+    def kernel(self) -> images.Kernel:
+        """The request's kernel, fetched or built first when it is a manifest kernel."""
+        if self._kernel is None:
+            manifest = images.load_manifest()
+            if self.request.kernel in manifest:
+                self._kernel = images.provide(
+                    manifest[self.request.kernel],
+                    progress=lambda m: self.events("prepare", detail=m),
+                )
+            else:
+                self._kernel = images.resolve(self.request.kernel, manifest)
+        return self._kernel
+
+    def features(self) -> Features:
+        drivers = [v.driver for v in nic_set(self.request.nic_set)]
+        return self.kernel().features(drivers)
+
+    def save(self) -> None:
+        GuestResult(
+            request=self.request,
+            cases=self.cases,
+            info=self.guest.info if self.guest is not None else None,
+            error=self.error,
+            seconds=round(time.monotonic() - self.start, 1),
+        ).save(self.outdir / RESULTS)
+
+
+def _request(config: pytest.Config) -> tuple[GuestRequest, Path]:
+    given = config.getoption("--lab-request")
+    if given:
+        path = Path(given).resolve()
+        return GuestRequest.load(path), path.parent
+    req = GuestRequest(
+        kernel=config.getoption("--kernel"),
+        nic_set=config.getoption("--nics"),
+        profile=config.getoption("--boot-profile"),
+        accel=config.getoption("--accel"),
+    )
+    nic_set(req.nic_set)  # an unknown NIC is a usage error, before anything boots
+    results = config.getoption("--results")
+    out = Path(results).resolve() if results else new_results_dir() / req.dirname
+    return req, out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
+    config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
+    config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
+    config.addinivalue_line("markers", "last: run after every other test of the guest")
+
+
+def _session(config: pytest.Config) -> _Session:
+    if STATE not in config.stash:
+        try:
+            req, out = _request(config)
+        except LabError as e:
+            raise pytest.UsageError(str(e)) from None
+        config.stash[STATE] = _Session(req, out)
+    return config.stash[STATE]
+
+
+def _is_lab(item: pytest.Item) -> bool:
+    return item.get_closest_marker("lab") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the lab tests this guest runs (its boot profile, its kind of kernel), last ones last."""
+    lab = [i for i in items if _is_lab(i)]
+    if not lab:
+        return
+    state = _session(config)
+    sanitizer = state.features().kasan
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        if _is_lab(item):
+            marker = item.get_closest_marker("boot_profiles")
+            profiles = {"default", *(marker.args if marker else ())}
+            wanted = state.request.profile in profiles
+            if sanitizer:
+                wanted = wanted and item.get_closest_marker("sanitizers") is not None
+            (keep if wanted else drop).append(item)
+        else:
+            keep.append(item)
+    keep.sort(key=lambda i: i.get_closest_marker("last") is not None)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``nic`` runs once per NIC of the guest."""
+    if "nic" in metafunc.fixturenames:
+        names = list(_session(metafunc.config).request.nic_names)
+        metafunc.parametrize("nic", names, ids=names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def guest_request(pytestconfig: pytest.Config) -> GuestRequest:
+    return _session(pytestconfig).request
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig: pytest.Config) -> Path:
+    return _session(pytestconfig).outdir
+
+
+@pytest.fixture(scope="session")
+def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
+    """The guest, booted once for all of its tests (a stalled boot retried once)."""
+    state = _session(pytestconfig)
+    req = state.request
+    kernel = state.kernel()
+    spec = GuestSpec(
+        kernel=kernel,
+        nics=nic_set(req.nic_set),
+        accel=accel.choose(req.accel),
+        append=BOOT_PROFILES[req.profile],
+        name=f"ntalab-{req.guest_no}",
+        guest_no=req.guest_no,
+    )
+    state.events("boot", detail=f"{kernel.release}, {spec.accel.name}")
+    guest = Guest(spec, state.outdir)
+    state.guest = guest
+    try:
+        with guest:
+            info = guest.info
+            assert info is not None
+            state.events(
+                "booted",
+                detail=f"{info.boot_s:.0f}s",
+                outcome="retried" if info.infra_retries else "",
+            )
+            state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
+            yield state.env
+    except LabError as e:
+        state.error = str(e)
+        raise
+    finally:
+        state.env = None
+
+
+@pytest.fixture
+def nic(lab_env: LabEnv, request: pytest.FixtureRequest) -> GuestNic:
+    """One NIC of the guest, with its variant's driver settings in force."""
+    name = request.param
+    return lab_env.use(next(n for n in lab_env.nics if n.name == name))
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[GuestNic, str], None]:
+    """Records a NIC's key figure for the matrix, once its checks passed."""
+
+    def record(nic: GuestNic, text: str) -> None:
+        request.node.stash.setdefault(FIGURES, {})[nic.name] = text
+
+    return record
+
+
+@pytest.fixture(autouse=True)
+def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Around every lab test: its cleanups, then the kernel log scanned, a bundle if it failed."""
+    if "lab_env" not in request.fixturenames:
+        yield
+        return
+    env: LabEnv = request.getfixturevalue("lab_env")
+    first_pcap = len(env.pcaps)
+    with env.test_scope(request.node.name):
+        yield
+    log = env.guest.save_dmesg()
+    splats = judge.scan_files([log, env.guest.console_log.path])
+    call = request.node.stash.get(REPORTS, {}).get("call")
+    if splats or (call is not None and call.failed):
+        reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
+        name = f"{_session(request.config).request.dirname}-{request.node.name}"
+        bundle = repro.write(env, name, env.pcaps[first_pcap:], reason, env.outdir.parent / "repro")
+        request.node.stash[BUNDLE] = str(bundle)
+        print(f"\nreproducer: ntalab repro {bundle}")
+    assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _is_lab(item):
+        _session(item.config).events("test", test=item.name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keeps each phase's report; once the last is in, records the test's CaseResult."""
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    if report.when == "teardown" and _is_lab(item):
+        state = _session(item.config)
+        case = _case(item)
+        state.cases.append(case)
+        state.save()  # as it goes: a crash later leaves what ran
+        detail = case.message if case.outcome != "pass" else "; ".join(case.figures.values())
+        state.events("done", test=item.name, outcome=case.outcome, detail=detail)
+    return report
+
+
+def _message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).splitlines()[0][:300]
+    if isinstance(report.longrepr, tuple):  # a skip: (file, line, reason)
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr).splitlines()[-1][:300] if report.longrepr else ""
+
+
+def _figures(item: pytest.Item) -> dict[str, str]:
+    figures: dict[str, str] = item.stash.get(FIGURES, {})
+    return dict(figures)
+
+
+def _case(item: pytest.Item) -> CaseResult:
+    reports = item.stash.get(REPORTS, {})
+    outcome, message = "pass", ""
+    for when in ("setup", "call", "teardown"):
+        r = reports.get(when)
+        if r is None:
+            continue
+        if r.skipped:
+            outcome, message = "skip", _message(r)
+        elif r.failed:
+            outcome = "error" if when == "setup" else "fail"
+            message = _message(r)
+            break
+    callspec = getattr(item, "callspec", None)
+    nic = callspec.params.get("nic") if callspec is not None else None
+    name = getattr(item, "originalname", item.name)
+    return CaseResult(
+        scenario=name.removeprefix("test_"),
+        nic=nic,
+        outcome=outcome,
+        seconds=round(sum(r.duration for r in reports.values()), 1),
+        message=message,
+        figures=_figures(item),
+        repro=item.stash.get(BUNDLE, ""),
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    state.save()
+    state.events("guest-done", outcome="pass" if not state.error else "error")
+    state.events.close()

@@ -1,0 +1,236 @@
+"""``ntalab run``: the scenario matrix, one pytest process per guest, as KUnit's runner drives
+its own guests.
+
+The matrix is kernels x NIC sets x boot profiles; each cell of it is a
+guest, and each guest is one pytest process over the scenarios, given its
+``GuestRequest`` in a file. Up to ``jobs`` guests run at once, the longest
+first; ``--shard I/N`` runs the I-th of N disjoint parts (whole guests), so
+a CI system's job matrix can spread the lab over machines and ``ntalab
+report`` merge what they wrote. While it runs, every guest's progress
+events are printed as lines with the elapsed time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lab import UsageError, images, kbuild, paths, report
+from lab.events import Event, EventTail
+from lab.report import GuestRequest, GuestResult, RunResult
+
+Print = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            i, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard takes I/N (e.g. 1/2), not {text!r}") from None
+        if not 1 <= i <= n:
+            raise UsageError(f"--shard {text}: I must be between 1 and N")
+        return cls(i, n)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def weight(req: GuestRequest) -> int:
+    """How long a guest takes, roughly: sanitizer kernels most, debug guests least."""
+    if req.kernel.endswith("-kasan"):
+        return 3
+    return 1 if req.profile != "default" else 2
+
+
+def plan(
+    kernels: Sequence[str],
+    nic_sets: Sequence[str],
+    profiles: Sequence[str],
+    accel: str,
+    shard: Shard | None = None,
+) -> list[GuestRequest]:
+    """Every guest of the matrix (or of one shard of it), longest first.
+
+    Guests are numbered over the whole matrix, so that a guest has the same
+    number (and MACs) whichever shard runs it. Shards deal the guests out
+    round robin in that order, so each gets a like mix of long and short.
+    """
+    every = [
+        GuestRequest(kernel, nic_set, profile, accel)
+        for kernel in kernels
+        for nic_set in nic_sets
+        for profile in profiles
+    ]
+    every.sort(key=lambda r: (-weight(r), r.id))
+    numbered = [
+        GuestRequest(r.kernel, r.nic_set, r.profile, r.accel, guest_no=n)
+        for n, r in enumerate(every)
+    ]
+    if shard is None:
+        return numbered
+    return numbered[shard.index - 1 :: shard.count]
+
+
+def build_modules(kernels: Sequence[str], say: Print) -> None:
+    """NTA for every kernel, before any guest boots.
+
+    The scenarios would build it anyway, but then next to running guests:
+    under TCG a compiler on the host starves their vCPUs, and a NIC without
+    flow control misses frames. A failed build is reported here and by the
+    scenarios.
+    """
+    manifest = images.load_manifest()
+    for name in kernels:
+        kernel = (
+            images.provide(manifest[name], progress=say)
+            if name in manifest
+            else images.resolve(name, manifest)
+        )
+        result = kbuild.build(kernel)
+        say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
+
+
+class Progress:
+    """Prints a line per guest event, stamped with the run's elapsed time."""
+
+    def __init__(self, say: Print) -> None:
+        self.say = say
+        self.start = time.monotonic()
+
+    def line(self, text: str) -> None:
+        elapsed = int(time.monotonic() - self.start)
+        self.say(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {text}")
+
+    def event(self, e: Event) -> None:
+        text = {
+            "prepare": f"{e.guest}: {e.detail}",
+            "boot": f"{e.guest}: booting ({e.detail})",
+            "booted": f"{e.guest}: up in {e.detail}"
+            + (" after an infrastructure retry (boot stalled)" if e.outcome == "retried" else ""),
+            "test": f"{e.guest}: {e.test}",
+            "nic": f"{e.guest}: {e.test} on {e.nic}",
+            "done": f"{e.guest}: {e.test} {report.OUTCOME_MARK.get(e.outcome, e.outcome)}"
+            + (f" ({e.detail})" if e.detail else ""),
+            "guest-done": f"{e.guest}: finished",
+        }.get(e.kind, f"{e.guest}: {e.kind} {e.detail}")
+        self.line(text)
+
+
+@dataclass
+class _Running:
+    req: GuestRequest
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    events: EventTail
+    start: float
+
+
+def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[str]) -> _Running:
+    gdir = out / req.dirname
+    gdir.mkdir(parents=True, exist_ok=True)
+    (gdir / "events.jsonl").unlink(missing_ok=True)
+    req.save(gdir / "request.json")
+    argv = [
+        sys.executable, "-m", "pytest", str(scenarios), "-m", "lab",
+        "-p", "lab.pytest_plugin", "-p", "no:cacheprovider",
+        "--lab-request", str(gdir / "request.json"), "-q", *pytest_args,
+    ]  # fmt: skip
+    (gdir / "pytest-argv.txt").write_text(" ".join(argv) + "\n")
+    with (gdir / "pytest.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=paths.IMPORT_ROOT)
+    return _Running(req, gdir, proc, EventTail(gdir / "events.jsonl"), time.monotonic())
+
+
+def _finish(r: _Running) -> GuestResult:
+    rc = r.proc.wait()
+    path = r.dir / report.RESULTS
+    log = (r.dir / "pytest.log").read_text(errors="replace")[-3000:]
+    if not path.is_file():
+        seconds = time.monotonic() - r.start
+        return GuestResult(r.req, [], None, f"pytest exited {rc} with no results:\n{log}", seconds)
+    result = GuestResult.load(path)
+    if rc not in (0, 1) and not result.error:  # 1: tests failed, recorded as such
+        result = replace(result, error=f"pytest exited {rc}:\n{log}")
+    return result
+
+
+def run_guests(
+    requests: Sequence[GuestRequest],
+    out: Path,
+    jobs: int,
+    scenarios: Path,
+    pytest_args: Sequence[str],
+    progress: Progress,
+) -> list[GuestResult]:
+    """Every guest's pytest process, ``jobs`` at a time, progress printed as it comes."""
+    waiting = list(requests)
+    running: list[_Running] = []
+    done: list[GuestResult] = []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            running.append(_start(waiting.pop(0), out, scenarios, pytest_args))
+        time.sleep(0.5)
+        for r in list(running):
+            for e in r.events.new():
+                progress.event(e)
+            if r.proc.poll() is not None:
+                for e in r.events.new():
+                    progress.event(e)
+                running.remove(r)
+                result = _finish(r)
+                done.append(result)
+                if result.error:
+                    progress.line(f"{r.req.id}: {result.error.splitlines()[0]}")
+    return sorted(done, key=lambda g: g.request.id)
+
+
+def run_matrix(
+    kernels: Sequence[str],
+    nic_sets: Sequence[str],
+    profiles: Sequence[str],
+    accel: str,
+    out: Path,
+    jobs: int,
+    shard: Shard | None = None,
+    pytest_args: Sequence[str] = (),
+    scenarios: Path | None = None,
+    say: Print = print,
+) -> RunResult:
+    """Run the matrix (or one shard of it) and write its reports in ``out``."""
+    progress = Progress(lambda text: say(text))
+    requests = plan(kernels, nic_sets, profiles, accel, shard)
+    progress.line(
+        f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
+        f"results in {out}"
+    )
+    build_modules(sorted({r.kernel for r in requests}), progress.line)
+    start = time.monotonic()
+    guests = run_guests(
+        requests, out, jobs, scenarios or paths.sources().scenarios, pytest_args, progress
+    )
+    result = RunResult(guests, round(time.monotonic() - start, 1), str(shard) if shard else "")
+    report.write(result, out)
+    return result
+
+
+def link_latest(out: Path) -> None:
+    """``results/latest`` -> the last run, when it is under ./results."""
+    latest = paths.results_root() / "latest"
+    if out.parent == latest.parent:
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(out.name)
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,182 @@
+"""The report stage on typed results: matrix, KTAP (read back by the kernel's own kunit.py
+parser), JUnit, merging shards, and the shard plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab import images, report, runner
+from lab.guest import BootAttempt, GuestInfo
+from lab.report import CaseResult, GuestRequest, GuestResult, RunResult
+
+KUNIT_SOURCE = ("linux-source-6.1", "6.1.192-2")
+
+
+def info(retried: bool = False) -> GuestInfo:
+    ok = BootAttempt("ok", 18.2, "# ", 3.0, "console.log")
+    stall = BootAttempt("stall", 45.0, "VFS: Dquot-cache hash table entries: 512", 45.0, "c1.log")
+    attempts = [stall, ok] if retried else [ok]
+    return GuestInfo(
+        "g",
+        "debian-6.1",
+        "6.1.0-56-amd64",
+        ["e1000", "rtl8139"],
+        "tcg",
+        "probe",
+        [],
+        18.2,
+        attempts,
+    )
+
+
+def sample() -> RunResult:
+    g1 = GuestResult(
+        GuestRequest("debian-6.1", "e1000,rtl8139"),
+        [
+            CaseResult("delivery", "e1000", "pass", 41.2, figures={"e1000": "1000/1000"}),
+            CaseResult("delivery", "rtl8139", "fail", 12.0, "AssertionError: rtl8139 lost 1 # x"),
+            CaseResult(
+                "unload", None, "pass", 5.0, figures={"e1000": "200/200", "rtl8139": "199/200"}
+            ),
+        ],
+        info(retried=True),
+        seconds=80.0,
+    )
+    g2 = GuestResult(
+        GuestRequest("debian-6.12", "e1000-cb0", "debug"),
+        [CaseResult("delivery", "e1000-cb0", "skip", 0.1, "not on this kernel")],
+        info(),
+        seconds=30.0,
+    )
+    g3 = GuestResult(
+        GuestRequest("debian-6.12", "e1000"), [], None, "guest did not boot: stalled", 300.0
+    )
+    return RunResult([g1, g2, g3], 400.0)
+
+
+def test_matrix_rows_per_nic_and_guest_level_scenarios_fill_every_row() -> None:
+    grid = report.cells(sample())
+    assert grid[("debian-6.1/e1000", "delivery")] == report.Cell("pass", 41.2, "", "1000/1000")
+    assert grid[("debian-6.1/rtl8139", "delivery")].outcome == "fail"
+    assert grid[("debian-6.1/rtl8139", "unload")].figure == "199/200"
+    assert grid[("debian-6.12/e1000-cb0/debug", "delivery")].outcome == "skip"
+    assert grid[("debian-6.12/e1000", "(guest)")].outcome == "error"
+    table = report.matrix_table(grid).splitlines()
+    assert table[0].split() == ["kernel/nic", "1", "2", "3"]
+    assert table[2].split() == ["debian-6.1/e1000", "-", "ok", "1000/1000", "ok", "200/200"]
+    assert "failures:" in table
+    assert any(
+        line.startswith("  delivery on debian-6.1/rtl8139: AssertionError") for line in table
+    )
+
+
+def test_guest_lines_name_an_infrastructure_retry() -> None:
+    lines = report.guest_lines(sample())
+    assert "infra retry: boot stalled after 'VFS: Dquot-cache" in lines[0]
+    assert lines[2].startswith("guest debian-6.12/e1000: did not boot: guest did not boot")
+
+
+def test_summary_round_trips(tmp_path: Path) -> None:
+    run = sample()
+    report.write(run, tmp_path)
+    assert RunResult.load(tmp_path) == run
+
+
+def test_junit_has_a_suite_per_guest_and_a_case_per_test(tmp_path: Path) -> None:
+    root = ET.fromstring(report.junit(sample()))
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert list(suites) == [
+        "debian-6.1/e1000,rtl8139",
+        "debian-6.12/e1000-cb0/debug",
+        "debian-6.12/e1000",
+    ]
+    g1 = suites["debian-6.1/e1000,rtl8139"]
+    assert (g1.get("tests"), g1.get("failures")) == ("3", "1")
+    names = [c.get("name") for c in g1.iter("testcase")]
+    assert names == ["delivery.e1000", "delivery.rtl8139", "unload"]
+    assert suites["debian-6.12/e1000"].find("testcase/error") is not None
+
+
+@pytest.fixture(scope="module")
+def kunit_py() -> Path:
+    """The kernel's own KTAP parser, from Debian's source of the lab's 6.1 kernel."""
+    tree = images.source_tree(*KUNIT_SOURCE, progress=lambda m: None)
+    return tree / "tools" / "testing" / "kunit" / "kunit.py"
+
+
+def kunit_parse(kunit_py: Path, text: str, tmp_path: Path) -> dict[str, dict[str, str] | str]:
+    """{group: {case: status}, test: status} as kunit.py reads ``text``."""
+    (tmp_path / "r.ktap").write_text(text)
+    argv = [sys.executable, str(kunit_py), "parse", f"--json={tmp_path / 'r.json'}"]
+    # Exit 1: some test failed, as in the sample.
+    out = subprocess.run([*argv, str(tmp_path / "r.ktap")], capture_output=True, text=True)
+    assert out.returncode in (0, 1), out.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    tests: dict[str, dict[str, str] | str] = {c["name"]: c["status"] for c in data["test_cases"]}
+    for g in data["sub_groups"]:
+        tests[g["name"]] = {c["name"]: c["status"] for c in g["test_cases"]}
+    return tests
+
+
+def test_ktap_reads_back_through_the_kernels_own_parser(kunit_py: Path, tmp_path: Path) -> None:
+    text = report.ktap(sample())
+    assert text.startswith(
+        "KTAP version 1\n1..3\n  KTAP version 1\n  # Subtest: debian-6.1/e1000,rtl8139\n"
+    )
+    assert "  # infra retry: boot stalled after VFS: Dquot-cache hash table entries: 512\n" in text
+    assert "  ok 1 delivery.e1000_0\n" not in text and "  ok 1 delivery.e1000\n" in text
+    assert "  ok 1 delivery.e1000-cb0 # SKIP not on this kernel\n" in text
+    assert kunit_parse(kunit_py, text, tmp_path) == {
+        "debian-6.1/e1000,rtl8139": {
+            "delivery.e1000": "PASS",
+            "delivery.rtl8139": "FAIL",
+            "unload": "PASS",
+        },
+        "debian-6.12/e1000-cb0/debug": {"delivery.e1000-cb0": "SKIP"},
+        "debian-6.12/e1000": "FAIL",
+    }
+
+
+@pytest.mark.parametrize(
+    ("bug", "good", "bad"),
+    [
+        ("a skip read as a pass", " # SKIP not on this kernel", ""),
+        ("a failure read as a pass", "  not ok 2 delivery.rtl8139", "  ok 2 delivery.rtl8139"),
+        ("a test left out of its guest", "  ok 3 unload\n", ""),
+    ],
+)
+def test_the_ktap_check_can_fail(
+    kunit_py: Path, tmp_path: Path, bug: str, good: str, bad: str
+) -> None:
+    text = report.ktap(sample())
+    assert good in text, bug
+    planted = text.replace(good, bad, 1)
+    assert kunit_parse(kunit_py, planted, tmp_path) != kunit_parse(kunit_py, text, tmp_path), bug
+
+
+def test_merging_shards_refuses_a_guest_run_twice() -> None:
+    run = sample()
+    with pytest.raises(ValueError, match="in more than one"):
+        report.merge([run, run])
+    assert report.merge(
+        [RunResult(run.guests[:1], 10.0), RunResult(run.guests[1:], 20.0)]
+    ) == RunResult(sorted(run.guests, key=lambda g: g.request.id), 20.0)
+
+
+def test_shards_are_disjoint_whole_guests_that_cover_the_matrix() -> None:
+    kernels, sets, profiles = ["a", "b-kasan"], ["all", "e1000"], ["default", "debug"]
+    whole = runner.plan(kernels, sets, profiles, "tcg")
+    assert len(whole) == 8 and [r.guest_no for r in whole] == list(range(8))
+    assert whole[0].kernel == "b-kasan" and whole[-1].profile == "debug"  # longest first
+    for n in (1, 2, 3, 8):
+        parts = [
+            runner.plan(kernels, sets, profiles, "tcg", runner.Shard(i, n)) for i in range(1, n + 1)
+        ]
+        flat = [r for part in parts for r in part]
+        assert sorted(flat, key=lambda r: r.guest_no) == whole  # each guest once, same number
