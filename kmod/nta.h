@@ -3,16 +3,34 @@
  * nta.h - internal interfaces of NTA, the network allocator with a
  * zero-copy, commit-back sniffer.
  *
- * One lock (nta.lock, taken with bottom halves off) guards the pool, the
- * readers' rings and all counters: every operation under it is short and
- * never sleeps, and one lock makes the chunk state machine easy to trust.
+ * Pools: one per reader (the devices it attached are served from it, it
+ * maps it and nothing else), and the common pool for devices served by the
+ * attach= parameter without a reader.
+ *
+ * Locking:
+ *  - rtnl_lock: the table of served devices (nta.devs), attaching,
+ *    detaching, and the per-device taps. Readers of the table (allocation
+ *    hooks, taps) use RCU.
+ *  - nta_pool.lock: a pool, its chunks, and for a reader's pool the reader's
+ *    rings, counters and wakeup state. Taken with interrupts off: the
+ *    allocation hooks run wherever the kernel allocates receive buffers, in
+ *    hard interrupt context too, or with interrupts off inside a driver's
+ *    own irqsave section (8139cp's tx timeout refills its ring under
+ *    cp->lock). A lock that an interrupt handler may take must be taken with
+ *    interrupts off everywhere, or an interrupt arriving on a CPU that holds
+ *    it spins for ever. Never held across anything that sleeps; nothing is
+ *    freed to the network stack under it (see nta_pool_release_holds()).
+ *  - nta_readers_lock (mutex): the list of readers, for module-wide counters.
+ * Order: rtnl_lock, then nta_readers_lock, then a pool's lock.
  */
 #ifndef _NTA_H
 #define _NTA_H
 
 #include <linux/bits.h>
+#include <linux/hrtimer.h>
 #include <linux/list.h>
 #include <linux/netdevice.h>
+#include <linux/skbuff.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
@@ -20,72 +38,151 @@
 #include "nta_chunk.h"
 #include "nta_uapi.h"
 
-#define NTA_VERSION		"0.1.0"
+#define NTA_VERSION		"0.2.0"
 #define NTA_MAX_DEVS		8
 #define NTA_MAX_COMMIT_BATCH	1024
 /* mmap offsets, in bytes; the meta page tells userspace, never hard-coded */
 #define NTA_MMAP_RING_OFFSET	BIT_ULL(28)
 #define NTA_MMAP_NODES_OFFSET	BIT_ULL(32)
+/* The ring mapping's first page: each index on a cache line of its own. */
 #define NTA_RING_PRODUCER	0
 #define NTA_RING_CONSUMER	64
+#define NTA_COMMIT_PRODUCER	128
+#define NTA_COMMIT_CONSUMER	192
+#define NTA_COMMIT_FLAGS	256
+/* Busy chunks an allocation looks at, at most, to find a free one. */
+#define NTA_RECLAIM_BUDGET	32
 
 struct nta_reader;
 
-struct nta_attached {
-	struct net_device *dev;
-	netdevice_tracker tracker;
-	struct nta_reader *reader;	/* publishes to it; NULL: none */
-	bool served;			/* attached by module param: stays when readers go */
-	struct nta_dev_stats stats;
+/* Counters of one pool; module-wide figures are their sum. */
+struct nta_pool_stats {
+	u64 allocated;
+	u64 freed;
+	u64 in_use;
+	u64 handed_over;
+	u64 fallback;
+	u64 pool_empty;
+	u64 reclaim_scanned;
+	u64 fault_leaked;
 };
 
-struct nta_reader {
-	struct nta_record *records;
-	void *ring;			/* vmalloc_user: control page + records */
-	size_t ring_size;
-	u64 seq;
-	u32 outstanding;
-	wait_queue_head_t wait;
-};
-
-struct nta {
-	spinlock_t lock;		/* everything below, and every reader's ring */
-	struct nta_node *nodes;
+struct nta_pool {
+	spinlock_t lock;		/* see the top of this file */
+	struct nta_node *nodes;		/* sorted by pfn */
 	u32 node_count;
 	u32 node_pages;
 	struct list_head free;
-	struct list_head busy;
-	struct nta_attached __rcu *devs[NTA_MAX_DEVS];
-	struct nta_stats stats;
-	struct delayed_work sweep;
-	struct nta_meta *meta;
+	struct list_head busy;		/* held by the kernel, oldest first */
+	struct list_head shared;	/* published to the reader */
+	u32 nr_free;
+	u32 nr_shared;
+	struct nta_pool_stats stats;
+	struct work_struct reclaim;	/* a full pass, kicked when the pool runs low */
+	struct nta_reader *reader;	/* whose pool it is; NULL for the common pool */
 	u64 fault_free_count;
+};
+
+/* One device a reader attached: its counters, live or after it went. */
+struct nta_watch {
+	struct nta_dev_stats stats;
+	const struct net *net;		/* the namespace stats.ifindex is in */
+	bool used;
+};
+
+struct nta_reader {
+	struct nta_pool pool;
+	struct list_head node;		/* nta.readers */
+	struct nta_meta *meta;		/* its page, mapped read-only */
+	void *ring;			/* vmalloc_user: control page, records, commits */
+	size_t ring_size;
+	struct nta_record *records;
+	struct nta_commit *commits;
+	u64 *stamps;			/* publish time of each record slot (monotonic) */
+	u32 ring_entries;
+	u32 commit_entries;
+	u32 max_shared;
+	u64 seq;			/* record producer index: the kernel's own copy */
+	u64 commit_cons;		/* commit consumer index: the kernel's own copy */
+	u32 outstanding;
 	u64 fault_publish_count;
+	/* Wakeups (see struct nta_wakeup). */
+	wait_queue_head_t wait;
+	struct hrtimer timer;		/* wakes a sleeper once its oldest record is due */
+	u32 wakeup_frames;
+	u32 wakeup_usecs;
+	bool woken;			/* woken since it last entered poll() */
+	bool need_wakeup;
+	struct nta_reader_stats stats;
+	struct nta_stats gone;		/* its share of module-wide counters */
+	struct nta_watch devs[NTA_MAX_DEVS];
+};
+
+/* A device NTA serves. */
+struct nta_attached {
+	struct net_device *dev;
+	netdevice_tracker tracker;
+	struct nta_reader __rcu *reader; /* serves from its pool, publishes to it */
+	int watch;			/* its nta_watch in the reader, while it has one */
+	bool served;			/* by the attach= parameter: stays after its reader */
+	bool tapped;			/* tap registered */
+	struct packet_type tap;		/* this device's received frames */
+	u64 allocated;			/* served from the common pool */
+	u64 fallback;
+};
+
+struct nta {
+	struct nta_pool common;
+	struct nta_attached __rcu *devs[NTA_MAX_DEVS];
+	struct list_head readers;
+	struct nta_stats gone;		/* counters of readers that closed */
 };
 
 extern struct nta nta;
+extern struct mutex nta_readers_lock;
+extern unsigned int nta_pool_kb;
+extern unsigned int nta_node_order;
 extern unsigned int nta_max_shared;
 extern unsigned int nta_ring_entries;
+extern unsigned int nta_wakeup_frames;
+extern unsigned int nta_wakeup_usecs;
 extern unsigned int nta_fault_leak_every;
 extern unsigned int nta_fault_drop_record_every;
+extern bool nta_fault_no_protect;
+extern bool nta_fault_block_fallback;
+extern bool nta_fault_uaf_on_close;
+extern wait_queue_head_t nta_fault_wq;
 
 /* nta_pool.c */
-int nta_pool_init(unsigned int node_order, unsigned int node_count);
-void nta_pool_exit(void);
+int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp);
+void nta_pool_exit(struct nta_pool *pool);
+struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds);
+void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c);
 void *nta_chunk_alloc(struct nta_attached *a, unsigned int size);
-struct nta_chunk *nta_chunk_of(const void *addr);
-void nta_chunk_release(struct nta_chunk *c);
-void nta_pool_sweep_locked(void);
-void nta_sweep_kick(void);
+struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *addr);
+void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
+			    u32 frame_offset, struct sk_buff *hold);
+void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
+			      struct sk_buff_head *holds);
+void nta_pool_release_holds(struct sk_buff_head *holds);
+void nta_pool_reclaim_all(struct nta_pool *pool);
+void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s);
 
 /* nta_hook.c */
 int nta_hooks_init(void);
 void nta_hooks_exit(void);
 struct nta_attached *nta_attached_rcu(const struct net_device *dev);
+struct sk_buff *nta_netdev_alloc_skb(struct net_device *dev, unsigned int len, gfp_t gfp);
 
 /* nta_dev.c */
 int nta_dev_init(void);
 void nta_dev_exit(void);
-int nta_attach(struct net_device *dev, struct nta_reader *reader);
+int nta_node_register(void);
+void nta_node_deregister(void);
+int nta_attach_served(struct net_device *dev);
+void nta_detach_all(void);
+void nta_stats_add(struct nta_stats *to, const struct nta_stats *s);
+void nta_reader_drain_locked(struct nta_reader *r, struct sk_buff_head *holds);
+void nta_stats_sum(struct nta_stats *s);
 
 #endif /* _NTA_H */

@@ -4,16 +4,16 @@
  *
  * Pure functions of a chunk's state and of facts the caller supplies (the
  * page's reference count, the pool's geometry): no locks, no pages, no
- * allocation. The module calls them under nta.lock. tests/kmod builds this
- * header with the host compiler and sanitizers and drives a pool through
- * random sequences of receives, kernel frees, commits good and bad, and
- * readers closing, before any guest boots; it defines u32, bool and
- * struct list_head itself.
+ * allocation. The module calls them under its pool's lock.
+ * kmod/tests/nta_chunk_test.c builds this header with the host compiler and
+ * sanitizers and drives a pool through random sequences of receives, kernel
+ * frees, commits good and bad, and readers closing, before any guest boots;
+ * it defines u32, bool and struct list_head itself.
  *
- * A chunk is free, then busy (handed to the kernel as a receive buffer,
- * under a new generation), then possibly shared (published to one reader,
- * once per generation). It is free again only when the kernel dropped its
- * page references and no reader holds it.
+ * A chunk is free, then busy (handed to the kernel as a receive buffer, or
+ * filled with a copy, under a new generation), then possibly shared
+ * (published to its pool's reader, once per generation). It is free again
+ * only when the kernel dropped its page references and no reader holds it.
  */
 #ifndef _NTA_CHUNK_H
 #define _NTA_CHUNK_H
@@ -27,20 +27,27 @@
 
 struct nta_reader;
 struct page;
+struct sk_buff;
 
 /*
  * A chunk is one page of a node. The pool holds one page reference for
  * each chunk; any more means the kernel still uses it.
  */
 struct nta_chunk {
-	struct list_head link;		/* free or busy list */
+	struct list_head link;		/* its pool's free, busy or shared list */
 	struct page *page;
 	struct nta_reader *owner;	/* non-NULL while shared */
+	/*
+	 * While shared: a clone of the skb the frame is in. Its data reference
+	 * makes the frame's buffer shared (skb_cloned()), so that any writer
+	 * in the stack copies it before writing (see nta_publish_locked()).
+	 */
+	struct sk_buff *hold;
 	u32 generation;			/* bumped at every allocation */
-	u32 frame_offset;		/* published frame, offset in the node */
+	u32 frame_offset;		/* published piece, offset in the node */
 	u32 node;
 	u32 index;			/* within the node */
-	bool busy;			/* handed to the kernel */
+	bool busy;			/* taken from the free list */
 	bool published;			/* published once in this generation */
 	bool leaked;			/* fault injection kept it */
 };
@@ -50,7 +57,7 @@ struct nta_node {
 	struct nta_chunk *chunks;
 };
 
-/* Handed to the kernel as a receive buffer: a new generation begins. */
+/* Taken from the free list (a receive buffer, a copy): a new generation begins. */
 static inline void nta_chunk_take(struct nta_chunk *c)
 {
 	c->busy = true;
@@ -66,6 +73,12 @@ static inline bool nta_chunk_publishable(const struct nta_chunk *c, u32 in_page,
 					 u32 page_size)
 {
 	return c->busy && !c->published && in_page <= page_size && len <= page_size - in_page;
+}
+
+/* The frame in @c was seen: whatever becomes of it, it is not published again. */
+static inline void nta_chunk_seen(struct nta_chunk *c)
+{
+	c->published = true;
 }
 
 static inline void nta_chunk_share(struct nta_chunk *c, struct nta_reader *r, u32 frame_offset)
@@ -110,10 +123,8 @@ static inline enum nta_bad_commit nta_commit_check(const struct nta_node *nodes,
 	if (cm->offset / page_size >= node_pages)
 		return NTA_BAD_OFFSET;
 	c = &nodes[cm->node].chunks[cm->offset / page_size];
-	if (!c->owner)
-		return NTA_BAD_STATE;
 	if (c->owner != r)
-		return NTA_BAD_OWNER;
+		return NTA_BAD_STATE;
 	if (c->generation != cm->generation)
 		return NTA_BAD_GENERATION;
 	if (c->frame_offset != cm->offset)

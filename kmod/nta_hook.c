@@ -11,15 +11,24 @@
  *  - __netdev_alloc_frag_align(size, align): bare buffers built into skbs
  *    at receive (e1000 above copybreak). This one names no device, so the
  *    driver's refill function is marked per CPU while it runs: a kretprobe
- *    on e1000_alloc_rx_buffers records (device, task) on entry and clears
- *    it on return, and the frag hook serves only that task on that CPU.
+ *    on e1000_alloc_rx_buffers records (device, task, context) on entry and
+ *    clears it on return, and the frag hook serves only that task, on that
+ *    CPU, in that context (not an interrupt nested on top of the refill).
+ *    The probe is armed whenever e1000 is loaded, also after NTA.
  *
- * Calls from this module are never redirected, so the hooks fall back to
- * the original functions simply by calling them (never as a sibling call:
- * see Kbuild).
+ * The ftrace callback decides whether to redirect before anything else: a
+ * call for a device NTA does not serve runs the kernel's function as if NTA
+ * were not there, with no module text on its stack. A redirected call that
+ * NTA cannot serve (pool empty, buffer larger than a chunk) falls back to
+ * the kernel's function, called from here (never as a sibling call: see
+ * Kbuild); if the caller's gfp lets it sleep, the module is pinned across
+ * that call. A task sleeping in module text on the way back is then never
+ * left there by rmmod: synchronize_rcu_tasks() (nta_hooks_exit) counts a
+ * voluntary sleep as a quiescent state, so it would not wait for it.
  */
 #include <linux/ftrace.h>
 #include <linux/kprobes.h>
+#include <linux/module.h>
 #include <linux/percpu.h>
 #include <linux/skbuff.h>
 #include "nta.h"
@@ -29,13 +38,23 @@
 			  FTRACE_OPS_FL_IPMODIFY)
 
 /*
- * The context is recorded with the task: a softirq that interrupts a refill
- * running in process context runs as the same current task.
+ * Which context the CPU runs in: a refill marked in softirq must not serve
+ * a hard interrupt that nests on top of it on the same CPU, as that one
+ * runs as the same current task.
  */
+static unsigned int nta_context(void)
+{
+	if (in_nmi())
+		return 3;
+	if (in_hardirq())
+		return 2;
+	return in_serving_softirq() ? 1 : 0;
+}
+
 struct nta_refill_mark {
 	struct net_device *dev;
 	struct task_struct *task;
-	bool in_softirq;
+	unsigned int context;
 };
 
 static DEFINE_PER_CPU(struct nta_refill_mark, nta_refill);
@@ -53,28 +72,44 @@ struct nta_attached *nta_attached_rcu(const struct net_device *dev)
 	return NULL;
 }
 
+static bool nta_serves(const struct net_device *dev)
+{
+	bool served;
+
+	rcu_read_lock();
+	served = dev && nta_attached_rcu(dev);
+	rcu_read_unlock();
+	return served;
+}
+
 /* The bytes an skb head needs for @len bytes of data after @pad headroom. */
 static unsigned int nta_head_size(unsigned int len, unsigned int pad)
 {
 	return SKB_DATA_ALIGN(len + pad) + SKB_DATA_ALIGN(sizeof(struct skb_shared_info));
 }
 
-/* An skb over an NTA chunk for @dev, as the kernel's own allocators build it. */
+/*
+ * An skb over an NTA chunk for @dev. It is built over the whole page, so
+ * its truesize is what it pins: sockets that queue it are charged a page,
+ * not the few hundred bytes a small frame asked for.
+ */
 static struct sk_buff *nta_build_skb(struct net_device *dev, unsigned int len,
 				     unsigned int pad)
 {
-	unsigned int size = nta_head_size(len, pad);
 	struct nta_attached *a;
 	struct sk_buff *skb;
-	void *data;
+	void *data = NULL;
 
+	if (nta_head_size(len, pad) > PAGE_SIZE)
+		return NULL;
 	rcu_read_lock();
 	a = nta_attached_rcu(dev);
-	data = a ? nta_chunk_alloc(a, size) : NULL;
+	if (a)
+		data = nta_chunk_alloc(a, PAGE_SIZE);
 	rcu_read_unlock();
 	if (!data)
 		return NULL;
-	skb = build_skb(data, size);
+	skb = build_skb(data, PAGE_SIZE);
 	if (unlikely(!skb)) {
 		skb_free_frag(data);
 		return NULL;
@@ -84,12 +119,35 @@ static struct sk_buff *nta_build_skb(struct net_device *dev, unsigned int len,
 	return skb;
 }
 
-static struct sk_buff *nta_netdev_alloc_skb(struct net_device *dev, unsigned int len,
-					    gfp_t gfp)
+/*
+ * The gfp for a fallback to the kernel's allocator. If it may sleep, the
+ * module is pinned until the call returns (*@pinned: the caller then drops
+ * it); if the module is already being removed, the call must not sleep.
+ */
+static gfp_t nta_fallback_gfp(gfp_t gfp, bool *pinned)
 {
-	struct sk_buff *skb = dev ? nta_build_skb(dev, len, NET_SKB_PAD) : NULL;
+	*pinned = false;
+	if (!gfpflags_allow_blocking(gfp))
+		return gfp;
+	if (!try_module_get(THIS_MODULE))
+		return gfp & ~__GFP_DIRECT_RECLAIM;
+	*pinned = true;
+	/* Test-only (fault_block_fallback): sleeps here, as reclaim may. */
+	wait_event(nta_fault_wq, !READ_ONCE(nta_fault_block_fallback));
+	return gfp;
+}
 
-	return skb ?: __netdev_alloc_skb(dev, len, gfp);
+struct sk_buff *nta_netdev_alloc_skb(struct net_device *dev, unsigned int len, gfp_t gfp)
+{
+	struct sk_buff *skb = nta_build_skb(dev, len, NET_SKB_PAD);
+	bool pinned;
+
+	if (skb)
+		return skb;
+	skb = __netdev_alloc_skb(dev, len, nta_fallback_gfp(gfp, &pinned));
+	if (pinned)
+		module_put(THIS_MODULE);
+	return skb;
 }
 
 #if !NTA_NAPI_ALLOC_HAS_GFP
@@ -98,6 +156,7 @@ static struct sk_buff *nta_napi_alloc_skb(struct napi_struct *napi, unsigned int
 {
 	struct sk_buff *skb = nta_build_skb(napi->dev, len, NET_SKB_PAD + NET_IP_ALIGN);
 
+	/* Always atomic: NAPI polls in softirq context. */
 	return skb ?: napi_alloc_skb(napi, len);
 }
 #else
@@ -106,18 +165,34 @@ static struct sk_buff *nta_napi_alloc_skb(struct napi_struct *napi, unsigned int
 					  gfp_t gfp)
 {
 	struct sk_buff *skb = nta_build_skb(napi->dev, len, NET_SKB_PAD + NET_IP_ALIGN);
+	bool pinned;
 
-	return skb ?: __napi_alloc_skb(napi, len, gfp);
+	if (skb)
+		return skb;
+	skb = __napi_alloc_skb(napi, len, nta_fallback_gfp(gfp, &pinned));
+	if (pinned)
+		module_put(THIS_MODULE);
+	return skb;
 }
 #endif
 
-static void *nta_netdev_alloc_frag(unsigned int fragsz, unsigned int align_mask)
+static struct nta_refill_mark *nta_refill_mine(void)
 {
 	struct nta_refill_mark *mark = this_cpu_ptr(&nta_refill);
+
+	if (mark->dev && mark->task == current && mark->context == nta_context())
+		return mark;
+	return NULL;
+}
+
+/* The frag allocator takes no gfp: it is atomic, so its fallback never sleeps. */
+static void *nta_netdev_alloc_frag(unsigned int fragsz, unsigned int align_mask)
+{
+	struct nta_refill_mark *mark = nta_refill_mine();
 	struct nta_attached *a;
 	void *data = NULL;
 
-	if (mark->dev && mark->task == current && mark->in_softirq == !!in_serving_softirq()) {
+	if (mark && fragsz <= PAGE_SIZE) {
 		rcu_read_lock();
 		a = nta_attached_rcu(mark->dev);
 		if (a)
@@ -138,7 +213,7 @@ static int nta_refill_enter(struct kretprobe_instance *ri, struct pt_regs *regs)
 
 	mark->dev = adapter - ALIGN(sizeof(struct net_device), NETDEV_ALIGN);
 	mark->task = current;
-	mark->in_softirq = !!in_serving_softirq();
+	mark->context = nta_context();
 	return 0;
 }
 
@@ -150,7 +225,7 @@ static int nta_refill_leave(struct kretprobe_instance *ri, struct pt_regs *regs)
 	for_each_possible_cpu(cpu) {
 		struct nta_refill_mark *mark = per_cpu_ptr(&nta_refill, cpu);
 
-		if (mark->task == current) {
+		if (mark->task == current && mark->context == nta_context()) {
 			mark->dev = NULL;
 			mark->task = NULL;
 		}
@@ -159,28 +234,92 @@ static int nta_refill_leave(struct kretprobe_instance *ri, struct pt_regs *regs)
 }
 
 static struct kretprobe nta_refill_probe = {
-	.kp.symbol_name = "e1000_alloc_rx_buffers",
 	.entry_handler = nta_refill_enter,
 	.handler = nta_refill_leave,
 	.maxactive = 64,
 };
 
-static bool nta_refill_registered;
+static DEFINE_MUTEX(nta_refill_lock);
+static bool nta_refill_armed;
+
+/* e1000 is loaded: mark its refills. A kretprobe is re-armed from a clean state. */
+static void nta_refill_arm(void)
+{
+	int err;
+
+	mutex_lock(&nta_refill_lock);
+	if (!nta_refill_armed) {
+		memset(&nta_refill_probe.kp, 0, sizeof(nta_refill_probe.kp));
+		nta_refill_probe.kp.symbol_name = "e1000_alloc_rx_buffers";
+		err = register_kretprobe(&nta_refill_probe);
+		nta_refill_armed = !err;
+		if (err)
+			pr_info("nta: e1000 refill not marked (%d): frag path not served\n", err);
+	}
+	mutex_unlock(&nta_refill_lock);
+}
+
+static void nta_refill_disarm(void)
+{
+	mutex_lock(&nta_refill_lock);
+	if (nta_refill_armed)
+		unregister_kretprobe(&nta_refill_probe);
+	nta_refill_armed = false;
+	mutex_unlock(&nta_refill_lock);
+}
+
+static int nta_module_event(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+
+	if (strcmp(mod->name, "e1000"))
+		return NOTIFY_DONE;
+	if (action == MODULE_STATE_LIVE)
+		nta_refill_arm();
+	else if (action == MODULE_STATE_GOING)
+		nta_refill_disarm();
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block nta_module_notifier = {
+	.notifier_call = nta_module_event,
+};
 
 struct nta_hook {
 	const char *name;
 	unsigned long target;
 	unsigned long replacement;
+	/* Whether the call is one NTA serves, from the target's arguments. */
+	bool (*wants)(struct pt_regs *regs);
 	struct ftrace_ops ops;
 	bool registered;
 };
+
+static bool nta_wants_netdev(struct pt_regs *regs)
+{
+	return nta_serves((struct net_device *)regs_get_kernel_argument(regs, 0));
+}
+
+static bool nta_wants_napi(struct pt_regs *regs)
+{
+	struct napi_struct *napi = (struct napi_struct *)regs_get_kernel_argument(regs, 0);
+
+	return napi && nta_serves(napi->dev);
+}
+
+static bool nta_wants_frag(struct pt_regs *regs)
+{
+	return nta_refill_mine();
+}
 
 static void notrace nta_ftrace_thunk(unsigned long ip, unsigned long parent_ip,
 				     struct ftrace_ops *ops, struct ftrace_regs *fregs)
 {
 	struct nta_hook *hook = container_of(ops, struct nta_hook, ops);
+	struct pt_regs *regs = ftrace_get_regs(fregs);
 
-	if (within_module(parent_ip, THIS_MODULE))
+	/* Our own fallback calls, and calls NTA does not serve, run untouched. */
+	if (within_module(parent_ip, THIS_MODULE) || !regs || !hook->wants(regs))
 		return;
 	nta_ftrace_set_ip(fregs, hook->replacement);
 }
@@ -190,6 +329,7 @@ static struct nta_hook nta_hooks[] = {
 		.name = "__netdev_alloc_skb",
 		.target = (unsigned long)__netdev_alloc_skb,
 		.replacement = (unsigned long)nta_netdev_alloc_skb,
+		.wants = nta_wants_netdev,
 	},
 	{
 		.name = NTA_NAPI_ALLOC,
@@ -199,11 +339,13 @@ static struct nta_hook nta_hooks[] = {
 		.target = (unsigned long)__napi_alloc_skb,
 #endif
 		.replacement = (unsigned long)nta_napi_alloc_skb,
+		.wants = nta_wants_napi,
 	},
 	{
 		.name = "__netdev_alloc_frag_align",
 		.target = (unsigned long)__netdev_alloc_frag_align,
 		.replacement = (unsigned long)nta_netdev_alloc_frag,
+		.wants = nta_wants_frag,
 	},
 };
 
@@ -241,11 +383,11 @@ int nta_hooks_init(void)
 {
 	int i, err;
 
-	/* Without e1000 loaded there is no frag path to mark: not an error. */
-	err = register_kretprobe(&nta_refill_probe);
-	nta_refill_registered = !err;
+	err = register_module_notifier(&nta_module_notifier);
 	if (err)
-		pr_info("nta: e1000 refill not marked (%d): frag path not served\n", err);
+		return err;
+	/* Without e1000 loaded there is nothing to mark yet; its load arms the probe. */
+	nta_refill_arm();
 	for (i = 0; i < ARRAY_SIZE(nta_hooks); i++) {
 		err = nta_hook_register(&nta_hooks[i]);
 		if (err) {
@@ -258,7 +400,8 @@ int nta_hooks_init(void)
 
 /*
  * After this no CPU runs a hook: unregistering stops new entries, and
- * synchronize_rcu_tasks() waits for tasks preempted inside a hook.
+ * synchronize_rcu_tasks() waits for tasks preempted inside a hook (a task
+ * sleeping in a fallback holds a module reference instead: see above).
  */
 void nta_hooks_exit(void)
 {
@@ -266,8 +409,7 @@ void nta_hooks_exit(void)
 
 	for (i = ARRAY_SIZE(nta_hooks) - 1; i >= 0; i--)
 		nta_hook_unregister(&nta_hooks[i]);
-	if (nta_refill_registered)
-		unregister_kretprobe(&nta_refill_probe);
-	nta_refill_registered = false;
+	unregister_module_notifier(&nta_module_notifier);
+	nta_refill_disarm();
 	synchronize_rcu_tasks();
 }

@@ -1,39 +1,59 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * nta_main.c - NTA module parameters, the meta page, load and unload.
+ * nta_main.c - NTA module parameters, debugfs, load and unload.
  */
 #include <linux/debugfs.h>
+#include <linux/hrtimer.h>
 #include <linux/module.h>
 #include <linux/netdevice.h>
 #include <linux/rtnetlink.h>
 #include <linux/seq_file.h>
+#include <linux/sizes.h>
 
 #include "nta.h"
 
 struct nta nta = {
-	.lock = __SPIN_LOCK_UNLOCKED(nta.lock),
+	.readers = LIST_HEAD_INIT(nta.readers),
 };
 
-static unsigned int node_order = 6;
-module_param(node_order, uint, 0444);
+unsigned int nta_node_order = 6;
+module_param_named(node_order, nta_node_order, uint, 0444);
 MODULE_PARM_DESC(node_order, "pages per node, as a power of two (default 6: 256 KiB)");
 
-static unsigned int node_count = 16;
-module_param(node_count, uint, 0444);
-MODULE_PARM_DESC(node_count, "nodes in the pool (default 16)");
+unsigned int nta_pool_kb = 16384;
+module_param_named(pool_kb, nta_pool_kb, uint, 0644);
+MODULE_PARM_DESC(pool_kb, "each reader's pool, in KiB, read at open (default 16384)");
 
-unsigned int nta_max_shared = 256;
+static unsigned int common_pool_kb = 4096;
+module_param(common_pool_kb, uint, 0444);
+MODULE_PARM_DESC(common_pool_kb, "the pool of devices served by attach=, in KiB (default 4096)");
+
+unsigned int nta_max_shared = 2048;
 module_param_named(max_shared, nta_max_shared, uint, 0644);
-MODULE_PARM_DESC(max_shared, "chunks one reader may hold uncommitted (default 256)");
+MODULE_PARM_DESC(max_shared,
+		 "chunks a reader may hold uncommitted, read at open, at most half its pool (default 2048)");
 
-unsigned int nta_ring_entries = 1024;
+unsigned int nta_ring_entries = 4096;
 module_param_named(ring_entries, nta_ring_entries, uint, 0444);
-MODULE_PARM_DESC(ring_entries, "records per reader ring, a power of two (default 1024)");
+MODULE_PARM_DESC(ring_entries, "records (and commits) per reader ring, a power of two (default 4096)");
+
+unsigned int nta_wakeup_frames = 128;
+module_param_named(wakeup_frames, nta_wakeup_frames, uint, 0644);
+MODULE_PARM_DESC(wakeup_frames, "a reader is woken once this many records are pending (default 128)");
+
+unsigned int nta_wakeup_usecs = 20000;
+module_param_named(wakeup_usecs, nta_wakeup_usecs, uint, 0644);
+MODULE_PARM_DESC(wakeup_usecs,
+		 "... or once its oldest pending record is this old, 0: at once (default 20000)");
 
 static char *attach;
 module_param(attach, charp, 0444);
 MODULE_PARM_DESC(attach, "comma list of devices served from load on, without a reader");
 
+/*
+ * Fault injection. Writable at any time: each is read once (READ_ONCE) where
+ * it is used, so a concurrent write cannot change it between test and use.
+ */
 unsigned int nta_fault_leak_every;
 module_param_named(fault_leak_every, nta_fault_leak_every, uint, 0644);
 MODULE_PARM_DESC(fault_leak_every, "fault injection: never free every Nth chunk (0: off)");
@@ -43,26 +63,55 @@ module_param_named(fault_drop_record_every, nta_fault_drop_record_every, uint, 0
 MODULE_PARM_DESC(fault_drop_record_every,
 		 "fault injection: do not publish every Nth frame (0: off)");
 
+bool nta_fault_no_protect;
+module_param_named(fault_no_protect, nta_fault_no_protect, bool, 0644);
+MODULE_PARM_DESC(fault_no_protect,
+		 "fault injection: publish frames without holding their data: the stack may rewrite them");
+
+bool nta_fault_block_fallback;
+static int nta_set_block_fallback(const char *val, const struct kernel_param *kp)
+{
+	int err = param_set_bool(val, kp);
+
+	wake_up_all(&nta_fault_wq);
+	return err;
+}
+
+static const struct kernel_param_ops nta_block_fallback_ops = {
+	.set = nta_set_block_fallback,
+	.get = param_get_bool,
+};
+
+module_param_cb(fault_block_fallback, &nta_block_fallback_ops, &nta_fault_block_fallback, 0644);
+MODULE_PARM_DESC(fault_block_fallback,
+		 "test: a fallback that may sleep blocks until this is cleared, as reclaim may");
+
+bool nta_fault_uaf_on_close;
+module_param_named(fault_uaf_on_close, nta_fault_uaf_on_close, bool, 0644);
+MODULE_PARM_DESC(fault_uaf_on_close,
+		 "fault injection: read a reader's state after freeing it (a planted use-after-free)");
+
+DECLARE_WAIT_QUEUE_HEAD(nta_fault_wq);
+
 static struct dentry *nta_debugfs;
 
 static int nta_stats_show(struct seq_file *m, void *v)
 {
 	static const char * const why[] = {
-		"length", "node", "offset", "state", "generation", "owner", "reserved",
+		"length", "node", "offset", "state", "generation", "reserved", "ring",
 	};
 	struct nta_stats s;
 	int i;
 
-	spin_lock_bh(&nta.lock);
-	s = nta.stats;
-	spin_unlock_bh(&nta.lock);
-	seq_printf(m, "allocated %llu\nfreed %llu\nin_use %llu\n", s.allocated, s.freed, s.in_use);
-	seq_printf(m, "published %llu\ncommitted %llu\noutstanding %llu\n",
-		   s.published, s.committed, s.outstanding);
-	seq_printf(m, "returned_on_close %llu\nnot_shared %llu\nring_full %llu\n",
-		   s.returned_on_close, s.not_shared, s.ring_full);
-	seq_printf(m, "no_reader %llu\nfallback %llu\npool_empty %llu\n",
-		   s.no_reader, s.fallback, s.pool_empty);
+	nta_stats_sum(&s);
+	seq_printf(m, "allocated %llu\nfreed %llu\nin_use %llu\nhanded_over %llu\n",
+		   s.allocated, s.freed, s.in_use, s.handed_over);
+	seq_printf(m, "published %llu\ncommitted %llu\noutstanding %llu\nreturned_on_close %llu\n",
+		   s.published, s.committed, s.outstanding, s.returned_on_close);
+	seq_printf(m, "not_shared %llu\nring_full %llu\nunserved %llu\nskipped %llu\ncopied %llu\n",
+		   s.not_shared, s.ring_full, s.unserved, s.skipped, s.copied);
+	seq_printf(m, "fallback %llu\npool_empty %llu\nreclaim_scanned %llu\nwakeups %llu\n",
+		   s.fallback, s.pool_empty, s.reclaim_scanned, s.wakeups);
 	seq_printf(m, "fault_leaked %llu\nfault_dropped %llu\n", s.fault_leaked, s.fault_dropped);
 	for (i = 0; i < ARRAY_SIZE(why); i++)
 		seq_printf(m, "bad_commits_%s %llu\n", why[i], s.bad_commits[i]);
@@ -70,6 +119,7 @@ static int nta_stats_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(nta_stats);
 
+/* One line per served device: its reader's counters for it, or the common pool's. */
 static int nta_devices_show(struct seq_file *m, void *v)
 {
 	int i;
@@ -77,53 +127,148 @@ static int nta_devices_show(struct seq_file *m, void *v)
 	rcu_read_lock();
 	for (i = 0; i < NTA_MAX_DEVS; i++) {
 		struct nta_attached *a = rcu_dereference(nta.devs[i]);
+		struct nta_reader *r;
 		struct nta_dev_stats s;
+		unsigned long flags;
 
 		if (!a)
 			continue;
-		spin_lock_bh(&nta.lock);
-		s = a->stats;
-		spin_unlock_bh(&nta.lock);
-		seq_printf(m, "%s ifindex %d reader %s allocated %llu fallback %llu received %llu published %llu not_shared %llu\n",
-			   netdev_name(a->dev), s.ifindex, a->reader ? "yes" : "no", s.allocated,
-			   s.fallback, s.received, s.published, s.not_shared);
+		r = rcu_dereference(a->reader);
+		if (r) {
+			spin_lock_irqsave(&r->pool.lock, flags);
+			s = r->devs[a->watch].stats;
+			spin_unlock_irqrestore(&r->pool.lock, flags);
+		} else {
+			spin_lock_irqsave(&nta.common.lock, flags);
+			s = (struct nta_dev_stats) {
+				.ifindex = a->dev->ifindex,
+				.allocated = a->allocated,
+				.fallback = a->fallback,
+			};
+			spin_unlock_irqrestore(&nta.common.lock, flags);
+		}
+		seq_printf(m, "%s ifindex %d reader %s allocated %llu fallback %llu pool_empty %llu received %llu published %llu unserved %llu not_shared %llu ring_full %llu skipped %llu fault_dropped %llu\n",
+			   netdev_name(a->dev), s.ifindex, r ? "yes" : "no", s.allocated,
+			   s.fallback, s.pool_empty, s.received, s.published, s.unserved,
+			   s.not_shared, s.ring_full, s.skipped, s.fault_dropped);
 	}
 	rcu_read_unlock();
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(nta_devices);
 
-static int nta_meta_init(void)
-{
-	struct nta_meta *meta = (void *)get_zeroed_page(GFP_KERNEL);
-	size_t records = array_size(nta_ring_entries, sizeof(struct nta_record));
+/*
+ * Test only: "echo IFACE COUNT > selftest" allocates receive buffers for
+ * IFACE (served, with no reader) COUNT times with interrupts off and COUNT
+ * times from a hard interrupt (a pinned hrtimer), while the writing task
+ * takes the pool's lock over and over on the same CPU, as a commit does.
+ * An allocation path whose lock an interrupt can take while the CPU holds
+ * it deadlocks here, and lockdep names the inversion. Reading the file
+ * gives the last run's figures.
+ */
+struct nta_selftest {
+	struct hrtimer timer;
+	struct net_device *dev;
+	atomic_t left;
+	atomic_t hardirq;
+	atomic_t served;
+};
 
-	if (!meta)
-		return -ENOMEM;
-	*meta = (struct nta_meta) {
-		.magic = NTA_MAGIC,
-		.abi_version = NTA_ABI_VERSION,
-		.meta_size = sizeof(*meta),
-		.record_size = sizeof(struct nta_record),
-		.commit_size = sizeof(struct nta_commit),
-		.page_size = PAGE_SIZE,
-		.node_count = nta.node_count,
-		.node_size = nta.node_pages * PAGE_SIZE,
-		.chunk_size = PAGE_SIZE,
-		.ring_entries = nta_ring_entries,
-		.max_shared = nta_max_shared,
-		.max_commit_batch = NTA_MAX_COMMIT_BATCH,
-		.ring_mmap_offset = NTA_MMAP_RING_OFFSET,
-		.ring_mmap_size = PAGE_SIZE + PAGE_ALIGN(records),
-		.nodes_mmap_offset = NTA_MMAP_NODES_OFFSET,
-		.nodes_mmap_size = (u64)nta.node_count * nta.node_pages * PAGE_SIZE,
-		.ring_producer_offset = NTA_RING_PRODUCER,
-		.ring_consumer_offset = NTA_RING_CONSUMER,
-		.ring_records_offset = PAGE_SIZE,
-	};
-	nta.meta = meta;
+static char nta_selftest_result[128];
+
+static void nta_selftest_alloc(struct nta_selftest *t)
+{
+	struct sk_buff *skb = nta_netdev_alloc_skb(t->dev, 128, GFP_ATOMIC);
+
+	if (skb && skb->head_frag)
+		atomic_inc(&t->served);
+	dev_kfree_skb_any(skb);
+}
+
+static enum hrtimer_restart nta_selftest_tick(struct hrtimer *timer)
+{
+	struct nta_selftest *t = container_of(timer, struct nta_selftest, timer);
+
+	nta_selftest_alloc(t);
+	atomic_inc(&t->hardirq);
+	if (atomic_dec_return(&t->left) <= 0)
+		return HRTIMER_NORESTART;
+	hrtimer_forward_now(timer, ns_to_ktime(50 * NSEC_PER_USEC));
+	return HRTIMER_RESTART;
+}
+
+static int nta_selftest_run(struct net_device *dev, unsigned int count)
+{
+	struct nta_selftest t = { .dev = dev };
+	unsigned int i, irqs_off = 0;
+	unsigned long flags;
+
+	atomic_set(&t.left, count);
+	hrtimer_init(&t.timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
+	t.timer.function = nta_selftest_tick;
+	migrate_disable();
+	hrtimer_start(&t.timer, ns_to_ktime(50 * NSEC_PER_USEC), HRTIMER_MODE_REL_PINNED_HARD);
+	for (i = 0; i < count || atomic_read(&t.left) > 0; i++) {
+		if (i < count) {
+			local_irq_save(flags);
+			nta_selftest_alloc(&t);
+			local_irq_restore(flags);
+			irqs_off++;
+		}
+		nta_pool_reclaim_all(&nta.common);
+		if (i > 100 * count)
+			break;
+		cond_resched();
+	}
+	hrtimer_cancel(&t.timer);
+	migrate_enable();
+	snprintf(nta_selftest_result, sizeof(nta_selftest_result),
+		 "irqs_off %u hardirq %d served %d\n", irqs_off, atomic_read(&t.hardirq),
+		 atomic_read(&t.served));
 	return 0;
 }
+
+static ssize_t nta_selftest_write(struct file *file, const char __user *ubuf, size_t len,
+				  loff_t *ppos)
+{
+	char buf[IFNAMSIZ + 16], name[IFNAMSIZ];
+	struct nta_attached *a;
+	struct net_device *dev;
+	unsigned int count;
+	int err = -EBUSY;
+
+	if (len >= sizeof(buf) || copy_from_user(buf, ubuf, len))
+		return -EINVAL;
+	buf[len] = 0;
+	if (sscanf(buf, "%15s %u", name, &count) != 2 || !count || count > 100000)
+		return -EINVAL;
+	dev = dev_get_by_name(&init_net, name);
+	if (!dev)
+		return -ENODEV;
+	rcu_read_lock();
+	a = nta_attached_rcu(dev);
+	if (a && a->served && !rcu_access_pointer(a->reader))
+		err = 0;
+	rcu_read_unlock();
+	if (!err)
+		err = nta_selftest_run(dev, count);
+	dev_put(dev);
+	return err ?: len;
+}
+
+static ssize_t nta_selftest_read(struct file *file, char __user *ubuf, size_t len,
+				 loff_t *ppos)
+{
+	return simple_read_from_buffer(ubuf, len, ppos, nta_selftest_result,
+				       strlen(nta_selftest_result));
+}
+
+static const struct file_operations nta_selftest_fops = {
+	.owner = THIS_MODULE,
+	.write = nta_selftest_write,
+	.read = nta_selftest_read,
+	.llseek = default_llseek,
+};
 
 /* The devices named by the attach parameter, served without a reader. */
 static int nta_attach_param(void)
@@ -137,17 +282,18 @@ static int nta_attach_param(void)
 	if (!names)
 		return -ENOMEM;
 	cursor = names;
+	rtnl_lock();
 	while (!err && (name = strsep(&cursor, ",")) != NULL) {
-		struct net_device *dev = dev_get_by_name(&init_net, name);
+		struct net_device *dev = __dev_get_by_name(&init_net, name);
 
 		if (!dev) {
 			pr_err("nta: attach: no device %s\n", name);
 			err = -ENODEV;
 			break;
 		}
-		err = nta_attach(dev, NULL);
-		dev_put(dev);
+		err = nta_attach_served(dev);
 	}
+	rtnl_unlock();
 	kfree(names);
 	return err;
 }
@@ -158,53 +304,55 @@ static int __init nta_init(void)
 
 	if (!is_power_of_2(nta_ring_entries) || nta_ring_entries > (1U << 20))
 		return -EINVAL;
-	err = nta_pool_init(node_order, node_count);
+	err = nta_pool_init(&nta.common, (u64)common_pool_kb * SZ_1K, GFP_KERNEL);
 	if (err)
 		return err;
-	err = nta_meta_init();
-	if (err)
-		goto pool;
 	err = nta_dev_init();
 	if (err)
-		goto meta;
+		goto pool;
 	err = nta_attach_param();
 	if (err)
-		goto dev;
+		goto detach;
 	err = nta_hooks_init();
 	if (err)
-		goto dev;
+		goto detach;
 	nta_debugfs = debugfs_create_dir("nta", NULL);
 	debugfs_create_file("stats", 0444, nta_debugfs, NULL, &nta_stats_fops);
 	debugfs_create_file("devices", 0444, nta_debugfs, NULL, &nta_devices_fops);
-	pr_info("nta: version %s abi %u loaded: %u nodes x %lu KiB\n", NTA_VERSION,
-		NTA_ABI_VERSION, nta.node_count, nta.node_pages * PAGE_SIZE / 1024);
+	debugfs_create_file("selftest", 0600, nta_debugfs, NULL, &nta_selftest_fops);
+	err = nta_node_register();
+	if (err)
+		goto debugfs;
+	pr_info("nta: version %s abi %u loaded: %u KiB per reader, %u KiB common\n",
+		NTA_VERSION, NTA_ABI_VERSION, nta_pool_kb, common_pool_kb);
 	return 0;
-dev:
+debugfs:
+	debugfs_remove_recursive(nta_debugfs);
+	nta_hooks_exit();
+detach:
+	nta_detach_all();
 	nta_dev_exit();
-meta:
-	free_page((unsigned long)nta.meta);
 pool:
-	nta_pool_exit();
+	nta_pool_exit(&nta.common);
 	return err;
 }
 
 /*
- * Stop serving and publishing first, then hand every page back: the ones
- * the kernel still uses are freed by their last user.
+ * /dev/nta goes first (no reader is left: each open file pins the module),
+ * then serving and publishing stop, then every page is handed back: the
+ * ones the kernel still uses are freed by their last user.
  */
 static void __exit nta_exit(void)
 {
 	struct nta_stats s;
 
+	nta_node_deregister();
 	debugfs_remove_recursive(nta_debugfs);
 	nta_hooks_exit();
+	nta_detach_all();
 	nta_dev_exit();
-	spin_lock_bh(&nta.lock);
-	nta_pool_sweep_locked();
-	s = nta.stats;
-	spin_unlock_bh(&nta.lock);
-	nta_pool_exit();
-	free_page((unsigned long)nta.meta);
+	nta_stats_sum(&s);
+	nta_pool_exit(&nta.common);
 	pr_info("nta: unloaded: allocated %llu freed %llu in_use %llu published %llu committed %llu\n",
 		s.allocated, s.freed, s.in_use, s.published, s.committed);
 }

@@ -6,50 +6,44 @@
  * Each node is one high-order allocation split into independently counted
  * order-0 pages, so a chunk's page reference count says whether the kernel
  * still uses it: the pool keeps one reference, an skb built over the chunk
- * drops the other when it is freed (skb_free_frag). Nothing tells the pool
- * when that happens, so busy chunks are swept: on allocation when the free
- * list is empty, on commit, and from a delayed work while any are busy.
+ * holds the other until it is freed (skb_free_frag). Nothing tells the pool
+ * when that happens, so chunks come back by reclaim: an allocation that
+ * finds the free list empty looks at no more than NTA_RECLAIM_BUDGET busy
+ * chunks, oldest first (and rotates those it could not free to the back);
+ * a full pass runs in a work item when the pool runs low, and before
+ * counters are read. Chunks a reader holds are on a list of their own,
+ * never scanned. No timer runs while the pool is idle.
  */
 #include <linux/gfp.h>
+#include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 
 #include "nta.h"
 
-#define NTA_SWEEP_DELAY	msecs_to_jiffies(20)
 #ifdef MAX_PAGE_ORDER
 #define NTA_MAX_ORDER	MAX_PAGE_ORDER
 #else
 #define NTA_MAX_ORDER	(MAX_ORDER - 1)
 #endif
 
-static void nta_sweep_work(struct work_struct *work)
+static void nta_pool_reclaim_work(struct work_struct *work)
 {
-	bool again;
-
-	spin_lock_bh(&nta.lock);
-	nta_pool_sweep_locked();
-	again = !list_empty(&nta.busy);
-	spin_unlock_bh(&nta.lock);
-	if (again)
-		schedule_delayed_work(&nta.sweep, NTA_SWEEP_DELAY);
+	nta_pool_reclaim_all(container_of(work, struct nta_pool, reclaim));
 }
 
-void nta_sweep_kick(void)
-{
-	schedule_delayed_work(&nta.sweep, NTA_SWEEP_DELAY);
-}
-
-static int nta_node_init(struct nta_node *node, u32 index, unsigned int order)
+static int nta_node_init(struct nta_pool *pool, struct nta_node *node, u32 index,
+			 unsigned int order, gfp_t gfp)
 {
 	struct page *page;
 	u32 i;
 
-	node->chunks = kvcalloc(nta.node_pages, sizeof(*node->chunks), GFP_KERNEL);
+	node->chunks = kvcalloc(pool->node_pages, sizeof(*node->chunks), gfp);
 	if (!node->chunks)
 		return -ENOMEM;
-	page = alloc_pages(GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO, order);
+	/* Zeroed: userspace maps these pages, and must not see what they held. */
+	page = alloc_pages(gfp | __GFP_NOWARN | __GFP_ZERO, order);
 	if (!page) {
 		kvfree(node->chunks);
 		node->chunks = NULL;
@@ -57,169 +51,321 @@ static int nta_node_init(struct nta_node *node, u32 index, unsigned int order)
 	}
 	split_page(page, order);
 	node->pfn = page_to_pfn(page);
-	for (i = 0; i < nta.node_pages; i++) {
+	for (i = 0; i < pool->node_pages; i++) {
 		struct nta_chunk *c = &node->chunks[i];
 
 		c->page = pfn_to_page(node->pfn + i);
 		c->node = index;
 		c->index = i;
-		list_add_tail(&c->link, &nta.free);
+		list_add_tail(&c->link, &pool->free);
 	}
+	pool->nr_free += pool->node_pages;
 	return 0;
 }
 
-/* Sort nodes by pfn so that nta_chunk_of() can bisect. */
-static void nta_nodes_sort(void)
+/* Sort nodes by pfn so that nta_pool_chunk_of() can bisect. */
+static void nta_nodes_sort(struct nta_pool *pool)
 {
 	u32 i, j;
 
-	for (i = 1; i < nta.node_count; i++) {
-		for (j = i; j > 0 && nta.nodes[j - 1].pfn > nta.nodes[j].pfn; j--)
-			swap(nta.nodes[j - 1], nta.nodes[j]);
+	for (i = 1; i < pool->node_count; i++) {
+		for (j = i; j > 0 && pool->nodes[j - 1].pfn > pool->nodes[j].pfn; j--)
+			swap(pool->nodes[j - 1], pool->nodes[j]);
 	}
-	for (i = 0; i < nta.node_count; i++) {
-		for (j = 0; j < nta.node_pages; j++)
-			nta.nodes[i].chunks[j].node = i;
+	for (i = 0; i < pool->node_count; i++) {
+		for (j = 0; j < pool->node_pages; j++)
+			pool->nodes[i].chunks[j].node = i;
 	}
 }
 
-int nta_pool_init(unsigned int node_order, unsigned int node_count)
+/* A pool of @bytes (rounded up to whole nodes of 2^nta_node_order pages). */
+int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp)
 {
-	u32 i;
+	unsigned int order = nta_node_order;
+	u64 node_size = PAGE_SIZE << order;
+	u32 i, count;
 	int err;
 
-	if (node_order > NTA_MAX_ORDER || node_count == 0 || node_count > 1024)
+	if (order > NTA_MAX_ORDER || !bytes)
 		return -EINVAL;
-	INIT_LIST_HEAD(&nta.free);
-	INIT_LIST_HEAD(&nta.busy);
-	INIT_DELAYED_WORK(&nta.sweep, nta_sweep_work);
-	nta.node_pages = 1U << node_order;
-	nta.nodes = kcalloc(node_count, sizeof(*nta.nodes), GFP_KERNEL);
-	if (!nta.nodes)
+	if (bytes > 4096 * node_size)
+		return -EINVAL;
+	count = DIV_ROUND_UP_ULL(bytes, node_size);
+	spin_lock_init(&pool->lock);
+	INIT_LIST_HEAD(&pool->free);
+	INIT_LIST_HEAD(&pool->busy);
+	INIT_LIST_HEAD(&pool->shared);
+	INIT_WORK(&pool->reclaim, nta_pool_reclaim_work);
+	pool->node_pages = 1U << order;
+	pool->nodes = kcalloc(count, sizeof(*pool->nodes), gfp);
+	if (!pool->nodes)
 		return -ENOMEM;
-	for (i = 0; i < node_count; i++) {
-		err = nta_node_init(&nta.nodes[i], i, node_order);
+	for (i = 0; i < count; i++) {
+		err = nta_node_init(pool, &pool->nodes[i], i, order, gfp);
 		if (err)
 			goto fail;
-		nta.node_count = i + 1;
+		pool->node_count = i + 1;
 	}
-	nta_nodes_sort();
+	nta_nodes_sort(pool);
 	return 0;
 fail:
-	nta_pool_exit();
+	nta_pool_exit(pool);
 	return err;
 }
 
 /*
- * Called with no hook, tap or reader left. Pages the kernel still holds
+ * Called once nothing can reach the pool any more (no hook serves from it,
+ * no tap publishes to it, no reader maps it or holds a chunk of it: a
+ * closing reader releases what it holds first). Pages the kernel still holds
  * (skbs queued on sockets, a NIC's ring) are handed to it: dropping the
- * pool's reference lets the last user free them to the page allocator.
+ * pool's reference lets the last user free them to the page allocator. A
+ * chunk still busy after a last reclaim that the kernel does not hold was
+ * leaked: it stays counted in use, so that a leak outlives its pool.
  */
-void nta_pool_exit(void)
+void nta_pool_exit(struct nta_pool *pool)
 {
 	u32 i, j;
 
-	cancel_delayed_work_sync(&nta.sweep);
-	for (i = 0; i < nta.node_count; i++) {
-		for (j = 0; j < nta.node_pages; j++)
-			put_page(nta.nodes[i].chunks[j].page);
-		kvfree(nta.nodes[i].chunks);
+	cancel_work_sync(&pool->reclaim);
+	WARN_ON_ONCE(!list_empty(&pool->shared));
+	nta_pool_reclaim_all(pool);
+	for (i = 0; i < pool->node_count; i++) {
+		for (j = 0; j < pool->node_pages; j++) {
+			struct nta_chunk *c = &pool->nodes[i].chunks[j];
+
+			if (c->busy && page_ref_count(c->page) > 1) {
+				pool->stats.handed_over++;
+				pool->stats.in_use--;
+			}
+			put_page(c->page);
+		}
+		kvfree(pool->nodes[i].chunks);
 	}
-	kfree(nta.nodes);
-	nta.nodes = NULL;
-	nta.node_count = 0;
+	kfree(pool->nodes);
+	pool->nodes = NULL;
+	pool->node_count = 0;
 }
 
-/* Free one busy chunk whose page the kernel and the readers are done with. */
-static void nta_chunk_free_locked(struct nta_chunk *c)
+/* Free one busy chunk whose page the kernel and the reader are done with. */
+static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
 {
-	if (nta_fault_leak_every &&
-	    ++nta.fault_free_count % nta_fault_leak_every == 0) {
+	unsigned int every = READ_ONCE(nta_fault_leak_every);
+
+	if (every && ++pool->fault_free_count % every == 0) {
 		c->leaked = true;
-		nta.stats.fault_leaked++;
+		pool->stats.fault_leaked++;
+		list_move_tail(&c->link, &pool->busy);
 		return;
 	}
 	nta_chunk_put_back(c);
-	list_move(&c->link, &nta.free);
-	nta.stats.freed++;
-	nta.stats.in_use--;
+	list_move(&c->link, &pool->free);
+	pool->nr_free++;
+	pool->stats.freed++;
+	pool->stats.in_use--;
 }
 
-void nta_pool_sweep_locked(void)
+/* A chunk taken for a copy that was not published: straight back to the free list. */
+void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c)
+{
+	lockdep_assert_held(&pool->lock);
+	nta_chunk_free_locked(pool, c);
+}
+
+/* Looks at up to @budget busy chunks, oldest first; those still used go to the back. */
+static void nta_pool_reclaim_locked(struct nta_pool *pool, unsigned int budget)
 {
 	struct nta_chunk *c, *tmp;
 
-	lockdep_assert_held(&nta.lock);
-	list_for_each_entry_safe(c, tmp, &nta.busy, link) {
+	lockdep_assert_held(&pool->lock);
+	list_for_each_entry_safe(c, tmp, &pool->busy, link) {
+		if (!budget--)
+			break;
+		pool->stats.reclaim_scanned++;
 		if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
-			nta_chunk_free_locked(c);
+			nta_chunk_free_locked(pool, c);
+		else
+			list_move_tail(&c->link, &pool->busy);
 	}
 }
 
-/* A chunk a reader committed (or left by closing): free it if the kernel is done. */
-void nta_chunk_release(struct nta_chunk *c)
+/* Every busy chunk looked at once, the lock dropped every NTA_RECLAIM_BUDGET. */
+void nta_pool_reclaim_all(struct nta_pool *pool)
 {
-	lockdep_assert_held(&nta.lock);
-	c->owner = NULL;
-	if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
-		nta_chunk_free_locked(c);
+	unsigned long flags;
+	u32 left;
+
+	spin_lock_irqsave(&pool->lock, flags);
+	left = pool->node_count * pool->node_pages - pool->nr_free - pool->nr_shared;
+	while (left) {
+		u32 step = min_t(u32, left, NTA_RECLAIM_BUDGET);
+
+		nta_pool_reclaim_locked(pool, step);
+		left -= step;
+		spin_unlock_irqrestore(&pool->lock, flags);
+		cond_resched();
+		spin_lock_irqsave(&pool->lock, flags);
+	}
+	spin_unlock_irqrestore(&pool->lock, flags);
 }
 
 /*
- * A page for a receive buffer of @size bytes for attached device @a, or
- * NULL: the caller then falls back to the kernel's own allocator.
+ * A free chunk, taken under a new generation; NULL if none, even after a
+ * bounded reclaim and, for a reader's pool, after taking its commit ring.
+ * Chunks committed with a hold come back only once the hold is freed
+ * (after the lock): this allocation may miss them, the next ones will not.
+ */
+struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds)
+{
+	u32 size = pool->node_count * pool->node_pages;
+	struct nta_chunk *c;
+
+	lockdep_assert_held(&pool->lock);
+	if (list_empty(&pool->free))
+		nta_pool_reclaim_locked(pool, NTA_RECLAIM_BUDGET);
+	if (list_empty(&pool->free) && pool->reader)
+		nta_reader_drain_locked(pool->reader, holds);
+	c = list_first_entry_or_null(&pool->free, struct nta_chunk, link);
+	if (!c) {
+		pool->stats.pool_empty++;
+		queue_work(system_unbound_wq, &pool->reclaim);
+		return NULL;
+	}
+	list_move_tail(&c->link, &pool->busy);
+	pool->nr_free--;
+	if (pool->nr_free < size / 8)
+		queue_work(system_unbound_wq, &pool->reclaim);
+	nta_chunk_take(c);
+	pool->stats.allocated++;
+	pool->stats.in_use++;
+	return c;
+}
+
+/*
+ * A page for a receive buffer of @size bytes for attached device @a (the
+ * caller holds rcu_read_lock), or NULL: the caller then falls back to the
+ * kernel's own allocator.
  */
 void *nta_chunk_alloc(struct nta_attached *a, unsigned int size)
 {
+	struct nta_reader *r = rcu_dereference(a->reader);
+	struct nta_pool *pool = r ? &r->pool : &nta.common;
 	struct nta_chunk *c = NULL;
-	bool kick;
+	struct sk_buff_head holds;
+	unsigned long flags;
+	u64 *allocated, *fallback;
 
-	spin_lock_bh(&nta.lock);
+	__skb_queue_head_init(&holds);
+	spin_lock_irqsave(&pool->lock, flags);
+	if (r) {
+		struct nta_dev_stats *w = &r->devs[a->watch].stats;
+
+		allocated = &w->allocated;
+		fallback = &w->fallback;
+	} else {
+		allocated = &a->allocated;
+		fallback = &a->fallback;
+	}
 	if (size <= PAGE_SIZE) {
-		if (list_empty(&nta.free))
-			nta_pool_sweep_locked();
-		c = list_first_entry_or_null(&nta.free, struct nta_chunk, link);
-		if (!c)
-			nta.stats.pool_empty++;
+		c = nta_pool_take_locked(pool, &holds);
+		if (!c && r)
+			r->devs[a->watch].stats.pool_empty++;
 	}
-	if (!c) {
-		nta.stats.fallback++;
-		a->stats.fallback++;
-		spin_unlock_bh(&nta.lock);
-		return NULL;
+	if (c) {
+		get_page(c->page);
+		(*allocated)++;
+	} else {
+		pool->stats.fallback++;
+		(*fallback)++;
 	}
-	kick = list_empty(&nta.busy);
-	list_move_tail(&c->link, &nta.busy);
-	nta_chunk_take(c);
-	get_page(c->page);
-	nta.stats.allocated++;
-	nta.stats.in_use++;
-	a->stats.allocated++;
-	spin_unlock_bh(&nta.lock);
-	if (kick)
-		nta_sweep_kick();
-	return page_address(c->page);
+	spin_unlock_irqrestore(&pool->lock, flags);
+	nta_pool_release_holds(&holds);
+	return c ? page_address(c->page) : NULL;
 }
 
-/* The chunk holding @addr, or NULL if @addr is not in the pool. */
-struct nta_chunk *nta_chunk_of(const void *addr)
+/* @c is published to @r: off the busy list, which reclaim scans, until committed. */
+void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
+			    u32 frame_offset, struct sk_buff *hold)
+{
+	lockdep_assert_held(&pool->lock);
+	nta_chunk_share(c, r, frame_offset);
+	c->hold = hold;
+	list_move_tail(&c->link, &pool->shared);
+	pool->nr_shared++;
+}
+
+/* The chunk of @pool holding @addr, or NULL. The nodes never change: no lock needed. */
+struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *addr)
 {
 	unsigned long pfn;
-	u32 lo = 0, hi = nta.node_count;
+	u32 lo = 0, hi = pool->node_count;
 
 	if (!virt_addr_valid(addr))
 		return NULL;
 	pfn = page_to_pfn(virt_to_page(addr));
 	while (lo < hi) {
 		u32 mid = lo + (hi - lo) / 2;
-		struct nta_node *node = &nta.nodes[mid];
+		const struct nta_node *node = &pool->nodes[mid];
 
 		if (pfn < node->pfn)
 			hi = mid;
-		else if (pfn >= node->pfn + nta.node_pages)
+		else if (pfn >= node->pfn + pool->node_pages)
 			lo = mid + 1;
 		else
 			return &node->chunks[pfn - node->pfn];
 	}
 	return NULL;
+}
+
+/*
+ * A chunk its reader committed (or left by closing): no longer shared. Its
+ * hold goes to @holds, to be freed once the lock is dropped; a chunk the
+ * stack is done with is freed at once, else it waits on the busy list,
+ * first in line for reclaim.
+ */
+void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
+			      struct sk_buff_head *holds)
+{
+	lockdep_assert_held(&pool->lock);
+	c->owner = NULL;
+	pool->nr_shared--;
+	if (c->hold) {
+		__skb_queue_tail(holds, c->hold);
+		c->hold = NULL;
+		list_move(&c->link, &pool->busy);
+		return;
+	}
+	if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
+		nta_chunk_free_locked(pool, c);
+	else
+		list_move(&c->link, &pool->busy);
+}
+
+/*
+ * Frees holds released under a pool lock. Any context: with interrupts off
+ * the skbs are queued for the softirq to free (dev_kfree_skb_any), as the
+ * network stack must not free skbs from hard interrupt context.
+ */
+void nta_pool_release_holds(struct sk_buff_head *holds)
+{
+	struct sk_buff *skb;
+
+	while ((skb = __skb_dequeue(holds)))
+		dev_consume_skb_any(skb);
+}
+
+/* Adds @pool's counters to @s (module-wide figures are sums). */
+void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pool->lock, flags);
+	s->allocated += pool->stats.allocated;
+	s->freed += pool->stats.freed;
+	s->in_use += pool->stats.in_use;
+	s->handed_over += pool->stats.handed_over;
+	s->fallback += pool->stats.fallback;
+	s->pool_empty += pool->stats.pool_empty;
+	s->reclaim_scanned += pool->stats.reclaim_scanned;
+	s->fault_leaked += pool->stats.fault_leaked;
+	spin_unlock_irqrestore(&pool->lock, flags);
 }

@@ -6,24 +6,33 @@
  * This header is the single source of the ABI: the module includes it, and
  * pysniff mirrors it (a test compares the two, field by field).
  *
- * How a reader uses it:
+ * Every open file is a reader with a pool of its own: the devices it
+ * attaches get their receive buffers from that pool, and the reader maps
+ * that pool and nothing else. How a reader uses it:
  *  1. open("/dev/nta", O_RDWR).
  *  2. mmap NTA_MMAP_META_OFFSET, one page, PROT_READ: struct nta_meta.
  *     Check magic, abi_version and meta_size; read the geometry from it.
- *  3. mmap the record ring at meta.ring_mmap_offset, exactly
- *     meta.ring_mmap_size bytes, PROT_READ | PROT_WRITE (the reader writes
- *     the consumer index, nothing else).
- *  4. mmap all nodes at meta.nodes_mmap_offset, exactly
+ *  3. mmap the ring at meta.ring_mmap_offset, exactly meta.ring_mmap_size
+ *     bytes, PROT_READ | PROT_WRITE: the record ring, the commit ring and
+ *     their indices (the reader writes the record consumer index, the
+ *     commit entries and the commit producer index, nothing else).
+ *  4. mmap the pool at meta.nodes_mmap_offset, exactly
  *     meta.nodes_mmap_size bytes, PROT_READ only. Node n starts at
  *     n * meta.node_size within that mapping.
- *  5. ioctl(NTA_IOC_ATTACH) for each network device to sniff.
- *  6. poll() for POLLIN; records between the consumer index and the
- *     producer index are ready. Each names a frame in a node; read the
- *     bytes in place, then advance the consumer index.
- *  7. write() an array of struct nta_commit to hand chunks back.
+ *  5. ioctl(NTA_IOC_ATTACH) for each network device to sniff (it needs
+ *     CAP_NET_RAW in the device's network namespace, as AF_PACKET does).
+ *     Buffers the device was given before then are not in this pool: frames
+ *     received into them are counted (nta_dev_stats.unserved), not
+ *     published; the ring refills from the pool as frames arrive.
+ *  6. poll() for POLLIN (see NTA_IOC_SET_WAKEUP for when it is signalled);
+ *     records between the consumer and the producer index are ready. Each
+ *     names bytes of a frame in the pool: read them in place, then advance
+ *     the consumer index.
+ *  7. Hand each chunk back: a struct nta_commit in the commit ring (no
+ *     system call), or write() of an array of them.
  *
  * Any other mmap offset or size, and writable mappings of the meta page or
- * of the nodes, are refused with -EINVAL. All fields are fixed width and
+ * of the pool, are refused with -EINVAL. All fields are fixed width and
  * little endian (the byte order of the host); reserved fields must be zero.
  */
 #ifndef _UAPI_LINUX_NTA_H
@@ -34,13 +43,12 @@
 
 #define NTA_DEVICE_NAME		"nta"
 #define NTA_MAGIC		0x3141544eU	/* "NTA1" in memory order */
-#define NTA_ABI_VERSION		1U
+#define NTA_ABI_VERSION		2U
 
 #define NTA_MMAP_META_OFFSET	0x0ULL
 
 /*
- * struct nta_meta - geometry of the shared memory, at mmap offset 0.
- * Read-only for userspace, the same for every reader.
+ * struct nta_meta - this reader's geometry, at mmap offset 0, read-only.
  */
 struct nta_meta {
 	__u32 magic;			/* NTA_MAGIC */
@@ -49,62 +57,102 @@ struct nta_meta {
 	__u32 record_size;		/* sizeof(struct nta_record) */
 	__u32 commit_size;		/* sizeof(struct nta_commit) */
 	__u32 page_size;		/* kernel PAGE_SIZE */
-	__u32 node_count;		/* nodes in the pool */
+	__u32 node_count;		/* nodes in this reader's pool */
 	__u32 node_size;		/* bytes per node, page multiple */
 	__u32 chunk_size;		/* bytes per chunk, page multiple */
-	__u32 ring_entries;		/* records in a ring, power of two */
-	__u32 max_shared;		/* chunks a reader may hold, at open */
+	__u32 ring_entries;		/* records in the record ring, power of two */
+	__u32 commit_entries;		/* entries in the commit ring, power of two */
+	__u32 max_shared;		/* chunks this reader may hold uncommitted */
 	__u32 max_commit_batch;		/* commits one write() may carry */
-	__u64 ring_mmap_offset;		/* mmap offset of the record ring */
+	__u32 reserved0;
+	__u64 ring_mmap_offset;		/* mmap offset of the ring mapping */
 	__u64 ring_mmap_size;		/* its exact mapping size */
 	__u64 nodes_mmap_offset;	/* mmap offset of node 0 */
 	__u64 nodes_mmap_size;		/* node_count * node_size */
-	__u32 ring_producer_offset;	/* __u64 producer index in the ring map */
-	__u32 ring_consumer_offset;	/* __u64 consumer index in the ring map */
-	__u32 ring_records_offset;	/* first struct nta_record in the ring map */
-	__u32 reserved0;
+	__u32 ring_producer_offset;	/* __u64 record producer index (kernel) */
+	__u32 ring_consumer_offset;	/* __u64 record consumer index (reader) */
+	__u32 ring_records_offset;	/* first struct nta_record */
+	__u32 commit_producer_offset;	/* __u64 commit producer index (reader) */
+	__u32 commit_consumer_offset;	/* __u64 commit consumer index (kernel) */
+	__u32 commit_flags_offset;	/* __u32 NTA_COMMIT_* flags (kernel) */
+	__u32 commit_entries_offset;	/* first struct nta_commit of the commit ring */
+	__u32 reserved1;
 	__u64 reserved[4];
 };
 
 /*
- * The ring: a single-producer (kernel), single-consumer (reader) array of
- * ring_entries records. Indices are free-running __u64 counters; record i
- * sits at slot i & (ring_entries - 1). The kernel writes a record, then
- * publishes it with a release store of the producer index; the reader
- * loads the producer index with acquire, reads records up to it, then
- * stores the consumer index with release. A consumer index the kernel
- * cannot make sense of (ahead of the producer, or more than ring_entries
- * behind it) makes the ring count as full.
+ * The rings. Both are single-producer, single-consumer arrays with
+ * free-running __u64 indices; entry i sits at slot i & (entries - 1).
+ *
+ * Record ring (kernel -> reader): the kernel writes a record, then
+ * publishes it with a release store of the producer index; the reader loads
+ * the producer index with acquire, reads records up to it, then stores the
+ * consumer index with release. A consumer index the kernel cannot make
+ * sense of (ahead of the producer, or more than ring_entries behind it)
+ * makes the ring count as full.
+ *
+ * Commit ring (reader -> kernel): the reader writes struct nta_commit
+ * entries, then stores the commit producer index with release; the kernel
+ * loads it with acquire, copies each entry once and checks it as a write()
+ * commit would be checked, then stores the commit consumer index with
+ * release, handing the slots back. The kernel reads the ring when it needs
+ * chunks (the reader is at max_shared, its pool runs low), on poll() and on
+ * write(); a producer index more than commit_entries ahead of the consumer
+ * is refused (NTA_BAD_RING) and the entries left unread.
  */
 
-/* struct nta_record - one received frame, living in an NTA chunk. */
+/* Commit ring flags, written by the kernel. */
+/*
+ * The reader is at max_shared and its commit ring was empty when the kernel
+ * last looked: frames are not shared with it until chunks come back. Commits
+ * put in the ring are taken at the next frame; a reader that wants them
+ * taken now (to have its pool refilled before traffic resumes) calls poll()
+ * or write(). Without this flag no system call is ever due.
+ */
+#define NTA_COMMIT_NEED_WAKEUP	0x0001U
+
+/* struct nta_record - one piece of one received frame, living in a chunk. */
 struct nta_record {
 	__u32 node;		/* node index, < node_count */
-	__u32 offset;		/* byte offset of the frame's first byte in the node */
-	__u32 len;		/* frame length in bytes, Ethernet header included */
+	__u32 offset;		/* byte offset of the piece's first byte in the node */
+	__u32 len;		/* bytes in this piece */
 	__u32 generation;	/* chunk generation, echoed back in the commit */
-	__u64 seq;		/* per-reader sequence number, from 0, no gaps */
+	__u64 seq;		/* per-reader record number, from 0, no gaps */
 	__u64 tstamp_ns;	/* receive time, CLOCK_REALTIME nanoseconds */
 	__s32 ifindex;		/* receiving device */
 	__u16 protocol;		/* skb->protocol, network byte order */
 	__u16 flags;		/* NTA_RECORD_* */
-	__u32 chunk;		/* chunk index within the node */
-	__u16 vlan_tci;		/* valid with NTA_RECORD_VLAN_STRIPPED */
-	__u16 reserved;
+	__u32 frame_len;	/* the whole frame, every piece (no stripped tag) */
+	__u16 vlan_tci;		/* with NTA_RECORD_VLAN */
+	__u16 vlan_proto;	/* with NTA_RECORD_VLAN: the tag's TPID, network order */
 };
 
-/* The frame's VLAN tag was stripped by the NIC; vlan_tci holds it. */
-#define NTA_RECORD_VLAN_STRIPPED	0x0001U
+/*
+ * The stack took a VLAN tag out of the frame (a NIC stripping it, or the
+ * core untagging it before the frame reaches NTA): vlan_tci and vlan_proto
+ * give it; on the wire it stood after the two MAC addresses.
+ */
+#define NTA_RECORD_VLAN		0x0001U
+/* The frame continues in the next record (the next seq), as AF_XDP's CONTD. */
+#define NTA_RECORD_CONTD	0x0002U
+/*
+ * The stack held this frame in several buffers (GRO merged it, as tcpdump
+ * sees it too): it was copied into chunks of the pool rather than read in
+ * place. Committed like any other.
+ */
+#define NTA_RECORD_COPY		0x0004U
 
 /*
- * struct nta_commit - hands one chunk back. write() takes an array of them
- * (length a multiple of commit_size, at most max_commit_batch entries).
- * Each is checked on its own: a commit is accepted only if the chunk it
+ * struct nta_commit - hands one chunk back, in the commit ring or in an
+ * array given to write() (length a multiple of commit_size, at most
+ * max_commit_batch entries). A commit is accepted only if the chunk it
  * names is currently shared with this reader under this generation, and
- * offset is the frame offset the record gave. Anything else is refused,
- * counted by reason, and changes nothing. write() returns
- * commit_size * (accepted commits), or -EINVAL when none was accepted or
- * the length itself is bad.
+ * offset is the offset its record gave; anything else is refused, counted
+ * by reason, and changes nothing. write() checks its commits in order and
+ * stops at the first refused one: it returns commit_size * (the commits
+ * accepted before it), or -EINVAL when the first is refused or the length
+ * is bad. A write-all loop therefore resumes at the refused commit, which
+ * it must drop rather than send again.
  */
 struct nta_commit {
 	__u32 node;
@@ -117,54 +165,102 @@ struct nta_commit {
 enum nta_bad_commit {
 	NTA_BAD_LENGTH,		/* write() length zero, not a multiple, too long */
 	NTA_BAD_NODE,		/* node index out of range */
-	NTA_BAD_OFFSET,		/* offset not the published frame offset */
-	NTA_BAD_STATE,		/* chunk not shared: never published, double commit */
+	NTA_BAD_OFFSET,		/* offset not the published offset */
+	NTA_BAD_STATE,		/* chunk not shared with this reader: never published,
+				 * committed already, or another reader's
+				 */
 	NTA_BAD_GENERATION,	/* generation is stale */
-	NTA_BAD_OWNER,		/* chunk is shared with another reader */
 	NTA_BAD_RESERVED,	/* a reserved field is not zero */
+	NTA_BAD_RING,		/* commit ring producer index out of range */
 	NTA_BAD_COMMIT_MAX = 8	/* size of the array, room to grow */
 };
 
 /* struct nta_attach - NTA_IOC_ATTACH / NTA_IOC_DETACH argument. */
 struct nta_attach {
-	__s32 ifindex;
-	__u32 flags;		/* must be zero */
+	__s32 ifindex;		/* in the caller's network namespace */
+	__u32 abi_version;	/* NTA_ABI_VERSION: an older reader gets -EPROTO */
+};
+
+/*
+ * struct nta_wakeup - NTA_IOC_SET_WAKEUP argument: when a reader sleeping in
+ * poll() is woken. It is woken once frames records are pending, or once the
+ * oldest pending record is usecs old, whichever comes first; never for an
+ * empty ring, and at most once until it polls again. usecs 0 wakes it for
+ * every record (as libpcap's immediate mode). poll() reports POLLIN by the
+ * same rule.
+ */
+struct nta_wakeup {
+	__u32 frames;		/* 1 .. ring_entries */
+	__u32 usecs;		/* 0 .. 10 000 000 */
 };
 
 /*
  * struct nta_stats - module-wide counters (NTA_IOC_STATS). At any quiet
- * moment: allocated == freed + in_use, and
+ * moment: allocated == freed + in_use + handed_over, and
  * published == committed + returned_on_close + outstanding.
  */
 struct nta_stats {
-	__u64 allocated;	/* chunks handed to the kernel for receive */
-	__u64 freed;		/* chunks returned to the free pool */
-	__u64 in_use;		/* chunks not in the free pool */
+	__u64 allocated;	/* chunks taken from a pool: receive buffers and copies */
+	__u64 freed;		/* chunks returned to their pool */
+	__u64 in_use;		/* chunks not in their pool's free list */
+	__u64 handed_over;	/* chunks the kernel still held when their pool went */
 	__u64 published;	/* records written to readers' rings */
 	__u64 committed;	/* commits accepted */
 	__u64 outstanding;	/* chunks shared with readers right now */
 	__u64 returned_on_close;/* shared chunks released by a reader's close */
 	__u64 not_shared;	/* frames not shared: reader at max_shared */
-	__u64 ring_full;	/* frames not shared: reader's ring full */
-	__u64 no_reader;	/* NTA frames on devices no reader attached */
+	__u64 ring_full;	/* frames not shared: reader's record ring full */
+	__u64 unserved;		/* frames in buffers not from their reader's pool */
+	__u64 skipped;		/* frames that could not be published (see dev stats) */
+	__u64 copied;		/* frames copied into chunks (NTA_RECORD_COPY) */
 	__u64 fallback;		/* allocations given to the kernel's allocator */
 	__u64 pool_empty;	/* ... of which because no chunk was free */
+	__u64 reclaim_scanned;	/* busy chunks looked at to find free ones */
+	__u64 wakeups;		/* readers woken */
 	__u64 fault_leaked;	/* chunks leaked on purpose (fault injection) */
 	__u64 fault_dropped;	/* records dropped on purpose (fault injection) */
 	__u64 bad_commits[NTA_BAD_COMMIT_MAX];
 	__u64 reserved[8];
 };
 
-/* struct nta_dev_stats - per-device counters (NTA_IOC_DEV_STATS). */
+/*
+ * struct nta_dev_stats - one of this reader's devices (NTA_IOC_DEV_STATS),
+ * counted while it is attached. Each frame the device received lands in
+ * exactly one of published, unserved, not_shared, ring_full, skipped and
+ * fault_dropped: all but published are frames this reader did not get.
+ */
 struct nta_dev_stats {
-	__s32 ifindex;		/* in: the device */
-	__u32 reserved;		/* in: must be zero */
-	__u64 allocated;	/* receive buffers served from NTA */
-	__u64 fallback;		/* receive buffers NTA did not serve */
-	__u64 received;		/* frames seen in NTA chunks */
-	__u64 published;
-	__u64 not_shared;
-	__u64 reserved2[4];
+	__s32 ifindex;		/* in: the device, in the caller's namespace */
+	__u32 flags;		/* out: NTA_DEV_* */
+	__u64 received;		/* frames the device received */
+	__u64 published;	/* frames published (a frame may take several records) */
+	__u64 unserved;		/* in a buffer not from this pool: given before the
+				 * attach, or when the pool was empty, or too large
+				 */
+	__u64 not_shared;	/* the reader was at max_shared */
+	__u64 ring_full;	/* the record ring was full */
+	__u64 skipped;		/* could not be published: no memory for the hold,
+				 * no chunk free for a copy
+				 */
+	__u64 fault_dropped;	/* fault injection */
+	__u64 allocated;	/* receive buffers served from this reader's pool */
+	__u64 fallback;		/* receive buffers it got elsewhere while attached */
+	__u64 pool_empty;	/* ... of which because the pool was empty */
+	__u64 reserved[4];
+};
+
+/* The device is gone (unregistered, or moved to another namespace). */
+#define NTA_DEV_GONE		0x0001U
+
+/* struct nta_reader_stats - this reader's own counters (NTA_IOC_READER_STATS). */
+struct nta_reader_stats {
+	__u64 records;		/* records published to it */
+	__u64 committed;	/* commits accepted, from both paths */
+	__u64 ring_commits;	/* ... taken from the commit ring */
+	__u64 outstanding;	/* chunks it holds now */
+	__u64 wakeups;		/* times it was woken in poll() */
+	__u64 need_wakeup;	/* times NTA_COMMIT_NEED_WAKEUP was set */
+	__u64 reserved[6];
 };
 
 #define NTA_IOC_MAGIC		'N'
@@ -172,5 +268,7 @@ struct nta_dev_stats {
 #define NTA_IOC_DETACH		_IOW(NTA_IOC_MAGIC, 2, struct nta_attach)
 #define NTA_IOC_STATS		_IOR(NTA_IOC_MAGIC, 3, struct nta_stats)
 #define NTA_IOC_DEV_STATS	_IOWR(NTA_IOC_MAGIC, 4, struct nta_dev_stats)
+#define NTA_IOC_SET_WAKEUP	_IOW(NTA_IOC_MAGIC, 5, struct nta_wakeup)
+#define NTA_IOC_READER_STATS	_IOR(NTA_IOC_MAGIC, 6, struct nta_reader_stats)
 
 #endif /* _UAPI_LINUX_NTA_H */

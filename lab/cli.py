@@ -75,6 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if bad:
             print(f"  build log: {result.log}")
         failed |= bad or (args.werror and result.status is kbuild.BuildStatus.WARNINGS)
+    print(f"ntadump: {kbuild.build_ntadump().program}")
     return 1 if failed else 0
 
 

@@ -22,6 +22,10 @@ from lab import LabError
 from lab.console import Console
 from lab.kconfig import Features
 from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd
+from lab.wait import wait_until
+
+# e1000 reports carrier from its watchdog, up to 2 s after the link is set up.
+CARRIER_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,18 @@ class GuestNet:
         self.sh.run("; ".join(f"ip link set {n.iface} down" for n in nics))
 
     def links_up(self, nics: Sequence[GuestNic]) -> None:
-        """Up again, with the host's neighbour entry: a link going down flushes its
-        neighbours, permanent ones too."""
+        """Up again, with the host's neighbour entry (a link going down flushes its
+        neighbours, permanent ones too), once each has carrier: frames sent before
+        that wait in QEMU (e1000) or are missed (rtl8139)."""
         self.sh.run(
             " && ".join(f"ip link set {n.iface} up && {self._neighbour_cmd(n)}" for n in nics)
+        )
+        carriers = " ".join(f"/sys/class/net/{n.iface}/carrier" for n in nics)
+        wait_until(
+            lambda: set(self.sh.run(f"cat {carriers}").stdout.split()) == {"1"},
+            CARRIER_S,
+            f"carrier on {', '.join(n.iface for n in nics)}",
+            interval=0.1,
         )
 
     def bounce(self, nics: Sequence[GuestNic]) -> None:

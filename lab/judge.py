@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lab.guestnet import RxCounts
 from pysniff import signature
-from pysniff.abi import Stats
+from pysniff.abi import DevStats, Stats
 from pysniff.signature import IfaceTally
 
 # -- splats ----------------------------------------------------------------------
@@ -127,17 +127,18 @@ def same_frames(what: str, got: Sequence[bytes], want: Sequence[bytes]) -> None:
 
 
 def balanced(stats: Stats) -> None:
-    """At a quiet moment: allocated == freed + in_use, published == committed +
+    """At a quiet moment: allocated == freed + in_use + handed_over, published == committed +
     returned_on_close + outstanding."""
-    if stats.allocated != stats.freed + stats.in_use:
-        raise AssertionError(f"allocated != freed + in_use: {stats}")
+    if stats.allocated != stats.freed + stats.in_use + stats.handed_over:
+        raise AssertionError(f"allocated != freed + in_use + handed_over: {stats}")
     if stats.published != stats.committed + stats.returned_on_close + stats.outstanding:
         raise AssertionError(f"published != committed + returned + outstanding: {stats}")
 
 
-def seen_by_nta(d: Stats) -> int:
-    """Frames in NTA chunks the tap saw, from a counters delta: each lands in one counter."""
-    return d.published + d.not_shared + d.ring_full + d.fault_dropped + d.no_reader
+def accounted(nic: str, d: DevStats) -> None:
+    """Every frame the device received is published or counted as missed, for one reason."""
+    if d.received != d.published + sum(d.missed.values()):
+        raise AssertionError(f"{nic}: {d.received} received, {d.published} published, {d.missed}")
 
 
 def quiet(stats: Stats, leaked: int) -> None:

@@ -118,6 +118,43 @@ def _load(kernel: Kernel, out: Path, saved: dict[str, Any]) -> BuildResult:
     )
 
 
+@dataclass(frozen=True)
+class ToolResult:
+    """ntadump, the native reader, built with the host's compiler from the uapi header."""
+
+    program: Path
+    elapsed: float
+
+
+NTADUMP_CFLAGS = ("-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
+
+
+def build_ntadump(src: Path | None = None, root: Path | None = None) -> ToolResult:
+    """kmod/ntadump/ntadump.c -> <cache>/builds/ntadump/<digest>/ntadump, once per input.
+
+    The guests run the host's userspace, so the host's gcc builds it for
+    every kernel alike. Warnings are errors: a build that warns fails.
+    """
+    kmod = src or paths.sources().kmod
+    source, header = kmod / "ntadump" / "ntadump.c", kmod / "nta_uapi.h"
+    h = hashlib.sha256(" ".join(NTADUMP_CFLAGS).encode())
+    for path in (source, header):
+        h.update(path.read_bytes())
+    out = (root or builds_root()) / "ntadump" / h.hexdigest()[:16]
+    program = out / "ntadump"
+    if program.is_file():
+        return ToolResult(program, 0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["gcc", *NTADUMP_CFLAGS, "-I", str(kmod), "-o", str(program), str(source)]
+    start = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    (out / "build.log").write_text(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        program.unlink(missing_ok=True)
+        raise LabError(f"ntadump does not build: {proc.stderr.strip()[-2000:]}")
+    return ToolResult(program, time.monotonic() - start)
+
+
 def _digest(kernel: Kernel, sources: list[Path]) -> str:
     h = hashlib.sha256(f"{kernel.release} {kernel.headers} W=1\n".encode())
     for path in sources:

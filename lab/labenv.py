@@ -32,8 +32,10 @@ from lab.spawn import GuestProc, Spawner
 from lab.wait import wait_until
 from pysniff.report import SniffReport
 
-# Seconds without a frame after which a reader waiting for more gives up.
+# Seconds without a frame after which a reader waiting for more gives up, and
+# how long it waits for the first (the link bounce after attaching comes first).
 IDLE_S = 3
+FIRST_FRAME_S = 60
 
 
 def guest_python() -> list[str]:
@@ -190,14 +192,21 @@ class LabEnv:
             proc.wait_file(ready)
         return proc
 
-    def pysniff(self, nic: GuestNic, tag: str, *args: object) -> GuestProc:
+    def pysniff(self, nic: GuestNic, tag: str, *args: object, refill: bool = True) -> GuestProc:
         """pysniff on ``nic`` in the background, attached and mapped when this returns.
 
-        Its --json report is ``proc.result(SniffReport.from_json)``.
+        Each reader has a pool of its own, and a device it attaches has its
+        receive ring full of buffers it got before: with ``refill`` the link
+        is bounced once the reader is attached, so that every frame after
+        this lands in the reader's pool. Its --json report is
+        ``proc.result(SniffReport.from_json)``.
         """
         ready = self.outdir / f"ready-{tag}"
         argv: list[object] = ["-i", nic.iface, "--json", "--ready-file", ready, *args]
-        return self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
+        proc = self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
+        if refill:
+            self.net.bounce([nic])
+        return proc
 
     def sniff_while(
         self,
@@ -217,7 +226,7 @@ class LabEnv:
         self.save_pcap(nic, f"injected-{tag}", batch)
         sn = self.pysniff(
             nic, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
-            "-c", len(batch), "--idle", IDLE_S, *args,
+            "-c", len(batch), "--idle", IDLE_S, "--first-frame-timeout", FIRST_FRAME_S, *args,
         )  # fmt: skip
         traffic.inject(nic.host, batch, rate or nic.rate)
         return sn.result(SniffReport.from_json)

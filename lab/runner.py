@@ -99,6 +99,8 @@ def build_modules(kernels: Sequence[str], say: Print) -> None:
         )
         result = kbuild.build(kernel)
         say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
+    tool = kbuild.build_ntadump()
+    say(f"ntadump: {tool.program}")
 
 
 class Progress:

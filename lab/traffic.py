@@ -15,9 +15,32 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.layers.inet import (
+    ICMP,
+    IP,
+    TCP,
+    UDP,
+    IPOption_EOL,
+    IPOption_LSRR,
+    IPOption_NOP,
+    IPOption_Router_Alert,
+    IPOption_RR,
+    IPOption_SSRR,
+    IPOption_Timestamp,
+    fragment,
+)
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    PadN,
+    RouterAlert,
+    fragment6,
+)
+from scapy.layers.l2 import ARP, LLC, SNAP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import RawPcapReader, RawPcapWriter
 
@@ -201,26 +224,34 @@ def converse(
     want: Callable[[bytes], bool],
     rate: float | None = None,
     timeout: float = 30.0,
+    quiet: float | None = None,
 ) -> list[bytes]:
     """Send ``batch`` and collect up to ``count`` frames the guest sends back that ``want``.
 
     Replies are read while sending: a unix datagram socket queues only a few
-    frames, and QEMU drops what does not fit.
+    frames, and QEMU drops what does not fit. With ``quiet``, collecting also
+    ends once everything is sent and no wanted frame came for that long.
     """
     got: list[bytes] = []
+    sent = threading.Event()
 
     def collect() -> None:
         deadline = time.monotonic() + timeout
+        last = time.monotonic()
         while len(got) < count and (left := deadline - time.monotonic()) > 0:
+            if quiet is not None and sent.is_set() and time.monotonic() - last >= quiet:
+                break
             frame = end.recv(min(left, 0.5))
             if frame is not None and want(frame):
                 got.append(frame)
+                last = time.monotonic()
 
     reader = threading.Thread(target=collect)
     reader.start()
     try:
         inject(end, batch, rate)
     finally:
+        sent.set()
         reader.join()
     return got
 
@@ -234,3 +265,149 @@ def write_pcap(path: Path, batch: Iterable[bytes]) -> None:
 def read_pcap(path: Path) -> list[bytes]:
     with RawPcapReader(str(path)) as r:
         return [bytes(data) for data, _meta in r]
+
+
+# -- a wide mix: what the wire can carry, not what the lab signs ------------------
+#
+# The exact-capture scenario compares NTA's reader with tcpdump on traffic
+# built for it, deliberately wider than the signed frames: stacked and
+# priority tags, IP options and IPv6 extension headers the stack processes
+# (and may rewrite), fragments that reassemble, TCP SYNs, ICMP, ARP, LLC,
+# odd EtherTypes, wrong checksums, the smallest and largest frames. Each
+# frame keeps its kind, to say which kinds differ when a capture does.
+
+
+@dataclass(frozen=True)
+class Mixed:
+    kind: str
+    frame: bytes
+
+
+LISTEN_PORT = 5001  # the guest listens here (lab.guestside.tcplisten)
+# scapy's fragmenters carry no annotations; these say what they return.
+_fragment4: Callable[..., list[Packet]] = fragment
+_fragment6: Callable[..., list[Packet]] = fragment6
+CLOSED_PORT = 5002  # and not here
+
+
+def _wide_kinds(a: Addresses, rng: random.Random, ipv6: bool) -> list[tuple[str, list[Packet]]]:
+    """One round of every kind, each a list of frames (fragments are several)."""
+    eth = Ether(src=HOST_MAC, dst=a.guest_mac)
+    ip = IP(src=a.host_ip, dst=a.guest_ip, id=rng.randrange(1 << 16))
+    udp = UDP(sport=rng.randrange(1024, 65536), dport=9)
+
+    def payload(lo: int = 18, hi: int = 400) -> Raw:
+        return Raw(rng.randbytes(rng.randint(lo, hi)))
+
+    sport = rng.randrange(20000, 60000)
+    syn_opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (rng.randrange(1 << 32), 0)),
+                ("NOP", None), ("WScale", 7)]  # fmt: skip
+    kinds: list[tuple[str, list[Packet]]] = [
+        ("qinq", [Ether(src=HOST_MAC, dst=a.guest_mac) / Dot1AD(vlan=100, prio=2)
+                  / Dot1Q(vlan=5) / ip / udp / payload()]),
+        ("vlan-pcp-dei", [eth / Dot1Q(prio=5, id=1, vlan=77) / ip / udp / payload()]),
+        ("vlan0", [eth / Dot1Q(vlan=0, prio=6) / ip / udp / payload()]),
+        ("vlan0-inner", [eth / Dot1Q(vlan=0, prio=3) / Dot1Q(vlan=9) / ip / udp / payload()]),
+        ("ip-rr", [eth / IP(src=a.host_ip, dst=a.guest_ip,
+                            options=[IPOption_RR(pointer=4, routers=["0.0.0.0"] * 3)])
+                   / udp / payload()]),
+        ("ip-ts", [eth / IP(src=a.host_ip, dst=a.guest_ip,
+                            options=[IPOption_Timestamp(flg=0, pointer=5, timestamp=0,
+                                                        internet_address="0.0.0.0")])
+                   / udp / payload()]),
+        ("ip-lsrr", [eth / IP(src=a.host_ip, dst=a.guest_ip,
+                              options=[IPOption_LSRR(pointer=4, routers=[a.guest_ip, a.host_ip])])
+                     / udp / payload()]),
+        ("ip-ssrr", [eth / IP(src=a.host_ip, dst=a.guest_ip,
+                              options=[IPOption_SSRR(pointer=4, routers=[a.guest_ip, a.host_ip])])
+                     / udp / payload()]),
+        ("ip-ra", [eth / IP(src=a.host_ip, dst=a.guest_ip, options=[IPOption_Router_Alert()])
+                   / udp / payload()]),
+        ("ip-pad", [eth / IP(src=a.host_ip, dst=a.guest_ip,
+                             options=[IPOption_NOP(), IPOption_NOP(), IPOption_NOP(),
+                                      IPOption_EOL()])
+                    / udp / payload()]),
+        ("ip-frag", _fragment4(eth / ip / udp / payload(2000, 3500), fragsize=1000)),
+        ("tcp-syn-listen", [eth / ip / TCP(sport=sport, dport=LISTEN_PORT, flags="S",
+                                           seq=rng.randrange(1 << 32), options=syn_opts)]),
+        ("tcp-syn-closed", [eth / ip / TCP(sport=sport + 1, dport=CLOSED_PORT, flags="S",
+                                           seq=rng.randrange(1 << 32), options=syn_opts)]),
+        ("icmp-echo", [eth / ip / ICMP(id=0x4E54, seq=rng.randrange(1 << 16)) / payload()]),
+        ("icmp-error", [eth / ip / ICMP(type=3, code=3)
+                        / IP(src=a.guest_ip, dst=a.host_ip) / UDP(sport=9, dport=sport)]),
+        ("arp", [Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
+                 / ARP(op=1, hwsrc=HOST_MAC, psrc=a.host_ip, pdst=a.guest_ip)]),
+        ("llc-snap", [Dot3(src=HOST_MAC, dst=a.guest_mac) / LLC(dsap=0xAA, ssap=0xAA, ctrl=3)
+                      / SNAP(OUI=0, code=0x88B5) / payload(30, 300)]),
+        ("ethertype-odd", [Ether(src=HOST_MAC, dst=a.guest_mac, type=rng.choice((0x88B5, 0x9000)))
+                           / payload(46, 500)]),
+        ("bad-ip-csum", [eth / IP(src=a.host_ip, dst=a.guest_ip, chksum=0x1234) / udp / payload()]),
+        ("bad-udp-csum", [eth / ip / UDP(sport=4000, dport=9, chksum=0x1234) / payload()]),
+        ("bad-tcp-csum", [eth / ip / TCP(sport=sport + 2, dport=CLOSED_PORT, flags="A",
+                                         chksum=0xBEEF) / payload()]),
+        ("min60", [eth / ip / udp / Raw(bytes(60 - 42))]),
+        ("max1514", [eth / ip / udp / Raw(rng.randbytes(1514 - 42))]),
+        ("bcast", [Ether(src=HOST_MAC, dst="ff:ff:ff:ff:ff:ff")
+                   / IP(src=a.host_ip, dst=a.broadcast) / udp / payload()]),
+        ("mcast", [Ether(src=HOST_MAC, dst="01:00:5e:4d:00:01")
+                   / IP(src=a.host_ip, dst="239.77.0.1") / udp / payload()]),
+    ]  # fmt: skip
+    if ipv6:
+        ip6 = IPv6(src=a.host_ip6, dst=a.guest_ip6)
+        kinds += [
+            ("ipv6-hbh", [eth / ip6
+                          / IPv6ExtHdrHopByHop(options=[RouterAlert(), PadN(optdata=b"\0\0")])
+                          / udp / payload()]),
+            ("ipv6-rt", [eth / ip6 / IPv6ExtHdrRouting(addresses=[a.guest_ip6], segleft=0)
+                         / udp / payload()]),
+            ("ipv6-dst", [eth / ip6 / IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 4)])
+                          / udp / payload()]),
+            ("ipv6-frag", _fragment6(eth / ip6 / IPv6ExtHdrFragment(id=rng.randrange(1 << 32))
+                                         / udp / payload(2000, 3000), 1280)),
+            ("ipv6-echo", [eth / ip6 / ICMPv6EchoRequest(id=0x4E54, seq=rng.randrange(1 << 16))
+                           / payload()]),
+        ]  # fmt: skip
+    return kinds
+
+
+def wide_mix(a: Addresses, count: int, seed: int, ipv6: bool = True) -> list[Mixed]:
+    """At least ``count`` frames, every kind in turn (a round gives each kind once).
+
+    Frames shorter than Ethernet's 60 bytes are padded with zeros, as a sender
+    does (and as QEMU would on the way in): what is sent is what the NIC takes.
+    """
+    rng = random.Random(seed)
+    out: list[Mixed] = []
+    while len(out) < count:
+        for kind, packets in _wide_kinds(a, rng, ipv6):
+            out += [Mixed(kind, bytes(p).ljust(MIN_FRAME, b"\0")) for p in packets]
+    return out
+
+
+def answered_by(a: Addresses) -> dict[str, Callable[[Ether], bool]]:
+    """The kinds the guest's stack answers, each with how its answer looks."""
+    return {
+        "arp": lambda p: ARP in p and p[ARP].op == 2 and p[ARP].psrc == a.guest_ip,
+        "icmp-echo": lambda p: ICMP in p and p[ICMP].type == 0 and p[IP].src == a.guest_ip,
+        "tcp-syn-listen": lambda p: (
+            TCP in p and p[TCP].sport == LISTEN_PORT and p[TCP].flags == "SA"
+        ),
+        "tcp-syn-closed": lambda p: (
+            TCP in p and p[TCP].sport == CLOSED_PORT and "R" in str(p[TCP].flags)
+        ),
+    }
+
+
+def gro_flow(a: Addresses, segments: int, seed: int) -> list[bytes]:
+    """TCP segments of one flow, in order, that GRO merges (ACK only, no options)."""
+    rng = random.Random(seed)
+    seq = rng.randrange(1 << 32)
+    eth = Ether(src=HOST_MAC, dst=a.guest_mac)
+    out = []
+    for _ in range(segments):
+        data = rng.randbytes(1448)
+        ip = IP(src=a.host_ip, dst=a.guest_ip, id=rng.randrange(1 << 16), flags="DF")
+        out.append(bytes(eth / ip / TCP(sport=40001, dport=CLOSED_PORT, flags="A", seq=seq,
+                                        ack=1, window=4096) / data))  # fmt: skip
+        seq = (seq + len(data)) % (1 << 32)
+    return out

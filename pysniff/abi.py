@@ -23,9 +23,13 @@ from pysniff.errors import AbiMismatch
 
 DEVICE_NAME = "nta"
 MAGIC = 0x3141544E  # "NTA1" in memory order
-ABI_VERSION = 1
+ABI_VERSION = 2
 MMAP_META_OFFSET = 0
-RECORD_VLAN_STRIPPED = 0x0001
+RECORD_VLAN = 0x0001  # the stack took a VLAN tag out: vlan_tci, vlan_proto
+RECORD_CONTD = 0x0002  # the frame continues in the next record
+RECORD_COPY = 0x0004  # the frame was copied into its chunks (GRO merged it)
+COMMIT_NEED_WAKEUP = 0x0001  # the module stopped sharing: a system call takes commits now
+DEV_GONE = 0x0001  # the device was unregistered or left the namespace
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,14 @@ META = Layout(
     [
         ("magic", "I"), ("abi_version", "I"), ("meta_size", "I"), ("record_size", "I"),
         ("commit_size", "I"), ("page_size", "I"), ("node_count", "I"), ("node_size", "I"),
-        ("chunk_size", "I"), ("ring_entries", "I"), ("max_shared", "I"),
-        ("max_commit_batch", "I"), ("ring_mmap_offset", "Q"), ("ring_mmap_size", "Q"),
-        ("nodes_mmap_offset", "Q"), ("nodes_mmap_size", "Q"), ("ring_producer_offset", "I"),
-        ("ring_consumer_offset", "I"), ("ring_records_offset", "I"), ("reserved0", "I"),
-        ("reserved", "Q", 4),
+        ("chunk_size", "I"), ("ring_entries", "I"), ("commit_entries", "I"),
+        ("max_shared", "I"), ("max_commit_batch", "I"), ("reserved0", "I"),
+        ("ring_mmap_offset", "Q"), ("ring_mmap_size", "Q"),
+        ("nodes_mmap_offset", "Q"), ("nodes_mmap_size", "Q"),
+        ("ring_producer_offset", "I"), ("ring_consumer_offset", "I"),
+        ("ring_records_offset", "I"), ("commit_producer_offset", "I"),
+        ("commit_consumer_offset", "I"), ("commit_flags_offset", "I"),
+        ("commit_entries_offset", "I"), ("reserved1", "I"), ("reserved", "Q", 4),
     ],
 )  # fmt: skip
 
@@ -105,8 +112,8 @@ RECORD = Layout(
     "nta_record",
     [
         ("node", "I"), ("offset", "I"), ("len", "I"), ("generation", "I"), ("seq", "Q"),
-        ("tstamp_ns", "Q"), ("ifindex", "i"), ("protocol", "H"), ("flags", "H"), ("chunk", "I"),
-        ("vlan_tci", "H"), ("reserved", "H"),
+        ("tstamp_ns", "Q"), ("ifindex", "i"), ("protocol", "H"), ("flags", "H"),
+        ("frame_len", "I"), ("vlan_tci", "H"), ("vlan_proto", "H"),
     ],
 )  # fmt: skip
 
@@ -114,7 +121,9 @@ COMMIT = Layout(
     "nta_commit", [("node", "I"), ("offset", "I"), ("generation", "I"), ("reserved", "I")]
 )
 
-ATTACH = Layout("nta_attach", [("ifindex", "i"), ("flags", "I")])
+ATTACH = Layout("nta_attach", [("ifindex", "i"), ("abi_version", "I")])
+
+WAKEUP = Layout("nta_wakeup", [("frames", "I"), ("usecs", "I")])
 
 
 class BadCommit(enum.IntEnum):
@@ -125,16 +134,16 @@ class BadCommit(enum.IntEnum):
     OFFSET = 2
     STATE = 3
     GENERATION = 4
-    OWNER = 5
-    RESERVED = 6
+    RESERVED = 5
+    RING = 6
 
 
 BAD_COMMIT_MAX = 8  # NTA_BAD_COMMIT_MAX: the array's size, with room to grow
 
 STATS_COUNTERS = (
-    "allocated", "freed", "in_use", "published", "committed", "outstanding",
-    "returned_on_close", "not_shared", "ring_full", "no_reader", "fallback", "pool_empty",
-    "fault_leaked", "fault_dropped",
+    "allocated", "freed", "in_use", "handed_over", "published", "committed", "outstanding",
+    "returned_on_close", "not_shared", "ring_full", "unserved", "skipped", "copied",
+    "fallback", "pool_empty", "reclaim_scanned", "wakeups", "fault_leaked", "fault_dropped",
 )  # fmt: skip
 STATS = Layout(
     "nta_stats",
@@ -145,14 +154,30 @@ STATS = Layout(
     ],
 )
 
-DEV_STATS_COUNTERS = ("allocated", "fallback", "received", "published", "not_shared")
+DEV_STATS_COUNTERS = (
+    "received", "published", "unserved", "not_shared", "ring_full", "skipped",
+    "fault_dropped", "allocated", "fallback", "pool_empty",
+)  # fmt: skip
 DEV_STATS = Layout(
     "nta_dev_stats",
-    [("ifindex", "i"), ("reserved", "I"), *((n, "Q") for n in DEV_STATS_COUNTERS),
-     ("reserved2", "Q", 4)],
+    [("ifindex", "i"), ("flags", "I"), *((n, "Q") for n in DEV_STATS_COUNTERS),
+     ("reserved", "Q", 4)],
 )  # fmt: skip
 
-LAYOUTS = (META, RECORD, COMMIT, ATTACH, STATS, DEV_STATS)
+READER_STATS_COUNTERS = (
+    "records",
+    "committed",
+    "ring_commits",
+    "outstanding",
+    "wakeups",
+    "need_wakeup",
+)
+READER_STATS = Layout(
+    "nta_reader_stats",
+    [*((n, "Q") for n in READER_STATS_COUNTERS), ("reserved", "Q", 6)],
+)
+
+LAYOUTS = (META, RECORD, COMMIT, ATTACH, WAKEUP, STATS, DEV_STATS, READER_STATS)
 
 # asm-generic/ioctl.h (x86, arm64, riscv...: not alpha, mips, powerpc, sparc,
 # whose direction bits differ; NTA is only built for the former).
@@ -192,18 +217,22 @@ IOC_ATTACH = _iow(IOC_MAGIC, 1, ATTACH)
 IOC_DETACH = _iow(IOC_MAGIC, 2, ATTACH)
 IOC_STATS = _ior(IOC_MAGIC, 3, STATS)
 IOC_DEV_STATS = _iowr(IOC_MAGIC, 4, DEV_STATS)
+IOC_SET_WAKEUP = _iow(IOC_MAGIC, 5, WAKEUP)
+IOC_READER_STATS = _ior(IOC_MAGIC, 6, READER_STATS)
 
 IOCTLS = {
     "NTA_IOC_ATTACH": IOC_ATTACH,
     "NTA_IOC_DETACH": IOC_DETACH,
     "NTA_IOC_STATS": IOC_STATS,
     "NTA_IOC_DEV_STATS": IOC_DEV_STATS,
+    "NTA_IOC_SET_WAKEUP": IOC_SET_WAKEUP,
+    "NTA_IOC_READER_STATS": IOC_READER_STATS,
 }
 
 
 @dataclass(frozen=True)
 class Meta:
-    """struct nta_meta, checked: what the reader needs to map and walk the ring."""
+    """struct nta_meta, checked: what the reader needs to map and walk its rings."""
 
     magic: int
     abi_version: int
@@ -215,6 +244,7 @@ class Meta:
     node_size: int
     chunk_size: int
     ring_entries: int
+    commit_entries: int
     max_shared: int
     max_commit_batch: int
     ring_mmap_offset: int
@@ -224,6 +254,10 @@ class Meta:
     ring_producer_offset: int
     ring_consumer_offset: int
     ring_records_offset: int
+    commit_producer_offset: int
+    commit_consumer_offset: int
+    commit_flags_offset: int
+    commit_entries_offset: int
 
     @classmethod
     def parse(cls, page: bytes | bytearray | memoryview) -> Meta:
@@ -259,15 +293,24 @@ class Meta:
     def _check_geometry(self) -> None:
         """Geometry that would make the reader walk outside its mappings is refused too."""
         problems = []
-        if self.ring_entries == 0 or self.ring_entries & (self.ring_entries - 1):
-            problems.append(f"ring_entries {self.ring_entries} is not a power of two")
+        for name in ("ring_entries", "commit_entries"):
+            n = getattr(self, name)
+            if n == 0 or n & (n - 1):
+                problems.append(f"{name} {n} is not a power of two")
         records_end = self.ring_records_offset + self.ring_entries * RECORD.size
         if records_end > self.ring_mmap_size:
             problems.append("the records run past the ring mapping")
-        for name in ("ring_producer_offset", "ring_consumer_offset"):
+        commits_end = self.commit_entries_offset + self.commit_entries * COMMIT.size
+        if commits_end > self.ring_mmap_size:
+            problems.append("the commit ring runs past the ring mapping")
+        indices = ("ring_producer_offset", "ring_consumer_offset", "commit_producer_offset",
+                   "commit_consumer_offset")  # fmt: skip
+        for name in indices:
             at = getattr(self, name)
             if at % 8 or at + 8 > self.ring_mmap_size:
                 problems.append(f"{name} {at} is misaligned or outside the ring mapping")
+        if self.commit_flags_offset % 4 or self.commit_flags_offset + 4 > self.ring_mmap_size:
+            problems.append("commit_flags_offset is misaligned or outside the ring mapping")
         if self.node_count * self.node_size != self.nodes_mmap_size:
             problems.append("nodes_mmap_size is not node_count * node_size")
         if self.max_commit_batch == 0:
@@ -290,15 +333,20 @@ class Stats:
     allocated: int = 0
     freed: int = 0
     in_use: int = 0
+    handed_over: int = 0
     published: int = 0
     committed: int = 0
     outstanding: int = 0
     returned_on_close: int = 0
     not_shared: int = 0
     ring_full: int = 0
-    no_reader: int = 0
+    unserved: int = 0
+    skipped: int = 0
+    copied: int = 0
     fallback: int = 0
     pool_empty: int = 0
+    reclaim_scanned: int = 0
+    wakeups: int = 0
     fault_leaked: int = 0
     fault_dropped: int = 0
     bad_commits: Mapping[str, int] = field(default_factory=dict)
@@ -313,9 +361,7 @@ class Stats:
     def from_text(cls, text: str) -> Stats:
         """debugfs ``stats``: a "name value" line per counter, ``bad_commits_<reason>`` too."""
         values = {k: int(v) for k, v in (line.split() for line in text.splitlines() if line)}
-        bad = {
-            why.name.lower(): values.get(f"bad_commits_{why.name.lower()}", 0) for why in BadCommit
-        }
+        bad = {w.name.lower(): values.get(f"bad_commits_{w.name.lower()}", 0) for w in BadCommit}
         return cls(**_counters(STATS_COUNTERS, values), bad_commits=bad)
 
     @classmethod
@@ -327,26 +373,56 @@ class Stats:
         bad = {k: v - other.bad_commits.get(k, 0) for k, v in self.bad_commits.items()}
         return Stats(**{n: mine[n] - theirs[n] for n in STATS_COUNTERS}, bad_commits=bad)
 
-    def balanced(self) -> bool:
-        """The two identities a quiet moment must show (see nta_uapi.h)."""
-        return (
-            self.allocated == self.freed + self.in_use
-            and self.published == self.committed + self.returned_on_close + self.outstanding
-        )
-
 
 @dataclass(frozen=True)
 class DevStats:
-    """struct nta_dev_stats: one attached device's counters."""
+    """struct nta_dev_stats: one of this reader's devices, counted while attached.
+
+    Every frame the device received is in exactly one of published and the
+    counters of ``missed``.
+    """
 
     ifindex: int = 0
-    allocated: int = 0
-    fallback: int = 0
+    flags: int = 0
     received: int = 0
     published: int = 0
+    unserved: int = 0
     not_shared: int = 0
+    ring_full: int = 0
+    skipped: int = 0
+    fault_dropped: int = 0
+    allocated: int = 0
+    fallback: int = 0
+    pool_empty: int = 0
+
+    MISSED = ("unserved", "not_shared", "ring_full", "skipped", "fault_dropped")
 
     @classmethod
     def from_raw(cls, raw: bytes | bytearray | memoryview) -> DevStats:
         values = DEV_STATS.unpack(raw)
-        return cls(ifindex=values["ifindex"], **_counters(DEV_STATS_COUNTERS, values))
+        return cls(values["ifindex"], values["flags"], **_counters(DEV_STATS_COUNTERS, values))
+
+    @property
+    def missed(self) -> dict[str, int]:
+        """Frames the device received that the reader did not get, by reason."""
+        return {name: getattr(self, name) for name in self.MISSED}
+
+    @property
+    def gone(self) -> bool:
+        return bool(self.flags & DEV_GONE)
+
+
+@dataclass(frozen=True)
+class ReaderStats:
+    """struct nta_reader_stats: this reader's own counters."""
+
+    records: int = 0
+    committed: int = 0
+    ring_commits: int = 0
+    outstanding: int = 0
+    wakeups: int = 0
+    need_wakeup: int = 0
+
+    @classmethod
+    def from_raw(cls, raw: bytes | bytearray | memoryview) -> ReaderStats:
+        return cls(**_counters(READER_STATS_COUNTERS, READER_STATS.unpack(raw)))

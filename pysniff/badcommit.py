@@ -7,14 +7,20 @@ lands on one ``nta_bad_commit`` reason:
     length      a write() whose length is not a multiple of commit_size
     node        node index = node_count (out of range)
     offset      the frame offset plus one (same chunk, not the published offset)
-    state       every chunk committed twice in one write: the second is refused
+    state       every chunk committed twice: the second is refused
     generation  the generation plus one (stale)
-    owner       a second reader, holding nothing, commits the first one's chunks
+    owner       a second reader commits the first one's chunks: its pool has
+                no such chunk shared, so they are refused as state
     reserved    reserved = 1
     random      random bytes (refused, mostly as reserved)
+    ring        (commit ring only) a producer index past the ring's end
 
-Only ``state`` hands chunks back (its first copy of each commit is a good
-one); every other kind leaves them pending for the normal commit.
+``via="write"`` sends each malformed commit in a write() of its own (the
+module stops a write at its first refused commit); ``via="ring"`` puts them
+in the commit ring, where each entry is checked on its own, and makes the
+module take them (poll). Only ``state`` hands chunks back (its first copy
+of each commit is a good one); every other kind leaves them pending for the
+normal commit.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ import random
 from collections.abc import Callable, Sequence
 
 from pysniff import abi
+from pysniff.errors import SniffError
 from pysniff.reader import Chunk, Reader
 
-KINDS = ("length", "node", "offset", "state", "generation", "owner", "reserved", "random")
+KINDS = ("length", "node", "offset", "state", "generation", "owner", "reserved", "random", "ring")
+WRITE_ONLY = ("length",)
+RING_ONLY = ("ring",)
 _PACK = abi.COMMIT.struct.pack
+Commit = tuple[int, int, int, int]
 
 
-def _pack(commits: Sequence[tuple[int, int, int, int]]) -> bytes:
+def _pack(commits: Sequence[Commit]) -> bytes:
     return b"".join(_PACK(*c) for c in commits)
 
 
@@ -41,14 +51,18 @@ class BadCommitter:
         reader: Reader,
         kinds: Sequence[str],
         open_second: Callable[[], Reader],
+        via: str = "write",
         seed: int = 0,
     ) -> None:
         unknown = sorted(set(kinds) - set(KINDS))
         if unknown:
             raise ValueError(f"unknown bad commit kind {', '.join(unknown)}; known: {KINDS}")
+        skip = RING_ONLY if via == "write" else WRITE_ONLY
         # state last: it commits the chunks the other kinds refer to.
-        self.kinds = sorted(set(kinds), key=lambda k: (k == "state", KINDS.index(k)))
+        wanted = sorted(set(kinds) - set(skip), key=lambda k: (k == "state", KINDS.index(k)))
+        self.kinds = wanted
         self.reader = reader
+        self.via = via
         self.open_second = open_second
         self.second: Reader | None = None
         self.rng = random.Random(seed)
@@ -69,60 +83,83 @@ class BadCommitter:
             self.second.close()
             self.second = None
 
-    # -- one method per kind; each records what it sent and what was refused --
+    # -- the two ways in --------------------------------------------------------
 
-    def _count(self, kind: str, sent: int, accepted: int) -> None:
-        self.sent[kind] += sent
-        self.refused[kind] += sent - accepted
+    def _refused(self, kind: str, commits: list[Commit], by: Reader) -> None:
+        """Each commit sent, all expected refused: counted as the module counts them."""
+        self.sent[kind] += len(commits)
+        if self.via == "ring":
+            by.ring_commits(_pack(commits))
+            by.kick()  # the module takes the ring now (a refused entry frees nothing)
+            self.refused[kind] += len(commits)
+            return
+        for c in commits:
+            self.refused[kind] += 1 - by.write_commits(_PACK(*c))
 
-    def _each(self, kind: str, commits: list[tuple[int, int, int, int]], by: Reader) -> None:
-        step = by.meta.max_commit_batch
-        for at in range(0, len(commits), step):
-            part = commits[at : at + step]
-            self._count(kind, len(part), by.write_commits(_pack(part)))
+    # -- one method per kind ------------------------------------------------------
 
     def _length(self, chunks: list[Chunk]) -> None:
         c = chunks[0]
         data = _PACK(c.node, c.offset, c.generation, 0) + b"\0"
-        self._count("length", 1, self.reader.write_commits(data))
+        self.sent["length"] += 1
+        self.refused["length"] += 1 - self.reader.write_commits(data)
 
     def _node(self, chunks: list[Chunk]) -> None:
         n = self.reader.meta.node_count
-        self._each("node", [(n, c.offset, c.generation, 0) for c in chunks], self.reader)
+        self._refused("node", [(n, c.offset, c.generation, 0) for c in chunks], self.reader)
 
     def _offset(self, chunks: list[Chunk]) -> None:
         page = self.reader.meta.chunk_size
         # +1 stays in the chunk (a frame never starts at its last byte); -1 if it would not.
         moved = [c.offset + 1 if (c.offset + 1) % page else c.offset - 1 for c in chunks]
         commits = [(c.node, o, c.generation, 0) for c, o in zip(chunks, moved, strict=True)]
-        self._each("offset", commits, self.reader)
+        self._refused("offset", commits, self.reader)
 
     def _generation(self, chunks: list[Chunk]) -> None:
         commits = [(c.node, c.offset, (c.generation + 1) & 0xFFFFFFFF, 0) for c in chunks]
-        self._each("generation", commits, self.reader)
+        self._refused("generation", commits, self.reader)
 
     def _reserved(self, chunks: list[Chunk]) -> None:
-        self._each("reserved", [(c.node, c.offset, c.generation, 1) for c in chunks], self.reader)
+        commits = [(c.node, c.offset, c.generation, 1) for c in chunks]
+        self._refused("reserved", commits, self.reader)
 
     def _owner(self, chunks: list[Chunk]) -> None:
         if self.second is None:
             self.second = self.open_second()
         commits = [(c.node, c.offset, c.generation, 0) for c in chunks]
-        self._each("owner", commits, self.second)
+        self._refused("owner", commits, self.second)
 
     def _random(self, chunks: list[Chunk]) -> None:
         size = abi.COMMIT.size
-        data = self.rng.randbytes(size * min(len(chunks), self.reader.meta.max_commit_batch))
-        self._count("random", len(data) // size, self.reader.write_commits(data))
+        count = min(len(chunks), self.reader.meta.max_commit_batch)
+        data = self.rng.randbytes(size * count)
+        commits = list(abi.COMMIT.struct.iter_unpack(data))
+        # Random bytes naming a chunk the reader really holds are a good commit:
+        # vanishingly rare, and then not a malformed one.
+        held = {(c.node, c.offset, c.generation, 0) for c in chunks}
+        self._refused("random", [c for c in commits if c not in held], self.reader)
+
+    def _ring(self, chunks: list[Chunk]) -> None:
+        r = self.reader
+        good = r.commit_producer
+        r.set_commit_producer(good + r.meta.commit_entries + 1)
+        r.kick()  # the module looks, refuses the ring once, takes nothing
+        r.set_commit_producer(good)
+        self.sent["ring"] += 1
+        self.refused["ring"] += 1
 
     def _state(self, chunks: list[Chunk]) -> None:
         r = self.reader
-        step = max(1, r.meta.max_commit_batch // 2)
-        for at in range(0, len(chunks), step):
-            part = [(c.node, c.offset, c.generation, 0) for c in chunks[at : at + step]]
-            accepted = r.write_commits(_pack(part) + _pack(part))
-            # The first copies are good commits: the reader's, not malformed ones.
-            r.forget_pending(len(part))
-            r.committed += min(accepted, len(part))
-            r.refused += len(part) - min(accepted, len(part))
-            self._count("state", len(part), accepted - min(accepted, len(part)))
+        good = [(c.node, c.offset, c.generation, 0) for c in chunks]
+        # The first copies are good commits: the reader's, not malformed ones.
+        if self.via == "ring":
+            r.ring_commits(_pack(good))
+        else:
+            step = r.meta.max_commit_batch
+            for at in range(0, len(good), step):
+                part = good[at : at + step]
+                if r.write_commits(_pack(part)) != len(part):
+                    raise SniffError("the module refused good commits")
+        r.forget_pending(len(good))
+        r.committed += len(good)
+        self._refused("state", good, r)

@@ -1,18 +1,16 @@
 """``pysniff`` / ``python -m pysniff``: a tcpdump-like front end to the zero-copy reader.
 
     pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [--idle S] [-w FILE.pcap[ng]]
-            [--verify --run-id N --expect N] [--no-commit | --pause-commits]
-            [--commit-every N] [--hold N]
-            [--bad-commits KIND ...] [--bulk] [--coalesce MS] [--stats] [--json] [--device PATH]
-            [--ready-file PATH]
+            [--immediate | --wakeup-frames N --wakeup-usecs U] [--bulk] [-q] [--json]
     pysniff --stats [--json]
 
-With --json, one object on stdout at the end (see ``result``); without it, a
-line per frame (unless -w, --bulk, --verify or -q) and a summary on stderr.
-Once attached and mapped it prints ``pysniff: ready`` on stderr (and creates
+At the end it says, per interface, how many frames the device received
+that this reader did not get, and why (as tcpdump's "dropped by kernel").
+With --json, one object on stdout instead (see ``pysniff.report``). Once
+attached and mapped it prints ``pysniff: ready`` on stderr (and creates
 --ready-file), so a harness knows when to send. SIGINT and SIGTERM end the
-capture with the usual report. With --pause-commits, chunks are held until
-SIGUSR1, then committed as usual: a reader that stalls, then recovers.
+capture with the usual report. The lab's own options (--verify, and the
+ones that misbehave on purpose) have a --help group of their own.
 """
 
 from __future__ import annotations
@@ -60,32 +58,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--interface", action="append", default=[], help="name or index; repeat")
     p.add_argument("-c", "--count", type=_positive, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--idle", type=float, help="stop once no frame came for this many seconds")
+    p.add_argument(
+        "--idle", type=float, help="stop once no frame came for this many seconds, after the first"
+    )
     p.add_argument("-w", "--write", help="write frames to FILE (pcapng if it ends .pcapng)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per frame")
-    p.add_argument("--verify", action="store_true", help="check the lab's frame signatures")
-    p.add_argument("--run-id", type=int, default=0, help="with --verify: the run to expect")
-    p.add_argument("--expect", type=int, help="with --verify: frames sent per interface")
-    commits = p.add_mutually_exclusive_group()
-    commits.add_argument("--no-commit", action="store_true", help="never hand chunks back")
-    commits.add_argument(
-        "--pause-commits", action="store_true", help="hold every chunk until SIGUSR1"
-    )
-    p.add_argument("--commit-every", type=_positive, help="commit in writes of N chunks")
-    p.add_argument("--hold", type=_not_negative, default=0, help="keep N chunks uncommitted")
-    p.add_argument(
-        "--bad-commits", action="append", default=[], choices=[*KINDS, "all"], metavar="KIND",
-        help=f"send malformed commits on purpose (repeatable): {', '.join(KINDS)}, all",
-    )  # fmt: skip
     p.add_argument("--bulk", action="store_true", help="bulk path: count and CRC frames only")
-    p.add_argument(
-        "--coalesce", type=float, default=0.0, metavar="MS",
-        help="after a wakeup, let records gather this long before reading them",
-    )  # fmt: skip
+    wake = p.add_argument_group("when the module wakes pysniff (default: the module's)")
+    wake.add_argument("--immediate", action="store_true", help="every frame at once")
+    wake.add_argument("--wakeup-frames", type=_positive, help="once this many are pending")
+    wake.add_argument("--wakeup-usecs", type=_not_negative, help="... or the oldest is this old")
     p.add_argument("--stats", action="store_true", help="print the module's counters")
     p.add_argument("--device", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
     p.add_argument("--ready-file", help="create this file once attached and mapped")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
+    lab = p.add_argument_group("for the lab: checks, and misbehaving on purpose")
+    lab.add_argument(
+        "--first-frame-timeout", type=float, metavar="S",
+        help="stop if the first frame has not come after this many seconds",
+    )  # fmt: skip
+    lab.add_argument("--verify", action="store_true", help="check the lab's frame signatures")
+    lab.add_argument("--run-id", type=int, default=0, help="with --verify: the run to expect")
+    lab.add_argument("--expect", type=int, help="with --verify: frames sent per interface")
+    commits = lab.add_mutually_exclusive_group()
+    commits.add_argument("--no-commit", action="store_true", help="never hand chunks back")
+    commits.add_argument(
+        "--pause-commits", action="store_true", help="hold every chunk until SIGUSR1"
+    )
+    lab.add_argument("--commit-every", type=_positive, help="commit in batches of N chunks")
+    lab.add_argument("--hold", type=_not_negative, default=0, help="keep N chunks uncommitted")
+    lab.add_argument(
+        "--commit-via", choices=("ring", "write"), default="ring",
+        help="hand chunks back through the commit ring (default) or write()",
+    )  # fmt: skip
+    lab.add_argument(
+        "--bad-commits", action="append", default=[], choices=[*KINDS, "all"], metavar="KIND",
+        help=f"send malformed commits on purpose (repeatable): {', '.join(KINDS)}, all",
+    )  # fmt: skip
     return p
 
 
@@ -106,32 +115,33 @@ class Capture:
         return self.names.get(ifindex, str(ifindex))
 
     def take_frames(self, reader: Reader, limit: int | None) -> None:
-        """The simple path: one Frame each, with the lab's checks and the pcap."""
+        """The frame path: a Frame each, the lab's checks, the pcap written straight from
+        the mapping (flushed before the chunks can be committed)."""
+        writer, tally = self.writer, self.tally
         for f in reader.frames(limit):
             name = self.name(f.ifindex)
             self.frames += 1
             self.bytes += f.len
             self.per_interface[name] += 1
-            if self.tally is not None or self.writer is not None:
-                wire = f.wire_bytes()
-                if self.tally is not None:
-                    self.tally.add(name, wire)
-                if self.writer is not None:
-                    self.writer.write(wire, f.tstamp_ns, f.ifindex)
+            if writer is not None:
+                writer.add(f)
+            if tally is not None:
+                tally.add(name, f.wire_bytes())
             if self.print_frames:
                 proto = socket.ntohs(f.protocol)
                 print(f"{f.tstamp_ns / 1e9:.6f} {name} seq {f.seq} ethertype {proto:#06x} "
                       f"length {f.len}")  # fmt: skip
+        if writer is not None:
+            writer.flush()
 
     def take_bulk(self, reader: Reader, limit: int | None) -> None:
-        """The bulk path: all ready records at once; a CRC32 over each frame, in place."""
+        """The bulk path: all ready records at once; a CRC32 over each, in place."""
         b = reader.bulk(limit)
         if not b.count:
             return
         self.frames += b.count
         self.bytes += sum(b.lengths())
-        crc = zlib.crc32
-        self.crc_sum += sum(crc(view) for view in b.views())
+        self.crc_sum += sum(map(zlib.crc32, b.views()))
         if len(self.names) == 1:
             self.per_interface[next(iter(self.names.values()))] += b.count
         else:
@@ -161,7 +171,8 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGUSR1, on_resume)
     deadline = None if args.duration is None else time.monotonic() + args.duration
-    last_frame = time.monotonic()
+    started = time.monotonic()
+    last_frame: float | None = None
     try:
         while not stop and (args.count is None or cap.frames < args.count):
             if resume and not reader.auto_commit:
@@ -171,18 +182,21 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
                 print("pysniff: resumed commits", file=sys.stderr, flush=True)
             now = time.monotonic()
             left = None if deadline is None else deadline - now
-            if (left is not None and left <= 0) or (
-                args.idle is not None and now - last_frame >= args.idle
-            ):
+            idle = (
+                last_frame is not None and args.idle is not None and now - last_frame >= args.idle
+            )
+            never = (
+                last_frame is None
+                and args.first_frame_timeout is not None
+                and now - started >= args.first_frame_timeout
+            )
+            if (left is not None and left <= 0) or idle or never:
                 break
             # Short waits: a signal, the deadline or idleness is noticed within 0.2 s.
-            if not reader.wait(0.2 if left is None else min(left, 0.2)):
+            reader.wait(0.2 if left is None else min(left, 0.2))
+            if not reader.ready():
                 continue
             last_frame = time.monotonic()
-            # Fewer wakeups and commit writes per frame, as TPACKET_V3's block
-            # timeout gives AF_PACKET readers; never so long that max_shared nears.
-            if args.coalesce and reader.ready() < reader.meta.max_shared // 2:
-                time.sleep(args.coalesce / 1000)
             limit = None if args.count is None else args.count - cap.frames
             (cap.take_bulk if args.bulk else cap.take_frames)(reader, limit)
             if bad is not None:
@@ -197,6 +211,7 @@ def result(
     cap: Capture | None, reader: Reader, bad: BadCommitter | None, before: Stats, elapsed: float
 ) -> SniffReport:
     """What the run saw (the --json object)."""
+    syscalls = reader.syscalls
     return SniffReport(
         frames=cap.frames if cap else 0,
         bytes=cap.bytes if cap else 0,
@@ -206,8 +221,10 @@ def result(
         pending=reader.pending,
         crc_sum=cap.crc_sum if cap else 0,
         elapsed_s=round(elapsed, 3),
+        syscalls=syscalls,
         stats_before=before,
         stats_after=reader.stats(),
+        reader=reader.reader_stats(),
         dev_stats={name: reader.dev_stats(index) for index, name in reader.attached.items()},
         bad_commits_sent=dict(bad.sent) if bad else {},
         bad_commits_refused=dict(bad.refused) if bad else {},
@@ -223,10 +240,17 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
         commit=not (args.no_commit or args.pause_commits),
         commit_every=args.commit_every,
         hold=args.hold,
+        via=args.commit_via,
     ) as reader:
+        if args.immediate:
+            reader.set_wakeup(1, 0)
+        elif args.wakeup_frames or args.wakeup_usecs is not None:
+            frames = args.wakeup_frames or reader.meta.ring_entries
+            reader.set_wakeup(frames, 0 if args.wakeup_usecs is None else args.wakeup_usecs)
         bad = None
         if kinds:
-            bad = BadCommitter(reader, kinds, lambda: Reader((), open_device(args.device)))
+            second = lambda: Reader((), open_device(args.device), via=args.commit_via)  # noqa: E731
+            bad = BadCommitter(reader, kinds, second, via=args.commit_via)
         try:
             before = reader.stats()
             if args.ready_file:
@@ -234,13 +258,31 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
             print(f"pysniff: ready on {', '.join(reader.attached.values()) or '-'}",
                   file=sys.stderr, flush=True)  # fmt: skip
             start = time.monotonic()
+            reader.syscalls = 0  # count the capture's own
             cap = capture(args, reader, bad) if args.interface else None
             if not args.no_commit:
                 reader.commit()  # all but --hold: nothing is left for close to return
+                if reader.via == "ring":
+                    reader.kick()  # the module takes them now, for the counters
             return result(cap, reader, bad, before, time.monotonic() - start)
         finally:
             if bad is not None:
                 bad.close()
+
+
+def summary(out: SniffReport) -> list[str]:
+    """The end-of-capture lines, per interface: captured, and what the reader missed, why."""
+    lines = [f"{out.frames} frames captured ({out.syscalls} system calls)"]
+    for name, d in out.dev_stats.items():
+        missed = {k: v for k, v in d.missed.items() if v}
+        line = f"{name}: {d.received} received, {out.per_interface.get(name, 0)} captured"
+        line += f", {sum(missed.values())} not delivered to pysniff"
+        if missed:
+            line += " (" + ", ".join(f"{k} {v}" for k, v in missed.items()) + ")"
+        if d.gone:
+            line += "; the device is gone"
+        lines.append(line)
+    return lines
 
 
 def report(out: SniffReport, args: argparse.Namespace) -> None:
@@ -248,11 +290,8 @@ def report(out: SniffReport, args: argparse.Namespace) -> None:
         print(out.to_json())
         return
     if args.interface:
-        print(
-            f"{out.frames} frames captured, {out.committed} committed, "
-            f"{out.refused} refused, {out.pending} left to close",
-            file=sys.stderr,
-        )
+        for line in summary(out):
+            print(line, file=sys.stderr)
         for kind, n in out.bad_commits_sent.items():
             print(f"bad commits {kind}: {n} sent, {out.bad_commits_refused[kind]} refused",
                   file=sys.stderr)  # fmt: skip

@@ -1,15 +1,17 @@
 """An in-memory NTA for host-only tests: the module's shared memory and its rules.
 
-``FakeNta`` lays its memory out like the module: a meta page, one record
-ring per open reader and the nodes, each in a memfd the Reader maps through
-the same ``Device`` calls it uses on /dev/nta. Its mmap offsets differ from
-the module's on purpose (the reader must take them from the meta page).
-Commits are validated in the order ``nta_check_commit()`` uses and refusals
-counted per reason, so tests of batching and malformed commits check the
-same arithmetic the kernel does. ``deliver()`` is the producer: it puts a
-frame in a fresh chunk and publishes a record the way ``nta_publish_locked()``
-does; ``queue()`` holds frames back until the reader polls, like traffic
-arriving while it waits.
+``FakeNta`` lays its memory out like the module: per reader, a meta page, a
+ring mapping (record ring, commit ring, their indices) and a pool of nodes,
+each in a memfd the Reader maps through the same ``Device`` calls it uses
+on /dev/nta. Its mmap offsets differ from the module's on purpose (the
+reader must take them from the meta page). Commits are checked in the
+order ``nta_commit_check()`` uses, refusals counted per reason, a write()
+stops at the first refused commit, the commit ring is drained when the
+reader is at max_shared, on poll and on write, and NTA_COMMIT_NEED_WAKEUP is
+raised and cleared as the module does: tests of batching, the commit ring
+and malformed commits check the same arithmetic the kernel does.
+``deliver()`` is the producer; ``queue()`` holds frames back until the
+reader polls, like traffic arriving while it waits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pysniff import abi
 PAGE = mmap.PAGESIZE
 HEADROOM = 66  # NET_SKB_PAD + NET_IP_ALIGN: where a driver puts the MAC header
 MAX_DEVS = 8
+# The ring mapping's first page, as the module lays it out.
+RING_PRODUCER, RING_CONSUMER, COMMIT_PRODUCER, COMMIT_CONSUMER, COMMIT_FLAGS = 0, 64, 128, 192, 256
 
 
 @dataclass
@@ -34,13 +38,14 @@ class _Chunk:
     node: int
     index: int
     generation: int = 0
+    busy: bool = False
     owner: FakeDevice | None = None
     frame_offset: int = 0
 
 
 @dataclass
 class _Attached:
-    reader: FakeDevice | None
+    reader: FakeDevice
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(abi.DEV_STATS_COUNTERS, 0))
 
 
@@ -54,8 +59,12 @@ def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
+def _pages(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
 class FakeNta:
-    """The module: pool, counters, attached devices, readers."""
+    """The module: counters, attached devices, readers (each with its own pool)."""
 
     def __init__(
         self,
@@ -76,30 +85,11 @@ class FakeNta:
         self.max_commit_batch = max_commit_batch
         self.interfaces = dict(interfaces or {1: "lo", 2: "eth0", 3: "eth1"})
         self.burst = burst
-        records = ring_entries * abi.RECORD.size
-        self.ring_size = PAGE + -(-records // PAGE) * PAGE
-        self.meta_values = {
-            "magic": abi.MAGIC, "abi_version": abi.ABI_VERSION, "meta_size": abi.META.size,
-            "record_size": abi.RECORD.size, "commit_size": abi.COMMIT.size, "page_size": PAGE,
-            "node_count": node_count, "node_size": self.node_size, "chunk_size": PAGE,
-            "ring_entries": ring_entries, "max_shared": max_shared,
-            "max_commit_batch": max_commit_batch,
-            "ring_mmap_offset": 16 * PAGE, "ring_mmap_size": self.ring_size,
-            "nodes_mmap_offset": 64 * PAGE, "nodes_mmap_size": node_count * self.node_size,
-            "ring_producer_offset": 0, "ring_consumer_offset": 64,
-            "ring_records_offset": PAGE,
-            **(meta_override or {}),
-        }  # fmt: skip
-        self.meta_fd = _memfd("nta-meta", PAGE)
-        os.pwrite(self.meta_fd, abi.META.pack(self.meta_values), 0)
-        self.nodes_fd = _memfd("nta-nodes", node_count * self.node_size)
-        self.nodes = mmap.mmap(self.nodes_fd, node_count * self.node_size)
-        self.chunks = [[_Chunk(n, i) for i in range(node_pages)] for n in range(node_count)]
-        self.free: deque[_Chunk] = deque(c for node in self.chunks for c in node)
+        self.meta_override = dict(meta_override or {})
         self.stats: dict[str, int] = dict.fromkeys(abi.STATS_COUNTERS, 0)
         self.bad_commits = [0] * abi.BAD_COMMIT_MAX
         self.devs: dict[int, _Attached] = {}
-        self.queued: dict[int, deque[tuple[bytes, bool]]] = {}
+        self.queued: dict[int, deque[tuple[bytes, bool, int]]] = {}
         self.readers: list[FakeDevice] = []
         self.writes: list[int] = []  # commits per write() call, as the module saw them
         self.clock_ns = 1_700_000_000_000_000_000
@@ -109,92 +99,59 @@ class FakeNta:
         self.readers.append(dev)
         return dev
 
-    # -- the pool -------------------------------------------------------------
-
-    def _alloc(self) -> _Chunk | None:
-        if not self.free:
-            self.stats["fallback"] += 1
-            self.stats["pool_empty"] += 1
-            return None
-        c = self.free.popleft()
-        c.generation = (c.generation + 1) & 0xFFFFFFFF
-        self.stats["allocated"] += 1
-        self.stats["in_use"] += 1
-        return c
-
-    def _release(self, c: _Chunk) -> None:
-        c.owner = None
-        self.free.append(c)
-        self.stats["freed"] += 1
-        self.stats["in_use"] -= 1
-
     # -- the producer ---------------------------------------------------------
 
     def deliver(
-        self, ifindex: int, wire: bytes, *, strip_vlan: bool = False, headroom: int = HEADROOM
+        self,
+        ifindex: int,
+        wire: bytes,
+        *,
+        strip_vlan: bool = False,
+        headroom: int = HEADROOM,
+        merged: bool = False,
     ) -> int | None:
-        """One frame received on ``ifindex``: the record's seq if it was published."""
+        """One frame received on ``ifindex``: its first record's seq if it was published.
+
+        ``strip_vlan``: the stack took the outer tag out (802.1Q or 802.1ad).
+        ``merged``: the stack held it in several buffers (GRO), so the module
+        copies it into chunks, a record per chunk.
+        """
         a = self.devs.get(ifindex)
         if a is None:
             raise ValueError(f"ifindex {ifindex} is not attached: the module would not see it")
-        data, tci = wire, None
-        if strip_vlan and wire[12:14] == b"\x81\x00":
+        r = a.reader
+        data, tci, tpid = wire, None, 0
+        if strip_vlan and wire[12:14] in (b"\x81\x00", b"\x88\xa8"):
             data, tci = wire[:12] + wire[16:], int.from_bytes(wire[14:16], "big")
-        c = self._alloc()
-        if c is None:
+            tpid = int.from_bytes(wire[12:14], "big")
+        a.stats["received"] += 1
+        if merged:
+            return r.copy_in(a, ifindex, data, tci, tpid)
+        if headroom + len(data) > PAGE:  # the tap: a frame must fit its chunk
+            a.stats["skipped"] += 1
+            self.stats["skipped"] += 1
+            return None
+        c = r.take()
+        if c is None:  # the pool was empty at refill: a buffer from elsewhere
             a.stats["fallback"] += 1
+            a.stats["pool_empty"] += 1
+            a.stats["unserved"] += 1
+            self.stats["unserved"] += 1
             return None
         a.stats["allocated"] += 1
-        a.stats["received"] += 1
         offset = c.index * PAGE + headroom
-        if headroom + len(data) > PAGE:  # as the tap: a frame must fit its chunk
-            self._release(c)
-            return None
-        at = c.node * self.node_size + offset
-        self.nodes[at : at + len(data)] = data
-        seq = self._publish(a, c, ifindex, offset, data, tci) if a.reader else None
-        if a.reader is None:
-            self.stats["no_reader"] += 1
+        r.put(c, offset, data)
+        seq = r.publish(a, [(c, offset, len(data))], ifindex, data, tci, tpid, 0)
         if seq is None:  # the stack is done with it, nobody holds it: back to the pool
-            self._release(c)
+            r.free_chunk(c)
         return seq
 
-    def _publish(
-        self, a: _Attached, c: _Chunk, ifindex: int, offset: int, data: bytes, tci: int | None
-    ) -> int | None:
-        r = a.reader
-        assert r is not None
-        if r.outstanding >= self.max_shared:
-            self.stats["not_shared"] += 1
-            a.stats["not_shared"] += 1
-            return None
-        if r.room() == 0:
-            self.stats["ring_full"] += 1
-            a.stats["not_shared"] += 1
-            return None
-        self.clock_ns += 1000
-        record = abi.RECORD.pack(
-            node=c.node, offset=offset, len=len(data), generation=c.generation, seq=r.seq,
-            tstamp_ns=self.clock_ns, ifindex=ifindex,
-            protocol=int.from_bytes(data[12:14], "little"),  # raw network-order bytes
-            flags=abi.RECORD_VLAN_STRIPPED if tci is not None else 0, chunk=c.index,
-            vlan_tci=tci or 0,
-        )  # fmt: skip
-        slot = PAGE + (r.seq & (self.ring_entries - 1)) * abi.RECORD.size
-        r.ring[slot : slot + len(record)] = record
-        c.owner, c.frame_offset = r, offset
-        r.outstanding += 1
-        r.seq += 1
-        r.set_index(0, r.seq)  # the producer index, after the record
-        self.stats["published"] += 1
-        self.stats["outstanding"] += 1
-        a.stats["published"] += 1
-        return r.seq - 1
-
-    def queue(self, ifindex: int, frames: Iterable[bytes], *, strip_vlan: bool = False) -> None:
+    def queue(
+        self, ifindex: int, frames: Iterable[bytes], *, strip_vlan: bool = False, merged: int = 0
+    ) -> None:
         """Frames that arrive ``burst`` at a time while a reader polls."""
         q = self.queued.setdefault(ifindex, deque())
-        q.extend((f, strip_vlan) for f in frames)
+        q.extend((f, strip_vlan, merged) for f in frames)
 
     def arrive(self) -> int:
         """Deliver the next burst of queued frames on every attached interface."""
@@ -203,105 +160,119 @@ class FakeNta:
             if ifindex not in self.devs:
                 continue
             for _ in range(min(self.burst, len(q))):
-                wire, strip = q.popleft()
-                self.deliver(ifindex, wire, strip_vlan=strip)
+                wire, strip, merged = q.popleft()
+                self.deliver(ifindex, wire, strip_vlan=strip, merged=bool(merged))
                 n += 1
         return n
 
-    # -- commits --------------------------------------------------------------
-
-    def _check(self, r: FakeDevice, node: int, offset: int, gen: int, res: int) -> int | _Chunk:
-        """nta_check_commit(), in the same order: a reason, or the chunk to release."""
-        if res:
-            return abi.BadCommit.RESERVED
-        if node >= self.node_count:
-            return abi.BadCommit.NODE
-        if offset >= self.node_pages * PAGE:
-            return abi.BadCommit.OFFSET
-        c = self.chunks[node][offset // PAGE]
-        if c.owner is None:
-            return abi.BadCommit.STATE
-        if c.owner is not r:
-            return abi.BadCommit.OWNER
-        if c.generation != gen:
-            return abi.BadCommit.GENERATION
-        if c.frame_offset != offset:
-            return abi.BadCommit.OFFSET
-        return c
-
-    def write(self, r: FakeDevice, data: bytes) -> int:
-        size = abi.COMMIT.size
-        self.writes.append(len(data) // size)
-        if not data or len(data) % size or len(data) // size > self.max_commit_batch:
-            self.bad_commits[abi.BadCommit.LENGTH] += 1
-            raise _oserror(errno.EINVAL)
-        accepted = 0
-        for node, offset, gen, res in abi.COMMIT.struct.iter_unpack(data):
-            got = self._check(r, node, offset, gen, res)
-            if isinstance(got, int):
-                self.bad_commits[got] += 1
-                continue
-            r.outstanding -= 1
-            self.stats["outstanding"] -= 1
-            self.stats["committed"] += 1
-            self._release(got)
-            accepted += 1
-        if not accepted:
-            raise _oserror(errno.EINVAL)
-        return accepted * size
-
-    # -- ioctls -----------------------------------------------------------------
+    # -- ioctls ---------------------------------------------------------------
 
     def stats_bytes(self) -> bytes:
+        live = {"committed": 0, "outstanding": 0, "in_use": 0}
+        for r in self.readers:
+            live["committed"] += r.committed
+            live["outstanding"] += r.outstanding
+            live["in_use"] += sum(c.busy for node in r.chunks for c in node)
         bad = {f"bad_commits_{i}": n for i, n in enumerate(self.bad_commits)}
-        return abi.STATS.pack({**self.stats, **bad})
+        counters = dict(self.stats)
+        for key, value in live.items():
+            counters[key] += value
+        return abi.STATS.pack({**counters, **bad})
 
     def stats_now(self) -> abi.Stats:
         return abi.Stats.from_raw(self.stats_bytes())
 
-    def attach(self, r: FakeDevice | None, ifindex: int, flags: int) -> None:
-        if flags:
-            raise _oserror(errno.EINVAL)
+    def attach(self, r: FakeDevice, ifindex: int, abi_version: int) -> None:
+        if abi_version != abi.ABI_VERSION:
+            raise _oserror(errno.EPROTO)
         if ifindex not in self.interfaces:
             raise _oserror(errno.ENODEV)
         a = self.devs.get(ifindex)
         if a is not None:
-            if a.reader is not None and a.reader is not r:
+            if a.reader is not r:
                 raise _oserror(errno.EBUSY)
-            a.reader = r
             return
-        if len(self.devs) >= MAX_DEVS:
+        if len(r.watched) >= MAX_DEVS:
             raise _oserror(errno.ENOSPC)
-        self.devs[ifindex] = _Attached(r)
+        a = _Attached(r)
+        self.devs[ifindex] = a
+        r.watched[ifindex] = a
 
     def detach(self, r: FakeDevice, ifindex: int | None) -> None:
         for index, a in list(self.devs.items()):
             if a.reader is r and ifindex in (None, index):
                 del self.devs[index]
 
-    def release(self, r: FakeDevice) -> None:
-        """nta_release(): detach, then take back what the reader still holds."""
-        self.detach(r, None)
-        for node in self.chunks:
-            for c in node:
-                if c.owner is r:
-                    self.stats["returned_on_close"] += 1
-                    self.stats["outstanding"] -= 1
-                    self._release(c)
-        self.readers.remove(r)
-
 
 class FakeDevice:
-    """One open file of the fake module, with its own record ring."""
+    """One open file of the fake module: a reader with its own pool and rings."""
 
     def __init__(self, nta: FakeNta) -> None:
         self.nta = nta
-        self.ring_fd = _memfd("nta-ring", nta.ring_size)
-        self.ring = mmap.mmap(self.ring_fd, nta.ring_size)
+        n = nta
+        records = _pages(n.ring_entries * abi.RECORD.size)
+        commits = _pages(n.ring_entries * abi.COMMIT.size)
+        self.ring_size = PAGE + records + commits
+        self.commit_at = PAGE + records
+        self.meta_values = {
+            "magic": abi.MAGIC, "abi_version": abi.ABI_VERSION, "meta_size": abi.META.size,
+            "record_size": abi.RECORD.size, "commit_size": abi.COMMIT.size, "page_size": PAGE,
+            "node_count": n.node_count, "node_size": n.node_size, "chunk_size": PAGE,
+            "ring_entries": n.ring_entries, "commit_entries": n.ring_entries,
+            "max_shared": n.max_shared, "max_commit_batch": n.max_commit_batch,
+            "ring_mmap_offset": 16 * PAGE, "ring_mmap_size": self.ring_size,
+            "nodes_mmap_offset": 64 * PAGE, "nodes_mmap_size": n.node_count * n.node_size,
+            "ring_producer_offset": RING_PRODUCER, "ring_consumer_offset": RING_CONSUMER,
+            "ring_records_offset": PAGE, "commit_producer_offset": COMMIT_PRODUCER,
+            "commit_consumer_offset": COMMIT_CONSUMER, "commit_flags_offset": COMMIT_FLAGS,
+            "commit_entries_offset": self.commit_at,
+            **n.meta_override,
+        }  # fmt: skip
+        self.meta_fd = _memfd("nta-meta", PAGE)
+        os.pwrite(self.meta_fd, abi.META.pack(self.meta_values), 0)
+        self.ring_fd = _memfd("nta-ring", self.ring_size)
+        self.ring = mmap.mmap(self.ring_fd, self.ring_size)
+        self.nodes_fd = _memfd("nta-nodes", n.node_count * n.node_size)
+        self.nodes = mmap.mmap(self.nodes_fd, n.node_count * n.node_size)
+        self.chunks = [[_Chunk(i, j) for j in range(n.node_pages)] for i in range(n.node_count)]
+        self.free: deque[_Chunk] = deque(c for node in self.chunks for c in node)
+        self.watched: dict[int, _Attached] = {}
         self.seq = 0
+        self.commit_cons = 0
         self.outstanding = 0
+        self.committed = 0
+        self.stamps: dict[int, float] = {}  # record index -> publish time (monotonic)
+        self.wakeup = (1, 0)  # frames, usecs: every record is due at once
+        self.counters = dict.fromkeys(abi.READER_STATS_COUNTERS, 0)
         self.closed = False
         self.maps_made: list[tuple[int, int, bool]] = []
+
+    # -- the pool ---------------------------------------------------------------
+
+    def take(self) -> _Chunk | None:
+        """nta_pool_take_locked(): an empty pool takes the commit ring first."""
+        if not self.free:
+            self.drain()
+        if not self.free:
+            self.nta.stats["pool_empty"] += 1
+            return None
+        c = self.free.popleft()
+        c.busy = True
+        c.generation = (c.generation + 1) & 0xFFFFFFFF
+        self.nta.stats["allocated"] += 1
+        return c
+
+    def free_chunk(self, c: _Chunk) -> None:
+        c.owner = None
+        c.busy = False
+        self.free.append(c)
+        self.nta.stats["freed"] += 1
+
+    def put(self, c: _Chunk, offset: int, data: bytes) -> None:
+        at = c.node * self.nta.node_size + offset
+        self.nodes[at : at + len(data)] = data
+
+    # -- the rings --------------------------------------------------------------
 
     def index(self, at: int) -> int:
         return int.from_bytes(self.ring[at : at + 8], "little")
@@ -309,69 +280,261 @@ class FakeDevice:
     def set_index(self, at: int, value: int) -> None:
         self.ring[at : at + 8] = value.to_bytes(8, "little")
 
+    def pending(self) -> int:
+        used = self.seq - self.index(RING_CONSUMER)
+        return 0 if used < 0 or used > self.nta.ring_entries else used
+
     def room(self) -> int:
         """nta_ring_room(): a consumer index that makes no sense leaves no room."""
-        used = self.seq - self.index(64)
+        used = self.seq - self.index(RING_CONSUMER)
         return 0 if used < 0 or used > self.nta.ring_entries else self.nta.ring_entries - used
+
+    def set_need_wakeup(self, on: bool) -> None:
+        was = self.index(COMMIT_FLAGS) & abi.COMMIT_NEED_WAKEUP
+        self.ring[COMMIT_FLAGS : COMMIT_FLAGS + 4] = (abi.COMMIT_NEED_WAKEUP if on else 0).to_bytes(
+            4, "little"
+        )
+        self.counters["need_wakeup"] += on and not was
+
+    def drain(self) -> None:
+        """nta_drain_locked(): every entry of the commit ring, each checked once."""
+        producer = self.index(COMMIT_PRODUCER)
+        avail = producer - self.commit_cons
+        if not avail:
+            return
+        if avail < 0 or avail > self.nta.ring_entries:
+            self.nta.bad_commits[abi.BadCommit.RING] += 1
+            return
+        mask = self.nta.ring_entries - 1
+        while self.commit_cons != producer:
+            at = self.commit_at + (self.commit_cons & mask) * abi.COMMIT.size
+            entry = abi.COMMIT.struct.unpack_from(self.ring, at)
+            self.counters["ring_commits"] += self.commit_one(*entry)
+            self.commit_cons += 1
+        self.set_index(COMMIT_CONSUMER, self.commit_cons)
+        if self.outstanding < self.nta.max_shared:
+            self.set_need_wakeup(False)
+
+    def admit(self, a: _Attached, n: int) -> bool:
+        if self.outstanding + n > self.nta.max_shared:
+            self.drain()
+            if self.outstanding + n > self.nta.max_shared:
+                self.set_need_wakeup(True)
+                a.stats["not_shared"] += 1
+                self.nta.stats["not_shared"] += 1
+                return False
+        if self.room() < n:
+            a.stats["ring_full"] += 1
+            self.nta.stats["ring_full"] += 1
+            return False
+        return True
+
+    def publish(
+        self,
+        a: _Attached,
+        pieces: list[tuple[_Chunk, int, int]],
+        ifindex: int,
+        data: bytes,
+        tci: int | None,
+        tpid: int,
+        flags: int,
+    ) -> int | None:
+        """The records of one frame, made visible at once; the first's seq, or None."""
+        if not self.admit(a, len(pieces)):
+            return None
+        self.nta.clock_ns += 1000
+        first = self.seq
+        for k, (c, offset, length) in enumerate(pieces):
+            contd = abi.RECORD_CONTD if k + 1 < len(pieces) else 0
+            record = abi.RECORD.pack(
+                node=c.node, offset=offset, len=length, generation=c.generation, seq=self.seq,
+                tstamp_ns=self.nta.clock_ns, ifindex=ifindex,
+                protocol=int.from_bytes(data[12:14], "little"),  # raw network-order bytes
+                flags=flags | contd | (abi.RECORD_VLAN if tci is not None else 0),
+                frame_len=len(data), vlan_tci=tci or 0,
+                vlan_proto=int.from_bytes(tpid.to_bytes(2, "big"), "little"),
+            )  # fmt: skip
+            slot = PAGE + (self.seq & (self.nta.ring_entries - 1)) * abi.RECORD.size
+            self.ring[slot : slot + len(record)] = record
+            self.stamps[self.seq] = time.monotonic()
+            c.owner, c.frame_offset = self, offset
+            self.outstanding += 1
+            self.seq += 1
+            self.counters["records"] += 1
+            self.nta.stats["published"] += 1
+        self.set_index(RING_PRODUCER, self.seq)  # after the records, all at once
+        a.stats["published"] += 1
+        return first
+
+    def copy_in(
+        self, a: _Attached, ifindex: int, data: bytes, tci: int | None, tpid: int
+    ) -> int | None:
+        """nta_capture_copy(): a frame the stack holds in several buffers, into chunks."""
+        taken: list[_Chunk] = []
+        for _ in range(-(-len(data) // PAGE)):
+            c = self.take()
+            if c is None:
+                break
+            taken.append(c)
+        pieces = []
+        for k, c in enumerate(taken):
+            part = data[k * PAGE : (k + 1) * PAGE]
+            self.put(c, c.index * PAGE, part)
+            pieces.append((c, c.index * PAGE, len(part)))
+        seq = None
+        if len(taken) * PAGE >= len(data):
+            seq = self.publish(a, pieces, ifindex, data, tci, tpid, abi.RECORD_COPY)
+            if seq is None:
+                pass  # counted by admit
+            else:
+                self.nta.stats["copied"] += 1
+        else:
+            a.stats["skipped"] += 1
+            self.nta.stats["skipped"] += 1
+        if seq is None:
+            for c in taken:
+                self.free_chunk(c)
+        return seq
+
+    # -- commits ------------------------------------------------------------------
+
+    def check(self, node: int, offset: int, gen: int, res: int) -> int | _Chunk:
+        """nta_commit_check(), in the same order: a reason, or the chunk to release."""
+        if res:
+            return abi.BadCommit.RESERVED
+        if node >= self.nta.node_count:
+            return abi.BadCommit.NODE
+        if offset >= self.nta.node_pages * PAGE:
+            return abi.BadCommit.OFFSET
+        c = self.chunks[node][offset // PAGE]
+        if c.owner is not self:
+            return abi.BadCommit.STATE
+        if c.generation != gen:
+            return abi.BadCommit.GENERATION
+        if c.frame_offset != offset:
+            return abi.BadCommit.OFFSET
+        return c
+
+    def commit_one(self, node: int, offset: int, gen: int, res: int) -> bool:
+        got = self.check(node, offset, gen, res)
+        if isinstance(got, int):
+            self.nta.bad_commits[got] += 1
+            return False
+        self.outstanding -= 1
+        self.committed += 1
+        self.free_chunk(got)
+        return True
 
     # -- the Device protocol -------------------------------------------------
 
     def map(self, offset: int, size: int, writable: bool) -> mmap.mmap:
         """nta_mmap(): only the three mappings the meta page names, at their exact sizes."""
-        m = self.nta.meta_values
+        m = self.meta_values
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         self.maps_made.append((offset, size, writable))
-        if offset == m["ring_mmap_offset"] and size == self.nta.ring_size:
+        if offset == m["ring_mmap_offset"] and size == self.ring_size:
             return mmap.mmap(self.ring_fd, size, mmap.MAP_SHARED, prot)
         if writable:
             raise _oserror(errno.EINVAL)
         if offset == abi.MMAP_META_OFFSET and size == PAGE:
-            return mmap.mmap(self.nta.meta_fd, size, mmap.MAP_SHARED, prot)
+            return mmap.mmap(self.meta_fd, size, mmap.MAP_SHARED, prot)
         if offset == m["nodes_mmap_offset"] and size == m["nodes_mmap_size"]:
-            return mmap.mmap(self.nta.nodes_fd, size, mmap.MAP_SHARED, prot)
+            return mmap.mmap(self.nodes_fd, size, mmap.MAP_SHARED, prot)
         raise _oserror(errno.EINVAL)
+
+    def due(self) -> bool:
+        """struct nta_wakeup's rule, on the oldest pending record's age."""
+        pending = self.pending()
+        if not pending:
+            return False
+        frames, usecs = self.wakeup
+        oldest = self.stamps.get(self.seq - pending, 0.0)
+        return not usecs or pending >= frames or time.monotonic() - oldest >= usecs / 1e6
 
     def poll(self, timeout_ms: int | None) -> bool:
         self.nta.arrive()
-        ready = self.index(0) != self.index(64)
-        if not ready and timeout_ms:
+        self.drain()
+        if not self.due() and timeout_ms:
             time.sleep(min(timeout_ms, 5) / 1000)  # as if blocked a while: no busy loop
+        ready = self.due()
+        self.counters["wakeups"] += ready
         return ready
 
     def ioctl(self, request: int, arg: bytearray) -> None:
         if request in (abi.IOC_ATTACH, abi.IOC_DETACH):
             req = abi.ATTACH.unpack(arg)
             if request == abi.IOC_ATTACH:
-                self.nta.attach(self, req["ifindex"], req["flags"])
+                self.nta.attach(self, req["ifindex"], req["abi_version"])
+            elif req["abi_version"] != abi.ABI_VERSION:
+                raise _oserror(errno.EPROTO)
             else:
                 self.nta.detach(self, req["ifindex"])
         elif request == abi.IOC_STATS:
             arg[:] = self.nta.stats_bytes()
         elif request == abi.IOC_DEV_STATS:
             req = abi.DEV_STATS.unpack(arg)
-            if req["reserved"]:
+            if req["flags"]:
                 raise _oserror(errno.EINVAL)
-            a = self.nta.devs.get(req["ifindex"])
+            a = self.watched.get(req["ifindex"])
             if a is None:
                 raise _oserror(errno.ENODEV)
             arg[:] = abi.DEV_STATS.pack(a.stats, ifindex=req["ifindex"])
+        elif request == abi.IOC_SET_WAKEUP:
+            req = abi.WAKEUP.unpack(arg)
+            if not 1 <= req["frames"] <= self.nta.ring_entries or req["usecs"] > 10_000_000:
+                raise _oserror(errno.EINVAL)
+            self.wakeup = (req["frames"], req["usecs"])
+        elif request == abi.IOC_READER_STATS:
+            values = {**self.counters, "committed": self.committed, "outstanding": self.outstanding}
+            arg[:] = abi.READER_STATS.pack(values)
         else:
             raise _oserror(errno.ENOTTY)
 
     def write(self, data: bytes) -> int:
-        return self.nta.write(self, bytes(data))
+        """nta_write(): checked in order, the first refused commit ends it."""
+        size = abi.COMMIT.size
+        data = bytes(data)
+        self.nta.writes.append(len(data) // size)
+        if not data or len(data) % size or len(data) // size > self.nta.max_commit_batch:
+            self.nta.bad_commits[abi.BadCommit.LENGTH] += 1
+            raise _oserror(errno.EINVAL)
+        self.drain()
+        accepted = 0
+        for entry in abi.COMMIT.struct.iter_unpack(data):
+            if not self.commit_one(*entry):
+                break
+            accepted += 1
+        if self.outstanding < self.nta.max_shared:
+            self.set_need_wakeup(False)
+        if not accepted:
+            raise _oserror(errno.EINVAL)
+        return accepted * size
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.nta.release(self)
-            self.ring.close()
-            os.close(self.ring_fd)
+        """nta_release(): detach, then take back what the reader still holds."""
+        if self.closed:
+            return
+        self.closed = True
+        self.nta.detach(self, None)
+        for node in self.chunks:
+            for c in node:
+                if c.owner is self:
+                    self.nta.stats["returned_on_close"] += 1
+                    self.outstanding -= 1
+                    self.free_chunk(c)
+        self.nta.stats["committed"] += self.committed
+        self.nta.readers.remove(self)
+        for m in (self.ring, self.nodes):
+            m.close()
+        for fd in (self.ring_fd, self.nodes_fd, self.meta_fd):
+            os.close(fd)
 
 
-def ethernet(payload: bytes, *, ethertype: int = 0x0800, vlan_tci: int | None = None) -> bytes:
+def ethernet(
+    payload: bytes, *, ethertype: int = 0x0800, vlan_tci: int | None = None, tpid: int = 0x8100
+) -> bytes:
     """A frame as on the wire, for the fake's producer: broadcast, from 02:..:02."""
     head = b"\xff" * 6 + b"\x02" * 6
     if vlan_tci is not None:
-        head += b"\x81\x00" + vlan_tci.to_bytes(2, "big")
+        head += tpid.to_bytes(2, "big") + vlan_tci.to_bytes(2, "big")
     return head + ethertype.to_bytes(2, "big") + payload

@@ -1,4 +1,10 @@
-"""pcap and pcapng writers, in the standard library.
+"""pcap and pcapng writers, in the standard library, writing frames straight from the mapping.
+
+A batch of frames goes out in one ``writev()`` (or a few: at most IOV_MAX
+buffers each): a small record header per frame, then the frame's bytes as
+views into NTA's chunks, a stripped VLAN tag put back as its own 4-byte
+buffer. Nothing is copied on the way, and the writer must flush before the
+reader commits the chunks (``Capture`` does, at the end of each batch).
 
 Written by hand rather than with scapy's writers: importing scapy takes
 tens of seconds in a TCG guest, and both formats are a few fixed headers.
@@ -8,13 +14,17 @@ pcapng: if_tsresol 9). Tests read the files back with scapy.
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO, Protocol
+
+from pysniff.reader import Frame
 
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144
+IOV_MAX = 1024
 
 PCAP_NSEC_MAGIC = 0xA1B23C4D
 _PCAP_HEADER = struct.Struct("<IHHiIII")
@@ -23,28 +33,60 @@ _PCAP_RECORD = struct.Struct("<IIII")
 _SHB, _IDB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _OPT_END, _IF_NAME, _IF_TSRESOL = 0, 2, 9
+_EPB_HEAD = struct.Struct("<IIIIIII")
+
+Buffer = bytes | memoryview
 
 
 class FrameWriter(Protocol):
-    def write(self, data: bytes, tstamp_ns: int, ifindex: int) -> None: ...
+    def add(self, frame: Frame) -> None:
+        """Queue a frame; its bytes must stay valid until flush()."""
+        ...
+
+    def flush(self) -> None:
+        """Write every queued frame."""
+        ...
 
     def close(self) -> None: ...
 
 
-class PcapWriter:
-    """Classic pcap, Ethernet, nanosecond timestamps."""
+class _Vectored:
+    """Buffers queued for writev(), written IOV_MAX at a time."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        out.write(_PCAP_HEADER.pack(PCAP_NSEC_MAGIC, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        self.fd = out.fileno()
+        self.iov: list[Buffer] = []
 
-    def write(self, data: bytes, tstamp_ns: int, ifindex: int = 0) -> None:
-        sec, nsec = divmod(tstamp_ns, 1_000_000_000)
-        self.out.write(_PCAP_RECORD.pack(sec, nsec, len(data), len(data)))
-        self.out.write(data)
+    def flush(self) -> None:
+        iov = self.iov
+        for at in range(0, len(iov), IOV_MAX):
+            part = iov[at : at + IOV_MAX]
+            want = sum(len(b) for b in part)
+            done = os.writev(self.fd, part)
+            if done != want:  # a short write (disk full, a signal): finish it plainly
+                os.write(self.fd, b"".join(bytes(b) for b in part)[done:])
+        self.iov = []
 
     def close(self) -> None:
+        self.flush()
         self.out.close()
+
+
+class PcapWriter(_Vectored):
+    """Classic pcap, Ethernet, nanosecond timestamps."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__(out)
+        self.iov.append(_PCAP_HEADER.pack(PCAP_NSEC_MAGIC, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        self.flush()
+
+    def add(self, frame: Frame) -> None:
+        wire = frame.wire_iov()
+        size = frame.len + (4 if frame.vlan_tci is not None else 0)
+        sec, nsec = divmod(frame.tstamp_ns, 1_000_000_000)
+        self.iov.append(_PCAP_RECORD.pack(sec, nsec, size, size))
+        self.iov += wire
 
 
 def _pad4(data: bytes) -> bytes:
@@ -60,34 +102,33 @@ def _option(code: int, value: bytes) -> bytes:
     return struct.pack("<HH", code, len(value)) + _pad4(value)
 
 
-class PcapNgWriter:
+class PcapNgWriter(_Vectored):
     """pcapng: one section, an interface block per NTA interface (as first seen)."""
 
     def __init__(self, out: BinaryIO, names: dict[int, str] | None = None) -> None:
-        self.out = out
+        super().__init__(out)
         self.names = dict(names or {})
         self.ids: dict[int, int] = {}  # ifindex -> pcapng interface id
-        shb = struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)
-        out.write(_block(_SHB, shb))
+        self.iov.append(_block(_SHB, struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)))
 
     def _interface(self, ifindex: int) -> int:
         if ifindex not in self.ids:
             name = self.names.get(ifindex, str(ifindex)).encode()
             opts = _option(_IF_NAME, name) + _option(_IF_TSRESOL, b"\x09") + _option(_OPT_END, b"")
             body = struct.pack("<HHI", LINKTYPE_ETHERNET, 0, SNAPLEN) + opts
-            self.out.write(_block(_IDB, body))
+            self.iov.append(_block(_IDB, body))
             self.ids[ifindex] = len(self.ids)
         return self.ids[ifindex]
 
-    def write(self, data: bytes, tstamp_ns: int, ifindex: int = 0) -> None:
-        iface = self._interface(ifindex)
-        head = struct.pack(
-            "<IIIII", iface, tstamp_ns >> 32, tstamp_ns & 0xFFFFFFFF, len(data), len(data)
-        )
-        self.out.write(_block(_EPB, head + _pad4(data)))
-
-    def close(self) -> None:
-        self.out.close()
+    def add(self, frame: Frame) -> None:
+        iface = self._interface(frame.ifindex)
+        size = frame.len + (4 if frame.vlan_tci is not None else 0)
+        pad = -size % 4
+        total = 32 + size + pad
+        ts = frame.tstamp_ns
+        self.iov.append(_EPB_HEAD.pack(_EPB, total, iface, ts >> 32, ts & 0xFFFFFFFF, size, size))
+        self.iov += frame.wire_iov()
+        self.iov.append(b"\0" * pad + struct.pack("<I", total))
 
 
 def open_writer(path: str | Path, names: dict[int, str] | None = None) -> FrameWriter:
@@ -98,16 +139,7 @@ def open_writer(path: str | Path, names: dict[int, str] | None = None) -> FrameW
     return PcapWriter(out)
 
 
-class Closing:
-    """``with Closing(writer):`` for any FrameWriter."""
-
-    def __init__(self, writer: FrameWriter) -> None:
-        self.writer = writer
-
-    def __enter__(self) -> FrameWriter:
-        return self.writer
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.writer.close()
+def write_all(writer: FrameWriter, frames: Sequence[Frame]) -> None:
+    for frame in frames:
+        writer.add(frame)
+    writer.flush()

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pysniff.abi import DevStats, Stats
+from pysniff.abi import DevStats, ReaderStats, Stats
 from pysniff.signature import TallySummary
 
 
@@ -25,8 +25,11 @@ class SniffReport:
     pending: int
     crc_sum: int
     elapsed_s: float
+    syscalls: int  # poll, write, ioctl calls while capturing
     stats_before: Stats
     stats_after: Stats
+    reader: ReaderStats
+    # Per interface: what the module counted for this reader, received and missed.
     dev_stats: dict[str, DevStats] = field(default_factory=dict)
     bad_commits_sent: dict[str, int] = field(default_factory=dict)
     bad_commits_refused: dict[str, int] = field(default_factory=dict)
@@ -40,7 +43,13 @@ class SniffReport:
         data: dict[str, Any] = json.loads(text)
         data["stats_before"] = Stats.from_dict(data["stats_before"])
         data["stats_after"] = Stats.from_dict(data["stats_after"])
+        data["reader"] = ReaderStats(**data["reader"])
         data["dev_stats"] = {k: DevStats(**v) for k, v in data["dev_stats"].items()}
         if data["verify"] is not None:
             data["verify"] = TallySummary.from_dict(data["verify"])
         return cls(**data)
+
+    def missed(self, iface: str) -> int:
+        """Frames ``iface`` received that this reader did not get."""
+        d = self.dev_stats.get(iface)
+        return sum(d.missed.values()) if d else 0

@@ -101,7 +101,11 @@ def python_view() -> dict[str, object]:
         NTA_MAGIC=abi.MAGIC,
         NTA_ABI_VERSION=abi.ABI_VERSION,
         NTA_MMAP_META_OFFSET=abi.MMAP_META_OFFSET,
-        NTA_RECORD_VLAN_STRIPPED=abi.RECORD_VLAN_STRIPPED,
+        NTA_RECORD_VLAN=abi.RECORD_VLAN,
+        NTA_RECORD_CONTD=abi.RECORD_CONTD,
+        NTA_RECORD_COPY=abi.RECORD_COPY,
+        NTA_COMMIT_NEED_WAKEUP=abi.COMMIT_NEED_WAKEUP,
+        NTA_DEV_GONE=abi.DEV_GONE,
         NTA_IOC_MAGIC=ord(abi.IOC_MAGIC),
         NTA_BAD_COMMIT_MAX=abi.BAD_COMMIT_MAX,
         **abi.IOCTLS,
@@ -130,7 +134,9 @@ def test_mirror_matches_the_header(tmp_path: Path) -> None:
         (("__u16 vlan_tci;", "__u32 vlan_tci;"), "nta_record.vlan_tci"),
         (("__u32 reserved0;\n", "__u32 reserved0;\n\t__u32 extra;\n"), "nta_meta.extra"),
         (("__s32 ifindex;\t\t/* receiving", "__u32 ifindex;\t\t/* receiving"), "ifindex"),
-        (("NTA_BAD_OWNER,", "NTA_BAD_OWNER, NTA_BAD_NEW,"), "NTA_BAD_RESERVED"),
+        (("NTA_BAD_GENERATION,", "NTA_BAD_GENERATION, NTA_BAD_NEW,"), "NTA_BAD_RESERVED"),
+        (("__u16 vlan_proto;", "__u16 vlan_proto_x;"), "nta_record.vlan_proto"),
+        (("#define NTA_RECORD_CONTD\t0x0002U", "#define NTA_RECORD_CONTD\t0x0008U"), "CONTD"),
         (("_IOR(NTA_IOC_MAGIC, 3,", "_IOR(NTA_IOC_MAGIC, 5,"), "NTA_IOC_STATS"),
     ],
 )
@@ -146,6 +152,6 @@ def test_drift_is_caught(tmp_path: Path, change: tuple[str, str], expect: str) -
 
 
 def test_ioctl_numbers_follow_asm_generic() -> None:
-    # _IOWR('N', 4, 80 bytes): dir 3 << 30 | 80 << 16 | 'N' << 8 | 4
-    assert abi.IOC_DEV_STATS == 3 << 30 | 80 << 16 | 0x4E << 8 | 4
+    # _IOWR('N', 4, 120 bytes): dir 3 << 30 | 120 << 16 | 'N' << 8 | 4
+    assert abi.IOC_DEV_STATS == 3 << 30 | 120 << 16 | 0x4E << 8 | 4
     assert abi.IOC_ATTACH == 0x40084E01

@@ -113,13 +113,25 @@ def test_bulk_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert got.committed == 40 and got.stats_after.outstanding == 0
 
 
-def test_coalesce_reads_everything_in_fewer_batches(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("how", [["--immediate"], ["--wakeup-frames", "16", "--wakeup-usecs", "0"]])
+def test_wakeup_options_read_everything(capsys: pytest.CaptureFixture[str], how: list[str]) -> None:
     nta = fake(burst=4)
     nta.queue(1, [signed(i) for i in range(40)])
-    got = pysniff(nta, capsys, "-i", "lo", "-c", "40", "--bulk", "--coalesce", "5")
+    got = pysniff(nta, capsys, "-i", "lo", "-c", "40", "--bulk", *how)
     assert (got.frames, got.committed, got.stats_after.outstanding) == (40, 40, 0)
-    # A burst arrives per poll: the sleep lets none of them be missed or doubled.
     assert got.crc_sum == sum(zlib.crc32(signed(i)) for i in range(40))
+
+
+def test_a_stalled_reader_is_told_what_it_missed(capsys: pytest.CaptureFixture[str]) -> None:
+    """As tcpdump's "dropped by kernel": per interface, what the device received and the
+    reader did not get, by reason."""
+    nta = FakeNta(interfaces={1: "lo"}, ring_entries=32, max_shared=5, node_pages=16)
+    nta.queue(1, [signed(i) for i in range(12)])
+    assert (
+        cli.main(["-i", "lo", "-c", "5", "--no-commit", "--idle", "0.3"], open_device=nta.open) == 0
+    )
+    err = capsys.readouterr().err
+    assert "lo: 12 received, 5 captured, 7 not delivered to pysniff (not_shared 7)" in err
 
 
 def test_hold_and_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
@@ -162,13 +174,13 @@ def test_pause_commits_until_sigusr1(capsys: pytest.CaptureFixture[str]) -> None
 def test_bad_commits_report_matches_the_module(capsys: pytest.CaptureFixture[str]) -> None:
     nta = fake(burst=4)
     nta.queue(1, [signed(i) for i in range(12)])
-    got = pysniff(nta, capsys, "-i", "lo", "-c", "12", "--bad-commits", "node",
-                  "--bad-commits", "owner", "--bad-commits", "length")  # fmt: skip
+    kinds = ["--bad-commits", "node", "--bad-commits", "owner", "--bad-commits", "length"]
+    got = pysniff(nta, capsys, "-i", "lo", "-c", "12", *kinds, "--commit-via", "write")
     assert got.bad_commits_sent == {"length": 3, "node": 12, "owner": 12}
     assert got.bad_commits_refused == got.bad_commits_sent
     after = got.stats_after
     assert (after.bad_commits["length"], after.bad_commits["node"]) == (3, 12)
-    assert after.bad_commits["owner"] == 12 and after.bad_commits["offset"] == 0
+    assert after.bad_commits["state"] == 12 and after.bad_commits["offset"] == 0  # owner's
     assert got.committed == 12 and got.refused == 0
 
 
@@ -202,7 +214,8 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr()
     assert "lo seq 0 ethertype 0x0800 length 114" in out.out
     assert "committed: 1" in out.out  # the module's counter
-    assert "1 frames captured, 1 committed, 0 refused, 0 left to close" in out.err
+    assert "1 frames captured (" in out.err
+    assert "lo: 1 received, 1 captured, 0 not delivered to pysniff\n" in out.err
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -132,7 +132,7 @@ static void ev_receive(void)
 	      "publishable: published %d, %u + %u", c->published, in_page, len);
 	if (!fits || c->published)
 		return;
-	c->published = true;
+	nta_chunk_seen(c);
 	if (rnd(4) == 0)
 		return;		/* no reader attached, or at max_shared */
 	r = &readers[rnd(READERS)];
@@ -243,7 +243,8 @@ static void ev_bad_commit(void)
 		want = NTA_BAD_GENERATION;
 		break;
 	default:
-		CHECK(submit(other, &cm, &c) == NTA_BAD_OWNER, "another reader's chunk");
+		/* Each reader has a pool of its own: another's chunk is not shared with it. */
+		CHECK(submit(other, &cm, &c) == NTA_BAD_STATE, "another reader's chunk");
 		return;
 	}
 	CHECK(submit(r, &cm, &c) == want, "want reason %d", want);
@@ -395,8 +396,8 @@ int main(int argc, char **argv)
 	printf("steps %lu allocated %lu freed %lu published %lu committed %lu",
 	       steps, allocated, freed, published, committed);
 	printf(" replays %lu leaked %lu\n", replays, leaked);
-	printf("refused node %lu offset %lu state %lu generation %lu owner %lu reserved %lu\n",
+	printf("refused node %lu offset %lu state %lu generation %lu reserved %lu\n",
 	       refused[NTA_BAD_NODE], refused[NTA_BAD_OFFSET], refused[NTA_BAD_STATE],
-	       refused[NTA_BAD_GENERATION], refused[NTA_BAD_OWNER], refused[NTA_BAD_RESERVED]);
+	       refused[NTA_BAD_GENERATION], refused[NTA_BAD_RESERVED]);
 	return 0;
 }

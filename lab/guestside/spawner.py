@@ -32,7 +32,7 @@ import time
 # What children run: imported here once, so that a fork finds them loaded.
 WARM = (
     "pysniff.cli", "lab.guestside.capture", "lab.guestside.afpacket", "lab.guestside.udpecho",
-    "lab.guestside.meter",
+    "lab.guestside.meter", "lab.guestside.tcplisten", "lab.guestside.execute",
 )  # fmt: skip
 
 

@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ntadump - the native reader of NTA's zero-copy sniffer (the seed's
+ * "userspace utility"): the frames of the interfaces it attaches, read in
+ * place from its pool and written to a pcap file, the chunks handed back
+ * through the commit ring.
+ *
+ *	ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [-D DEVICE]
+ *
+ * Per wakeup: every ready frame goes out in writev() calls (a record header
+ * and the frame's bytes, straight from the mapping, a stripped VLAN tag as a
+ * buffer of its own), then every chunk goes back as an entry in the commit
+ * ring (a store: no system call unless the module sets
+ * NTA_COMMIT_NEED_WAKEUP). The only system call per batch is the poll()
+ * that waits for it. Without -w it writes nothing; without -q and -w it
+ * prints a line per frame. SIGINT and SIGTERM end the capture; the summary
+ * on stderr says, per interface, what the device received and what this
+ * reader did not get, and why (as tcpdump's "dropped by kernel").
+ *
+ * Built with the host's compiler from kmod/nta_uapi.h alone (ntalab build).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nta_uapi.h"
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s32 s32;
+
+#define MAX_IFACES	8
+#define IOV_BATCH	1024	/* writev's IOV_MAX */
+#define PCAP_NSEC_MAGIC	0xa1b23c4dU
+#define LINKTYPE_ETHERNET	1
+
+struct pcap_file_header {
+	u32 magic;
+	u16 major;
+	u16 minor;
+	s32 thiszone;
+	u32 sigfigs;
+	u32 snaplen;
+	u32 linktype;
+};
+
+struct pcap_rec {
+	u32 sec;
+	u32 nsec;
+	u32 caplen;
+	u32 len;
+};
+
+struct reader {
+	int fd;
+	const struct nta_meta *meta;
+	u8 *ring;
+	const u8 *nodes;
+	u64 *producer;		/* kernel writes */
+	u64 *consumer;		/* we write */
+	u64 *commit_producer;	/* we write */
+	u64 *commit_consumer;	/* kernel writes */
+	u32 *commit_flags;		/* kernel writes */
+	const struct nta_record *records;
+	struct nta_commit *commits;
+	u64 cons;			/* our copy of the consumer index */
+	u64 cprod;			/* our copy of the commit producer index */
+	unsigned long syscalls;
+};
+
+struct iface {
+	char name[IF_NAMESIZE];
+	int ifindex;
+	unsigned long captured;
+};
+
+/* Set by the signal handler, read by the capture loop: a relaxed atomic is all it takes. */
+static int stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "ntadump: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void bad_usage(void)
+{
+	fprintf(stderr,
+		"usage: ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [-D DEVICE]\n");
+	exit(2);
+}
+
+static void *map(int fd, u64 offset, u64 size, int prot)
+{
+	void *p = mmap(NULL, size, prot, MAP_SHARED, fd, (off_t)offset);
+
+	if (p == MAP_FAILED)
+		die("mmap");
+	return p;
+}
+
+/* The meta page, checked as pysniff checks it: a mismatch is a clear error, never wrong frames. */
+static void reader_open(struct reader *r, const char *path)
+{
+	const struct nta_meta *m;
+
+	r->fd = open(path, O_RDWR | O_CLOEXEC);
+	if (r->fd < 0) {
+		if (errno == ENOENT)
+			fprintf(stderr, "ntadump: no %s: is the nta module loaded?\n", path);
+		else
+			fprintf(stderr, "ntadump: cannot open %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	m = map(r->fd, NTA_MMAP_META_OFFSET, sysconf(_SC_PAGESIZE), PROT_READ);
+	if (m->magic != NTA_MAGIC || m->abi_version != NTA_ABI_VERSION ||
+	    m->meta_size != sizeof(*m) || m->record_size != sizeof(struct nta_record) ||
+	    m->commit_size != sizeof(struct nta_commit)) {
+		fprintf(stderr, "ntadump: the module speaks ABI %u (magic %#x), ntadump %u\n",
+			m->abi_version, m->magic, NTA_ABI_VERSION);
+		exit(1);
+	}
+	r->meta = m;
+	r->ring = map(r->fd, m->ring_mmap_offset, m->ring_mmap_size, PROT_READ | PROT_WRITE);
+	r->nodes = map(r->fd, m->nodes_mmap_offset, m->nodes_mmap_size, PROT_READ);
+	r->producer = (u64 *)(r->ring + m->ring_producer_offset);
+	r->consumer = (u64 *)(r->ring + m->ring_consumer_offset);
+	r->commit_producer = (u64 *)(r->ring + m->commit_producer_offset);
+	r->commit_consumer = (u64 *)(r->ring + m->commit_consumer_offset);
+	r->commit_flags = (u32 *)(r->ring + m->commit_flags_offset);
+	r->records = (const struct nta_record *)(r->ring + m->ring_records_offset);
+	r->commits = (struct nta_commit *)(r->ring + m->commit_entries_offset);
+	r->cons = *r->consumer;
+	r->cprod = *r->commit_producer;
+}
+
+static void reader_attach(struct reader *r, struct iface *ifc)
+{
+	struct nta_attach req = { .abi_version = NTA_ABI_VERSION };
+
+	ifc->ifindex = if_nametoindex(ifc->name);
+	if (!ifc->ifindex) {
+		fprintf(stderr, "ntadump: no such interface: %s\n", ifc->name);
+		exit(1);
+	}
+	req.ifindex = ifc->ifindex;
+	if (ioctl(r->fd, NTA_IOC_ATTACH, &req)) {
+		fprintf(stderr, "ntadump: cannot attach %s: %s\n", ifc->name,
+			errno == EBUSY ? "another reader has it" : strerror(errno));
+		exit(1);
+	}
+	r->syscalls++;
+}
+
+/* Hands chunks back in the commit ring; a system call only when the module asks for one. */
+static void commit_chunks(struct reader *r, const struct nta_commit *cm, unsigned int n)
+{
+	u32 entries = r->meta->commit_entries;
+	unsigned int i = 0;
+
+	while (i < n) {
+		u64 kernel = __atomic_load_n(r->commit_consumer, __ATOMIC_ACQUIRE);
+		u64 room = entries - (r->cprod - kernel);
+
+		if (!room) {
+			struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+			/* Full: poll() makes the module take the ring. */
+			poll(&pfd, 1, 0);
+			r->syscalls++;
+			continue;
+		}
+		for (; i < n && room; i++, room--)
+			r->commits[r->cprod++ & (entries - 1)] = cm[i];
+		/* The entries are written before the module can see the new producer. */
+		__atomic_store_n(r->commit_producer, r->cprod, __ATOMIC_RELEASE);
+	}
+	if (__atomic_load_n(r->commit_flags, __ATOMIC_ACQUIRE) & NTA_COMMIT_NEED_WAKEUP) {
+		struct pollfd pfd = { .fd = r->fd, .events = POLLIN };
+
+		poll(&pfd, 1, 0);
+		r->syscalls++;
+	}
+}
+
+static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
+{
+	while (n > 0) {
+		ssize_t done = writev(fd, iov, n);
+
+		r->syscalls++;
+		if (done < 0) {
+			if (errno == EINTR)
+				continue;
+			die("write");
+		}
+		/* Past what was written: whole buffers, then the rest of a partial one. */
+		while (n > 0 && (size_t)done >= iov->iov_len) {
+			done -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (u8 *)iov->iov_base + done;
+			iov->iov_len -= done;
+		}
+	}
+}
+
+struct batch {
+	struct iovec iov[IOV_BATCH];
+	struct pcap_rec hdr[IOV_BATCH / 2];
+	u16 tag[IOV_BATCH / 2][2];
+	struct nta_commit commits[IOV_BATCH];
+	int niov;
+	unsigned int nhdr;
+	unsigned int ncommit;
+};
+
+static struct iface *iface_of(struct iface *ifs, int n, int ifindex)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		if (ifs[i].ifindex == ifindex)
+			return &ifs[i];
+	}
+	return NULL;
+}
+
+/* Room in the batch for a frame of @pieces records (header, tag, pieces). */
+static bool batch_fits(const struct batch *b, unsigned int pieces)
+{
+	return b->niov + 3 + pieces <= IOV_BATCH && b->nhdr < IOV_BATCH / 2 &&
+	       b->ncommit + pieces <= IOV_BATCH;
+}
+
+/* Writes the batch out, then hands its chunks back: their bytes are written by then. */
+static void batch_flush(struct batch *b, struct reader *r, int out)
+{
+	if (out >= 0 && b->niov)
+		write_all(out, b->iov, b->niov, r);
+	/* Hands the record slots back; the records were read before this store. */
+	__atomic_store_n(r->consumer, r->cons, __ATOMIC_RELEASE);
+	commit_chunks(r, b->commits, b->ncommit);
+	b->niov = 0;
+	b->nhdr = 0;
+	b->ncommit = 0;
+}
+
+/* The bytes a record names, or exit: the kernel never names bytes outside the pool. */
+static const u8 *piece_of(const struct reader *r, const struct nta_record *rec)
+{
+	const struct nta_meta *m = r->meta;
+
+	if (rec->node >= m->node_count || rec->offset + rec->len > m->node_size) {
+		fprintf(stderr, "ntadump: record %llu is outside the pool\n",
+			(unsigned long long)rec->seq);
+		exit(1);
+	}
+	return r->nodes + (u64)rec->node * m->node_size + rec->offset;
+}
+
+/* One frame of @pieces records from @at into the batch: its pcap header, bytes, commits. */
+static void add_frame(struct reader *r, struct batch *b, u64 at, unsigned int pieces)
+{
+	u32 mask = r->meta->ring_entries - 1;
+	const struct nta_record *first = &r->records[at & mask];
+	bool tagged = first->flags & NTA_RECORD_VLAN;
+	u32 size = first->frame_len + (tagged ? 4 : 0);
+	struct pcap_rec *h = &b->hdr[b->nhdr];
+	unsigned int k;
+
+	*h = (struct pcap_rec) {
+		.sec = first->tstamp_ns / 1000000000ULL,
+		.nsec = first->tstamp_ns % 1000000000ULL,
+		.caplen = size,
+		.len = size,
+	};
+	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
+	for (k = 0; k < pieces; k++) {
+		const struct nta_record *rec = &r->records[(at + k) & mask];
+		u8 *data = (u8 *)piece_of(r, rec);
+
+		if (k == 0 && tagged && rec->len >= 12) {
+			/* The tag goes back after the two MAC addresses, as it came. */
+			b->tag[b->nhdr][0] = first->vlan_proto;
+			b->tag[b->nhdr][1] = htons(first->vlan_tci);
+			b->iov[b->niov++] = (struct iovec) { data, 12 };
+			b->iov[b->niov++] = (struct iovec) { b->tag[b->nhdr], 4 };
+			b->iov[b->niov++] = (struct iovec) { data + 12, rec->len - 12 };
+		} else {
+			b->iov[b->niov++] = (struct iovec) { data, rec->len };
+		}
+		b->commits[b->ncommit++] = (struct nta_commit) {
+			.node = rec->node,
+			.offset = rec->offset,
+			.generation = rec->generation,
+		};
+	}
+	b->nhdr++;
+}
+
+/*
+ * Every frame ready now, at most @left. A frame's records are published at
+ * once, so a frame in several records (NTA_RECORD_CONTD) is always whole.
+ */
+static unsigned long take_frames(struct reader *r, struct batch *b, int out, bool print,
+				 struct iface *ifs, int nifs, unsigned long left)
+{
+	u64 end = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
+	u32 mask = r->meta->ring_entries - 1;
+	unsigned long frames = 0;
+
+	while (r->cons < end && frames < left) {
+		const struct nta_record *first = &r->records[r->cons & mask];
+		unsigned int pieces = 1;
+		struct iface *ifc;
+
+		while (r->records[(r->cons + pieces - 1) & mask].flags & NTA_RECORD_CONTD)
+			pieces++;
+		if (!batch_fits(b, pieces))
+			batch_flush(b, r, out);
+		add_frame(r, b, r->cons, pieces);
+		ifc = iface_of(ifs, nifs, first->ifindex);
+		if (ifc)
+			ifc->captured++;
+		if (print)
+			printf("%llu.%09llu %s length %u\n",
+			       (unsigned long long)(first->tstamp_ns / 1000000000ULL),
+			       (unsigned long long)(first->tstamp_ns % 1000000000ULL),
+			       ifc ? ifc->name : "?", b->hdr[b->nhdr - 1].len);
+		r->cons += pieces;
+		frames++;
+	}
+	return frames;
+}
+
+static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long frames)
+{
+	struct nta_reader_stats rs;
+	int i;
+
+	fprintf(stderr, "%lu frames captured, %lu system calls", frames, r->syscalls);
+	if (!ioctl(r->fd, NTA_IOC_READER_STATS, &rs))
+		fprintf(stderr, ", %llu wakeups", (unsigned long long)rs.wakeups);
+	fputc('\n', stderr);
+	for (i = 0; i < nifs; i++) {
+		struct nta_dev_stats d = { .ifindex = ifs[i].ifindex };
+		unsigned long long missed;
+
+		if (ioctl(r->fd, NTA_IOC_DEV_STATS, &d))
+			continue;
+		missed = d.unserved + d.not_shared + d.ring_full + d.skipped + d.fault_dropped;
+		fprintf(stderr, "%s: %llu received, %lu captured, %llu not delivered to ntadump",
+			ifs[i].name, (unsigned long long)d.received, ifs[i].captured, missed);
+		if (missed)
+			fprintf(stderr, " (unserved %llu, not_shared %llu, ring_full %llu,",
+				(unsigned long long)d.unserved, (unsigned long long)d.not_shared,
+				(unsigned long long)d.ring_full);
+		if (missed)
+			fprintf(stderr, " skipped %llu, fault_dropped %llu)",
+				(unsigned long long)d.skipped, (unsigned long long)d.fault_dropped);
+		if (d.flags & NTA_DEV_GONE)
+			fprintf(stderr, "; the device is gone");
+		fputc('\n', stderr);
+	}
+}
+
+static int open_output(const char *path)
+{
+	struct pcap_file_header h = {
+		.magic = PCAP_NSEC_MAGIC,
+		.major = 2,
+		.minor = 4,
+		.snaplen = 262144,
+		.linktype = LINKTYPE_ETHERNET,
+	};
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		die(path);
+	if (write(fd, &h, sizeof(h)) != sizeof(h))
+		die("write");
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	static struct batch batch;
+	struct iface ifs[MAX_IFACES];
+	const char *device = "/dev/" NTA_DEVICE_NAME, *path = NULL;
+	unsigned long count = 0, frames = 0;
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct reader r = { 0 };
+	bool quiet = false;
+	int nifs = 0, opt, out = -1, i;
+
+	while ((opt = getopt(argc, argv, "i:c:w:qD:")) != -1) {
+		switch (opt) {
+		case 'i':
+			if (nifs == MAX_IFACES || strlen(optarg) >= IF_NAMESIZE)
+				bad_usage();
+			strcpy(ifs[nifs].name, optarg);
+			ifs[nifs++].captured = 0;
+			break;
+		case 'c':
+			count = strtoul(optarg, NULL, 10);
+			if (!count)
+				bad_usage();
+			break;
+		case 'w':
+			path = optarg;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'D':
+			device = optarg;
+			break;
+		default:
+			bad_usage();
+		}
+	}
+	if (!nifs || optind != argc)
+		bad_usage();
+	reader_open(&r, device);
+	for (i = 0; i < nifs; i++)
+		reader_attach(&r, &ifs[i]);
+	if (path)
+		out = open_output(path);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	fprintf(stderr, "ntadump: listening on");
+	for (i = 0; i < nifs; i++)
+		fprintf(stderr, " %s", ifs[i].name);
+	fputc('\n', stderr);
+	r.syscalls = 0;	/* the capture's own, from here */
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && (!count || frames < count)) {
+		struct pollfd pfd = { .fd = r.fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+			die("poll");
+		r.syscalls++;
+		frames += take_frames(&r, &batch, out, !quiet && !path, ifs, nifs,
+				      count ? count - frames : (unsigned long)-1);
+		batch_flush(&batch, &r, out);
+	}
+	summary(&r, ifs, nifs, frames);
+	if (out >= 0)
+		close(out);
+	close(r.fd);
+	return 0;
+}
