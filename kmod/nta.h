@@ -52,6 +52,7 @@
 #define NTA_COMMIT_FLAGS	256
 /* Busy chunks an allocation looks at, at most, to find a free one. */
 #define NTA_RECLAIM_BUDGET	32
+#define NTA_PASS_INTERVAL_MS	10	/* after a reclaim pass that freed nothing */
 
 struct nta_reader;
 
@@ -64,6 +65,7 @@ struct nta_pool_stats {
 	u64 fallback;
 	u64 pool_empty;
 	u64 reclaim_scanned;
+	u64 reclaim_passes;
 	u64 fault_leaked;
 };
 
@@ -79,6 +81,7 @@ struct nta_pool {
 	u32 nr_shared;
 	struct nta_pool_stats stats;
 	struct work_struct reclaim;	/* a full pass, kicked when the pool runs low */
+	unsigned long next_pass;	/* jiffies: no pass is kicked before this */
 	struct nta_reader *reader;	/* whose pool it is; NULL for the common pool */
 	u64 fault_free_count;
 };
@@ -127,6 +130,7 @@ struct nta_attached {
 	bool served;			/* by the attach= parameter: stays after its reader */
 	bool tapped;			/* tap registered */
 	struct packet_type tap;		/* this device's received frames */
+	struct packet_type sentinel;	/* after the tap: see nta_attach_reader() */
 	u64 allocated;			/* served from the common pool */
 	u64 fallback;
 };

@@ -401,6 +401,14 @@ put_back:
 	nta_pool_release_holds(&holds);
 }
 
+/* Takes the frames nobody after the tap wants: see nta_attach_reader(). */
+static int nta_sentinel_rcv(struct sk_buff *skb, struct net_device *dev,
+			    struct packet_type *pt, struct net_device *orig_dev)
+{
+	consume_skb(skb);
+	return NET_RX_SUCCESS;
+}
+
 /* A frame one of the reader's devices received; this tap is that device's own. */
 static int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev,
 		       struct packet_type *pt, struct net_device *orig_dev)
@@ -502,8 +510,27 @@ static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 		.func = nta_tap_rcv,
 		.ignore_outgoing = true,
 	};
+	a->sentinel = (struct packet_type) {
+		.type = htons(ETH_P_ALL),
+		.dev = dev,
+		.func = nta_sentinel_rcv,
+		.ignore_outgoing = true,
+	};
 	/* The watch is set before the reader is published (rcu_assign_pointer orders them). */
 	rcu_assign_pointer(a->reader, r);
+	/*
+	 * Frames must reach the tap in the order the device received them.
+	 * __netif_receive_skb_core() hands a frame at once to every handler
+	 * that matches but the last, which it returns to its caller; on the
+	 * list path (GRO's normal path, netif_receive_skb_list) the caller
+	 * delivers to that last handler later, for a run of frames at a time.
+	 * A tap that is the last handler of some frames (those no protocol
+	 * takes: LLC, unknown EtherTypes) but not of others (IP) would see
+	 * them reordered. dev_add_pack() adds at the head of the device's
+	 * list, so the sentinel, added first, comes after the tap, and the
+	 * tap is never last.
+	 */
+	dev_add_pack(&a->sentinel);
 	dev_add_pack(&a->tap);
 	a->tapped = true;
 	return 0;
@@ -519,8 +546,10 @@ static void nta_detach_locked(struct nta_attached *a, int slot, bool gone)
 	struct nta_reader *r = rtnl_dereference(a->reader);
 
 	ASSERT_RTNL();
-	if (a->tapped)
-		dev_remove_pack(&a->tap);	/* synchronize_net(): no tap runs */
+	if (a->tapped) {
+		__dev_remove_pack(&a->tap);
+		dev_remove_pack(&a->sentinel);	/* synchronize_net(): neither runs */
+	}
 	a->tapped = false;
 	if (r) {
 		RCU_INIT_POINTER(a->reader, NULL);

@@ -3,7 +3,6 @@
  * nta_main.c - NTA module parameters, debugfs, load and unload.
  */
 #include <linux/debugfs.h>
-#include <linux/hrtimer.h>
 #include <linux/module.h>
 #include <linux/netdevice.h>
 #include <linux/rtnetlink.h>
@@ -110,8 +109,9 @@ static int nta_stats_show(struct seq_file *m, void *v)
 		   s.published, s.committed, s.outstanding, s.returned_on_close);
 	seq_printf(m, "not_shared %llu\nring_full %llu\nunserved %llu\nskipped %llu\ncopied %llu\n",
 		   s.not_shared, s.ring_full, s.unserved, s.skipped, s.copied);
-	seq_printf(m, "fallback %llu\npool_empty %llu\nreclaim_scanned %llu\nwakeups %llu\n",
-		   s.fallback, s.pool_empty, s.reclaim_scanned, s.wakeups);
+	seq_printf(m, "fallback %llu\npool_empty %llu\nreclaim_scanned %llu\nreclaim_passes %llu\n",
+		   s.fallback, s.pool_empty, s.reclaim_scanned, s.reclaim_passes);
+	seq_printf(m, "wakeups %llu\n", s.wakeups);
 	seq_printf(m, "fault_leaked %llu\nfault_dropped %llu\n", s.fault_leaked, s.fault_dropped);
 	for (i = 0; i < ARRAY_SIZE(why); i++)
 		seq_printf(m, "bad_commits_%s %llu\n", why[i], s.bad_commits[i]);
@@ -156,119 +156,6 @@ static int nta_devices_show(struct seq_file *m, void *v)
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(nta_devices);
-
-/*
- * Test only: "echo IFACE COUNT > selftest" allocates receive buffers for
- * IFACE (served, with no reader) COUNT times with interrupts off and COUNT
- * times from a hard interrupt (a pinned hrtimer), while the writing task
- * takes the pool's lock over and over on the same CPU, as a commit does.
- * An allocation path whose lock an interrupt can take while the CPU holds
- * it deadlocks here, and lockdep names the inversion. Reading the file
- * gives the last run's figures.
- */
-struct nta_selftest {
-	struct hrtimer timer;
-	struct net_device *dev;
-	atomic_t left;
-	atomic_t hardirq;
-	atomic_t served;
-};
-
-static char nta_selftest_result[128];
-
-static void nta_selftest_alloc(struct nta_selftest *t)
-{
-	struct sk_buff *skb = nta_netdev_alloc_skb(t->dev, 128, GFP_ATOMIC);
-
-	if (skb && skb->head_frag)
-		atomic_inc(&t->served);
-	dev_kfree_skb_any(skb);
-}
-
-static enum hrtimer_restart nta_selftest_tick(struct hrtimer *timer)
-{
-	struct nta_selftest *t = container_of(timer, struct nta_selftest, timer);
-
-	nta_selftest_alloc(t);
-	atomic_inc(&t->hardirq);
-	if (atomic_dec_return(&t->left) <= 0)
-		return HRTIMER_NORESTART;
-	hrtimer_forward_now(timer, ns_to_ktime(50 * NSEC_PER_USEC));
-	return HRTIMER_RESTART;
-}
-
-static int nta_selftest_run(struct net_device *dev, unsigned int count)
-{
-	struct nta_selftest t = { .dev = dev };
-	unsigned int i, irqs_off = 0;
-	unsigned long flags;
-
-	atomic_set(&t.left, count);
-	hrtimer_init(&t.timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_PINNED_HARD);
-	t.timer.function = nta_selftest_tick;
-	migrate_disable();
-	hrtimer_start(&t.timer, ns_to_ktime(50 * NSEC_PER_USEC), HRTIMER_MODE_REL_PINNED_HARD);
-	for (i = 0; i < count || atomic_read(&t.left) > 0; i++) {
-		if (i < count) {
-			local_irq_save(flags);
-			nta_selftest_alloc(&t);
-			local_irq_restore(flags);
-			irqs_off++;
-		}
-		nta_pool_reclaim_all(&nta.common);
-		if (i > 100 * count)
-			break;
-		cond_resched();
-	}
-	hrtimer_cancel(&t.timer);
-	migrate_enable();
-	snprintf(nta_selftest_result, sizeof(nta_selftest_result),
-		 "irqs_off %u hardirq %d served %d\n", irqs_off, atomic_read(&t.hardirq),
-		 atomic_read(&t.served));
-	return 0;
-}
-
-static ssize_t nta_selftest_write(struct file *file, const char __user *ubuf, size_t len,
-				  loff_t *ppos)
-{
-	char buf[IFNAMSIZ + 16], name[IFNAMSIZ];
-	struct nta_attached *a;
-	struct net_device *dev;
-	unsigned int count;
-	int err = -EBUSY;
-
-	if (len >= sizeof(buf) || copy_from_user(buf, ubuf, len))
-		return -EINVAL;
-	buf[len] = 0;
-	if (sscanf(buf, "%15s %u", name, &count) != 2 || !count || count > 100000)
-		return -EINVAL;
-	dev = dev_get_by_name(&init_net, name);
-	if (!dev)
-		return -ENODEV;
-	rcu_read_lock();
-	a = nta_attached_rcu(dev);
-	if (a && a->served && !rcu_access_pointer(a->reader))
-		err = 0;
-	rcu_read_unlock();
-	if (!err)
-		err = nta_selftest_run(dev, count);
-	dev_put(dev);
-	return err ?: len;
-}
-
-static ssize_t nta_selftest_read(struct file *file, char __user *ubuf, size_t len,
-				 loff_t *ppos)
-{
-	return simple_read_from_buffer(ubuf, len, ppos, nta_selftest_result,
-				       strlen(nta_selftest_result));
-}
-
-static const struct file_operations nta_selftest_fops = {
-	.owner = THIS_MODULE,
-	.write = nta_selftest_write,
-	.read = nta_selftest_read,
-	.llseek = default_llseek,
-};
 
 /* The devices named by the attach parameter, served without a reader. */
 static int nta_attach_param(void)
@@ -319,7 +206,6 @@ static int __init nta_init(void)
 	nta_debugfs = debugfs_create_dir("nta", NULL);
 	debugfs_create_file("stats", 0444, nta_debugfs, NULL, &nta_stats_fops);
 	debugfs_create_file("devices", 0444, nta_debugfs, NULL, &nta_devices_fops);
-	debugfs_create_file("selftest", 0600, nta_debugfs, NULL, &nta_selftest_fops);
 	err = nta_node_register();
 	if (err)
 		goto debugfs;

@@ -11,7 +11,10 @@
  * finds the free list empty looks at no more than NTA_RECLAIM_BUDGET busy
  * chunks, oldest first (and rotates those it could not free to the back);
  * a full pass runs in a work item when the pool runs low, and before
- * counters are read. Chunks a reader holds are on a list of their own,
+ * counters are read. A pass that freed nothing holds the next one off for
+ * NTA_PASS_INTERVAL_MS: a pool kept empty (a reader holding it all) costs
+ * each allocation its bounded look and at most 100 passes a second, not a
+ * pass per allocation. Chunks a reader holds are on a list of their own,
  * never scanned. No timer runs while the pool is idle.
  */
 #include <linux/gfp.h>
@@ -96,6 +99,7 @@ int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp)
 	INIT_LIST_HEAD(&pool->busy);
 	INIT_LIST_HEAD(&pool->shared);
 	INIT_WORK(&pool->reclaim, nta_pool_reclaim_work);
+	pool->next_pass = jiffies;
 	pool->node_pages = 1U << order;
 	pool->nodes = kcalloc(count, sizeof(*pool->nodes), gfp);
 	if (!pool->nodes)
@@ -171,41 +175,59 @@ void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c)
 	nta_chunk_free_locked(pool, c);
 }
 
-/* Looks at up to @budget busy chunks, oldest first; those still used go to the back. */
-static void nta_pool_reclaim_locked(struct nta_pool *pool, unsigned int budget)
+/*
+ * Looks at up to @budget busy chunks, oldest first; those still used go to
+ * the back. How many it freed; *@scanned (if given) grows by how many it
+ * looked at.
+ */
+static u32 nta_pool_reclaim_locked(struct nta_pool *pool, u32 budget, u64 *scanned)
 {
 	struct nta_chunk *c, *tmp;
+	u32 freed = 0;
 
 	lockdep_assert_held(&pool->lock);
 	list_for_each_entry_safe(c, tmp, &pool->busy, link) {
 		if (!budget--)
 			break;
-		pool->stats.reclaim_scanned++;
-		if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
+		if (scanned)
+			(*scanned)++;
+		if (nta_chunk_reclaimable(c, page_ref_count(c->page))) {
 			nta_chunk_free_locked(pool, c);
-		else
+			freed++;
+		} else {
 			list_move_tail(&c->link, &pool->busy);
+		}
 	}
+	return freed;
 }
 
 /* Every busy chunk looked at once, the lock dropped every NTA_RECLAIM_BUDGET. */
 void nta_pool_reclaim_all(struct nta_pool *pool)
 {
 	unsigned long flags;
-	u32 left;
+	u32 left, freed = 0;
 
 	spin_lock_irqsave(&pool->lock, flags);
+	pool->stats.reclaim_passes++;
 	left = pool->node_count * pool->node_pages - pool->nr_free - pool->nr_shared;
 	while (left) {
 		u32 step = min_t(u32, left, NTA_RECLAIM_BUDGET);
 
-		nta_pool_reclaim_locked(pool, step);
+		freed += nta_pool_reclaim_locked(pool, step, NULL);
 		left -= step;
 		spin_unlock_irqrestore(&pool->lock, flags);
 		cond_resched();
 		spin_lock_irqsave(&pool->lock, flags);
 	}
+	pool->next_pass = freed ? jiffies : jiffies + msecs_to_jiffies(NTA_PASS_INTERVAL_MS);
 	spin_unlock_irqrestore(&pool->lock, flags);
+}
+
+/* A full pass, unless the last one freed nothing a moment ago. */
+static void nta_pool_kick_locked(struct nta_pool *pool)
+{
+	if (time_after_eq(jiffies, pool->next_pass))
+		queue_work(system_unbound_wq, &pool->reclaim);
 }
 
 /*
@@ -221,19 +243,19 @@ struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_hea
 
 	lockdep_assert_held(&pool->lock);
 	if (list_empty(&pool->free))
-		nta_pool_reclaim_locked(pool, NTA_RECLAIM_BUDGET);
+		nta_pool_reclaim_locked(pool, NTA_RECLAIM_BUDGET, &pool->stats.reclaim_scanned);
 	if (list_empty(&pool->free) && pool->reader)
 		nta_reader_drain_locked(pool->reader, holds);
 	c = list_first_entry_or_null(&pool->free, struct nta_chunk, link);
 	if (!c) {
 		pool->stats.pool_empty++;
-		queue_work(system_unbound_wq, &pool->reclaim);
+		nta_pool_kick_locked(pool);
 		return NULL;
 	}
 	list_move_tail(&c->link, &pool->busy);
 	pool->nr_free--;
 	if (pool->nr_free < size / 8)
-		queue_work(system_unbound_wq, &pool->reclaim);
+		nta_pool_kick_locked(pool);
 	nta_chunk_take(c);
 	pool->stats.allocated++;
 	pool->stats.in_use++;
@@ -366,6 +388,7 @@ void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s)
 	s->fallback += pool->stats.fallback;
 	s->pool_empty += pool->stats.pool_empty;
 	s->reclaim_scanned += pool->stats.reclaim_scanned;
+	s->reclaim_passes += pool->stats.reclaim_passes;
 	s->fault_leaked += pool->stats.fault_leaked;
 	spin_unlock_irqrestore(&pool->lock, flags);
 }

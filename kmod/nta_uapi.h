@@ -215,7 +215,8 @@ struct nta_stats {
 	__u64 copied;		/* frames copied into chunks (NTA_RECORD_COPY) */
 	__u64 fallback;		/* allocations given to the kernel's allocator */
 	__u64 pool_empty;	/* ... of which because no chunk was free */
-	__u64 reclaim_scanned;	/* busy chunks looked at to find free ones */
+	__u64 reclaim_scanned;	/* busy chunks allocations looked at to find a free one */
+	__u64 reclaim_passes;	/* full passes over a pool's busy chunks, in a work item */
 	__u64 wakeups;		/* readers woken */
 	__u64 fault_leaked;	/* chunks leaked on purpose (fault injection) */
 	__u64 fault_dropped;	/* records dropped on purpose (fault injection) */

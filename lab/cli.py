@@ -182,11 +182,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    loads = [bench.Load("fixed", args.frames, args.rate), bench.Load("max", args.frames, None)]
+    # Checked before anything is built or booted: a typo costs nothing.
+    sniffers = bench.parse_sniffers(args.sniffers)
+    for name in ("rounds", "frames", "rate", "max_frames"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
+    if args.web_requests < 0:
+        raise UsageError(f"--web-requests must not be negative, not {args.web_requests}")
+    loads = [
+        bench.Load("fixed", args.frames, args.rate),
+        bench.Load("max", args.max_frames or 3 * args.frames, None),
+    ]
     if args.web_requests:
         loads.append(bench.Load("web", args.web_requests, None, web=True))
     out = Path(args.out) if args.out else paths.new_results_dir("bench")
-    sniffers = args.sniffers.split(",")
     return bench.run_bench(
         args.kernel[0] if args.kernel else "debian-6.1",
         args.rounds,
@@ -272,12 +282,25 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     be = sub.add_parser(
-        "bench", parents=[kernels, acc, out], help="NTA vs AF_PACKET vs tcpdump CPU cost"
+        "bench",
+        parents=[kernels, acc, out],
+        help="NTA's readers vs AF_PACKET's and tcpdump: CPU, syscalls, wakeups per frame",
     )
     be.add_argument("--rounds", type=int, default=2, help="A B A B rounds per load")
-    be.add_argument("--frames", type=int, default=20000, help="frames per trial")
+    be.add_argument("--frames", type=int, default=20000, help="frames per fixed-rate trial")
     be.add_argument("--rate", type=float, default=2000.0, help="the fixed load, frames/s")
-    be.add_argument("--sniffers", default=",".join(bench.SNIFFERS))
+    be.add_argument(
+        "--max-frames",
+        type=int,
+        help="frames per flat-out trial (default 3 x --frames: seconds long too, for the "
+        "tick-sampled softirq column)",
+    )
+    be.add_argument(
+        "--sniffers",
+        default=",".join(bench.SNIFFERS),
+        help=f"comma list of {', '.join(bench.SNIFFERS)} (default: all); each round runs "
+        "them in that order",
+    )
     be.add_argument(
         "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: none)"
     )

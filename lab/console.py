@@ -14,6 +14,7 @@ import itertools
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -53,11 +54,18 @@ def clean(text: str | None) -> str:
 
 class Console:
     def __init__(
-        self, child: pexpect.spawn[str], log: TextIO, tail: TailSource | None = None
+        self,
+        child: pexpect.spawn[str],
+        log: TextIO,
+        tail: TailSource | None = None,
+        on_stuck: Callable[[], str] | None = None,
     ) -> None:
         self.child = child
         self.log = log
         self.tail = tail
+        # Called when a command does not answer: what the guest's kernel says
+        # about its blocked tasks, for the error (the shell itself is stuck).
+        self.on_stuck = on_stuck
         self._ids = itertools.count(1)
         self._token = secrets.token_hex(3)
 
@@ -91,6 +99,8 @@ class Console:
         rc = int(match.group(1))
         self._expect(rf"@@ntalab-end {n}@@\r*\n", timeout, cmd)
         result = CmdResult(cmd, rc, stdout, clean(self.child.before), time.monotonic() - start)
+        # For whoever reads the log after a slow run: what each command took.
+        self.log.write(f"# ntalab< rc {rc} in {result.elapsed:.1f}s\n")
         if check and rc != 0:
             raise CommandFailed(result)
         return result
@@ -108,6 +118,13 @@ class Console:
         """A line the console does not wait on (poweroff)."""
         self._send(line)
 
+    def monitor(self, command: str) -> None:
+        """One QEMU monitor command, through the console's multiplexer (Ctrl-A c toggles)."""
+        self.log.write(f"\n# ntalab monitor> {command}\n")
+        self.child.send("\x01c")
+        self.child.sendline(command)
+        self.child.send("\x01c")
+
     def _send(self, line: str) -> None:
         self.log.write(f"\n# ntalab> {line}\n")
         self.log.flush()
@@ -117,9 +134,10 @@ class Console:
         try:
             self.child.expect(pattern, timeout=timeout)
         except pexpect.TIMEOUT:
+            kernel = self.on_stuck() if self.on_stuck is not None else ""
             raise ConsoleTimeout(
                 f"no answer from the guest within {timeout:.0f}s to: {what}\n"
-                f"console tail:\n{self._tail()}"
+                f"console tail:\n{self._tail()}{kernel}"
             ) from None
         except pexpect.EOF:
             raise ConsoleTimeout(

@@ -34,7 +34,7 @@ from typing import Any
 
 import pexpect
 
-from lab import LabError, kconfig, paths
+from lab import LabError, judge, kconfig, paths
 from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
@@ -113,6 +113,20 @@ def build_argv(spec: GuestSpec, nics: Sequence[NicPlan], vng: str = "vng") -> li
     return argv
 
 
+def kmsg_text(records: str) -> str:
+    """/dev/kmsg records ("PRIO,SEQ,USECS,FLAGS;text", then " KEY=value" lines) as dmesg
+    prints them, line for line (a key=value line becomes an empty one)."""
+    out = []
+    for line in records.splitlines():
+        head, sep, text = line.partition(";")
+        fields = head.split(",")
+        if line.startswith(" ") or not sep or len(fields) < 3 or not fields[2].isdigit():
+            out.append("")
+            continue
+        out.append(f"[{int(fields[2]) / 1e6:12.6f}] {text}")
+    return "\n".join(out) + "\n"
+
+
 class ConsoleLog:
     """The run's console log: every byte the guest prints, when it last printed, its tail.
 
@@ -137,6 +151,10 @@ class ConsoleLog:
 
     def silence(self) -> float:
         return time.monotonic() - self.last_output
+
+    def longest_silence(self) -> float:
+        """Including the one still going on (a stall's)."""
+        return max(self.max_silence, self.silence())
 
     def tail(self, lines: int = 40) -> str:
         self.file.flush()
@@ -220,6 +238,7 @@ class Guest:
         self.console: Console | None = None
         self.attempts: list[BootAttempt] = []
         self.info: GuestInfo | None = None
+        self._scanned: dict[Path, tuple[int, int]] = {}  # log -> (bytes, lines) scanned
 
     def __enter__(self) -> Guest:
         try:
@@ -257,9 +276,63 @@ class Guest:
             self.console_log.path.rename(stalled)
             self.attempts[-1] = replace(result, console_log=stalled.name)
             self.console_log = ConsoleLog(self.outdir / "console.log")
-        self.console = Console(self.child_or_fail(), self.console_log.file, self.console_log)
+        self.console = Console(
+            self.child_or_fail(), self.console_log.file, self.console_log, self._stuck_report
+        )
         self.console.setup()
+        self._watch_kernel()
         self._record_guest(self.sh.run("uname -r").stdout.strip())
+
+    def _watch_kernel(self) -> None:
+        """Stream the kernel log into the results as it is written, and let it name stuck tasks.
+
+        The console's shell is what hangs when the kernel does, so the log must
+        already be on its way out: kmsg.log grows while the guest runs. Blocked
+        tasks are reported after 20 s (not Debian's 120) and SysRq is enabled
+        so that a stuck command can ask for every blocked task's stack.
+        """
+        self.sh.run(
+            "sysctl -qw kernel.sysrq=1 kernel.hung_task_timeout_secs=20 2>/dev/null; "
+            f"cat /dev/kmsg > {shlex.quote(str(self.kmsg_log))} 2>/dev/null &"
+        )
+
+    @property
+    def kmsg_log(self) -> Path:
+        return self.outdir / "kmsg.log"
+
+    def new_splats(self) -> list[judge.Splat]:
+        """Splats in what the kernel logged (kmsg.log) and the console printed since the last
+        call. Both files only grow, so each call reads on from where the last one stopped
+        (whole lines only): a splat is reported once, by the test during which it came.
+        A console round trip first gives the guest's stream time to catch up."""
+        self.sh.run("true")
+        self.console_log.flush()
+        found = []
+        for path, convert in ((self.kmsg_log, kmsg_text), (self.console_log.path, clean)):
+            if not path.is_file():
+                continue
+            offset, lines = self._scanned.get(path, (0, 0))
+            with path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+            data = data[: data.rfind(b"\n") + 1]
+            text = convert(data.decode("utf-8", errors="replace"))
+            found += [replace(s, line_no=s.line_no + lines) for s in judge.scan(text, str(path))]
+            self._scanned[path] = (offset + len(data), lines + data.count(b"\n"))
+        return found
+
+    def _stuck_report(self) -> str:
+        """A stuck command's context: SysRq w (blocked tasks) and l (CPU backtraces)."""
+        with contextlib.suppress(OSError, pexpect.ExceptionPexpect):
+            self.sh.monitor("sendkey alt-sysrq-w")
+            self.sh.monitor("sendkey alt-sysrq-l")
+            time.sleep(5)
+        with contextlib.suppress(OSError):
+            lines = self.kmsg_log.read_text(errors="replace").splitlines()
+            return "\nkernel log tail (kmsg.log):\n" + "\n".join(
+                line.partition(";")[2] or line for line in lines[-80:]
+            )
+        return ""
 
     def child_or_fail(self) -> pexpect.spawn[str]:
         if self.child is None:
@@ -295,7 +368,7 @@ class Guest:
             outcome=outcome,
             seconds=round(time.monotonic() - start, 1),
             last_line=tail[-1] if tail else "",
-            max_silence_s=round(self.console_log.max_silence, 1),
+            max_silence_s=round(self.console_log.longest_silence(), 1),
             console_log=self.console_log.path.name,
         )
 

@@ -29,6 +29,8 @@ from lab import LabError, paths
 from lab.images import Kernel
 
 MODULE = "nta.ko"
+# Test only, built beside it: the lab's driver stand-in (kmod/nta_caller.c).
+CALLER = "nta_caller.ko"
 _WARNING = re.compile(r"\b(warning|error):", re.IGNORECASE)
 _SOURCES = ("*.c", "*.h", "Kbuild")
 
@@ -48,6 +50,10 @@ class BuildResult:
     log: Path
     warnings: tuple[str, ...]
     elapsed: float
+
+    @property
+    def caller(self) -> Path | None:
+        return self.module.parent / CALLER if self.module is not None else None
 
 
 def builds_root() -> Path:

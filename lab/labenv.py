@@ -19,17 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import LabError, paths, traffic
+from lab import LabError, kbuild, paths, traffic
 from lab.console import CmdResult
 from lab.events import EventLog
 from lab.guest import Guest
 from lab.guestnet import GuestNet, GuestNic, RxCounts
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
-from lab.judge import nic_took
+from lab.judge import Splat, nic_took, quiet
 from lab.nta import NtaModule
 from lab.spawn import GuestProc, Spawner
 from lab.wait import wait_until
+from pysniff.abi import Stats
 from pysniff.report import SniffReport
 
 # Seconds without a frame after which a reader waiting for more gives up, and
@@ -75,6 +76,7 @@ class LabEnv:
         self._rng = random.Random()
         self._spawner: Spawner | None = None
         self._stack: contextlib.ExitStack | None = None
+        self._splats: list[Splat] = []  # seen by expect_splat, not of the kind expected
         self.test = ""
 
     @classmethod
@@ -85,6 +87,13 @@ class LabEnv:
         net = GuestNet(guest.sh, guest.features)
         nics = net.setup(guest.nics, guest.host_ends, promisc=True)
         return cls(guest, nics, net, kernel, nic_set, guest.outdir, events)
+
+    def close(self) -> None:
+        """Ends the guest programs the lab started (a guest that powers off ends them too;
+        a fake guest on the host would not)."""
+        if self._spawner is not None:
+            self._spawner.stop()
+            self._spawner = None
 
     # -- a test's life --------------------------------------------------------------
 
@@ -98,6 +107,27 @@ class LabEnv:
                 yield
             finally:
                 self._stack = None
+
+    def expect_splat(self, kind: str, timeout: float = 30.0) -> list[Splat]:
+        """Wait for a kernel report of ``kind`` (a planted bug's); the reports of that kind.
+
+        Reports of other kinds seen meanwhile stay unexpected: the test still
+        fails on them (``unexpected_splats``).
+        """
+        got: list[Splat] = []
+
+        def seen() -> list[Splat]:
+            for s in self.guest.new_splats():
+                (got if s.kind == kind else self._splats).append(s)
+            return got
+
+        return wait_until(seen, timeout, f"a {kind} report in the guest's kernel log", 1.0)
+
+    def unexpected_splats(self) -> list[Splat]:
+        """Every kernel report since the last look that no test expected."""
+        found = self._splats + self.guest.new_splats()
+        self._splats = []
+        return found
 
     def defer(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` when the current test ends (last deferred, first run)."""
@@ -150,6 +180,27 @@ class LabEnv:
         """One of NTA's writable parameters, for the rest of the test."""
         old = self.nta.set_param(name, value)
         self.defer(self._restore_param, name, old)
+
+    def quiesced(self, leaked: int | None = None, timeout: float = 30.0) -> Stats:
+        """No chunk leaked: with the links down, only ``leaked`` chunks are still in use
+        (default: those NTA's fault injection leaked on purpose, which stay in use for good).
+
+        While the links are up the drivers' rings and the stack hold NTA buffers,
+        a number that differs by one from one quiet moment to the next (seen
+        here: 574, 575, 574). Taking the links down frees them all, so in_use
+        has one exact expected value.
+        """
+        if leaked is None:
+            leaked = self.nta.stats().fault_leaked
+        self.net.links_down(self.nics)
+        try:
+            stats = self.nta.wait(f"in_use {leaked}", lambda s: s.in_use == leaked, timeout)
+        except LabError:  # judged below, with the figures
+            stats = self.nta.stats()
+        finally:
+            self.net.links_up(self.nics)
+        quiet(stats, leaked)
+        return stats
 
     def _restore_param(self, name: str, value: int) -> None:
         if self.nta.loaded is not None:
@@ -206,6 +257,19 @@ class LabEnv:
         proc = self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
         if refill:
             self.net.bounce([nic])
+        return proc
+
+    @property
+    def ntadump_program(self) -> str:
+        """ntadump, built on the host (the guest runs the host's userspace)."""
+        return str(kbuild.build_ntadump().program)
+
+    def ntadump(self, nics: list[GuestNic], tag: str, *args: object) -> GuestProc:
+        """ntadump on ``nics`` in the background, attached when this returns (its summary
+        is on stderr, ``proc.log``)."""
+        ifaces = [a for n in nics for a in ("-i", n.iface)]
+        proc = self.bkg(tag, "lab.guestside.execute", self.ntadump_program, *ifaces, *args)
+        proc.wait_line("ntadump: listening on")
         return proc
 
     def sniff_while(

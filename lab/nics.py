@@ -26,6 +26,8 @@ import contextlib
 import select
 import socket
 import struct
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,10 +149,21 @@ def plan(nics: Sequence[NicVariant], sock_dir: Path, guest_no: int = 0) -> list[
 # buffer) before the lab calls the guest stuck. TCG guests on a loaded host
 # pause for seconds; a minute means something is wrong.
 SEND_TIMEOUT_S = 60
+# Frames the guest sent that the host keeps until a test reads them (the newest).
+RECV_KEEP = 100_000
 
 
 class HostEnd:
-    """The host side of one NIC: send frames into the guest, read what it sends."""
+    """The host side of one NIC: send frames into the guest, read what it sends.
+
+    Everything the guest sends is read at once by a thread of its own and
+    kept (the newest RECV_KEEP frames) until ``recv`` takes it or ``drain``
+    drops it. A unix datagram socket queues only a few frames
+    (net.unix.max_dgram_qlen), and QEMU, when its send to a full one fails,
+    retries at once, for ever: a host end nobody reads would have QEMU's main
+    loop spin and the guest crawl (seen here: ICMP errors for the lab's UDP
+    frames, unread, cost the guest most of its speed).
+    """
 
     def __init__(self, nic: NicPlan) -> None:
         self.nic = nic
@@ -161,11 +174,31 @@ class HostEnd:
         # Large enough that a burst of full-size frames queues rather than blocks early.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        # Sends block (back-pressure) but not for ever; receives wait in
-        # select(), so that a receiving thread never shortens a send's wait.
+        # Sends block (back-pressure) but not for ever.
         self.sock.setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0)
         )
+        self._got: deque[bytes] = deque(maxlen=RECV_KEEP)
+        self._ready = threading.Condition()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(
+            target=self._read, name=f"host-end-{nic.index}", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            try:
+                readable, _, _ = select.select([self.sock], [], [], 0.2)
+                frame = self.sock.recv(65536, socket.MSG_DONTWAIT) if readable else None
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError):  # closed under us
+                return
+            if frame is not None:
+                with self._ready:
+                    self._got.append(frame)
+                    self._ready.notify_all()
 
     def send(self, frame: bytes) -> None:
         """Blocks while QEMU is not reading: the guest ran out of receive buffers."""
@@ -179,15 +212,21 @@ class HostEnd:
             ) from None
 
     def recv(self, timeout: float) -> bytes | None:
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        if not readable:
-            return None
-        try:
-            return self.sock.recv(65536, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return None
+        """The oldest frame the guest sent that nobody took yet, waiting up to ``timeout``."""
+        with self._ready:
+            self._ready.wait_for(lambda: bool(self._got), timeout)
+            return self._got.popleft() if self._got else None
+
+    def drain(self) -> int:
+        """Drop what the guest sent so far (before a new exchange); how many frames."""
+        with self._ready:
+            n = len(self._got)
+            self._got.clear()
+            return n
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join()
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.nic.host_sock.unlink()

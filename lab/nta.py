@@ -19,7 +19,7 @@ from lab import LabError
 from lab.console import CmdResult, Console
 from lab.guestnet import GuestNet, GuestNic
 from lab.wait import wait_until
-from pysniff.abi import DevStats, Stats
+from pysniff.abi import ABI_VERSION, DevStats, Stats
 
 DEBUGFS = "/sys/kernel/debug/nta"
 PARAMS = "/sys/module/nta/parameters"
@@ -47,6 +47,9 @@ class NtaModule:
         self.sh.run(f"insmod {shlex.quote(str(module))} {params}")
         self.loaded = Loaded(module, params)
         self.sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
+        version = self.version_line()
+        if f" abi {ABI_VERSION} " not in version:
+            raise LabError(f"{module} is not NTA ABI {ABI_VERSION} as pysniff is: {version!r}")
         if bounce:
             self.net.bounce(bounce)
 
@@ -93,7 +96,9 @@ class NtaModule:
         raise LabError(f"NTA does not serve {nic.iface}")
 
     def param(self, name: str) -> int:
-        return int(self.sh.run(f"cat {PARAMS}/{name}").stdout)
+        """A numeric or boolean parameter (Y/N read as 1/0, as the kernel accepts them)."""
+        text = self.sh.run(f"cat {PARAMS}/{name}").stdout.strip()
+        return int(text == "Y") if text in ("Y", "N") else int(text)
 
     def set_param(self, name: str, value: int) -> int:
         """Set one of the module's writable parameters; its previous value."""

@@ -14,9 +14,11 @@ A scenario that takes the ``nic`` fixture runs once per NIC of the guest
 takes only ``lab_env`` runs once for the guest. Tests run under the default
 boot profile, and under others they name with
 ``@pytest.mark.boot_profiles``; on a sanitizer kernel (KASAN) only those
-marked ``@pytest.mark.sanitizers`` run. After every test its cleanups run
-(see ``LabEnv.test_scope``), the kernel log is saved and scanned, and a
-failure (or a splat) leaves a reproducer bundle.
+marked ``@pytest.mark.sanitizers`` (or ``sanitizer_only``) run. After every
+test its cleanups run (see ``LabEnv.test_scope``), what the kernel logged
+during it is scanned for splats (a report the test expected, see
+``LabEnv.expect_splat``, is the test's own), and a failure or a splat
+leaves a reproducer bundle.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import LabError, accel, images, judge, repro
+from lab import LabError, accel, images, kbuild, repro
 from lab.events import EventLog
 from lab.guest import BOOT_PROFILES, Guest, GuestSpec
 from lab.guestnet import GuestNic
@@ -44,6 +46,10 @@ FIGURES = pytest.StashKey[dict[str, str]]()
 BUNDLE = pytest.StashKey[str]()
 
 ACCELS = ("auto", "kvm", "tcg")
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+
+# The ``figure`` fixture: records a NIC's key figure for the matrix.
+Figure = Callable[[GuestNic, str], None]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -121,6 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
+    config.addinivalue_line("markers", "sanitizer_only: run on sanitizer kernels only")
     config.addinivalue_line("markers", "last: run after every other test of the guest")
 
 
@@ -153,7 +160,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             profiles = {"default", *(marker.args if marker else ())}
             wanted = state.request.profile in profiles
             if sanitizer:
-                wanted = wanted and item.get_closest_marker("sanitizers") is not None
+                wanted = wanted and (
+                    item.get_closest_marker("sanitizers") is not None
+                    or item.get_closest_marker("sanitizer_only") is not None
+                )
+            elif item.get_closest_marker("sanitizer_only") is not None:
+                wanted = False
             (keep if wanted else drop).append(item)
         else:
             keep.append(item)
@@ -207,12 +219,36 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
                 outcome="retried" if info.infra_retries else "",
             )
             state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
+            if guest.features.kmemleak:
+                # As syzkaller does: no scan on its own, and what the boot leaked
+                # forgotten; the leak check scans at the end (tests/lab/test_sanitizers.py).
+                state.env.cmd(f"echo scan=off > {KMEMLEAK}; echo clear > {KMEMLEAK}")
             yield state.env
+            state.env.close()
     except LabError as e:
         state.error = str(e)
         raise
     finally:
         state.env = None
+
+
+@pytest.fixture(scope="session")
+def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
+    """The guest with NTA loaded, serving every NIC from load on (``attach=``), defaults
+    otherwise; once for all its tests. At the end no chunk may have leaked.
+
+    A scenario that unloads it loads it again with the same parameters.
+    """
+    built = kbuild.build(lab_env.kernel)
+    assert built.status is kbuild.BuildStatus.OK, built.warnings or built.log.read_text()[-3000:]
+    assert built.module is not None
+    attach = ",".join(n.iface for n in lab_env.nics)
+    lab_env.nta.load(built.module, f"attach={attach}", bounce=lab_env.nics)
+    yield lab_env
+    if lab_env.nta.loaded is None:
+        return  # a scenario that unloads it failed before loading it again
+    lab_env.quiesced()
+    lab_env.nta.unload(bounce=lab_env.nics)
 
 
 @pytest.fixture
@@ -223,7 +259,7 @@ def nic(lab_env: LabEnv, request: pytest.FixtureRequest) -> GuestNic:
 
 
 @pytest.fixture
-def figure(request: pytest.FixtureRequest) -> Callable[[GuestNic, str], None]:
+def figure(request: pytest.FixtureRequest) -> Figure:
     """Records a NIC's key figure for the matrix, once its checks passed."""
 
     def record(nic: GuestNic, text: str) -> None:
@@ -242,8 +278,8 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     first_pcap = len(env.pcaps)
     with env.test_scope(request.node.name):
         yield
-    log = env.guest.save_dmesg()
-    splats = judge.scan_files([log, env.guest.console_log.path])
+    env.guest.save_dmesg()
+    splats = env.unexpected_splats()
     call = request.node.stash.get(REPORTS, {}).get("call")
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")

@@ -180,32 +180,39 @@ def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
 
 
 def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
-    """Rows kernel/NIC variant, one numbered column per scenario, the legend, the failures."""
+    """A row per scenario, a numbered column per kernel/NIC variant (the legend above), then
+    each scenario's figures and the failures.
+
+    Scenarios outnumber kernel/NIC rows and their names are long, so they make the rows;
+    figures are too long for cells, so they follow the table.
+    """
     rows = sorted({r for r, _ in grid})
-    cols = sorted({c for _, c in grid})
+    scenarios = sorted({c for _, c in grid})
     if not rows:
         return "(no scenarios ran)"
-
-    def text(cell: Cell | None) -> str:
-        return "-" if cell is None else f"{OUTCOME_MARK[cell.outcome]} {cell.figure}".strip()
-
-    table = [[text(grid.get((r, c))) for c in cols] for r in rows]
-    widths = [
-        max(len(str(n)), *(len(line[n - 1]) for line in table)) for n in range(1, len(cols) + 1)
-    ]
-    first = max(len("kernel/nic"), *(len(r) for r in rows))
-    head = f"{'kernel/nic':<{first}}  " + "  ".join(
-        f"{n:<{w}}" for n, w in zip(range(1, len(cols) + 1), widths, strict=True)
-    )
-    head = head.rstrip()
-    lines = [head, "-" * len(head)]
-    for r, line in zip(rows, table, strict=True):
-        row = "  ".join(f"{t:<{w}}" for t, w in zip(line, widths, strict=True))
-        lines.append(f"{r:<{first}}  {row}".rstrip())
-    lines.append("")
-    for n, c in enumerate(cols, 1):
-        secs = [cell.seconds for (_, sc), cell in grid.items() if sc == c]
-        lines.append(f"{n}: {c} ({max(secs):.0f}s)")
+    lines = [f"{n:>2}: {r}" for n, r in enumerate(rows, 1)]
+    first = max(len("scenario (longest s)"), *(len(c) + 7 for c in scenarios))
+    marks = [str(n) for n in range(1, len(rows) + 1)]
+    width = max(*(len(m) for m in OUTCOME_MARK.values()), *(len(m) for m in marks))
+    head = f"{'scenario (longest s)':<{first}}" + "".join(f"{m:>{width + 1}}" for m in marks)
+    lines += ["", head, "-" * len(head)]
+    for c in scenarios:
+        secs = max(cell.seconds for (_, sc), cell in grid.items() if sc == c)
+        marks = [
+            OUTCOME_MARK[cell.outcome] if (cell := grid.get((r, c))) is not None else "-"
+            for r in rows
+        ]
+        label = f"{c} ({secs:.0f})"
+        lines.append(f"{label:<{first}}" + "".join(f"{m:>{width + 1}}" for m in marks))
+    figures = [
+        (c, r, cell.figure) for c in scenarios for r in rows
+        if (cell := grid.get((r, c))) is not None and cell.figure
+    ]  # fmt: skip
+    if figures:
+        lines += ["", "figures:"]
+        for c in dict.fromkeys(c for c, _, _ in figures):
+            lines.append(f"  {c}")
+            lines += [f"    {r}: {f}" for sc, r, f in figures if sc == c]
     failed: dict[tuple[str, str], list[str]] = {}
     for (r, c), v in sorted(grid.items()):
         if v.outcome in ("fail", "error"):

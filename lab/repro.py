@@ -1,21 +1,23 @@
 """Reproducer bundles: what a failed lab test needs to be replayed in a VM.
 
 A bundle is a directory holding ``bundle.json`` (kernel, NIC set, accelerator,
-kernel command line, module parameters), a copy of the module build the test
-ran, the pcaps it injected in order, and its console and kernel logs.
-``ntalab repro BUNDLE`` boots the same kernel with the same NICs, loads the
-same module, replays the pcaps NIC by NIC and leaves the developer in the
-guest's shell.
+kernel command line, module parameters, guest commands), a copy of the
+module build the test ran, the pcaps it injected in order, and its console
+and kernel logs. ``ntalab repro BUNDLE`` boots the same kernel with the same
+NICs, loads the same module, replays the pcaps NIC by NIC, runs the
+commands, and leaves the developer in the guest's shell (``--no-shell``:
+prints the splats the replay caused and exits 1 if there were any).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import LabError, accel, images, judge, nics, traffic
+from lab import LabError, accel, images, nics, traffic
 from lab.guest import Guest, GuestSpec
 from lab.labenv import LabEnv
 
@@ -40,10 +42,24 @@ class Bundle:
     module_params: str
     injected: list[Injected]
     reason: str
+    commands: list[str] = field(default_factory=list)  # shell, run after the pcaps
 
 
-def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, root: Path) -> Path:
-    """Copy everything ``test`` used into ``root/<test>``; the bundle's directory."""
+def write(
+    env: LabEnv,
+    test: str,
+    pcaps: list[tuple[str, Path]],
+    reason: str,
+    root: Path,
+    params: str | None = None,
+    commands: Sequence[str] = (),
+) -> Path:
+    """Copy everything ``test`` used into ``root/<test>``; the bundle's directory.
+
+    ``params`` replaces the parameters the module was loaded with (a test that
+    set one later says so); ``commands`` are what the guest must run to trigger
+    the failure once the pcaps are replayed.
+    """
     safe = test.replace("/", "_").replace("[", "-").rstrip("]")
     out = root / safe
     out.mkdir(parents=True, exist_ok=True)
@@ -52,9 +68,10 @@ def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, ro
         name = f"{n:03d}-{pcap.name}"
         shutil.copy2(pcap, out / name)
         injected.append(Injected(nic, name))
-    module, params = None, ""
+    module = None
     if env.nta.loaded is not None:
-        module, params = env.nta.loaded.module.name, env.nta.loaded.params
+        module = env.nta.loaded.module.name
+        params = env.nta.loaded.params if params is None else params
         shutil.copy2(env.nta.loaded.module, out / module)
     for log in (env.guest.console_log.path, env.outdir / "dmesg.log"):
         if log.is_file():
@@ -67,9 +84,10 @@ def write(env: LabEnv, test: str, pcaps: list[tuple[str, Path]], reason: str, ro
         accel=env.guest.spec.accel.name,
         append=list(env.guest.spec.append),
         module=module,
-        module_params=params,
+        module_params=params or "",
         injected=injected,
         reason=reason[-4000:],
+        commands=list(commands),
     )
     (out / BUNDLE_FILE).write_text(json.dumps(asdict(bundle), indent=2) + "\n")
     return out
@@ -104,13 +122,17 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
             frames = traffic.read_pcap(root / item.pcap)
             sent = traffic.inject(nic.host, frames, nic.rate)
             print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
+        for command in bundle.commands:
+            result = env.cmd(command, check=False)
+            print(f"  $ {command}: exit {result.rc}")
         if interactive:
             print("guest shell (no prompt); Ctrl-] leaves")
             child = guest.child_or_fail()
             child.logfile_read = None
             child.interact()
             return 0
-        splats = judge.scan_files([guest.save_dmesg("replay-dmesg.log"), guest.console_log.path])
+        guest.save_dmesg("replay-dmesg.log")
+        splats = guest.new_splats()
     for splat in splats:
         print(f"  {splat}")
     print(f"replay {'reproduced splats' if splats else 'ran clean'}; logs in {root / 'replay'}")

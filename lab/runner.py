@@ -16,11 +16,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import UsageError, images, kbuild, paths, report
+from lab import UsageError, images, kbuild, kconfig, paths, report
 from lab.events import Event, EventTail
 from lab.report import GuestRequest, GuestResult, RunResult
 
@@ -46,9 +46,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
-def weight(req: GuestRequest) -> int:
+def weight(req: GuestRequest, sanitizers: Collection[str]) -> int:
     """How long a guest takes, roughly: sanitizer kernels most, debug guests least."""
-    if req.kernel.endswith("-kasan"):
+    if req.kernel in sanitizers:
         return 3
     return 1 if req.profile != "default" else 2
 
@@ -59,20 +59,25 @@ def plan(
     profiles: Sequence[str],
     accel: str,
     shard: Shard | None = None,
+    sanitizers: Collection[str] = (),
 ) -> list[GuestRequest]:
     """Every guest of the matrix (or of one shard of it), longest first.
 
-    Guests are numbered over the whole matrix, so that a guest has the same
-    number (and MACs) whichever shard runs it. Shards deal the guests out
-    round robin in that order, so each gets a like mix of long and short.
+    ``sanitizers`` names the sanitizer (KASAN) kernels: they boot with the
+    default profile only, since KASAN catches all the debug profile's slab
+    poisoning does and more. Guests are numbered over the whole matrix, so
+    that a guest has the same number (and MACs) whichever shard runs it.
+    Shards deal the guests out round robin in that order, so each gets a like
+    mix of long and short.
     """
     every = [
         GuestRequest(kernel, nic_set, profile, accel)
         for kernel in kernels
         for nic_set in nic_sets
         for profile in profiles
+        if profile == "default" or kernel not in sanitizers
     ]
-    every.sort(key=lambda r: (-weight(r), r.id))
+    every.sort(key=lambda r: (-weight(r, sanitizers), r.id))
     numbered = [
         GuestRequest(r.kernel, r.nic_set, r.profile, r.accel, guest_no=n)
         for n, r in enumerate(every)
@@ -80,6 +85,18 @@ def plan(
     if shard is None:
         return numbered
     return numbered[shard.index - 1 :: shard.count]
+
+
+def sanitizer_kernels(kernels: Sequence[str]) -> set[str]:
+    """Those of ``kernels`` (ready to boot) whose config has KASAN."""
+    manifest = images.load_manifest()
+    out = set()
+    for name in kernels:
+        config = images.resolve(name, manifest).config
+        settings = kconfig.read(config) if config is not None and config.is_file() else {}
+        if settings.get("CONFIG_KASAN") == "y":
+            out.add(name)
+    return out
 
 
 def build_modules(kernels: Sequence[str], say: Print) -> None:
@@ -138,15 +155,31 @@ class _Running:
     start: float
 
 
+def selection(scenarios: Path, pytest_args: Sequence[str]) -> list[str]:
+    """pytest's arguments: the scenarios dir, or the scenario files and ids the user named.
+
+    Paths the user gave (``tests/lab/test_nta.py``, ``FILE::test``) are made
+    absolute, since pytest runs from the import root; with none, every
+    scenario runs.
+    """
+    args, named = [], False
+    for arg in pytest_args:
+        head, sep, rest = arg.partition("::")
+        if not arg.startswith("-") and Path(head).exists():
+            arg, named = f"{Path(head).resolve()}{sep}{rest}", True
+        args.append(arg)
+    return args if named else [str(scenarios), *args]
+
+
 def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[str]) -> _Running:
     gdir = out / req.dirname
     gdir.mkdir(parents=True, exist_ok=True)
     (gdir / "events.jsonl").unlink(missing_ok=True)
     req.save(gdir / "request.json")
     argv = [
-        sys.executable, "-m", "pytest", str(scenarios), "-m", "lab",
+        sys.executable, "-m", "pytest", *selection(scenarios, pytest_args), "-m", "lab",
         "-p", "lab.pytest_plugin", "-p", "no:cacheprovider",
-        "--lab-request", str(gdir / "request.json"), "-q", *pytest_args,
+        "--lab-request", str(gdir / "request.json"), "-q",
     ]  # fmt: skip
     (gdir / "pytest-argv.txt").write_text(" ".join(argv) + "\n")
     with (gdir / "pytest.log").open("wb") as log:
@@ -211,12 +244,12 @@ def run_matrix(
 ) -> RunResult:
     """Run the matrix (or one shard of it) and write its reports in ``out``."""
     progress = Progress(lambda text: say(text))
-    requests = plan(kernels, nic_sets, profiles, accel, shard)
+    build_modules(sorted(set(kernels)), progress.line)
+    requests = plan(kernels, nic_sets, profiles, accel, shard, sanitizer_kernels(kernels))
     progress.line(
         f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
         f"results in {out}"
     )
-    build_modules(sorted({r.kernel for r in requests}), progress.line)
     start = time.monotonic()
     guests = run_guests(
         requests, out, jobs, scenarios or paths.sources().scenarios, pytest_args, progress

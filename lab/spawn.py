@@ -14,6 +14,7 @@ A test that fails half-way never leaves a reader attached for the next one.
 from __future__ import annotations
 
 import itertools
+import secrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,6 @@ from lab import LabError
 from lab.console import Console
 from lab.wait import WaitTimeout, wait_until
 
-FIFO = "/tmp/ntalab-spawner.fifo"
 START_TIMEOUT = 180.0  # a cold Python importing everything, under TCG, on a loaded host
 STOP_GRACE_S = 10.0
 
@@ -67,18 +67,22 @@ class GuestProc:
             path.exists,
             timeout,
             f"{self.name} to be ready",
-            failed=lambda: (
-                None if (rc := self.poll()) is None else f"exited {rc}: {self.log_tail()}"
-            ),
+            failed=self._ended,
         )
 
     def wait_line(self, line: str, timeout: float = 30.0) -> None:
-        """Until its stderr (the log, written by the guest through 9p) has ``line``."""
+        """Until its stderr (the log, written by the guest through 9p) has ``line``; an
+        error if it ended first."""
         wait_until(
             lambda: self.log.exists() and line in self.log.read_text(),
             timeout,
             f"{line!r} from {self.name}",
+            failed=self._ended,
         )
+
+    def _ended(self) -> str | None:
+        rc = self.poll()
+        return None if rc is None else f"exited {rc}: {self.log_tail()}"
 
     def result(
         self, parse: Callable[[str], R], timeout: float = 300.0, path: Path | None = None
@@ -117,32 +121,43 @@ class GuestProc:
 
 
 class Spawner:
+    """The guest's warm interpreter, started on first use; ``stop`` ends it and its children."""
+
     def __init__(self, sh: Console, python: list[str], state: Path) -> None:
         self.sh = sh
         self.python = python  # the command line that runs ``python -m`` in the guest
         self.state = state
+        # In the guest's /tmp (a FIFO cannot live on the shared results dir);
+        # named per spawner, so that two never read each other's requests.
+        self.fifo = f"/tmp/ntalab-spawner-{secrets.token_hex(4)}.fifo"
         self._ids = itertools.count()
-        self._started = False
+        self._pid: int | None = None
 
     def _start(self) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         ready = self.state / "ready"
         ready.unlink(missing_ok=True)
-        self.sh.run(f"rm -f {FIFO}; mkfifo {FIFO}")
-        argv = [*self.python, "lab.guestside.spawner", FIFO, str(self.state)]
+        self.sh.run(f"rm -f {self.fifo}; mkfifo {self.fifo}")
+        argv = [*self.python, "lab.guestside.spawner", self.fifo, str(self.state)]
         self.sh.bg(shlex.join(argv), str(self.state / "spawner.log"))
         log = self.state / "spawner.log"
         wait_until(ready.exists, START_TIMEOUT, f"the guest's spawner (log {log})", interval=0.1)
-        self._started = True
+        self._pid = int(ready.read_text())
 
     def spawn(self, name: str, module: str, *args: object, out: Path, log: Path) -> GuestProc:
         """``python -m module args`` in the guest, stdout to ``out`` and stderr to ``log``."""
-        if not self._started:
+        if self._pid is None:
             self._start()
         request = f"{name}-{next(self._ids)}"
         pid_file = self.state / f"{request}.pid"
         line = shlex.join([request, str(out), str(log), module, *map(str, args)])
-        self.sh.run(f"printf '%s\\n' {shlex.quote(line)} > {FIFO}")
+        self.sh.run(f"printf '%s\\n' {shlex.quote(line)} > {self.fifo}")
         wait_until(pid_file.exists, 30, f"the guest's spawner to start {name}", interval=0.02)
         pid = int(pid_file.read_text())
         return GuestProc(name, pid, out, log, self.state / f"{request}.rc", self.sh)
+
+    def stop(self) -> None:
+        """Ends the spawner and every program it started still running (its process group)."""
+        if self._pid is not None:
+            self.sh.run(f"kill -TERM -- -{self._pid} 2>/dev/null; rm -f {self.fifo}", check=False)
+            self._pid = None

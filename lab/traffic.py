@@ -234,6 +234,7 @@ def converse(
     """
     got: list[bytes] = []
     sent = threading.Event()
+    end.drain()  # what the guest sent before this exchange is not an answer to it
 
     def collect() -> None:
         deadline = time.monotonic() + timeout
@@ -399,14 +400,17 @@ def answered_by(a: Addresses) -> dict[str, Callable[[Ether], bool]]:
 
 
 def gro_flow(a: Addresses, segments: int, seed: int) -> list[bytes]:
-    """TCP segments of one flow, in order, that GRO merges (ACK only, no options)."""
+    """TCP segments of one flow, in order, that GRO merges (ACK only, no options, IP IDs
+    in sequence)."""
     rng = random.Random(seed)
     seq = rng.randrange(1 << 32)
     eth = Ether(src=HOST_MAC, dst=a.guest_mac)
     out = []
-    for _ in range(segments):
+    ident = rng.randrange(1 << 16)
+    for i in range(segments):
         data = rng.randbytes(1448)
-        ip = IP(src=a.host_ip, dst=a.guest_ip, id=rng.randrange(1 << 16), flags="DF")
+        # IP IDs that count up, as a sender's do: GRO flushes a flow whose IDs jump.
+        ip = IP(src=a.host_ip, dst=a.guest_ip, id=(ident + i) % (1 << 16), flags="DF")
         out.append(bytes(eth / ip / TCP(sport=40001, dport=CLOSED_PORT, flags="A", seq=seq,
                                         ack=1, window=4096) / data))  # fmt: skip
         seq = (seq + len(data)) % (1 << 32)

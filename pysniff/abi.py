@@ -143,7 +143,8 @@ BAD_COMMIT_MAX = 8  # NTA_BAD_COMMIT_MAX: the array's size, with room to grow
 STATS_COUNTERS = (
     "allocated", "freed", "in_use", "handed_over", "published", "committed", "outstanding",
     "returned_on_close", "not_shared", "ring_full", "unserved", "skipped", "copied",
-    "fallback", "pool_empty", "reclaim_scanned", "wakeups", "fault_leaked", "fault_dropped",
+    "fallback", "pool_empty", "reclaim_scanned", "reclaim_passes", "wakeups", "fault_leaked",
+    "fault_dropped",
 )  # fmt: skip
 STATS = Layout(
     "nta_stats",
@@ -346,6 +347,7 @@ class Stats:
     fallback: int = 0
     pool_empty: int = 0
     reclaim_scanned: int = 0
+    reclaim_passes: int = 0
     wakeups: int = 0
     fault_leaked: int = 0
     fault_dropped: int = 0

@@ -109,6 +109,7 @@ class Capture:
     frames: int = 0
     bytes: int = 0
     crc_sum: int = 0
+    max_wait_ns: int = 0  # longest a frame waited between its receipt and this reader
     per_interface: Counter[str] = field(default_factory=Counter)
 
     def name(self, ifindex: int) -> str:
@@ -118,7 +119,10 @@ class Capture:
         """The frame path: a Frame each, the lab's checks, the pcap written straight from
         the mapping (flushed before the chunks can be committed)."""
         writer, tally = self.writer, self.tally
+        now, oldest = time.time_ns(), None
         for f in reader.frames(limit):
+            if oldest is None:
+                oldest = f.tstamp_ns
             name = self.name(f.ifindex)
             self.frames += 1
             self.bytes += f.len
@@ -131,6 +135,8 @@ class Capture:
                 proto = socket.ntohs(f.protocol)
                 print(f"{f.tstamp_ns / 1e9:.6f} {name} seq {f.seq} ethertype {proto:#06x} "
                       f"length {f.len}")  # fmt: skip
+        if oldest is not None:
+            self.max_wait_ns = max(self.max_wait_ns, now - oldest)
         if writer is not None:
             writer.flush()
 
@@ -150,6 +156,16 @@ class Capture:
         if self.tally is not None:
             for view, index in zip(b.views(), b.ifindexes(), strict=True):
                 self.tally.add(self.name(index), view)
+
+
+WAIT_S = 1.0
+
+
+def idle_left(last_frame: float | None, idle: float | None, now: float) -> float | None:
+    """Seconds until a reader waiting for more is idle, once frames came."""
+    if last_frame is None or idle is None:
+        return None
+    return max(0.01, last_frame + idle - now)
 
 
 def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) -> Capture:
@@ -192,8 +208,11 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
             )
             if (left is not None and left <= 0) or idle or never:
                 break
-            # Short waits: a signal, the deadline or idleness is noticed within 0.2 s.
-            reader.wait(0.2 if left is None else min(left, 0.2))
+            # A signal is noticed when the wait ends (Python resumes an interrupted
+            # poll), so waits are short, but not so short that idle readers poll
+            # often: one timeout a second costs ~1 system call per 1000 frames at 1000/s.
+            waits = [WAIT_S, *(w for w in (left, idle_left(last_frame, args.idle, now)) if w)]
+            reader.wait(min(waits))
             if not reader.ready():
                 continue
             last_frame = time.monotonic()
@@ -220,6 +239,7 @@ def result(
         refused=reader.refused,
         pending=reader.pending,
         crc_sum=cap.crc_sum if cap else 0,
+        max_wait_us=cap.max_wait_ns // 1000 if cap else 0,
         elapsed_s=round(elapsed, 3),
         syscalls=syscalls,
         stats_before=before,

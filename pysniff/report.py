@@ -24,6 +24,8 @@ class SniffReport:
     refused: int
     pending: int
     crc_sum: int
+    # The longest a frame waited, from its receipt to this reader (frame path only).
+    max_wait_us: int
     elapsed_s: float
     syscalls: int  # poll, write, ioctl calls while capturing
     stats_before: Stats

@@ -19,7 +19,9 @@ def test_every_request_gets_the_whole_page(tmp_path: Path) -> None:
         [sys.executable, "-m", "lab.guestside.httpd", "127.0.0.1", str(port), str(ready)], cwd=REPO
     )
     try:
-        wait_until(ready.exists, 30, "httpd", failed=lambda: server.poll() and "exited")
+        wait_until(
+            ready.exists, 30, "httpd", failed=lambda: None if server.poll() is None else "exited"
+        )
         assert bench.fetch_pages(port, 40, clients=4).sent == 40
     finally:
         server.kill()

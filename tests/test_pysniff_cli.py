@@ -72,6 +72,7 @@ def test_verify_puts_stripped_vlan_tags_back(capsys: pytest.CaptureFixture[str])
               strip_vlan=True)  # fmt: skip
     got = pysniff(nta, capsys, "-i", "lo", "-c", "4", "--verify", "--run-id", str(RUN),
                   "--expect", "4")  # fmt: skip
+    assert got.verify is not None
     assert got.verify.interfaces["lo"] == signature.perfect(4)
 
 

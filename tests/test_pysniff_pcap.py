@@ -12,6 +12,7 @@ from scapy.utils import RawPcapNgReader, RawPcapReader
 from pysniff.fake import ethernet
 from pysniff.pcap import IOV_MAX, open_writer
 from pysniff.reader import Frame
+from tests.conftest import missing
 
 FRAMES = [
     (ethernet(bytes(range(256)) * 2), 1_700_000_000_123_456_789, 1),
@@ -66,7 +67,7 @@ def test_pcapng_interfaces_and_timestamps(tmp_path: Path) -> None:
 def test_tcpdump_reads_it(tmp_path: Path, suffix: str) -> None:
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
-        pytest.skip("tcpdump is not installed")
+        missing("tcpdump is not installed")
     path = tmp_path / f"f.{suffix}"
     write(path)
     done = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from lab import LabError, nics, traffic
 from lab.nics import HostEnd, NicPlan, variant
+from lab.wait import wait_until
 from pysniff import signature
 
 ADDRS = traffic.Addresses(guest_mac="52:54:00:4e:00:00")
@@ -116,5 +118,39 @@ def test_a_guest_that_stops_reading_is_a_clear_error_however_replies_are_read(
     finally:
         done.set()
         poller.join()
+        end.close()
+        guest.close()
+
+
+def test_what_the_guest_sends_is_read_even_when_no_test_asks(tmp_path: Path) -> None:
+    """QEMU retries a send to a full host socket at once, for ever: the host end must
+    empty it all the time, not only while a test waits for replies."""
+    guest = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    guest.bind(str(tmp_path / "g.sock"))
+    plan = NicPlan(0, variant("e1000"), ADDRS.guest_mac, tmp_path / "g.sock", tmp_path / "h.sock")
+    end = HostEnd(plan)
+    frames = [i.to_bytes(4, "big") * 15 for i in range(3000)]
+    refused = 0
+    try:
+        deadline = time.monotonic() + 30
+        for frame in frames:
+            while True:
+                try:
+                    guest.sendto(frame, socket.MSG_DONTWAIT, str(tmp_path / "h.sock"))
+                    break
+                except BlockingIOError:
+                    refused += 1  # the queue is full for a moment: the reader catches up
+                    assert time.monotonic() < deadline, "nobody empties the host end"
+                    time.sleep(0.001)
+        got = [end.recv(5) for _ in frames[:10]]
+        assert got == frames[:10]
+        rest = [0]
+
+        def all_read() -> bool:
+            rest[0] += end.drain()
+            return rest[0] == len(frames) - 10
+
+        wait_until(all_read, 10, "the rest of the guest's frames")
+    finally:
         end.close()
         guest.close()

@@ -7,6 +7,8 @@
  *
  *	ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [-D DEVICE]
  *
+ * IFACE is a name or an interface index (as "ip link" numbers them).
+ *
  * Per wakeup: every ready frame goes out in writev() calls (a record header
  * and the frame's bytes, straight from the mapping, a stripped VLAN tag as a
  * buffer of its own), then every chunk goes back as an entry in the commit
@@ -22,11 +24,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -80,6 +84,7 @@ struct reader {
 	u64 cons;			/* our copy of the consumer index */
 	u64 cprod;			/* our copy of the commit producer index */
 	unsigned long syscalls;
+	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
 struct iface {
@@ -158,7 +163,16 @@ static void reader_attach(struct reader *r, struct iface *ifc)
 {
 	struct nta_attach req = { .abi_version = NTA_ABI_VERSION };
 
+	char *end;
+
+	/* A name, or an interface index as "ip link" shows it. */
 	ifc->ifindex = if_nametoindex(ifc->name);
+	if (!ifc->ifindex && ifc->name[0] >= '1' && ifc->name[0] <= '9') {
+		unsigned long index = strtoul(ifc->name, &end, 10);
+
+		if (!*end && index <= INT_MAX)
+			ifc->ifindex = index;
+	}
 	if (!ifc->ifindex) {
 		fprintf(stderr, "ntadump: no such interface: %s\n", ifc->name);
 		exit(1);
@@ -203,16 +217,66 @@ static void commit_chunks(struct reader *r, const struct nta_commit *cm, unsigne
 	}
 }
 
-static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
+static void write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
 {
-	while (n > 0) {
-		ssize_t done = writev(fd, iov, n);
+	while (len) {
+		ssize_t done = write(fd, buf, len);
 
 		r->syscalls++;
 		if (done < 0) {
 			if (errno == EINTR)
 				continue;
 			die("write");
+		}
+		buf += done;
+		len -= done;
+	}
+}
+
+/*
+ * A filesystem that pins the user pages it writes from (9p's zero-copy path,
+ * FUSE, O_DIRECT) cannot pin the pool: it is mapped by page frame, without
+ * page references, and writev() fails with EFAULT. From then on the frames
+ * go through a buffer of our own, as tcpdump's stdio does.
+ */
+static void write_copied(int fd, const struct iovec *iov, int n, struct reader *r)
+{
+	static u8 buf[1 << 18];
+	size_t used = 0;
+
+	for (; n > 0; iov++, n--) {
+		const u8 *from = iov->iov_base;
+		size_t left = iov->iov_len;
+
+		while (left) {
+			size_t take = left < sizeof(buf) - used ? left : sizeof(buf) - used;
+
+			memcpy(buf + used, from, take);
+			used += take;
+			from += take;
+			left -= take;
+			if (used == sizeof(buf)) {
+				write_buf(fd, buf, used, r);
+				used = 0;
+			}
+		}
+	}
+	write_buf(fd, buf, used, r);
+}
+
+static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
+{
+	while (n > 0 && !r->copy_writes) {
+		ssize_t done = writev(fd, iov, n);
+
+		r->syscalls++;
+		if (done < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EFAULT)
+				die("write");
+			r->copy_writes = true;
+			break;
 		}
 		/* Past what was written: whole buffers, then the rest of a partial one. */
 		while (n > 0 && (size_t)done >= iov->iov_len) {
@@ -225,6 +289,8 @@ static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
 			iov->iov_len -= done;
 		}
 	}
+	if (n > 0)
+		write_copied(fd, iov, n, r);
 }
 
 struct batch {

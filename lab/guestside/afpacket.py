@@ -8,7 +8,10 @@ The CRCs are summed, not chained: the stack may reorder frames (GRO holds
 TCP segments until the end of a NAPI poll), so only the set is comparable.
 
     python -m lab.guestside.afpacket IFACE COUNT DURATION READY_FILE
-prints one JSON object: frames, bytes, crc_sum, kernel drops, CPU times.
+prints one JSON object: frames, bytes, crc_sum, kernel drops, CPU times, and the
+ring memory the frames took: the blocks handed back and the bytes the kernel
+filled in them (their blk_len, headers and padding included), which the
+benchmark sets against NTA's chunk per frame.
 SIGINT ends the capture early, still with the report (as tcpdump does).
 """
 
@@ -43,7 +46,7 @@ RETIRE_TOV_MS = 10
 
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
 # block_status, num_pkts, offset_to_first_pkt, blk_len, ...
-BLOCK_HDR = struct.Struct("IIIII")
+BLOCK_HDR = struct.Struct("IIIIII")
 # struct tpacket3_hdr: tp_next_offset, sec, nsec, snaplen, len, status, mac, net
 PKT_HDR = struct.Struct("IIIIIIHH")
 # The struct sockaddr_ll that follows it (at TPACKET_ALIGN(48)): its sll_pkttype.
@@ -68,6 +71,7 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
     poller = select.poll()
     poller.register(sock, select.POLLIN | select.POLLERR)
     frames = nbytes = crc_sum = 0
+    blocks = bytes_in_blocks = 0
     block = 0
     ready.write_text("ready\n")
     start = time.monotonic()
@@ -81,7 +85,7 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
     signal.signal(signal.SIGINT, on_sigint)
     while frames < count and time.monotonic() < deadline and not stop:
         base = block * BLOCK_SIZE
-        _, _, status, num, first = BLOCK_HDR.unpack_from(ring, base)
+        _, _, status, num, first, blk_len = BLOCK_HDR.unpack_from(ring, base)
         if not status & TP_STATUS_USER:
             poller.poll(100)  # short, so SIGINT and the deadline are seen
             continue
@@ -94,6 +98,8 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
                 frames += 1
             at += nxt
         struct.pack_into("I", ring, base + 8, TP_STATUS_KERNEL)
+        blocks += 1
+        bytes_in_blocks += blk_len
         block = (block + 1) % BLOCK_NR
     elapsed = time.monotonic() - start
     _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
@@ -109,6 +115,8 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
         elapsed_s=elapsed,
         utime_s=usage.ru_utime,
         stime_s=usage.ru_stime,
+        blocks=blocks,
+        bytes_in_blocks=bytes_in_blocks,
     )
 
 

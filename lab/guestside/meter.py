@@ -1,26 +1,44 @@
-"""Runs inside a guest: measure one sniffer's CPU cost while the host injects.
+"""Runs inside a guest: measure one sniffer's cost over a window while the host injects.
 
 Starts the sniffer, waits until it is ready (a file it creates, or a line on
-its stderr such as tcpdump's "listening on"), then writes our own ready file.
-The sniffer's CPU time is counted from that moment to its exit, read from
-/proc/<pid>/schedstat (at exit, before the zombie is reaped), so interpreter
-start-up, slow under TCG, is not charged to it. On SIGTERM the sniffer gets
-SIGINT, so it reports and exits as tcpdump does. Prints one JSON object:
-the sniffer's CPU seconds, the guest's /proc/stat deltas over the window,
-and the sniffer's stdout and stderr. Without a command it measures the
-window alone: the no-sniffer baseline.
+its stderr such as tcpdump's "listening on"), then writes READY_FILE. With
+``--hold STARTED_FILE`` it then waits for SIGUSR1 before the window starts
+(and writes STARTED_FILE when it has): the host does what must come between
+the sniffer's readiness and the load (the link bounce that makes an NTA
+reader's device receive into its pool) outside the window. Without it, the
+window starts as READY_FILE is written.
 
-    python -m lab.guestside.meter READY_FILE [--wait-file F | --wait-line TEXT] [-- CMD...]
+Over the window, from its start to the sniffer's exit:
+
+- the sniffer's CPU time, read from /proc/<pid>/schedstat (at exit, before
+  the zombie is reaped), so interpreter start-up, slow under TCG, is not
+  charged to it;
+- its system calls, counted by the kernel's tracing (a hist trigger on
+  raw_syscalls:sys_enter filtered by its pid): the same count for any
+  sniffer, C or Python, NTA or AF_PACKET, whatever the sniffer says of
+  itself. None where tracefs or hist triggers are missing;
+- its voluntary context switches: each is a sleep, so for a reader blocking
+  in poll() one per wakeup; and the involuntary ones;
+- the guest's /proc/stat deltas (softirq above all).
+
+On SIGTERM the sniffer gets SIGINT, so it reports and exits as tcpdump does.
+Prints one JSON object (MeterReport), the sniffer's stdout and stderr in it.
+Without a command it measures the window alone: the no-sniffer baseline.
+
+    python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE]
+        [--wait-file F | --wait-line TEXT] [-- CMD...]
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +46,8 @@ from lab.guestside.reports import MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+TRACEFS = Path("/sys/kernel/tracing")
+SYS_ENTER = "events/raw_syscalls/sys_enter"
 
 
 def cpu_times() -> dict[str, float]:
@@ -62,6 +82,100 @@ def switches(pid: int) -> tuple[int, int]:
     return got["voluntary_ctxt_switches"], got["nonvoluntary_ctxt_switches"]
 
 
+# -- system calls, counted by the kernel ---------------------------------------------------
+#
+# Why a hist trigger, not strace -c: strace stops the sniffer at every system
+# call (ptrace), which changes the very CPU cost measured beside it; a hist
+# trigger counts in the kernel, in the syscall entry path, at the cost of a
+# tracepoint and a filter per call, for every sniffer alike. Why not the
+# readers' own counts: tcpdump and the AF_PACKET reader keep none, and a
+# reader's count of its own calls is the thing being checked.
+
+
+def hist_trigger(pid: int) -> str:
+    """The trigger counting ``pid``'s system calls. Its thread only: every sniffer
+    measured here is single-threaded (common_pid is the thread's id)."""
+    return f"hist:keys=common_pid:vals=hitcount if common_pid == {pid}"
+
+
+_HIST_ENTRY = re.compile(
+    # "{ common_pid:       1234 } hitcount:        567", or with .execname
+    # "{ common_pid: python3          [      1234] } hitcount: 567"
+    r"\{\s*common_pid:\s*(?:[^\[\}]*\[\s*)?(\d+)\]?\s*\}\s*hitcount:\s*(\d+)"
+)
+_HIST_HITS = re.compile(r"^\s*Hits:\s*(\d+)", re.MULTILINE)
+_HIST_DROPPED = re.compile(r"^\s*Dropped:\s*(\d+)", re.MULTILINE)
+
+
+def parse_hist(text: str, pid: int) -> int | None:
+    """``pid``'s hit count in a hist file's text; None if the text is no complete histogram.
+
+    A histogram with no entry for ``pid`` (it made no call) counts 0, but only
+    when its Totals say nothing was dropped: a dropped entry may have been it.
+    """
+    hits = [int(n) for p, n in _HIST_ENTRY.findall(text) if int(p) == pid]
+    if hits:
+        return sum(hits)
+    totals = _HIST_HITS.search(text)
+    dropped = _HIST_DROPPED.search(text)
+    if totals is None or (dropped is not None and int(dropped.group(1)) > 0):
+        return None
+    return 0
+
+
+@dataclass
+class SyscallCounter:
+    """A hist trigger on raw_syscalls:sys_enter for one pid, from ``start`` to ``stop``."""
+
+    pid: int
+    tracefs: Path = TRACEFS
+    error: str | None = None
+    _armed: bool = False
+
+    @property
+    def event(self) -> Path:
+        return self.tracefs / SYS_ENTER
+
+    def start(self) -> None:
+        try:
+            # Mounted where it is not: on a mount point of its own, nowhere else.
+            if not self.event.is_dir() and self.tracefs.is_dir():
+                subprocess.run(
+                    ["mount", "-t", "tracefs", "nodev", str(self.tracefs)],
+                    capture_output=True,
+                    check=False,
+                )
+            # Appended, never truncated: opening a trigger file with O_TRUNC
+            # removes every trigger the event has.
+            with (self.event / "trigger").open("a") as f:
+                f.write(hist_trigger(self.pid) + "\n")
+            self._armed = True
+        except OSError as e:
+            self.error = f"no syscall count: {self.event}/trigger: {e}"
+
+    def stop(self) -> int | None:
+        """The count since ``start`` (None if it could not count); the trigger removed."""
+        if not self._armed:
+            return None
+        count = None
+        try:
+            count = parse_hist((self.event / "hist").read_text(), self.pid)
+            if count is None:
+                self.error = "no syscall count: the hist file has no complete histogram"
+        except OSError as e:
+            self.error = f"no syscall count: {self.event}/hist: {e}"
+        try:
+            with (self.event / "trigger").open("a") as f:
+                f.write("!" + hist_trigger(self.pid) + "\n")
+        except OSError as e:
+            self.error = f"the syscall trigger stays: {e}"
+        self._armed = False
+        return count
+
+
+# -- the sniffer ----------------------------------------------------------------------------
+
+
 def exited(pid: int) -> bool:
     """Whether ``pid`` has exited, leaving it unreaped so its stat stays readable."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
@@ -74,64 +188,107 @@ def collect(stream: IO[str], into: list[str], marker: str | None, seen: threadin
             seen.set()
 
 
-def main(argv: list[str]) -> int:
-    ready, rest = Path(argv[0]), argv[1:]
+@dataclass
+class Args:
+    ready: Path
+    hold: Path | None = None
     wait_file: Path | None = None
     wait_line: str | None = None
-    if rest[:1] == ["--wait-file"]:
-        wait_file, rest = Path(rest[1]), rest[2:]
-    elif rest[:1] == ["--wait-line"]:
-        wait_line, rest = rest[1], rest[2:]
-    cmd = rest[1:] if rest[:1] == ["--"] else rest
-    stop = threading.Event()
+    cmd: tuple[str, ...] = ()
+
+
+def parse_args(argv: list[str]) -> Args:
+    args = Args(Path(argv[0]))
+    rest = argv[1:]
+    while rest and rest[0] != "--":
+        opt, value, rest = rest[0], rest[1], rest[2:]
+        if opt == "--hold":
+            args.hold = Path(value)
+        elif opt == "--wait-file":
+            args.wait_file = Path(value)
+        elif opt == "--wait-line":
+            args.wait_line = value
+        else:
+            raise SystemExit(f"meter: unknown option {opt}")
+    args.cmd = tuple(rest[1:])
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    stop, go = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: go.set())
     proc = None
     out: list[str] = []
     err: list[str] = []
-    if cmd:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    readers: list[threading.Thread] = []
+    if args.cmd:
+        proc = subprocess.Popen(
+            list(args.cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         seen = threading.Event()
         assert proc.stdout is not None and proc.stderr is not None
         readers = [
             threading.Thread(target=collect, args=(proc.stdout, out, None, seen)),
-            threading.Thread(target=collect, args=(proc.stderr, err, wait_line, seen)),
+            threading.Thread(target=collect, args=(proc.stderr, err, args.wait_line, seen)),
         ]
         for t in readers:
             t.start()
+        waits = args.wait_file or args.wait_line
         while not exited(proc.pid) and not stop.is_set():
-            if (wait_file and wait_file.exists()) or seen.is_set() or not (wait_file or wait_line):
+            if (args.wait_file and args.wait_file.exists()) or seen.is_set() or not waits:
                 break
             time.sleep(0.02)
-    cpu_at_ready = process_cpu(proc.pid) if proc is not None else 0.0
-    switches_at_ready = switches(proc.pid) if proc is not None else (0, 0)
+    if args.hold is not None:
+        args.ready.write_text("ready\n")
+        while not go.wait(0.05) and not stop.is_set():
+            if proc is not None and exited(proc.pid):
+                break
+    # The window starts: the syscall trigger first (arming it takes a moment),
+    # then the counters it is measured by, read as close together as can be.
+    counter = SyscallCounter(proc.pid, TRACEFS) if proc is not None else None
+    if counter is not None:
+        counter.start()
+    cpu_at_start = process_cpu(proc.pid) if proc is not None else 0.0
+    switches_at_start = switches(proc.pid) if proc is not None else (0, 0)
     before = cpu_times()
     start = time.monotonic()
-    ready.write_text("ready\n")
+    (args.hold or args.ready).write_text("ready\n")
     while not stop.wait(0.05):
         if proc is not None and exited(proc.pid):
             break
-    rc, cpu, vol, invol = None, 0.0, 0, 0
+    rc, cpu, vol, invol, syscalls = None, 0.0, 0, 0, None
     if proc is not None:
         if not exited(proc.pid):
             proc.send_signal(signal.SIGINT)
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         # Still unreaped: the zombie's /proc/<pid> holds its final times and switches.
-        cpu = process_cpu(proc.pid) - cpu_at_ready
+        cpu = process_cpu(proc.pid) - cpu_at_start
         now = switches(proc.pid)
-        vol, invol = now[0] - switches_at_ready[0], now[1] - switches_at_ready[1]
+        vol, invol = now[0] - switches_at_start[0], now[1] - switches_at_start[1]
+    after = cpu_times()
+    elapsed = time.monotonic() - start
+    extra: dict[str, str] = {}
+    if counter is not None:
+        syscalls = counter.stop()  # a zombie makes no calls: read after its exit is the same
+        if counter.error:
+            extra["syscalls_error"] = counter.error
+    if proc is not None:
         rc = proc.wait()
         for t in readers:
             t.join(timeout=10)
-    after = cpu_times()
     report = MeterReport(
         exit=rc,
         sniffer_cpu_s=cpu,
-        elapsed_s=time.monotonic() - start,
+        elapsed_s=elapsed,
         cpu_s={k: round(after[k] - before[k], 3) for k in COLUMNS},
         stdout="".join(out),
         stderr="".join(err)[-4000:],
         voluntary_switches=vol,
         involuntary_switches=invol,
+        syscalls=syscalls,
+        extra=extra,
     )
     print(dumps(report))
     return 0

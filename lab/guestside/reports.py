@@ -47,6 +47,8 @@ class AfpacketReport:
     utime_s: float
     stime_s: float
     sniffer: str = "afpacket"
+    blocks: int = 0  # ring blocks filled and handed back
+    bytes_in_blocks: int = 0  # the sum of their blk_len: bytes the kernel wrote in them
 
     @classmethod
     def from_json(cls, text: str) -> AfpacketReport:
@@ -70,4 +72,70 @@ class MeterReport:
 
     @classmethod
     def from_json(cls, text: str) -> MeterReport:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class SocketMemory:
+    """One socket's receive memory, as the kernel accounts it (SO_MEMINFO)."""
+
+    rmem_alloc: int  # bytes charged to the socket: the sum of its skbs' truesize
+    rcvbuf: int
+    drops: int
+
+
+@dataclass(frozen=True)
+class SinkReport:
+    """lab.guestside.udpsink: unread UDP sockets, each as the kernel accounts it."""
+
+    sockets: list[SocketMemory]
+
+    @classmethod
+    def from_json(cls, text: str) -> SinkReport:
+        return cls([SocketMemory(**s) for s in json.loads(text)["sockets"]])
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """lab.guestside.poolscan: what one reader's whole pool mapping shows it."""
+
+    frames: int
+    pool_bytes: int
+    marker_hits: int  # another reader's device's marker, found in this pool
+    kernel_words_shinfo: int  # words like kernel addresses in chunks' skb_shared_info
+    kernel_words_elsewhere: int
+    other_dev_stats_refused: bool  # the counters of a device it did not attach
+
+    @classmethod
+    def from_json(cls, text: str) -> ScanReport:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class ScribbleReport:
+    """lab.guestside.scribbler: the garbage a reader wrote over its ring mapping."""
+
+    rounds: int
+    bytes_scribbled: int
+    kicks: int
+    writes: int
+    writes_refused: int
+
+    @classmethod
+    def from_json(cls, text: str) -> ScribbleReport:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class WakeProbeReport:
+    """lab.guestside.wakeprobe: NTA_COMMIT_NEED_WAKEUP, set and cleared."""
+
+    held_when_set: int  # chunks the reader held when the flag came (-1: it never did)
+    cleared_by_commit: bool
+    syscalls_to_clear: int
+    frames_after: int
+    times_set: int
+
+    @classmethod
+    def from_json(cls, text: str) -> WakeProbeReport:
         return cls(**json.loads(text))

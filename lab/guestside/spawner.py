@@ -33,6 +33,8 @@ import time
 WARM = (
     "pysniff.cli", "lab.guestside.capture", "lab.guestside.afpacket", "lab.guestside.udpecho",
     "lab.guestside.meter", "lab.guestside.tcplisten", "lab.guestside.execute",
+    "lab.guestside.udpsink", "lab.guestside.poolscan", "lab.guestside.scribbler",
+    "lab.guestside.wakeprobe",
 )  # fmt: skip
 
 
@@ -55,6 +57,11 @@ def child(stdout: str, stderr: str, module: str, args: list[str]) -> None:
         for fd, target in ((null, 0), (out, 1), (err, 2)):
             os.dup2(fd, target)
         sys.argv = [module, *args]
+        loaded = sys.modules.get(module)
+        if loaded is not None and callable(getattr(loaded, "main", None)):
+            # Already imported (WARM): its main, as ``python -m`` would call it
+            # (runpy would run the module a second time, and warn).
+            sys.exit(loaded.main(args))
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -109,6 +116,8 @@ def serve(fifo: str, state: str) -> None:
 
 def main(argv: list[str]) -> int:
     fifo, state = argv
+    # A process group of its own, which its children join: the host ends them all at once.
+    os.setpgid(0, 0)
     for name in WARM:
         importlib.import_module(name)
     serve(fifo, state)

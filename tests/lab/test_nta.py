@@ -10,14 +10,14 @@ After each, the module's counters must balance to the chunk.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 
 import pytest
 
-from lab import LabError, judge, kbuild, traffic
+from lab import judge, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
-from pysniff.abi import DevStats, Stats
+from lab.pytest_plugin import Figure
+from pysniff.abi import DevStats
 from pysniff.report import SniffReport
 
 FRAMES = 1000
@@ -30,27 +30,6 @@ SUSTAINED_FRAMES = 3000
 LIMIT = 64  # max_shared for the limit scenario
 PINGS = 50
 PING_RATE = 500.0  # the guest's ICMP replies need it (see test_stack)
-
-Figure = Callable[[GuestNic, str], None]
-
-
-def quiesced(env: LabEnv, leaked: int, timeout: float = 30.0) -> Stats:
-    """No chunk leaked: with the links down, only the ``leaked`` chunks are still in use.
-
-    While the links are up the drivers' rings and the stack hold NTA buffers,
-    a number that differs by one from one quiet moment to the next (seen
-    here: 574, 575, 574). Taking the links down frees them all, so in_use
-    has one exact expected value.
-    """
-    env.net.links_down(env.nics)
-    try:
-        stats = env.nta.wait(f"in_use {leaked}", lambda s: s.in_use == leaked, timeout)
-    except LabError:  # judged below, with the figures
-        stats = env.nta.stats()
-    finally:
-        env.net.links_up(env.nics)
-    judge.quiet(stats, leaked)
-    return stats
 
 
 def delivered(env: LabEnv, nic: GuestNic, frames: int, rate: float = READER_RATE) -> str:
@@ -86,37 +65,12 @@ def delivered(env: LabEnv, nic: GuestNic, frames: int, rate: float = READER_RATE
     return f"{took}/{frames}" + (f" (NIC missed {rx.missed})" if rx.missed else "")
 
 
-@pytest.fixture(scope="module")
-def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
-    built = kbuild.build(lab_env.kernel)
-    assert built.status is kbuild.BuildStatus.OK, built.warnings or built.log.read_text()[-3000:]
-    assert built.module is not None
-    # Served from load on: a device with no reader still gets NTA buffers.
-    attach = ",".join(n.iface for n in lab_env.nics)
-    lab_env.nta.load(built.module, f"attach={attach}", bounce=lab_env.nics)
-    assert "abi 2" in lab_env.nta.version_line()
-    yield lab_env
-    if lab_env.nta.loaded is None:
-        return  # the unload scenario failed before it loaded the module again
-    # Chunks leaked on purpose by fault injection stay in use for good.
-    quiesced(lab_env, lab_env.nta.stats().fault_leaked)
-    lab_env.nta.unload(bounce=lab_env.nics)
-
-
-@pytest.fixture
-def baseline(nta: LabEnv) -> int:
-    """Chunks in use for good before the test: those fault injection leaked."""
-    return nta.nta.stats().fault_leaked
-
-
 @pytest.mark.lab
 @pytest.mark.boot_profiles("debug")
 @pytest.mark.sanitizers
-def test_nta_delivers_every_frame_in_place(
-    nta: LabEnv, nic: GuestNic, baseline: int, figure: Figure
-) -> None:
+def test_nta_delivers_every_frame_in_place(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
     figure(nic, delivered(nta, nic, FRAMES))
-    quiesced(nta, baseline)
+    nta.quiesced()
 
 
 def sustained_run(
@@ -147,35 +101,28 @@ def sustained_run(
 
 
 @pytest.mark.lab
-def test_nta_sustained_load(nta: LabEnv, nic: GuestNic, baseline: int, figure: Figure) -> None:
-    """A long run at the highest rate the guest takes without a drop, then flat out.
+def test_nta_sustained_load(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
+    """A long run at the NIC's lossless rate (e1000: as fast as it takes frames), then flat
+    out: every frame the NIC took is in a chunk of the reader's pool and accounted for by
+    exactly one counter, and the reader read and committed all that was published.
 
-    The rate is measured: the NIC's nominal lossless rate, halved while the
-    guest (its vCPUs shared with other guests) drops frames. Flat out, the
-    drops are reported as they are. Every run must account for each frame.
+    rtl8139 has no flow control: what it misses is counted by the NIC and reported, as
+    everywhere in the lab, not retried away.
     """
     # Load, not a delivery check: a few hundred distinct frames, sent over again.
     distinct = traffic.frames(1, SUSTAINED_FRAMES // 8, nta.addrs(nic), ("udp4",), seed=1)
     batch = distinct * 8
-    nominal = nic.rate
-    tries = [nominal, nominal / 2, nominal / 4] if nominal else [None]
-    for rate in tries:
-        received, sent_rate, d = sustained_run(nta, nic, batch, rate)
-        if received == SUSTAINED_FRAMES:
-            break
-    assert received == SUSTAINED_FRAMES, f"drops even at {sent_rate:.0f}/s"
-    result = f"lossless {sent_rate:.0f}/s unshared {d.not_shared}"
-    if nominal:  # back-pressure makes the flat-out run the one above
-        received, sent_rate, d = sustained_run(nta, nic, batch, None)
-        result += f"; {sent_rate:.0f}/s NIC missed {SUSTAINED_FRAMES - received}"
+    received, rate, d = sustained_run(nta, nic, batch, nic.rate)
+    result = f"{rate:.0f}/s NIC missed {SUSTAINED_FRAMES - received} unshared {d.not_shared}"
+    if nic.rate:  # back-pressure makes the flat-out run the one above
+        received, rate, d = sustained_run(nta, nic, batch, None)
+        result += f"; {rate:.0f}/s NIC missed {SUSTAINED_FRAMES - received}"
     figure(nic, result)
-    quiesced(nta, baseline)
+    nta.quiesced()
 
 
 @pytest.mark.lab
-def test_nta_reader_that_stops_committing(
-    nta: LabEnv, nic: GuestNic, baseline: int, figure: Figure
-) -> None:
+def test_nta_reader_that_stops_committing(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
     """At max_shared NTA stops sharing, the stack is unaffected; commits bring sharing back."""
     nta.set_param("max_shared", LIMIT)
     a = nta.addrs(nic)
@@ -211,12 +158,12 @@ def test_nta_reader_that_stops_committing(
     assert (d.published, d.committed) == (shared, shared), d
     assert d.not_shared == took - LIMIT, d
     figure(nic, f"unshared {d.not_shared} pings {len(replies)}/{ping_rx.packets}")
-    quiesced(nta, baseline)
+    nta.quiesced()
 
 
 @pytest.mark.lab
 @pytest.mark.sanitizers
-def test_nta_reader_killed(nta: LabEnv, nic: GuestNic, baseline: int, figure: Figure) -> None:
+def test_nta_reader_killed(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
     """SIGKILL with chunks held: close gives them all back; the next reader starts clean."""
     batch = traffic.frames(nta.new_run_id(), SHORT_RUN, nta.addrs(nic), traffic.KINDS, seed=4)
     before = nta.nta.stats()
@@ -232,12 +179,12 @@ def test_nta_reader_killed(nta: LabEnv, nic: GuestNic, baseline: int, figure: Fi
     d = nta.nta.wait("outstanding 0", lambda s: s.outstanding == 0) - before
     assert (d.published, d.returned_on_close, d.committed) == (took, took, 0)
     figure(nic, f"returned {d.returned_on_close}; {delivered(nta, nic, SHORT_RUN)}")
-    quiesced(nta, baseline)
+    nta.quiesced()
 
 
 @pytest.mark.lab
 @pytest.mark.sanitizers
-def test_nta_refuses_bad_commits(nta: LabEnv, nic: GuestNic, baseline: int, figure: Figure) -> None:
+def test_nta_refuses_bad_commits(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
     """Each kind of malformed commit, through write() and through the commit ring, is refused
     and counted under its reason; nothing is freed, and the frames still come through."""
     figures = []
@@ -269,11 +216,11 @@ def test_nta_refuses_bad_commits(nta: LabEnv, nic: GuestNic, baseline: int, figu
         assert (got.committed, d.committed, d.published) == (took,) * 3, (via, d)
         figures.append(f"{via} {sum(refused.values())}")
     figure(nic, "refused " + ", ".join(figures))
-    quiesced(nta, baseline)
+    nta.quiesced()
 
 
 @pytest.mark.lab
-def test_nta_fault_injection_fails_the_scenarios(nta: LabEnv, baseline: int) -> None:
+def test_nta_fault_injection_fails_the_scenarios(nta: LabEnv) -> None:
     """The checks above can fail: NTA's fault-injection knobs make them fail, as they must.
 
     fault_drop_record_every=N loses every Nth record: delivery must see the
@@ -287,17 +234,17 @@ def test_nta_fault_injection_fails_the_scenarios(nta: LabEnv, baseline: int) -> 
         delivered(nta, nic, SHORT_RUN)
     nta.set_param("fault_drop_record_every", 0)
     assert (nta.nta.stats() - before).fault_dropped == SHORT_RUN // 50
-    quiesced(nta, baseline)
+    nta.quiesced()
 
     before = nta.nta.stats()
     nta.set_param("fault_leak_every", 20)
     delivered(nta, nic, SHORT_RUN)
     with pytest.raises(AssertionError, match="leak"):
-        quiesced(nta, baseline, timeout=5)
+        nta.quiesced(before.fault_leaked, timeout=5)
     nta.set_param("fault_leak_every", 0)
     leaked = (nta.nta.stats() - before).fault_leaked
     assert leaked >= SHORT_RUN // 20
-    quiesced(nta, baseline + leaked)
+    nta.quiesced(before.fault_leaked + leaked)
 
 
 @pytest.mark.lab

@@ -11,6 +11,7 @@ from scapy.layers.l2 import Ether
 from lab import traffic
 from lab.guestnet import GuestNic
 from lab.labenv import LabEnv
+from pysniff import signature
 
 REQUESTS = 200
 ECHO_PORT = 7
@@ -22,7 +23,7 @@ REQUEST_RATE = 500.0
 
 def payloads(run_id: int) -> list[bytes]:
     """Signed payloads from 24 to 1400 bytes."""
-    return [traffic.signature.payload(run_id, i, 24 + (i * 53) % 1377) for i in range(REQUESTS)]
+    return [signature.payload(run_id, i, 24 + (i * 53) % 1377) for i in range(REQUESTS)]
 
 
 def udp_reply_from(ip: str) -> Callable[[bytes], bool]:

@@ -1,0 +1,153 @@
+"""A guest's life without a VM: a boot that stalls and is retried, and tests that clean up.
+
+The guest is tests/data/fakeguest: a vng stand-in that prints what a stalled
+TCG boot printed last and then either nothing (a stall) or a local shell.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import LabError, kconfig
+from lab.accel import Accel
+from lab.guest import Guest, GuestBootError, GuestInfo, GuestSpec, kmsg_text
+from lab.guestnet import GuestNet
+from lab.images import Kernel
+from lab.labenv import LabEnv
+from tests.conftest import FAKE_GUEST
+
+STALL_S = 2.0
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Kernel:
+    """A kernel whose config has everything the lab needs (it is never booted)."""
+    config = tmp_path / "config"
+    config.write_text("".join(f"{n.options[0]}=y\n" for n in kconfig.REQUIRED))
+    return Kernel("fake", "0.0-fake", tmp_path / "vmlinuz", None, config)
+
+
+def fake_guest(kernel: Kernel, tmp_path: Path, *boots: str) -> Guest:
+    state = tmp_path / "boots"
+    state.mkdir(exist_ok=True)
+    spec = GuestSpec(kernel, (), Accel("tcg", "test"), name="fake")
+    launcher = [str(FAKE_GUEST / "vng"), str(state), *boots]
+    return Guest(spec, tmp_path / "out", stall_s=STALL_S, launcher=launcher)
+
+
+def test_a_stalled_boot_is_retried_once_and_recorded(kernel: Kernel, tmp_path: Path) -> None:
+    with fake_guest(kernel, tmp_path, "stall", "ok") as g:
+        assert g.sh.run("echo up").stdout == "up\n"
+        assert g.info is not None
+        assert [a.outcome for a in g.info.attempts] == ["stall", "ok"]
+        assert g.info.infra_retries == 1
+    out = tmp_path / "out"
+    stalled = g.info.attempts[0]
+    assert stalled.console_log == "console-stalled-1.log"
+    assert "Dquot-cache" in stalled.last_line
+    assert "Dquot-cache" in (out / stalled.console_log).read_text()
+    assert stalled.max_silence_s >= STALL_S
+    saved = GuestInfo.load_dict(json.loads((out / "guest.json").read_text()))
+    assert saved.infra_retries == 1
+
+
+def test_a_boot_that_stalls_twice_is_a_boot_error_with_its_console(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """The error is the lab's, with the console's last lines, never a pexpect traceback."""
+    guest = fake_guest(kernel, tmp_path, "stall")
+    with pytest.raises(GuestBootError, match=r"stalled: printed nothing for 2s") as e, guest:
+        pass
+    assert "VFS: Dquot-cache hash table entries" in str(e.value)
+    info = json.loads((tmp_path / "out" / "guest.json").read_text())
+    assert [a["outcome"] for a in info["attempts"]] == ["stall", "stall"]
+
+
+@pytest.fixture
+def env(kernel: Kernel, tmp_path: Path) -> Iterator[LabEnv]:
+    with fake_guest(kernel, tmp_path, "ok") as g:
+        env = LabEnv(g, [], GuestNet(g.sh, g.features), kernel, "none", g.outdir)
+        yield env
+        env.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listen(env: LabEnv, tag: str, port: int) -> None:
+    """A guest program holding an exclusive resource (a listening port, as a reader holds
+    its attachment), started for the rest of the test."""
+    ready = env.outdir / f"ready-{tag}"
+    env.bkg(tag, "lab.guestside.tcplisten", "127.0.0.1", port, ready, ready=ready)
+
+
+def test_a_failed_test_leaves_nothing_running_for_the_next(env: LabEnv) -> None:
+    port = free_port()
+    restored: list[str] = []
+    with pytest.raises(AssertionError), env.test_scope("fails"):
+        listen(env, "first", port)
+        env.defer(restored.append, "param")
+        raise AssertionError("the test fails half-way")
+    assert restored == ["param"]
+    with env.test_scope("next"):
+        listen(env, "second", port)  # would fail: the port is still held
+
+
+def test_without_the_test_scope_the_next_test_fails(env: LabEnv) -> None:
+    """The check above can fail: a program not stopped holds its port for the next test."""
+    port = free_port()
+    ready = env.outdir / "ready-leak"
+    leaked = env.spawn("leak", "lab.guestside.tcplisten", "127.0.0.1", port, ready)
+    try:
+        leaked.wait_file(ready)
+        with env.test_scope("next"), pytest.raises(LabError, match="exited 1"):
+            listen(env, "second", port)
+    finally:
+        leaked.stop()
+
+
+SPLATS = Path(__file__).parent / "data" / "splats"
+
+
+def as_kmsg(log: Path, first_seq: int) -> str:
+    """A real captured report, as /dev/kmsg hands it out (what the guest streams)."""
+    records = []
+    for n, line in enumerate(log.read_text().splitlines()):
+        text = re.sub(r"^(\[[^\]]*\]\s*)+", "", line)
+        records.append(f"4,{first_seq + n},{5_000_000 + n},-;{text}\n")
+        records.append(" SUBSYSTEM=net\n")  # a key=value line, as the kernel adds
+    return "".join(records)
+
+
+def test_kmsg_records_read_as_dmesg_prints_them() -> None:
+    text = kmsg_text("6,7,1500000,-;e1000: eth0 NIC Link is Up\n DEVICE=+pci:0000\n")
+    assert text == "[    1.500000] e1000: eth0 NIC Link is Up\n\n"
+
+
+def test_each_kernel_report_is_told_once_to_the_test_it_came_in(env: LabEnv) -> None:
+    """The guest's kernel log is scanned as it grows: a report is the finding of the test
+    during which it came, and of no later one; a report a test expects is its own."""
+    g = env.guest
+    assert g.new_splats() == []
+    with g.kmsg_log.open("a") as f:
+        f.write(as_kmsg(SPLATS / "warning.log", 100))
+    first = g.new_splats()
+    assert [s.kind for s in first] == ["warning"]
+    assert first[0].source == str(g.kmsg_log) and first[0].line_no > 1
+    assert g.new_splats() == []
+    with g.kmsg_log.open("a") as f:
+        f.write(as_kmsg(SPLATS / "kasan.log", 1000) + as_kmsg(SPLATS / "refcount.log", 2000))
+    assert [s.kind for s in env.expect_splat("kasan", timeout=5)] == ["kasan"]
+    assert [s.kind for s in env.unexpected_splats()] == ["refcount"]
+    assert env.unexpected_splats() == []
+    with pytest.raises(LabError, match="a kasan report"):
+        env.expect_splat("kasan", timeout=1)
