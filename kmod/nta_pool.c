@@ -117,39 +117,6 @@ fail:
 	return err;
 }
 
-/*
- * Called once nothing can reach the pool any more (no hook serves from it,
- * no tap publishes to it, no reader maps it or holds a chunk of it: a
- * closing reader releases what it holds first). Pages the kernel still holds
- * (skbs queued on sockets, a NIC's ring) are handed to it: dropping the
- * pool's reference lets the last user free them to the page allocator. A
- * chunk still busy after a last reclaim that the kernel does not hold was
- * leaked: it stays counted in use, so that a leak outlives its pool.
- */
-void nta_pool_exit(struct nta_pool *pool)
-{
-	u32 i, j;
-
-	cancel_work_sync(&pool->reclaim);
-	WARN_ON_ONCE(!list_empty(&pool->shared));
-	nta_pool_reclaim_all(pool);
-	for (i = 0; i < pool->node_count; i++) {
-		for (j = 0; j < pool->node_pages; j++) {
-			struct nta_chunk *c = &pool->nodes[i].chunks[j];
-
-			if (c->busy && page_ref_count(c->page) > 1) {
-				pool->stats.handed_over++;
-				pool->stats.in_use--;
-			}
-			put_page(c->page);
-		}
-		kvfree(pool->nodes[i].chunks);
-	}
-	kfree(pool->nodes);
-	pool->nodes = NULL;
-	pool->node_count = 0;
-}
-
 /* Free one busy chunk whose page the kernel and the reader are done with. */
 static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
 {
@@ -166,6 +133,50 @@ static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
 	pool->nr_free++;
 	pool->stats.freed++;
 	pool->stats.in_use--;
+}
+
+/*
+ * Called once nothing can reach the pool any more (no hook serves from it,
+ * no tap publishes to it, no reader maps it or holds a chunk of it: a
+ * closing reader releases what it holds first). Pages the kernel still holds
+ * (skbs queued on sockets, a NIC's ring) are handed to it: dropping the
+ * pool's reference lets the last user free them to the page allocator. A
+ * busy chunk the kernel does not hold and that cannot be freed was leaked:
+ * it stays counted in use, so that a leak outlives its pool.
+ *
+ * The stack may let go of a page at any moment, so each chunk is judged on
+ * one look at its page count: free if only the pool holds it, else handed
+ * over (if the stack lets go after that look, the put_page() below is the
+ * last and frees it). A reclaim pass followed by a second look could see
+ * the two differ and count as leaked a chunk the stack let go in between.
+ */
+void nta_pool_exit(struct nta_pool *pool)
+{
+	unsigned long flags;
+	u32 i, j;
+
+	cancel_work_sync(&pool->reclaim);
+	WARN_ON_ONCE(!list_empty(&pool->shared));
+	for (i = 0; i < pool->node_count; i++) {
+		spin_lock_irqsave(&pool->lock, flags);
+		for (j = 0; j < pool->node_pages; j++) {
+			struct nta_chunk *c = &pool->nodes[i].chunks[j];
+			int refs = page_ref_count(c->page);
+
+			if (nta_chunk_reclaimable(c, refs)) {
+				nta_chunk_free_locked(pool, c);
+			} else if (c->busy && refs > 1) {
+				pool->stats.handed_over++;
+				pool->stats.in_use--;
+			}
+			put_page(c->page);
+		}
+		spin_unlock_irqrestore(&pool->lock, flags);
+		kvfree(pool->nodes[i].chunks);
+	}
+	kfree(pool->nodes);
+	pool->nodes = NULL;
+	pool->node_count = 0;
 }
 
 /* A chunk taken for a copy that was not published: straight back to the free list. */

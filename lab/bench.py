@@ -75,6 +75,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -151,6 +152,7 @@ def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> traffic
     left = iter(range(requests))
     lock = threading.Lock()
     done = 0
+    errors: Counter[str] = Counter()
 
     def client() -> None:
         nonlocal done
@@ -162,8 +164,10 @@ def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> traffic
             try:
                 conn.request("GET", "/")
                 body = conn.getresponse().read()
-            except OSError:
-                continue  # counted as not done: the table shows fewer requests
+            except OSError as err:  # counted as not done: the table shows fewer requests
+                with lock:
+                    errors[type(err).__name__] += 1
+                continue
             finally:
                 conn.close()
             if len(body) == 8192:
@@ -176,6 +180,8 @@ def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> traffic
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        print(f" (failed: {', '.join(f'{n} {kind}' for kind, n in errors.items())})", end="")
     return traffic.InjectResult(done, time.monotonic() - start)
 
 

@@ -3,8 +3,9 @@
 Two kinds of manifest entry (``images/kernels.toml``):
 
 - ``packages``: Debian's image, headers and kbuild packages at one exact
-  version, downloaded with ``apt-get download`` and unpacked with
-  ``dpkg-deb -x``. Nothing on the host's /boot or /lib/modules changes.
+  version (a package written ``name=version`` carries its own pin),
+  downloaded with ``apt-get download`` and unpacked with ``dpkg-deb -x``.
+  Nothing on the host's /boot or /lib/modules changes.
 - ``source``: a kernel built from Debian's source package (``linux-source-*``)
   at one exact version, configured as virtme-ng's minimal config
   (``vng --kconfig``) plus config fragments kept in ``images/``. This is how
@@ -169,7 +170,7 @@ def _fragment_paths(e: SourceEntry) -> list[Path]:
 def digest(e: KernelEntry) -> str:
     """What makes the kernel: for packages, their version; for a build, all its inputs."""
     if isinstance(e, PackagedEntry):
-        return e.version
+        return " ".join((e.version, *sorted(p for p in e.packages if "=" in p)))
     h = hashlib.sha256(f"{RECIPE}\n{e.source}={e.version}\n{e.localversion}\n".encode())
     for frag in _fragment_paths(e):
         try:
@@ -264,8 +265,8 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     debs, root = work / "debs", work / "root"
     debs.mkdir(parents=True)
     root.mkdir()
-    pinned = [f"{pkg}={e.version}" for pkg in e.packages]
-    _run(["apt-get", "download", *pinned], debs, hint="run 'apt-get update' and retry")
+    pinned = [pkg if "=" in pkg else f"{pkg}={e.version}" for pkg in e.packages]
+    _apt_download(pinned, debs)
     for deb in sorted(debs.glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)], debs)
     _fix_headers_makefile(root, final.resolve(), e.release)
@@ -278,6 +279,24 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     if not kernel.vmlinuz.is_file():
         raise LabError(f"{e.name}: the packages gave no {kernel.vmlinuz}")
     progress(f"{e.name}: {kernel.vmlinuz}")
+
+
+def _apt_download(specs: list[str], cwd: Path) -> None:
+    """``apt-get download`` of pinned versions, refreshing stale package lists once.
+
+    A fresh machine's lists may predate the pinned version; as root the lab
+    refreshes them itself rather than telling the user to.
+    """
+    try:
+        _run(["apt-get", "download", *specs], cwd)
+        return
+    except LabError:
+        if os.geteuid() != 0:
+            raise LabError(
+                f"apt-get could not download {' '.join(specs)}; run 'sudo apt-get update' and retry"
+            ) from None
+    _run(["apt-get", "update", "-q"], cwd)
+    _run(["apt-get", "download", *specs], cwd, hint="the pinned version is not in the archive")
 
 
 def _run(argv: list[str], cwd: Path, hint: str = "", log: Path | None = None) -> str:
@@ -327,7 +346,7 @@ def source_tree(source: str, version: str, progress: Progress) -> Path:
         progress(f"{source} {version}: downloading and unpacking")
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir(parents=True)
-        _run(["apt-get", "download", f"{source}={version}"], tree, hint="run 'apt-get update'")
+        _apt_download([f"{source}={version}"], tree)
         (deb,) = tree.glob("*.deb")
         # The package holds the tree as usr/src/<source>.tar.xz.
         inner = f"./usr/src/{source}.tar.xz"

@@ -13,7 +13,9 @@ files=(scripts/checkpatch.pl scripts/spelling.txt scripts/const_structs.checkpat
 if [ ! -x "$dir/scripts/checkpatch.pl" ] || [ "$(cat "$dir/version" 2>/dev/null)" != "$VERSION" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  (cd "$work" && apt-get download -q "linux-source-6.1=$VERSION")
+  # A fresh machine's package lists may predate the pinned version: refresh once.
+  (cd "$work" && { apt-get download -q "linux-source-6.1=$VERSION" ||
+    { apt-get update -q && apt-get download -q "linux-source-6.1=$VERSION"; }; })
   dpkg-deb --fsys-tarfile "$work"/linux-source-6.1_*.deb |
     tar -xO ./usr/src/linux-source-6.1.tar.xz |
     tar -xJ -C "$work" "${files[@]/#/linux-source-6.1/}"

@@ -17,7 +17,9 @@ SIGINT ends the capture early, still with the report (as tcpdump does).
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 import resource
 import select
 import signal
@@ -55,6 +57,19 @@ PACKET_OUTGOING = 4
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; what tcpdump -Q in asks for
 
 
+def link_went_down(sock: socket.socket) -> None:
+    """Reads (and so clears) the socket's pending error, as libpcap does on POLLERR.
+
+    Taking the link down sets ENETDOWN on every packet socket bound to it, and
+    poll() reports POLLERR until the error is read: unread, the reader would
+    spin. A link that comes back up is still captured; any other error ends
+    the capture.
+    """
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err not in (0, errno.ENETDOWN):
+        raise OSError(err, os.strerror(err))
+
+
 def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
@@ -87,7 +102,9 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
         base = block * BLOCK_SIZE
         _, _, status, num, first, blk_len = BLOCK_HDR.unpack_from(ring, base)
         if not status & TP_STATUS_USER:
-            poller.poll(100)  # short, so SIGINT and the deadline are seen
+            # Short, so SIGINT and the deadline are seen.
+            if any(ev & select.POLLERR for _, ev in poller.poll(100)):
+                link_went_down(sock)
             continue
         at = base + first
         for _ in range(num):

@@ -1,0 +1,57 @@
+"""ntadump, built as the lab builds it, meets bad input with a clear error and its exit code.
+
+The capture itself needs the module and runs in guests (tests/lab); here the
+host's compiler builds it (warnings are errors) and its refusals are checked:
+bad usage exits 2, a missing device or a module speaking another ABI exit 1
+with a message naming the problem, never a crash or wrong frames.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab import kbuild
+from pysniff import abi
+
+
+@pytest.fixture(scope="module")
+def ntadump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return kbuild.build_ntadump(root=tmp_path_factory.mktemp("builds")).program
+
+
+def run(program: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(program), *args], capture_output=True, text=True, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-c", "5"), ("-i", "lo", "-c", "0"), ("-i", "lo", "-c", "many"), ("-i", "lo", "extra"),
+     ("-x",), ("-i", "x" * 40)],
+)  # fmt: skip
+def test_bad_usage_exits_2(ntadump: Path, args: tuple[str, ...]) -> None:
+    proc = run(ntadump, *args)
+    assert proc.returncode == 2, proc
+    assert "usage: ntadump -i IFACE" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_no_device_says_load_the_module(ntadump: Path, tmp_path: Path) -> None:
+    proc = run(ntadump, "-i", "lo", "-D", str(tmp_path / "nta"))
+    assert proc.returncode == 1, proc
+    assert proc.stderr == f"ntadump: no {tmp_path / 'nta'}: is the nta module loaded?\n"
+
+
+def test_another_abi_is_refused_before_anything_is_read(ntadump: Path, tmp_path: Path) -> None:
+    """A 'device' whose meta page speaks ABI 1: refused with both versions named."""
+    fake = tmp_path / "nta"
+    meta = abi.META.pack(magic=abi.MAGIC, abi_version=1, meta_size=abi.META.size,
+                         record_size=abi.RECORD.size, commit_size=abi.COMMIT.size)  # fmt: skip
+    fake.write_bytes(meta.ljust(4096, b"\0"))
+    proc = run(ntadump, "-i", "lo", "-D", str(fake))
+    assert proc.returncode == 1, proc
+    assert proc.stderr == (
+        f"ntadump: the module speaks ABI 1 (magic {abi.MAGIC:#x}), ntadump {abi.ABI_VERSION}\n"
+    )
