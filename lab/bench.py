@@ -211,6 +211,8 @@ class Trial:
     own_wakeups: int | None = None  # NTA readers: the module's count of their wakeups
     reader_missed: int | None = None  # NTA readers: frames the device got and they did not
     module_loaded: bool = False
+    user_ticks: int = 0  # the sniffer's clock ticks in its own code
+    system_ticks: int = 0  # ... and in the kernel on its behalf (system calls)
 
 
 def sniffer_argv(
@@ -372,6 +374,8 @@ def run_trial(
         own_wakeups=own.own_wakeups,
         reader_missed=own.reader_missed,
         module_loaded=sniffer != "none",
+        user_ticks=report.sniffer_user_ticks,
+        system_ticks=report.sniffer_system_ticks,
     )
 
 
@@ -439,6 +443,7 @@ class Row:
     vs_afpacket: float | None  # ... over the Python AF_PACKET reader's
     own_syscalls_per_k: float | None = None  # NTA readers' own counts, to cross-check
     own_wakeups_per_k: float | None = None
+    kernel_share: float | None = None  # of the sniffer's ticks, over all rounds: in the kernel
 
 
 def _per_frame(value: float, frames: int, scale: float) -> float:
@@ -464,6 +469,14 @@ def _median_or_none(values: list[float | None]) -> float | None:
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b is not None and b > 0 else None
+
+
+def _kernel_share(trials: Sequence[Trial]) -> float | None:
+    """The share of the sniffer's ticks spent in the kernel, summed over the rounds (ticks
+    are sampled: the sum over every round is steadier than a median of small counts)."""
+    system = sum(t.system_ticks for t in trials)
+    total = system + sum(t.user_ticks for t in trials)
+    return round(system / total, 3) if total else None
 
 
 def summarize(trials: Sequence[Trial]) -> list[Row]:
@@ -503,6 +516,7 @@ def summarize(trials: Sequence[Trial]) -> list[Row]:
                 vs_afpacket=None,
                 own_syscalls_per_k=_median_or_none(_each(ts, lambda t: t.own_syscalls, 1e3)),
                 own_wakeups_per_k=_median_or_none(_each(ts, lambda t: t.own_wakeups, 1e3)),
+                kernel_share=_kernel_share(ts),
             )
         tcpdump, afpacket = per.get("tcpdump"), per.get("afpacket")
         for row in per.values():
@@ -618,7 +632,7 @@ def _opt(x: float | None, fmt: Callable[[float], str] = _num) -> str:
 COLUMNS = (
     ("load", 6), ("sniffer", 11), ("rate/s", 7), ("deliv/inj", 13), ("drops", 6),
     ("sniffer us/frame", 22), ("sniffer+softirq us/frame", 24), ("sys/1k", 7), ("wake/1k", 7),
-    ("buf B/frame", 11), ("vs tcpdump", 10), ("vs afpacket", 11),
+    ("in kernel", 9), ("buf B/frame", 11), ("vs tcpdump", 10), ("vs afpacket", 11),
 )  # fmt: skip
 
 
@@ -640,6 +654,7 @@ def table(rows: Sequence[Row]) -> str:
             f"{r.drops:.0f}", _spread(r.sniffer_us) if process else "-", _spread(r.total_us),
             _opt(r.syscalls_per_k.median if r.syscalls_per_k else None),
             _opt(r.wakeups_per_k.median if r.wakeups_per_k else None),
+            _opt(r.kernel_share, lambda x: f"{x:.0%}"),
             _opt(r.buf_bytes_per_frame, lambda b: f"{b:.0f}"),
             _opt(r.vs_tcpdump, lambda x: f"{x:.2f}x"),
             _opt(r.vs_afpacket, lambda x: f"{x:.2f}x"),

@@ -126,7 +126,14 @@ def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     tmp_path: Path, fake_tracefs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ready, started, sniffer_ready = tmp_path / "ready", tmp_path / "started", tmp_path / "sr"
-    code = f"import pathlib, time; pathlib.Path({str(sniffer_ready)!r}).touch(); time.sleep(1.0)"
+    # Ready at once; 0.4 s of CPU, mostly in its own code, once the window is open
+    # (SIGUSR1 at 0.2 s).
+    code = (
+        f"import pathlib, time; pathlib.Path({str(sniffer_ready)!r}).touch(); time.sleep(0.5)\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.4: sum(range(20000))\n"
+        "time.sleep(0.2)"
+    )
     go = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -142,5 +149,8 @@ def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     assert 0.3 < report.elapsed_s < 5  # from the signal to the exit, not from the start
     assert report.exit == 0 and report.syscalls == 0  # the fake histogram's count
     assert report.voluntary_switches >= 1  # it slept
+    # Ticks are sampled (100 a second): about 40 in its own code, few in the kernel.
+    assert report.sniffer_user_ticks >= 20, report
+    assert report.sniffer_system_ticks < report.sniffer_user_ticks, report
     trigger = (fake_tracefs / "trigger").read_text().splitlines()
     assert len(trigger) == 2 and trigger[1] == "!" + trigger[0]

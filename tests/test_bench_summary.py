@@ -47,13 +47,14 @@ def trial(
     buf: int | None = None,
     own: tuple[int, int] | None = None,
     delivered: int = FRAMES,
+    ticks: tuple[int, int] = (0, 0),
 ) -> Trial:
     return Trial(
         load=load, sniffer=sniffer, round=rnd, injected=FRAMES, inject_rate=2000, rx=FRAMES,
         delivered=delivered, sniffer_cpu_s=cpu, softirq_s=softirq, busy_s=cpu + softirq,
         syscalls=syscalls, wakeups=wakeups, buf_bytes=buf,
         own_syscalls=own[0] if own else None, own_wakeups=own[1] if own else None,
-        module_loaded=sniffer != "none",
+        module_loaded=sniffer != "none", user_ticks=ticks[0], system_ticks=ticks[1],
     )  # fmt: skip
 
 
@@ -63,7 +64,7 @@ def one_round(rnd: int, jitter: float, load: str) -> list[Trial]:
     return [
         trial("none", rnd, 0.0, 0.010 + jitter, load),
         trial("none-loaded", rnd, 0.0, 0.011 + jitter, load),
-        trial("afpacket", rnd, 0.040 + jitter, 0.020, load, 100, 100, 1_600_000),
+        trial("afpacket", rnd, 0.040 + jitter, 0.020, load, 100, 100, 1_600_000, ticks=(30, 10)),
         trial("tcpdump", rnd, 0.010 + jitter, 0.018, load, 50, 40),
         trial("pysniff", rnd, 0.025 + jitter, 0.016, load, 8, 6, FRAMES * 4096, (7, 5)),
         trial("ntadump", rnd, 0.004 + jitter, 0.012, load, 30, 9, FRAMES * 4096, (29, 8)),
@@ -198,8 +199,9 @@ def test_table_has_every_column_and_the_targets_block() -> None:
     afp = body["afpacket"].split()
     assert afp[:5] == ["fixed", "afpacket", "2000", "1000/1000", "0"]
     assert afp[5:7] == ["40.0", "(39.0..42.0)"]  # sniffer us/frame, median (min..max)
-    assert afp[-5:] == ["100", "100", "1600", "4.00x", "1.00x"]
+    assert afp[-6:] == ["100", "100", "25%", "1600", "4.00x", "1.00x"]
     assert body["none"].split()[5] == "-"  # no process, no sniffer CPU
+    assert body["ntadump"].split()[-4] == "-"  # no ticks counted: no share in the kernel
     assert body["tcpdump"].split()[-3] == "-"  # buffer not measured
     at = lines.index("targets (reported, not asserted):")
     assert any("ntadump syscalls per 1000 frames" in x and "missed by" in x for x in lines[at:])

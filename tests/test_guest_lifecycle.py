@@ -7,8 +7,10 @@ TCG boot printed last and then either nothing (a stall) or a local shell.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from lab import LabError, kconfig
 from lab.accel import Accel
-from lab.guest import Guest, GuestBootError, GuestInfo, GuestSpec, kmsg_text
+from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestInfo, GuestSpec, kmsg_text
 from lab.guestnet import GuestNet
 from lab.images import Kernel
 from lab.labenv import LabEnv
@@ -33,12 +35,12 @@ def kernel(tmp_path: Path) -> Kernel:
     return Kernel("fake", "0.0-fake", tmp_path / "vmlinuz", None, config)
 
 
-def fake_guest(kernel: Kernel, tmp_path: Path, *boots: str) -> Guest:
+def fake_guest(kernel: Kernel, tmp_path: Path, *boots: str, timeout: float | None = None) -> Guest:
     state = tmp_path / "boots"
     state.mkdir(exist_ok=True)
     spec = GuestSpec(kernel, (), Accel("tcg", "test"), name="fake")
     launcher = [str(FAKE_GUEST / "vng"), str(state), *boots]
-    return Guest(spec, tmp_path / "out", stall_s=STALL_S, launcher=launcher)
+    return Guest(spec, tmp_path / "out", timeout, stall_s=STALL_S, launcher=launcher)
 
 
 def test_a_stalled_boot_is_retried_once_and_recorded(kernel: Kernel, tmp_path: Path) -> None:
@@ -62,11 +64,46 @@ def test_a_boot_that_stalls_twice_is_a_boot_error_with_its_console(
 ) -> None:
     """The error is the lab's, with the console's last lines, never a pexpect traceback."""
     guest = fake_guest(kernel, tmp_path, "stall")
-    with pytest.raises(GuestBootError, match=r"stalled: printed nothing for 2s") as e, guest:
+    stalled = r"stalled: printed nothing for 2s before it started init \(and on the 1 attempt"
+    with pytest.raises(GuestBootError, match=stalled) as e, guest:
         pass
     assert "VFS: Dquot-cache hash table entries" in str(e.value)
     info = json.loads((tmp_path / "out" / "guest.json").read_text())
     assert [a["outcome"] for a in info["attempts"]] == ["stall", "stall"]
+
+
+def test_a_silent_userspace_is_not_a_stall(kernel: Kernel, tmp_path: Path) -> None:
+    """Once the kernel started init, a silence longer than the stall limit is waited out
+    (a KASAN guest's userspace under TCG), and not retried."""
+    with fake_guest(kernel, tmp_path, "slow-init") as g:
+        assert g.info is not None
+        assert [a.outcome for a in g.info.attempts] == ["ok"]
+        assert g.info.attempts[0].max_silence_s >= STALL_S
+
+
+def test_a_userspace_that_never_gives_a_shell_times_out(kernel: Kernel, tmp_path: Path) -> None:
+    guest = fake_guest(kernel, tmp_path, "init-hang", timeout=5.0)
+    with pytest.raises(GuestBootError, match=r"was not up within 5s") as e, guest:
+        pass
+    assert "as init process" in str(e.value)
+    info = json.loads((tmp_path / "out" / "guest.json").read_text())
+    assert [a["outcome"] for a in info["attempts"]] == ["timeout"]
+
+
+def test_the_guest_shell_reads_no_rc_file(tmp_path: Path) -> None:
+    """The guest runs the host's userspace: its shell must not run the host user's rc files."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for rc in (".bashrc", ".bash_profile", ".profile"):
+        (home / rc).write_text("echo RC-FILE-RAN\n")
+    shell = tmp_path / "guest-shell"
+    shell.write_text(GUEST_SHELL)
+    shell.chmod(0o755)
+    env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+    proc = subprocess.run([str(shell)], input="echo shell-up\n", capture_output=True, text=True,
+                          env=env, timeout=30)  # fmt: skip
+    assert "shell-up" in proc.stdout
+    assert "RC-FILE-RAN" not in proc.stdout + proc.stderr
 
 
 @pytest.fixture

@@ -62,3 +62,10 @@ def test_argv_with_kvm_has_no_disable_flag_and_quotes_cleanly() -> None:
     assert shlex.split(shlex.join(argv)) == argv
     opts = shlex.split(argv[-1].removeprefix("--qemu-opts="))
     assert opts.count("-netdev") == 3 and opts.count("-device") == 3
+
+
+def test_argv_names_the_guest_shell() -> None:
+    spec = GuestSpec(KERNEL, nics.nic_set("e1000"), Accel("tcg", "test"))
+    argv = build_argv(spec, nics.plan(spec.nics, Path("/s")), shell=Path("/r/guest-shell"))
+    at = argv.index("--shell")
+    assert argv[at + 1] == "/r/guest-shell"

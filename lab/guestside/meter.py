@@ -66,9 +66,15 @@ def process_cpu(pid: int) -> float:
     try:
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
     except (OSError, IndexError, ValueError):
-        # The comm field may hold spaces, so the fields are split after it.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(f) for f in fields[11:13]) / USER_HZ
+        return sum(ticks(pid)) / USER_HZ
+
+
+def ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks charged to ``pid``: sampled, but their ratio over a
+    long window says where its time goes (its own code, or the kernel on its behalf)."""
+    # The comm field may hold spaces, so the fields are split after it.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
 
 
 def switches(pid: int) -> tuple[int, int]:
@@ -251,6 +257,7 @@ def main(argv: list[str]) -> int:
     if counter is not None:
         counter.start()
     cpu_at_start = process_cpu(proc.pid) if proc is not None else 0.0
+    ticks_at_start = ticks(proc.pid) if proc is not None else (0, 0)
     switches_at_start = switches(proc.pid) if proc is not None else (0, 0)
     before = cpu_times()
     start = time.monotonic()
@@ -259,12 +266,14 @@ def main(argv: list[str]) -> int:
         if proc is not None and exited(proc.pid):
             break
     rc, cpu, vol, invol, syscalls = None, 0.0, 0, 0, None
+    user = system = 0
     if proc is not None:
         if not exited(proc.pid):
             proc.send_signal(signal.SIGINT)
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         # Still unreaped: the zombie's /proc/<pid> holds its final times and switches.
         cpu = process_cpu(proc.pid) - cpu_at_start
+        user, system = (b - a for a, b in zip(ticks_at_start, ticks(proc.pid), strict=True))
         now = switches(proc.pid)
         vol, invol = now[0] - switches_at_start[0], now[1] - switches_at_start[1]
     after = cpu_times()
@@ -281,6 +290,8 @@ def main(argv: list[str]) -> int:
     report = MeterReport(
         exit=rc,
         sniffer_cpu_s=cpu,
+        sniffer_user_ticks=user,
+        sniffer_system_ticks=system,
         elapsed_s=elapsed,
         cpu_s={k: round(after[k] - before[k], 3) for k in COLUMNS},
         stdout="".join(out),

@@ -69,6 +69,8 @@ class MeterReport:
     involuntary_switches: int = 0
     syscalls: int | None = None  # counted by the kernel's tracing, where it can
     extra: dict[str, Any] = field(default_factory=dict)
+    sniffer_user_ticks: int = 0  # clock ticks charged to its own code ...
+    sniffer_system_ticks: int = 0  # ... and to the kernel on its behalf
 
     @classmethod
     def from_json(cls, text: str) -> MeterReport:
