@@ -48,6 +48,14 @@ class ConsoleTimeout(LabError):
     pass
 
 
+class GuestPanicked(ConsoleTimeout):
+    """The guest's kernel panicked: nothing will ever answer on this console again."""
+
+
+# The kernel's last line once it panicked (panic() prints it, then halts).
+PANIC_END = r"---\[ end Kernel panic - not syncing: [^\r\n]*\]---"
+
+
 def clean(text: str | None) -> str:
     return _TERM_NOISE.sub("", text or "")
 
@@ -68,6 +76,9 @@ class Console:
         self.on_stuck = on_stuck
         self._ids = itertools.count(1)
         self._token = secrets.token_hex(3)
+        # Set once the kernel panicked: every later command fails at once with
+        # it, instead of each waiting out its timeout on a dead console.
+        self.panicked: GuestPanicked | None = None
 
     def setup(self, timeout: float = 30.0) -> None:
         """Quiet the shell once it is up: no echo, no prompt, kernel messages off the console.
@@ -131,8 +142,15 @@ class Console:
         self.child.sendline(line)
 
     def _expect(self, pattern: str, timeout: float, what: str) -> None:
+        if self.panicked is not None:
+            raise self.panicked
         try:
-            self.child.expect(pattern, timeout=timeout)
+            if self.child.expect([pattern, PANIC_END], timeout=timeout) == 1:
+                self.panicked = GuestPanicked(
+                    f"the guest's kernel panicked while running: {what}\n"
+                    f"console tail:\n{self._tail()}"
+                )
+                raise self.panicked
         except pexpect.TIMEOUT:
             kernel = self.on_stuck() if self.on_stuck is not None else ""
             raise ConsoleTimeout(

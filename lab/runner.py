@@ -12,7 +12,9 @@ events are printed as lines with the elapsed time.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,7 +185,11 @@ def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[
     ]  # fmt: skip
     (gdir / "pytest-argv.txt").write_text(" ".join(argv) + "\n")
     with (gdir / "pytest.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=paths.IMPORT_ROOT)
+        # A session of its own: its QEMU goes with it when the run is stopped (_stop).
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=paths.IMPORT_ROOT,
+            start_new_session=True,
+        )  # fmt: skip
     return _Running(req, gdir, proc, EventTail(gdir / "events.jsonl"), time.monotonic())
 
 
@@ -200,6 +206,28 @@ def _finish(r: _Running) -> GuestResult:
     return result
 
 
+STOP_WAIT_S = 60.0  # for a guest's pytest to tear its guest down after SIGINT
+
+
+def _stop(running: Sequence[_Running]) -> None:
+    """Interrupt every guest's pytest (its fixtures then power the guest off), and kill
+    what is left of a guest's process group after STOP_WAIT_S."""
+    for r in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for r in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            r.proc.wait(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.proc.pid, signal.SIGKILL)  # QEMU, should the guest outlive pytest
+        r.proc.wait()
+
+
+def _interrupt(_signo: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_guests(
     requests: Sequence[GuestRequest],
     out: Path,
@@ -208,25 +236,36 @@ def run_guests(
     pytest_args: Sequence[str],
     progress: Progress,
 ) -> list[GuestResult]:
-    """Every guest's pytest process, ``jobs`` at a time, progress printed as it comes."""
+    """Every guest's pytest process, ``jobs`` at a time, progress printed as it comes.
+
+    Interrupted (Ctrl-C, or SIGTERM from a CI system), it stops every guest it
+    started before it gives up: nothing is left running.
+    """
     waiting = list(requests)
     running: list[_Running] = []
     done: list[GuestResult] = []
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            running.append(_start(waiting.pop(0), out, scenarios, pytest_args))
-        time.sleep(0.5)
-        for r in list(running):
-            for e in r.events.new():
-                progress.event(e)
-            if r.proc.poll() is not None:
+    term = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                running.append(_start(waiting.pop(0), out, scenarios, pytest_args))
+            time.sleep(0.5)
+            for r in list(running):
                 for e in r.events.new():
                     progress.event(e)
-                running.remove(r)
-                result = _finish(r)
-                done.append(result)
-                if result.error:
-                    progress.line(f"{r.req.id}: {result.error.splitlines()[0]}")
+                if r.proc.poll() is not None:
+                    for e in r.events.new():
+                        progress.event(e)
+                    running.remove(r)
+                    result = _finish(r)
+                    done.append(result)
+                    if result.error:
+                        progress.line(f"{r.req.id}: {result.error.splitlines()[0]}")
+    except BaseException:
+        _stop(running)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, term)
     return sorted(done, key=lambda g: g.request.id)
 
 

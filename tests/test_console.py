@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
-from lab.console import CommandFailed, Console, ConsoleTimeout
+from lab.console import CommandFailed, Console, ConsoleTimeout, GuestPanicked
 
 
 def test_stdout_stderr_and_status_kept_apart(console: Console) -> None:
@@ -39,6 +40,19 @@ def test_timeout_names_the_command_and_shows_the_tail(console: Console) -> None:
     with pytest.raises(ConsoleTimeout, match=r"within 1s to: echo started; sleep 30") as e:
         console.run("echo started; sleep 30", timeout=1)
     assert "started" in str(e.value)
+
+
+def test_a_panic_fails_this_command_at_once_and_every_later_one(console: Console) -> None:
+    """A dead kernel answers nothing: the command that saw the panic and all after it fail
+    with it, without waiting out their timeouts."""
+    start = time.monotonic()
+    with pytest.raises(GuestPanicked, match=r"panicked while running: echo oops") as e:
+        console.run("echo oops; echo '---[ end Kernel panic - not syncing: Fatal exception ]---'; "
+                    "sleep 30", timeout=20)  # fmt: skip
+    assert "Fatal exception" in str(e.value)
+    with pytest.raises(GuestPanicked):
+        console.run("echo after", timeout=20)
+    assert time.monotonic() - start < 10
 
 
 def test_background_job_and_wait(console: Console) -> None:

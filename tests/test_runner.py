@@ -3,6 +3,7 @@ over a scenarios dir of tests that need no VM; shards merged equal one unsharded
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ import pytest
 
 from lab import kconfig, report, runner
 from lab.report import RunResult
+from lab.wait import wait_until
 
 SCENARIOS = """
 import pytest
@@ -107,3 +109,27 @@ def test_named_scenario_files_replace_the_scenarios_dir(tmp_path: Path) -> None:
         f"{one}::test_a",
         "-x",
     ]
+
+
+def test_an_interrupted_run_leaves_no_guest_running(tmp_path: Path) -> None:
+    """Ctrl-C (or a CI system's SIGTERM) while guests run: every guest's pytest is
+    interrupted and gone when run_guests gives up, whatever it had started."""
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    pidfile = tmp_path / "pid"
+    (d / "test_slow.py").write_text(
+        "import os, pathlib, time, pytest\n\n\n@pytest.mark.lab\ndef test_runs_long():\n"
+        f"    pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid()))\n    time.sleep(600)\n"
+    )
+    requests = runner.plan([fake_tree(tmp_path, "tree-a")], ["all"], ["default"], "tcg")
+
+    def interrupt(_text: str) -> None:
+        wait_until(pidfile.exists, 30, "the test running")
+        raise KeyboardInterrupt  # Ctrl-C
+
+    progress = runner.Progress(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_guests(requests, tmp_path / "out", 1, d, (), progress)
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
