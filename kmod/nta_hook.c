@@ -250,7 +250,12 @@ static void nta_refill_arm(void)
 	mutex_lock(&nta_refill_lock);
 	if (!nta_refill_armed) {
 		memset(&nta_refill_probe.kp, 0, sizeof(nta_refill_probe.kp));
-		nta_refill_probe.kp.symbol_name = "e1000_alloc_rx_buffers";
+		/*
+		 * Named with its module: e1000e has a function of the same
+		 * name, and a kernel with e1000e built in (virtme-ng's config)
+		 * would otherwise get that one probed.
+		 */
+		nta_refill_probe.kp.symbol_name = "e1000:e1000_alloc_rx_buffers";
 		err = register_kretprobe(&nta_refill_probe);
 		nta_refill_armed = !err;
 		if (err)

@@ -117,14 +117,22 @@ fail:
 	return err;
 }
 
-/* Free one busy chunk whose page the kernel and the reader are done with. */
-static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
+/* Whether fault injection keeps this free from happening (fault_leak_every). */
+static bool nta_fault_leak_locked(struct nta_pool *pool)
 {
 	unsigned int every = READ_ONCE(nta_fault_leak_every);
 
-	if (every && ++pool->fault_free_count % every == 0) {
+	if (!every || ++pool->fault_free_count % every)
+		return false;
+	pool->stats.fault_leaked++;
+	return true;
+}
+
+/* Free one busy chunk whose page the kernel and the reader are done with. */
+static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
+{
+	if (nta_fault_leak_locked(pool)) {
 		c->leaked = true;
-		pool->stats.fault_leaked++;
 		list_move_tail(&c->link, &pool->busy);
 		return;
 	}
@@ -149,6 +157,8 @@ static void nta_chunk_free_locked(struct nta_pool *pool, struct nta_chunk *c)
  * over (if the stack lets go after that look, the put_page() below is the
  * last and frees it). A reclaim pass followed by a second look could see
  * the two differ and count as leaked a chunk the stack let go in between.
+ * Chunks are only counted here, never moved between lists: the lists link
+ * chunks of every node, and no node's array is freed before all are judged.
  */
 void nta_pool_exit(struct nta_pool *pool)
 {
@@ -157,23 +167,25 @@ void nta_pool_exit(struct nta_pool *pool)
 
 	cancel_work_sync(&pool->reclaim);
 	WARN_ON_ONCE(!list_empty(&pool->shared));
+	spin_lock_irqsave(&pool->lock, flags);
 	for (i = 0; i < pool->node_count; i++) {
-		spin_lock_irqsave(&pool->lock, flags);
 		for (j = 0; j < pool->node_pages; j++) {
 			struct nta_chunk *c = &pool->nodes[i].chunks[j];
 			int refs = page_ref_count(c->page);
 
-			if (nta_chunk_reclaimable(c, refs)) {
-				nta_chunk_free_locked(pool, c);
+			if (nta_chunk_reclaimable(c, refs) && !nta_fault_leak_locked(pool)) {
+				pool->stats.freed++;
+				pool->stats.in_use--;
 			} else if (c->busy && refs > 1) {
 				pool->stats.handed_over++;
 				pool->stats.in_use--;
 			}
 			put_page(c->page);
 		}
-		spin_unlock_irqrestore(&pool->lock, flags);
-		kvfree(pool->nodes[i].chunks);
 	}
+	spin_unlock_irqrestore(&pool->lock, flags);
+	for (i = 0; i < pool->node_count; i++)
+		kvfree(pool->nodes[i].chunks);
 	kfree(pool->nodes);
 	pool->nodes = NULL;
 	pool->node_count = 0;
