@@ -283,8 +283,9 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     call = request.node.stash.get(REPORTS, {}).get("call")
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
-        name = f"{_session(request.config).request.dirname}-{request.node.name}"
-        bundle = repro.write(env, name, env.pcaps[first_pcap:], reason, env.outdir.parent / "repro")
+        bundle = repro.write(
+            env, request.node.name, env.pcaps[first_pcap:], reason, env.outdir.parent / "repro"
+        )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
     assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))

@@ -54,14 +54,15 @@ def write(
     params: str | None = None,
     commands: Sequence[str] = (),
 ) -> Path:
-    """Copy everything ``test`` used into ``root/<test>``; the bundle's directory.
+    """Copy everything ``test`` used into ``root/<guest>-<test>``; the bundle's directory
+    (named after the guest too: guests of one run share ``root``).
 
     ``params`` replaces the parameters the module was loaded with (a test that
     set one later says so); ``commands`` are what the guest must run to trigger
     the failure once the pcaps are replayed.
     """
     safe = test.replace("/", "_").replace("[", "-").rstrip("]")
-    out = root / safe
+    out = root / f"{env.outdir.name}-{safe}"
     out.mkdir(parents=True, exist_ok=True)
     injected = []
     for n, (nic, pcap) in enumerate(pcaps):
