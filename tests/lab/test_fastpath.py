@@ -89,8 +89,9 @@ def spaced(env: LabEnv, nic: GuestNic, tag: str, *args: object) -> SniffReport:
 @pytest.mark.lab
 def test_wakeups_come_within_the_policy(nta: LabEnv, figure: Figure) -> None:
     """Frames one at a time: with the default policy none waits longer than wakeup_usecs
-    (plus LATENCY_SLACK_US); with wakeup_usecs=0 (--immediate) each frame wakes the
-    reader; and a burst wakes it once per wakeup_frames, not per frame."""
+    (plus LATENCY_SLACK_US); with wakeup_usecs=0 (--immediate) none waits for the timer
+    and the reader wakes more often; and a burst wakes it once per wakeup_frames, not
+    per frame."""
     nic = nta.use(nta.nics[0])
     usecs = nta.nta.param("wakeup_usecs")
     frames = nta.nta.param("wakeup_frames")
@@ -99,7 +100,14 @@ def test_wakeups_come_within_the_policy(nta: LabEnv, figure: Figure) -> None:
     assert policy.max_wait_us <= usecs + LATENCY_SLACK_US, policy.max_wait_us
     immediate = spaced(nta, nic, "wake-immediate", "--immediate")
     assert immediate.frames == SPACED, immediate
-    assert immediate.reader.wakeups >= SPACED, immediate.reader
+    # Each frame wakes a sleeping reader at once: none waits for the policy's
+    # timer. A frame that finds the reader still awake (busy with the one before,
+    # on a loaded host) needs no wakeup, so there may be fewer than frames.
+    assert immediate.max_wait_us < usecs, immediate.max_wait_us
+    assert policy.reader.wakeups < immediate.reader.wakeups <= SPACED, (
+        policy.reader,
+        immediate.reader,
+    )
 
     sn = nta.pysniff(nic, "wake-burst", "--bulk", "-c", DUMP_FRAMES, "--idle", IDLE_S,
                      "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
