@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from pysniff.signature import TallySummary
 
 
 def dumps(report: object) -> str:
     return json.dumps(asdict(report))  # type: ignore[call-overload]
+
+
+class FlatReport:
+    """A report whose JSON object holds its fields as they are (no nested reports)."""
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class CaptureReport:
 
 
 @dataclass(frozen=True)
-class AfpacketReport:
+class AfpacketReport(FlatReport):
     """lab.guestside.afpacket: the TPACKET_V3 reader's tally."""
 
     frames: int
@@ -50,13 +58,9 @@ class AfpacketReport:
     blocks: int = 0  # ring blocks filled and handed back
     bytes_in_blocks: int = 0  # the sum of their blk_len: bytes the kernel wrote in them
 
-    @classmethod
-    def from_json(cls, text: str) -> AfpacketReport:
-        return cls(**json.loads(text))
-
 
 @dataclass(frozen=True)
-class MeterReport:
+class MeterReport(FlatReport):
     """lab.guestside.meter: one sniffer's CPU and context switches over a measured window."""
 
     exit: int | None
@@ -71,10 +75,6 @@ class MeterReport:
     extra: dict[str, Any] = field(default_factory=dict)
     sniffer_user_ticks: int = 0  # clock ticks charged to its own code ...
     sniffer_system_ticks: int = 0  # ... and to the kernel on its behalf
-
-    @classmethod
-    def from_json(cls, text: str) -> MeterReport:
-        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class SinkReport:
 
 
 @dataclass(frozen=True)
-class ScanReport:
+class ScanReport(FlatReport):
     """lab.guestside.poolscan: what one reader's whole pool mapping shows it."""
 
     frames: int
@@ -108,13 +108,9 @@ class ScanReport:
     kernel_words_elsewhere: int
     other_dev_stats_refused: bool  # the counters of a device it did not attach
 
-    @classmethod
-    def from_json(cls, text: str) -> ScanReport:
-        return cls(**json.loads(text))
-
 
 @dataclass(frozen=True)
-class ScribbleReport:
+class ScribbleReport(FlatReport):
     """lab.guestside.scribbler: the garbage a reader wrote over its ring mapping."""
 
     rounds: int
@@ -123,13 +119,9 @@ class ScribbleReport:
     writes: int
     writes_refused: int
 
-    @classmethod
-    def from_json(cls, text: str) -> ScribbleReport:
-        return cls(**json.loads(text))
-
 
 @dataclass(frozen=True)
-class WakeProbeReport:
+class WakeProbeReport(FlatReport):
     """lab.guestside.wakeprobe: NTA_COMMIT_NEED_WAKEUP, set and cleared."""
 
     held_when_set: int  # chunks the reader held when the flag came (-1: it never did)
@@ -137,7 +129,3 @@ class WakeProbeReport:
     syscalls_to_clear: int
     frames_after: int
     times_set: int
-
-    @classmethod
-    def from_json(cls, text: str) -> WakeProbeReport:
-        return cls(**json.loads(text))
