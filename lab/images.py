@@ -290,11 +290,9 @@ def _apt_download(specs: list[str], cwd: Path) -> None:
     try:
         _run(["apt-get", "download", *specs], cwd)
         return
-    except LabError:
+    except LabError as err:
         if os.geteuid() != 0:
-            raise LabError(
-                f"apt-get could not download {' '.join(specs)}; run 'sudo apt-get update' and retry"
-            ) from None
+            raise LabError(f"{err}; run 'sudo apt-get update' and retry") from None
     _run(["apt-get", "update", "-q"], cwd)
     _run(["apt-get", "download", *specs], cwd, hint="the pinned version is not in the archive")
 
