@@ -13,7 +13,17 @@ printed nothing more). That is an infrastructure event, not a finding about
 the code under test: the guest is killed and booted once more, and the retry
 is recorded (guest.json, and through it summary.json and the matrix). Once
 init runs, userspace may be silent for long (a KASAN kernel under TCG, two
-guests booting at once): only the boot timeout applies. Nothing after the
+guests booting at once): only the boot timeout applies.
+
+A boot whose kernel reported a bug before its shell came up (seen here: a
+KASAN "wild-memory-access in do_raw_spin_lock" from an interrupt during
+identify_cpu at guest time 1.3 s, once in many 6.12-kasan boots) is retried
+the same way, for a second reason: such a guest can no longer judge NTA. The
+report taints the kernel, which turns lockdep off, and KASAN reports only its
+first bug unless told otherwise (kasan_multi_shot), so the module's own bugs
+would go unreported. The report is not NTA's either: nothing of the lab's
+runs in the kernel yet. The retry records the report's title; a kernel that
+reports a bug on every boot is a boot error that names it. Nothing after the
 shell is up is ever retried.
 
 The console's shell is bash without rc files (``GUEST_SHELL``): the guest
@@ -179,24 +189,43 @@ class ConsoleLog:
         """Including the one still going on (a stall's)."""
         return max(self.max_silence, self.silence())
 
-    def tail(self, lines: int = 40) -> str:
+    def text(self) -> str:
+        """Everything printed so far, terminal noise removed."""
         self.file.flush()
-        text = clean(self.path.read_text(encoding="utf-8", errors="replace"))
-        return "\n".join(text.splitlines()[-lines:])
+        return clean(self.path.read_text(encoding="utf-8", errors="replace"))
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
 
     def close(self) -> None:
         self.file.close()
+
+
+# How a boot attempt that is retried ended, and the name its console log is kept under.
+RETRIED = {"stall": "stalled", "splat": "splat"}
 
 
 @dataclass(frozen=True)
 class BootAttempt:
     """One try at booting: how it ended, after how long, and the last line it printed."""
 
-    outcome: str  # "ok", "stall" (silent before its shell), "timeout", "exit"
+    # "ok"; "stall" (silent before init) or "splat" (the kernel reported a bug
+    # before the shell was up), both retried; "timeout", "exit".
+    outcome: str
     seconds: float
     last_line: str
     max_silence_s: float
     console_log: str  # file name in the guest's results dir
+    splat: str = ""  # the first report's title, for "splat"
+
+    @property
+    def retry_reason(self) -> str:
+        """Why this attempt was retried, for reports ("" if it was not)."""
+        if self.outcome == "stall":
+            return f"boot stalled after {self.last_line.strip()[:60]!r}"
+        if self.outcome == "splat":
+            return f"kernel bug reported during boot: {self.splat}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -214,8 +243,9 @@ class GuestInfo:
     attempts: list[BootAttempt] = field(default_factory=list)
 
     @property
-    def infra_retries(self) -> int:
-        return sum(a.outcome == "stall" for a in self.attempts)
+    def retries(self) -> list[BootAttempt]:
+        """The attempts booted again (a stall or a splat before the shell was up)."""
+        return [a for a in self.attempts if a.outcome in RETRIED]
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -295,14 +325,14 @@ class Guest:
             if result.outcome == "ok":
                 break
             self._kill()
-            if result.outcome != "stall" or attempt == BOOT_ATTEMPTS:
+            if result.outcome not in RETRIED or attempt == BOOT_ATTEMPTS:
                 self._record_guest("")
                 raise GuestBootError(self._boot_failure(result))
-            # Keep the stalled attempt's log; the retry writes a new console.log.
+            # Keep the failed attempt's log; the retry writes a new console.log.
             self.console_log.close()
-            stalled = self.outdir / f"console-stalled-{attempt}.log"
-            self.console_log.path.rename(stalled)
-            self.attempts[-1] = replace(result, console_log=stalled.name)
+            kept = self.outdir / f"console-{RETRIED[result.outcome]}-{attempt}.log"
+            self.console_log.path.rename(kept)
+            self.attempts[-1] = replace(result, console_log=kept.name)
             self.console_log = ConsoleLog(self.outdir / "console.log")
         self.console = Console(
             self.child_or_fail(), self.console_log.file, self.console_log, self._stuck_report
@@ -392,19 +422,26 @@ class Guest:
                 if time.monotonic() - start >= self.boot_timeout:
                     outcome = "timeout"
                     break
-        tail = self.console_log.tail(3).splitlines()
+        text = self.console_log.text()
+        # The console has every kernel message up to debug (vng boots with
+        # loglevel=7), so a report made while booting is in it.
+        splats = judge.scan(text, self.console_log.path.name) if outcome == "ok" else []
+        tail = text.splitlines()[-3:]
         return BootAttempt(
-            outcome=outcome,
+            outcome="splat" if splats else outcome,
             seconds=round(time.monotonic() - start, 1),
             last_line=tail[-1] if tail else "",
             max_silence_s=round(self.console_log.longest_silence(), 1),
             console_log=self.console_log.path.name,
+            splat=splats[0].title or splats[0].line if splats else "",
         )
 
     def _boot_failure(self, a: BootAttempt) -> str:
         what = {
             "stall": f"stalled: printed nothing for {self.stall_s:.0f}s before it started init "
             f"(and on the {len(self.attempts) - 1} attempt(s) before)",
+            "splat": f"reported a kernel bug while booting, before any test ran, on every "
+            f"attempt ({len(self.attempts)}): {a.splat}",
             "timeout": f"was not up within {self.boot_timeout:.0f}s",
             "exit": "exited before its shell came up",
         }[a.outcome]

@@ -216,7 +216,7 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
             state.events(
                 "booted",
                 detail=f"{info.boot_s:.0f}s",
-                outcome="retried" if info.infra_retries else "",
+                outcome="retried" if info.retries else "",
             )
             state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
             if guest.features.kmemleak:

@@ -233,10 +233,7 @@ def guest_lines(run: RunResult) -> list[str]:
             )
             continue
         i = g.info
-        retries = [a for a in i.attempts if a.outcome == "stall"]
-        note = ""
-        if retries:
-            note = f"; infra retry: boot stalled after {retries[0].last_line.strip()[:60]!r}"
+        note = "".join(f"; boot retried: {a.retry_reason}" for a in i.retries)
         out.append(
             f"guest {g.request.id}: {i.release}, {i.accel}, boot {i.boot_s:.0f}s, "
             f"{len(g.cases)} tests in {g.seconds:.0f}s{note}"
@@ -263,9 +260,7 @@ def ktap(run: RunResult) -> str:
         notes = []
         if g.info is not None:
             notes.append(f"# kernel {g.info.release}, {g.info.accel}, boot {g.info.boot_s:.0f}s")
-            for a in g.info.attempts:
-                if a.outcome == "stall":
-                    notes.append(f"# infra retry: boot stalled after {_ktap_text(a.last_line)}")
+            notes += [f"# boot retried: {_ktap_text(a.retry_reason)}" for a in g.info.retries]
         notes += [f"# {_ktap_text(line)}" for line in g.error.splitlines()[:20]]
         if g.cases:
             sub = ["KTAP version 1", f"# Subtest: {g.request.id}", f"1..{len(g.cases)}", *notes]
