@@ -19,10 +19,11 @@ A boot whose kernel reported a bug before its shell came up (seen here: a
 KASAN "wild-memory-access in do_raw_spin_lock" from an interrupt during
 identify_cpu at guest time 1.3 s, once in many 6.12-kasan boots) is retried
 the same way, for a second reason: such a guest can no longer judge NTA. The
-report taints the kernel, which turns lockdep off, and KASAN reports only its
-first bug unless told otherwise (kasan_multi_shot), so the module's own bugs
-would go unreported. The report is not NTA's either: nothing of the lab's
-runs in the kernel yet. The retry records the report's title; a kernel that
+report taints the kernel, which turns lockdep off for good, so the module's
+locking bugs would go unreported. The report is not NTA's either: nothing
+of the lab's runs in the kernel yet. (KASAN guests boot with
+``kasan_multi_shot``: a KASAN kernel otherwise reports only its first bug,
+and one boot runs many tests.) The retry records the report's title; a kernel that
 reports a bug on every boot is a boot error that names it. Nothing after the
 shell is up is ever retried.
 
@@ -79,6 +80,10 @@ BOOT_TIMEOUT = {"kvm": 90.0, "tcg": 300.0}
 # booting at once on 2 cores, is recorded in guest.json (max_silence_s).
 STALL_S = {"kvm": 20.0, "tcg": 60.0}
 BOOT_ATTEMPTS = 2
+# A KASAN kernel reports only its first bug unless told otherwise; a guest runs
+# many tests on one boot, and each test's reports are its own (KUnit's KASAN
+# tests turn multi-shot on for the same reason).
+KASAN_APPEND = "kasan_multi_shot"
 
 
 class GuestBootError(LabError):
@@ -270,12 +275,14 @@ class Guest:
         stall_s: float | None = None,
         launcher: Sequence[str] | None = None,
     ) -> None:
-        self.spec = spec
         self.boot_timeout = boot_timeout or BOOT_TIMEOUT[spec.accel.name]
         self.stall_s = stall_s or STALL_S[spec.accel.name]
         # Checked before anything boots: a kernel that lacks what the lab
         # needs is named with everything it lacks.
         self.features: kconfig.Features = spec.kernel.features([v.driver for v in spec.nics])
+        if self.features.kasan and KASAN_APPEND not in spec.append:
+            spec = replace(spec, append=(*spec.append, KASAN_APPEND))
+        self.spec = spec
         self._sockdir = Path(tempfile.mkdtemp(prefix="ntalab-"))  # unix paths must be short
         self.nics = plan(spec.nics, self._sockdir, spec.guest_no)
         # The host ends of the NICs, bound before QEMU starts sending to them.

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,23 @@ def test_a_kernel_that_reports_a_bug_on_every_boot_is_a_boot_error_naming_it(
         pass
     info = json.loads((tmp_path / "out" / "guest.json").read_text())
     assert [a["outcome"] for a in info["attempts"]] == ["splat", "splat"]
+
+
+def test_a_kasan_guest_reports_every_bug_not_only_its_first(kernel: Kernel, tmp_path: Path) -> None:
+    """Many tests run on one boot: each one's KASAN reports must reach it (multi-shot),
+    once, also when a reproducer bundle's recorded command line already has it."""
+    spec = GuestSpec(kernel, (), Accel("tcg", "test"), name="fake")
+    plain = Guest(spec, tmp_path / "out")
+    plain.close()
+    assert "--append" not in plain.argv
+    assert kernel.config is not None
+    with kernel.config.open("a") as f:
+        f.write("CONFIG_KASAN=y\n")
+    for given in (spec, replace(spec, append=("kasan_multi_shot",))):
+        g = Guest(given, tmp_path / "out")
+        g.close()
+        assert g.spec.append == ("kasan_multi_shot",)
+        assert g.argv[g.argv.index("--append") + 1] == "kasan_multi_shot"
 
 
 def test_a_silent_userspace_is_not_a_stall(kernel: Kernel, tmp_path: Path) -> None:
