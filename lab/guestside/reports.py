@@ -128,4 +128,5 @@ class WakeProbeReport(FlatReport):
     cleared_by_commit: bool
     syscalls_to_clear: int
     frames_after: int
+    not_shared_after: int  # of those frames, how many found the reader at its limit
     times_set: int

@@ -3,11 +3,13 @@
     python -m lab.guestside.wakeprobe IFACE STARVED_FILE READY_FILE
 
 Reads frames and commits none until the module sets the need-wakeup flag
-(the reader is at max_shared and its commit ring is empty), and creates
-STARVED_FILE. Then it puts every chunk it holds in the commit ring and,
-because the flag is set, makes the one poll() it asks for; the flag must be
-clear after it. Then it reads AFTER more frames (the host sends them once
-STARVED_FILE exists), committing as usual. Prints a WakeProbeReport.
+(the reader is at max_shared and its commit ring is empty). Then it puts
+every chunk it holds in the commit ring and, because the flag is set, makes
+the one poll() it asks for; the flag must be clear after it. Only then it
+creates STARVED_FILE, and reads AFTER more frames (the host sends them once
+STARVED_FILE exists), committing as usual. Sent before the commit, they
+would find the reader still at its limit and go to the stack unseen (seen
+once on a loaded host, when the file came first). Prints a WakeProbeReport.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ def main(argv: list[str]) -> int:
         # Records published before the flag was set may still wait in the ring
         # (the flag can come between a read and the check): they are held too.
         held += sum(1 for _ in r.frames())
-        Path(starved).write_text(f"{held}\n")
         syscalls = r.syscalls
         r.commit()  # into the commit ring; the flag asks for one poll() with it
         cleared = not r.need_wakeup()
         syscalls = r.syscalls - syscalls
+        Path(starved).write_text(f"{held}\n")
         # Frames flow again once chunks came back (the host sends more now).
+        not_shared = r.dev_stats(iface).not_shared
         r.auto_commit = True
         more = 0
         deadline = time.monotonic() + WATCH_S
@@ -55,6 +58,7 @@ def main(argv: list[str]) -> int:
             cleared_by_commit=cleared,
             syscalls_to_clear=syscalls,
             frames_after=more,
+            not_shared_after=r.dev_stats(iface).not_shared - not_shared,
             times_set=stats.need_wakeup,
         )
     print(dumps(report))
