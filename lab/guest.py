@@ -20,10 +20,9 @@ KASAN "wild-memory-access in do_raw_spin_lock" from an interrupt during
 identify_cpu at guest time 1.3 s, once in many 6.12-kasan boots) is retried
 the same way, for a second reason: such a guest can no longer judge NTA. The
 report taints the kernel, which turns lockdep off for good, so the module's
-locking bugs would go unreported. The report is not NTA's either: nothing
-of the lab's runs in the kernel yet. (KASAN guests boot with
-``kasan_multi_shot``: a KASAN kernel otherwise reports only its first bug,
-and one boot runs many tests.) The retry records the report's title; a kernel that
+locking bugs would go unreported (KASAN itself goes on reporting: see
+``KASAN_APPEND``). The report is not NTA's either: nothing of the lab's runs
+in the kernel yet. The retry records the report's title; a kernel that
 reports a bug on every boot is a boot error that names it. Nothing after the
 shell is up is ever retried.
 
@@ -440,7 +439,7 @@ class Guest:
             last_line=tail[-1] if tail else "",
             max_silence_s=round(self.console_log.longest_silence(), 1),
             console_log=self.console_log.path.name,
-            splat=splats[0].title or splats[0].line if splats else "",
+            splat=splats[0].name if splats else "",
         )
 
     def _boot_failure(self, a: BootAttempt) -> str:

@@ -210,8 +210,13 @@ class Splat:
     line: str
     title: str = ""  # syzkaller-like: "KASAN: slab-use-after-free Read in nta_reader_release"
 
+    @property
+    def name(self) -> str:
+        """The report's title, or its line where no title was made."""
+        return self.title or self.line
+
     def __str__(self) -> str:
-        return f"{self.source}:{self.line_no}: [{self.kind}] {self.title or self.line}"
+        return f"{self.source}:{self.line_no}: [{self.kind}] {self.name}"
 
 
 def _func(name: str) -> str:
