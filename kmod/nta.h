@@ -3,6 +3,17 @@
  * nta.h - internal interfaces of NTA, the network allocator with a
  * zero-copy, commit-back sniffer.
  *
+ * The files, each using only those listed after it:
+ *   nta_main.c     parameters, debugfs, load and unload
+ *   nta_dev.c      /dev/nta (a reader's file), the table of served devices,
+ *                  attaching, and allocating for a served device
+ *   nta_capture.c  the taps: a received frame published where it lies, or copied
+ *   nta_reader.c   a reader's rings: records, commits, wakeups, its limits
+ *   nta_hook.c     the ftrace redirects of the kernel's receive allocators; it
+ *                  asks the ops it is given (nta_dev.c's) which devices NTA
+ *                  serves and for their buffers
+ *   nta_pool.c     pools of pages cut into chunks (nta_chunk.h: a chunk's life)
+ *
  * Pools: one per reader (the devices it attached are served from it, it
  * maps it and nothing else), and the common pool for devices served by the
  * attach= parameter without a reader.
@@ -18,10 +29,11 @@
  *    own irqsave section (8139cp's tx timeout refills its ring under
  *    cp->lock). A lock that an interrupt handler may take must be taken with
  *    interrupts off everywhere, or an interrupt arriving on a CPU that holds
- *    it spins for ever. Never held across anything that sleeps; nothing is
- *    freed to the network stack under it (see nta_pool_release_holds()).
+ *    it spins for ever. Never held across anything that sleeps; no skb is
+ *    freed under it (see nta_release_holds()).
  *  - nta_readers_lock (mutex): the list of readers, for module-wide counters.
- * Order: rtnl_lock, then nta_readers_lock, then a pool's lock.
+ *  - nta_hooks_lock (mutex, nta_hook.c): whether the redirects are in place.
+ * Order: rtnl_lock, then nta_readers_lock or nta_hooks_lock, then a pool's lock.
  */
 #ifndef _NTA_H
 #define _NTA_H
@@ -38,7 +50,7 @@
 #include "nta_chunk.h"
 #include "nta_uapi.h"
 
-#define NTA_VERSION		"0.2.0"
+#define NTA_VERSION		"0.3.0"
 #define NTA_MAX_DEVS		8
 #define NTA_MAX_COMMIT_BATCH	1024
 /* mmap offsets, in bytes; the meta page tells userspace, never hard-coded */
@@ -50,11 +62,18 @@
 #define NTA_COMMIT_PRODUCER	128
 #define NTA_COMMIT_CONSUMER	192
 #define NTA_COMMIT_FLAGS	256
-/* Busy chunks an allocation looks at, at most, to find a free one. */
+/*
+ * Bounded work in the receive path, with interrupts off: busy chunks an
+ * allocation looks at to find a free one, and commits it takes from the
+ * commit ring when the reader's pool or share runs out. poll() and write()
+ * take the whole commit ring.
+ */
 #define NTA_RECLAIM_BUDGET	32
-#define NTA_PASS_INTERVAL_MS	10	/* after a reclaim pass that freed nothing */
+#define NTA_DRAIN_BUDGET	64
+#define NTA_PASS_INTERVAL_MS	10	/* between two full reclaim passes */
 
 struct nta_reader;
+struct nta_attached;
 
 /* Counters of one pool; module-wide figures are their sum. */
 struct nta_pool_stats {
@@ -75,14 +94,18 @@ struct nta_pool {
 	u32 node_count;
 	u32 node_pages;
 	struct list_head free;
-	struct list_head busy;		/* held by the kernel, oldest first */
+	struct list_head busy;		/* held by the kernel or being filled, oldest first */
 	struct list_head shared;	/* published to the reader */
 	u32 nr_free;
 	u32 nr_shared;
 	struct nta_pool_stats stats;
 	struct work_struct reclaim;	/* a full pass, kicked when the pool runs low */
 	unsigned long next_pass;	/* jiffies: no pass is kicked before this */
-	struct nta_reader *reader;	/* whose pool it is; NULL for the common pool */
+	/*
+	 * A reader's pool: takes chunks back from its reader when none is
+	 * free (the reader's commit ring, nta_reader.c). NULL for the common pool.
+	 */
+	void (*refill)(struct nta_pool *pool, struct sk_buff_head *holds);
 	u64 fault_free_count;
 };
 
@@ -90,7 +113,9 @@ struct nta_pool {
 struct nta_watch {
 	struct nta_dev_stats stats;
 	const struct net *net;		/* the namespace stats.ifindex is in */
+	u64 detached;			/* when it last stopped being live (a reuse order) */
 	bool used;
+	bool live;			/* attached now */
 };
 
 struct nta_reader {
@@ -107,6 +132,7 @@ struct nta_reader {
 	u32 max_shared;
 	u64 seq;			/* record producer index: the kernel's own copy */
 	u64 commit_cons;		/* commit consumer index: the kernel's own copy */
+	u64 bad_producer;		/* the last out-of-range commit producer counted */
 	u32 outstanding;
 	u64 fault_publish_count;
 	/* Wakeups (see struct nta_wakeup). */
@@ -116,6 +142,8 @@ struct nta_reader {
 	u32 wakeup_usecs;
 	bool woken;			/* woken since it last entered poll() */
 	bool need_wakeup;
+	bool hup;			/* every device it had attached is gone */
+	u64 detaches;			/* orders its watches' reuse */
 	struct nta_reader_stats stats;
 	struct nta_stats gone;		/* its share of module-wide counters */
 	struct nta_watch devs[NTA_MAX_DEVS];
@@ -153,6 +181,7 @@ extern unsigned int nta_wakeup_usecs;
 extern unsigned int nta_fault_leak_every;
 extern unsigned int nta_fault_drop_record_every;
 extern bool nta_fault_no_protect;
+extern bool nta_fault_trust_writers;
 extern bool nta_fault_block_fallback;
 extern bool nta_fault_uaf_on_close;
 extern wait_queue_head_t nta_fault_wq;
@@ -161,22 +190,60 @@ extern wait_queue_head_t nta_fault_wq;
 int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp);
 void nta_pool_exit(struct nta_pool *pool);
 struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds);
+struct nta_chunk *nta_pool_take_for_copy_locked(struct nta_pool *pool,
+						struct sk_buff_head *holds);
 void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c);
-void *nta_chunk_alloc(struct nta_attached *a, unsigned int size);
 struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *addr);
+struct nta_chunk *nta_pool_chunk_of_page(const struct nta_pool *pool, const struct page *page);
 void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
-			    u32 frame_offset, struct sk_buff *hold);
+			    u32 frame_offset);
 void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
 			      struct sk_buff_head *holds);
-void nta_pool_release_holds(struct sk_buff_head *holds);
+void nta_release_holds(struct sk_buff_head *holds);
 void nta_pool_reclaim_all(struct nta_pool *pool);
 void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s);
 
-/* nta_hook.c */
-int nta_hooks_init(void);
+/* nta_hook.c: what the redirects ask of the rest of NTA (nta_dev.c implements it). */
+struct nta_serving_ops {
+	/* Whether NTA serves @dev; RCU read side, any context. */
+	bool (*serves)(const struct net_device *dev);
+	/* A chunk's page for a receive buffer of @size bytes for @dev, or NULL. */
+	void *(*alloc)(struct net_device *dev, unsigned int size);
+};
+
+int nta_hooks_init(const struct nta_serving_ops *ops);
 void nta_hooks_exit(void);
-struct nta_attached *nta_attached_rcu(const struct net_device *dev);
-struct sk_buff *nta_netdev_alloc_skb(struct net_device *dev, unsigned int len, gfp_t gfp);
+int nta_hooks_get(void);
+void nta_hooks_put(void);
+
+/* nta_reader.c */
+int nta_reader_init(struct nta_reader *r);
+void nta_reader_exit(struct nta_reader *r);
+void nta_reader_drain_locked(struct nta_reader *r, struct sk_buff_head *holds, u32 budget);
+bool nta_commit_batch_locked(struct nta_reader *r, const struct nta_commit *cm,
+			     struct sk_buff_head *holds);
+void nta_count_refusal(struct nta_reader *r, enum nta_bad_commit why);
+void nta_reader_unshare_all_locked(struct nta_reader *r, struct sk_buff_head *holds);
+__poll_t nta_reader_poll_locked(struct nta_reader *r, struct sk_buff_head *holds);
+void nta_reader_hangup_locked(struct nta_reader *r);
+
+enum nta_admit {
+	NTA_ADMIT,
+	NTA_NOT_SHARED,
+	NTA_RING_FULL,
+	NTA_FAULT_DROP,
+};
+
+enum nta_admit nta_room_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
+enum nta_admit nta_admit_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
+void nta_not_admitted(struct nta_reader *r, struct nta_dev_stats *w, enum nta_admit why);
+void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct sk_buff *skb,
+		       u32 offset, u32 len, u32 frame_len, u16 flags);
+void nta_ring_publish_locked(struct nta_reader *r);
+
+/* nta_capture.c */
+int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type *pt,
+		struct net_device *orig_dev);
 
 /* nta_dev.c */
 int nta_dev_init(void);
@@ -186,7 +253,6 @@ void nta_node_deregister(void);
 int nta_attach_served(struct net_device *dev);
 void nta_detach_all(void);
 void nta_stats_add(struct nta_stats *to, const struct nta_stats *s);
-void nta_reader_drain_locked(struct nta_reader *r, struct sk_buff_head *holds);
 void nta_stats_sum(struct nta_stats *s);
 
 #endif /* _NTA_H */

@@ -6,14 +6,17 @@
  * page's reference count, the pool's geometry): no locks, no pages, no
  * allocation. The module calls them under its pool's lock.
  * kmod/tests/nta_chunk_test.c builds this header with the host compiler and
- * sanitizers and drives a pool through random sequences of receives, kernel
- * frees, commits good and bad, and readers closing, before any guest boots;
- * it defines u32, bool and struct list_head itself.
+ * sanitizers and drives a pool through random sequences of receives, copies,
+ * frames in several chunks, kernel frees, commits good and bad, and readers
+ * closing, before any guest boots; it defines u32, bool and struct
+ * list_head itself.
  *
- * A chunk is free, then busy (handed to the kernel as a receive buffer, or
- * filled with a copy, under a new generation), then possibly shared
- * (published to its pool's reader, once per generation). It is free again
- * only when the kernel dropped its page references and no reader holds it.
+ * A chunk is free, then busy: handed to the kernel as a receive buffer, or
+ * taken for a copy and filling (NTA writes a frame into it without its pool's
+ * lock: nothing else may touch it meanwhile, reclaim included), under a new
+ * generation; then possibly shared (published to its pool's reader, once per
+ * generation). It is free again only when the kernel dropped its page
+ * references, no reader holds it and it is not being filled.
  */
 #ifndef _NTA_CHUNK_H
 #define _NTA_CHUNK_H
@@ -28,6 +31,7 @@
 struct nta_reader;
 struct page;
 struct sk_buff;
+struct skb_shared_info;
 
 /*
  * A chunk is one page of a node. The pool holds one page reference for
@@ -38,16 +42,21 @@ struct nta_chunk {
 	struct page *page;
 	struct nta_reader *owner;	/* non-NULL while shared */
 	/*
-	 * While shared: a clone of the skb the frame is in. Its data reference
-	 * makes the frame's buffer shared (skb_cloned()), so that any writer
-	 * in the stack copies it before writing (see nta_publish_locked()).
+	 * While shared, what keeps the stack from writing the published bytes
+	 * (nta_capture.c), at most one of:
+	 *  - data: the shared info of the frame's buffer, which lies in this
+	 *    chunk, of which NTA holds one data reference (dataref);
+	 *  - hold: a clone of the frame's skb, one user of it per chunk of
+	 *    the frame.
 	 */
+	struct skb_shared_info *data;
 	struct sk_buff *hold;
 	u32 generation;			/* bumped at every allocation */
 	u32 frame_offset;		/* published piece, offset in the node */
 	u32 node;
 	u32 index;			/* within the node */
 	bool busy;			/* taken from the free list */
+	bool filling;			/* taken for a copy, being written without the lock */
 	bool published;			/* published once in this generation */
 	bool leaked;			/* fault injection kept it */
 };
@@ -57,12 +66,23 @@ struct nta_node {
 	struct nta_chunk *chunks;
 };
 
-/* Taken from the free list (a receive buffer, a copy): a new generation begins. */
+/* Taken from the free list for a receive buffer: a new generation begins. */
 static inline void nta_chunk_take(struct nta_chunk *c)
 {
 	c->busy = true;
 	c->published = false;
 	c->generation++;
+}
+
+/*
+ * Taken for a copy: the caller fills it with the pool's lock dropped, then
+ * publishes it (nta_chunk_filled) or puts it back. Until then no reclaim
+ * may free it: its page count says nothing, as the kernel never held it.
+ */
+static inline void nta_chunk_take_for_copy(struct nta_chunk *c)
+{
+	nta_chunk_take(c);
+	c->filling = true;
 }
 
 /*
@@ -72,12 +92,20 @@ static inline void nta_chunk_take(struct nta_chunk *c)
 static inline bool nta_chunk_publishable(const struct nta_chunk *c, u32 in_page, u32 len,
 					 u32 page_size)
 {
-	return c->busy && !c->published && in_page <= page_size && len <= page_size - in_page;
+	return c->busy && !c->filling && !c->published && in_page <= page_size &&
+	       len <= page_size - in_page;
 }
 
 /* The frame in @c was seen: whatever becomes of it, it is not published again. */
 static inline void nta_chunk_seen(struct nta_chunk *c)
 {
+	c->published = true;
+}
+
+/* A copy was written into @c: it is published now, once, as a received one is. */
+static inline void nta_chunk_filled(struct nta_chunk *c)
+{
+	c->filling = false;
 	c->published = true;
 }
 
@@ -89,16 +117,18 @@ static inline void nta_chunk_share(struct nta_chunk *c, struct nta_reader *r, u3
 
 /*
  * Whether @c may go back to the free list: the kernel is done with it
- * (@page_refs is down to the pool's own reference) and no reader holds it.
+ * (@page_refs is down to the pool's own reference), no reader holds it and
+ * nobody is filling it.
  */
 static inline bool nta_chunk_reclaimable(const struct nta_chunk *c, int page_refs)
 {
-	return c->busy && !c->owner && !c->leaked && page_refs == 1;
+	return c->busy && !c->filling && !c->owner && !c->leaked && page_refs == 1;
 }
 
 static inline void nta_chunk_put_back(struct nta_chunk *c)
 {
 	c->busy = false;
+	c->filling = false;
 	c->published = false;
 }
 
@@ -106,7 +136,9 @@ static inline void nta_chunk_put_back(struct nta_chunk *c)
  * Whether @cm names a chunk shared with @r under its current generation, at
  * the offset its record gave; the chunk in @chunk if so. The verdict is
  * NTA_BAD_COMMIT_MAX for a good commit, else the reason to refuse it, and
- * nothing is changed either way: the caller releases a good one.
+ * nothing is changed either way: the caller releases a good one. @cm is the
+ * caller's own copy (the reader may rewrite its ring at any time): each
+ * field is read once from shared memory into it (nta_reader.c).
  */
 static inline enum nta_bad_commit nta_commit_check(const struct nta_node *nodes, u32 node_count,
 						   u32 node_pages, u32 page_size,

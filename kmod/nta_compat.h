@@ -8,6 +8,7 @@
 
 #include <linux/ftrace.h>
 #include <linux/mm.h>
+#include <linux/netdevice.h>
 #include <linux/version.h>
 
 /* 6.9 dropped the gfp argument: napi_alloc_skb(napi, len) is the function. */
@@ -31,5 +32,17 @@ static inline void vm_flags_clear(struct vm_area_struct *vma, unsigned long flag
 	vma->vm_flags &= ~flags;
 }
 #endif
+
+/* Whether a tc (clsact/ingress) or tcx program sees @dev's received frames: 6.6 moved it. */
+static inline bool nta_has_ingress_tc(const struct net_device *dev)
+{
+#if defined(CONFIG_NET_XGRESS)
+	return rcu_access_pointer(dev->tcx_ingress);
+#elif defined(CONFIG_NET_CLS_ACT)
+	return rcu_access_pointer(dev->miniq_ingress);
+#else
+	return false;
+#endif
+}
 
 #endif /* _NTA_COMPAT_H */

@@ -74,6 +74,11 @@ module_param_named(fault_no_protect, nta_fault_no_protect, bool, 0644);
 MODULE_PARM_DESC(fault_no_protect,
 		 "fault injection: publish frames without holding their data: the stack may rewrite them");
 
+bool nta_fault_trust_writers;
+module_param_named(fault_trust_writers, nta_fault_trust_writers, bool, 0644);
+MODULE_PARM_DESC(fault_trust_writers,
+		 "fault injection: publish in place frames the stack rewrites without copying first");
+
 bool nta_fault_block_fallback;
 static int nta_set_block_fallback(const char *val, const struct kernel_param *kp)
 {
@@ -116,6 +121,7 @@ static int nta_stats_show(struct seq_file *m, void *v)
 		   s.published, s.committed, s.outstanding, s.returned_on_close);
 	seq_printf(m, "not_shared %llu\nring_full %llu\nunserved %llu\nskipped %llu\ncopied %llu\n",
 		   s.not_shared, s.ring_full, s.unserved, s.skipped, s.copied);
+	seq_printf(m, "chained %llu\n", s.chained);
 	seq_printf(m, "fallback %llu\npool_empty %llu\nreclaim_scanned %llu\nreclaim_passes %llu\n",
 		   s.fallback, s.pool_empty, s.reclaim_scanned, s.reclaim_passes);
 	seq_printf(m, "wakeups %llu\n", s.wakeups);
@@ -207,9 +213,6 @@ static int __init nta_init(void)
 	err = nta_attach_param();
 	if (err)
 		goto detach;
-	err = nta_hooks_init();
-	if (err)
-		goto detach;
 	nta_debugfs = debugfs_create_dir("nta", NULL);
 	debugfs_create_file("stats", 0444, nta_debugfs, NULL, &nta_stats_fops);
 	debugfs_create_file("devices", 0444, nta_debugfs, NULL, &nta_devices_fops);
@@ -221,7 +224,6 @@ static int __init nta_init(void)
 	return 0;
 debugfs:
 	debugfs_remove_recursive(nta_debugfs);
-	nta_hooks_exit();
 detach:
 	nta_detach_all();
 	nta_dev_exit();
@@ -232,8 +234,9 @@ pool:
 
 /*
  * /dev/nta goes first (no reader is left: each open file pins the module),
- * then serving and publishing stop, then every page is handed back: the
- * ones the kernel still uses are freed by their last user.
+ * then serving and publishing stop (the last device detached takes the
+ * redirects out), then every page is handed back: the ones the kernel still
+ * uses are freed by their last user.
  */
 static void __exit nta_exit(void)
 {
@@ -241,7 +244,6 @@ static void __exit nta_exit(void)
 
 	nta_node_deregister();
 	debugfs_remove_recursive(nta_debugfs);
-	nta_hooks_exit();
 	nta_detach_all();
 	nta_dev_exit();
 	nta_stats_sum(&s);

@@ -11,11 +11,15 @@
  * finds the free list empty looks at no more than NTA_RECLAIM_BUDGET busy
  * chunks, oldest first (and rotates those it could not free to the back);
  * a full pass runs in a work item when the pool runs low, and before
- * counters are read. A pass that freed nothing holds the next one off for
- * NTA_PASS_INTERVAL_MS: a pool kept empty (a reader holding it all) costs
- * each allocation its bounded look and at most 100 passes a second, not a
- * pass per allocation. Chunks a reader holds are on a list of their own,
- * never scanned. No timer runs while the pool is idle.
+ * counters are read. Passes are at least NTA_PASS_INTERVAL_MS apart, what
+ * ever the last one freed: a pool kept low (a reader holding most of it)
+ * costs each allocation its bounded look and at most 100 passes a second,
+ * never a pass per allocation. Chunks a reader holds are on a list of their
+ * own, never scanned. No timer runs while the pool is idle.
+ *
+ * This file knows nothing of readers: a reader's pool is given a refill
+ * function (nta_reader.c) that takes chunks back from the reader's commit
+ * ring when none is free.
  */
 #include <linux/gfp.h>
 #include <linux/highmem.h>
@@ -191,26 +195,22 @@ void nta_pool_exit(struct nta_pool *pool)
 	pool->node_count = 0;
 }
 
-/* A chunk taken for a copy that was not published: straight back to the free list. */
-void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c)
-{
-	lockdep_assert_held(&pool->lock);
-	nta_chunk_free_locked(pool, c);
-}
-
 /*
- * Looks at up to @budget busy chunks, oldest first; those still used go to
- * the back. How many it freed; *@scanned (if given) grows by how many it
- * looked at.
+ * Looks at up to @budget busy chunks, oldest first, each at most once; those
+ * still used go to the back. How many it freed; *@scanned (if given) grows
+ * by how many it looked at.
  */
 static u32 nta_pool_reclaim_locked(struct nta_pool *pool, u32 budget, u64 *scanned)
 {
-	struct nta_chunk *c, *tmp;
+	u32 busy = pool->node_count * pool->node_pages - pool->nr_free - pool->nr_shared;
+	struct nta_chunk *c;
 	u32 freed = 0;
 
 	lockdep_assert_held(&pool->lock);
-	list_for_each_entry_safe(c, tmp, &pool->busy, link) {
-		if (!budget--)
+	/* A short list rotates back to its head: look at each chunk once. */
+	for (budget = min(budget, busy); budget; budget--) {
+		c = list_first_entry_or_null(&pool->busy, struct nta_chunk, link);
+		if (!c)
 			break;
 		if (scanned)
 			(*scanned)++;
@@ -228,7 +228,7 @@ static u32 nta_pool_reclaim_locked(struct nta_pool *pool, u32 budget, u64 *scann
 void nta_pool_reclaim_all(struct nta_pool *pool)
 {
 	unsigned long flags;
-	u32 left, freed = 0;
+	u32 left;
 
 	spin_lock_irqsave(&pool->lock, flags);
 	pool->stats.reclaim_passes++;
@@ -236,30 +236,31 @@ void nta_pool_reclaim_all(struct nta_pool *pool)
 	while (left) {
 		u32 step = min_t(u32, left, NTA_RECLAIM_BUDGET);
 
-		freed += nta_pool_reclaim_locked(pool, step, NULL);
+		nta_pool_reclaim_locked(pool, step, NULL);
 		left -= step;
 		spin_unlock_irqrestore(&pool->lock, flags);
 		cond_resched();
 		spin_lock_irqsave(&pool->lock, flags);
 	}
-	pool->next_pass = freed ? jiffies : jiffies + msecs_to_jiffies(NTA_PASS_INTERVAL_MS);
+	/*
+	 * Whatever this pass freed, the next waits: a pool kept low by
+	 * sockets or a reader would otherwise queue a pass per allocation.
+	 * Allocations still reclaim their bounded share meanwhile.
+	 */
+	pool->next_pass = jiffies + msecs_to_jiffies(NTA_PASS_INTERVAL_MS);
 	spin_unlock_irqrestore(&pool->lock, flags);
 }
 
-/* A full pass, unless the last one freed nothing a moment ago. */
+/* A full pass, unless the last one was a moment ago. */
 static void nta_pool_kick_locked(struct nta_pool *pool)
 {
 	if (time_after_eq(jiffies, pool->next_pass))
 		queue_work(system_unbound_wq, &pool->reclaim);
 }
 
-/*
- * A free chunk, taken under a new generation; NULL if none, even after a
- * bounded reclaim and, for a reader's pool, after taking its commit ring.
- * Chunks committed with a hold come back only once the hold is freed
- * (after the lock): this allocation may miss them, the next ones will not.
- */
-struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds)
+/* The first free chunk, taken off the free list; NULL if none even after reclaim and refill. */
+static struct nta_chunk *nta_pool_first_free_locked(struct nta_pool *pool,
+						    struct sk_buff_head *holds)
 {
 	u32 size = pool->node_count * pool->node_pages;
 	struct nta_chunk *c;
@@ -267,8 +268,8 @@ struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_hea
 	lockdep_assert_held(&pool->lock);
 	if (list_empty(&pool->free))
 		nta_pool_reclaim_locked(pool, NTA_RECLAIM_BUDGET, &pool->stats.reclaim_scanned);
-	if (list_empty(&pool->free) && pool->reader)
-		nta_reader_drain_locked(pool->reader, holds);
+	if (list_empty(&pool->free) && pool->refill)
+		pool->refill(pool, holds);
 	c = list_first_entry_or_null(&pool->free, struct nta_chunk, link);
 	if (!c) {
 		pool->stats.pool_empty++;
@@ -279,61 +280,59 @@ struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_hea
 	pool->nr_free--;
 	if (pool->nr_free < size / 8)
 		nta_pool_kick_locked(pool);
-	nta_chunk_take(c);
 	pool->stats.allocated++;
 	pool->stats.in_use++;
 	return c;
 }
 
 /*
- * A page for a receive buffer of @size bytes for attached device @a (the
- * caller holds rcu_read_lock), or NULL: the caller then falls back to the
- * kernel's own allocator.
+ * A free chunk for a receive buffer, taken under a new generation; NULL if
+ * none, even after a bounded reclaim and, for a reader's pool, after taking
+ * commits from its commit ring (@holds gets the clones those commits
+ * release, to be freed once the lock is dropped).
  */
-void *nta_chunk_alloc(struct nta_attached *a, unsigned int size)
+struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds)
 {
-	struct nta_reader *r = rcu_dereference(a->reader);
-	struct nta_pool *pool = r ? &r->pool : &nta.common;
-	struct nta_chunk *c = NULL;
-	struct sk_buff_head holds;
-	unsigned long flags;
-	u64 *allocated, *fallback;
+	struct nta_chunk *c = nta_pool_first_free_locked(pool, holds);
 
-	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&pool->lock, flags);
-	if (r) {
-		struct nta_dev_stats *w = &r->devs[a->watch].stats;
+	if (c)
+		nta_chunk_take(c);
+	return c;
+}
 
-		allocated = &w->allocated;
-		fallback = &w->fallback;
-	} else {
-		allocated = &a->allocated;
-		fallback = &a->fallback;
-	}
-	if (size <= PAGE_SIZE) {
-		c = nta_pool_take_locked(pool, &holds);
-		if (!c && r)
-			r->devs[a->watch].stats.pool_empty++;
-	}
-	if (c) {
-		get_page(c->page);
-		(*allocated)++;
-	} else {
-		pool->stats.fallback++;
-		(*fallback)++;
-	}
-	spin_unlock_irqrestore(&pool->lock, flags);
-	nta_pool_release_holds(&holds);
-	return c ? page_address(c->page) : NULL;
+/*
+ * A free chunk for a copy (nta_capture.c), as nta_pool_take_locked(): the
+ * caller fills it without the lock, so it is marked filling, which no
+ * reclaim frees, until it is published (nta_chunk_share_locked) or put back
+ * (nta_pool_untake_locked). Its page count cannot say it is in use: the
+ * kernel never held it.
+ */
+struct nta_chunk *nta_pool_take_for_copy_locked(struct nta_pool *pool,
+						struct sk_buff_head *holds)
+{
+	struct nta_chunk *c = nta_pool_first_free_locked(pool, holds);
+
+	if (c)
+		nta_chunk_take_for_copy(c);
+	return c;
+}
+
+/* A chunk taken for a copy that was not published: straight back to the free list. */
+void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c)
+{
+	lockdep_assert_held(&pool->lock);
+	WARN_ON_ONCE(!c->filling || c->owner);
+	c->filling = false;
+	nta_chunk_free_locked(pool, c);
 }
 
 /* @c is published to @r: off the busy list, which reclaim scans, until committed. */
 void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
-			    u32 frame_offset, struct sk_buff *hold)
+			    u32 frame_offset)
 {
 	lockdep_assert_held(&pool->lock);
+	c->filling = false;
 	nta_chunk_share(c, r, frame_offset);
-	c->hold = hold;
 	list_move_tail(&c->link, &pool->shared);
 	pool->nr_shared++;
 }
@@ -341,12 +340,17 @@ void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct n
 /* The chunk of @pool holding @addr, or NULL. The nodes never change: no lock needed. */
 struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *addr)
 {
-	unsigned long pfn;
-	u32 lo = 0, hi = pool->node_count;
-
 	if (!virt_addr_valid(addr))
 		return NULL;
-	pfn = page_to_pfn(virt_to_page(addr));
+	return nta_pool_chunk_of_page(pool, virt_to_page(addr));
+}
+
+/* The chunk of @pool that is @page, or NULL. */
+struct nta_chunk *nta_pool_chunk_of_page(const struct nta_pool *pool, const struct page *page)
+{
+	unsigned long pfn = page_to_pfn(page);
+	u32 lo = 0, hi = pool->node_count;
+
 	while (lo < hi) {
 		u32 mid = lo + (hi - lo) / 2;
 		const struct nta_node *node = &pool->nodes[mid];
@@ -362,10 +366,36 @@ struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *add
 }
 
 /*
+ * Drops the data reference NTA took on a frame's buffer (nta_capture.c).
+ * If it was the last one, every skb over the buffer is gone and the data is
+ * NTA's to free, as skb_release_data() would free it: for the only layout
+ * NTA takes such a reference on (one linear head_frag buffer in one chunk,
+ * no frags, no frag list, no zerocopy, no page pool), that is
+ * skb_free_head() -> skb_free_frag() of the head, i.e. the buffer's own page
+ * reference. The stack never adds frags to a buffer whose dataref says it
+ * is shared (skb_try_coalesce, skb_gro_receive and __pskb_pull_tail check
+ * skb_cloned() or skb_head_is_locked() first); should one appear anyway it
+ * is warned of and leaked, never guessed at.
+ */
+static void nta_chunk_put_data(struct nta_chunk *c)
+{
+	struct skb_shared_info *shinfo = c->data;
+
+	c->data = NULL;
+	if (!atomic_dec_and_test(&shinfo->dataref))
+		return;
+	if (WARN_ON_ONCE(shinfo->nr_frags || shinfo->frag_list))
+		return;
+	skb_free_frag(page_address(c->page));
+}
+
+/*
  * A chunk its reader committed (or left by closing): no longer shared. Its
- * hold goes to @holds, to be freed once the lock is dropped; a chunk the
- * stack is done with is freed at once, else it waits on the busy list,
- * first in line for reclaim.
+ * hold on the frame's data is dropped: a data reference at once, a clone's
+ * last user onto @holds, to be freed once the lock is dropped (another
+ * chunk of the same frame may still hold the clone). A chunk the stack is
+ * done with is freed at once, else it waits on the busy list, first in line
+ * for reclaim.
  */
 void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
 			      struct sk_buff_head *holds)
@@ -373,11 +403,13 @@ void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
 	lockdep_assert_held(&pool->lock);
 	c->owner = NULL;
 	pool->nr_shared--;
+	if (c->data)
+		nta_chunk_put_data(c);
 	if (c->hold) {
-		__skb_queue_tail(holds, c->hold);
+		/* The frame's other chunks hold it under this same lock. */
+		if (!refcount_dec_not_one(&c->hold->users))
+			__skb_queue_tail(holds, c->hold);
 		c->hold = NULL;
-		list_move(&c->link, &pool->busy);
-		return;
 	}
 	if (nta_chunk_reclaimable(c, page_ref_count(c->page)))
 		nta_chunk_free_locked(pool, c);
@@ -386,11 +418,11 @@ void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
 }
 
 /*
- * Frees holds released under a pool lock. Any context: with interrupts off
- * the skbs are queued for the softirq to free (dev_kfree_skb_any), as the
- * network stack must not free skbs from hard interrupt context.
+ * Frees the clones released under a pool lock. Any context: with interrupts
+ * off the skbs are queued for the softirq to free (dev_consume_skb_any), as
+ * the network stack must not free skbs from hard interrupt context.
  */
-void nta_pool_release_holds(struct sk_buff_head *holds)
+void nta_release_holds(struct sk_buff_head *holds)
 {
 	struct sk_buff *skb;
 

@@ -133,12 +133,19 @@ struct nta_record {
  * give it; on the wire it stood after the two MAC addresses.
  */
 #define NTA_RECORD_VLAN		0x0001U
-/* The frame continues in the next record (the next seq), as AF_XDP's CONTD. */
+/*
+ * The frame continues in the next record (the next seq), as AF_XDP's CONTD:
+ * a frame GRO merged is published as a chain, a record per piece (its head,
+ * then each merged segment, in place in its own chunk at an offset into it,
+ * or copied), each piece committed on its own.
+ */
 #define NTA_RECORD_CONTD	0x0002U
 /*
- * The stack held this frame in several buffers (GRO merged it, as tcpdump
- * sees it too): it was copied into chunks of the pool rather than read in
- * place. Committed like any other.
+ * This piece was copied into a chunk of the pool rather than published
+ * where the frame lies: its bytes lay outside the pool (part of a frame
+ * GRO merged), or the stack may rewrite them without copying first (a
+ * tunnel the host terminates, an ECN-capable frame a bridge forwards; see
+ * kmod/nta_capture.c). Committed like any other.
  */
 #define NTA_RECORD_COPY		0x0004U
 
@@ -212,7 +219,7 @@ struct nta_stats {
 	__u64 ring_full;	/* frames not shared: reader's record ring full */
 	__u64 unserved;		/* frames in buffers not from their reader's pool */
 	__u64 skipped;		/* frames that could not be published (see dev stats) */
-	__u64 copied;		/* frames copied into chunks (NTA_RECORD_COPY) */
+	__u64 copied;		/* frames copied into chunks, whole or in part (NTA_RECORD_COPY) */
 	__u64 fallback;		/* allocations given to the kernel's allocator */
 	__u64 pool_empty;	/* ... of which because no chunk was free */
 	__u64 reclaim_scanned;	/* busy chunks allocations looked at to find a free one */
@@ -221,7 +228,8 @@ struct nta_stats {
 	__u64 fault_leaked;	/* chunks leaked on purpose (fault injection) */
 	__u64 fault_dropped;	/* records dropped on purpose (fault injection) */
 	__u64 bad_commits[NTA_BAD_COMMIT_MAX];
-	__u64 reserved[8];
+	__u64 chained;		/* frames published in place over several chunks (GRO) */
+	__u64 reserved[7];
 };
 
 /*
@@ -240,8 +248,8 @@ struct nta_dev_stats {
 				 */
 	__u64 not_shared;	/* the reader was at max_shared */
 	__u64 ring_full;	/* the record ring was full */
-	__u64 skipped;		/* could not be published: no memory for the hold,
-				 * no chunk free for a copy
+	__u64 skipped;		/* could not be published: no chunk free for a copy,
+				 * or the copy failed
 				 */
 	__u64 fault_dropped;	/* fault injection */
 	__u64 allocated;	/* receive buffers served from this reader's pool */

@@ -146,12 +146,15 @@ STATS_COUNTERS = (
     "fallback", "pool_empty", "reclaim_scanned", "reclaim_passes", "wakeups", "fault_leaked",
     "fault_dropped",
 )  # fmt: skip
+# Counters added after bad_commits, in what was reserved (the layout is unchanged).
+STATS_LATER_COUNTERS = ("chained",)
 STATS = Layout(
     "nta_stats",
     [
         *((n, "Q") for n in STATS_COUNTERS),
         ("bad_commits", "Q", BAD_COMMIT_MAX),
-        ("reserved", "Q", 8),
+        *((n, "Q") for n in STATS_LATER_COUNTERS),
+        ("reserved", "Q", 7),
     ],
 )
 
@@ -324,6 +327,9 @@ def _counters(names: Sequence[str], values: Mapping[str, int]) -> dict[str, int]
     return {name: values[name] for name in names}
 
 
+_ALL_STATS_COUNTERS = (*STATS_COUNTERS, *STATS_LATER_COUNTERS)
+
+
 @dataclass(frozen=True)
 class Stats:
     """struct nta_stats: the module-wide counters (NTA_IOC_STATS, or debugfs ``stats``).
@@ -352,19 +358,20 @@ class Stats:
     fault_leaked: int = 0
     fault_dropped: int = 0
     bad_commits: Mapping[str, int] = field(default_factory=dict)
+    chained: int = 0
 
     @classmethod
     def from_raw(cls, raw: bytes | bytearray | memoryview) -> Stats:
         values = STATS.unpack(raw)
         bad = {why.name.lower(): values[f"bad_commits_{why.value}"] for why in BadCommit}
-        return cls(**_counters(STATS_COUNTERS, values), bad_commits=bad)
+        return cls(**_counters(_ALL_STATS_COUNTERS, values), bad_commits=bad)
 
     @classmethod
     def from_text(cls, text: str) -> Stats:
         """debugfs ``stats``: a "name value" line per counter, ``bad_commits_<reason>`` too."""
         values = {k: int(v) for k, v in (line.split() for line in text.splitlines() if line)}
         bad = {w.name.lower(): values.get(f"bad_commits_{w.name.lower()}", 0) for w in BadCommit}
-        return cls(**_counters(STATS_COUNTERS, values), bad_commits=bad)
+        return cls(**_counters(_ALL_STATS_COUNTERS, values), bad_commits=bad)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Stats:
@@ -373,7 +380,7 @@ class Stats:
     def __sub__(self, other: Stats) -> Stats:
         mine, theirs = asdict(self), asdict(other)
         bad = {k: v - other.bad_commits.get(k, 0) for k, v in self.bad_commits.items()}
-        return Stats(**{n: mine[n] - theirs[n] for n in STATS_COUNTERS}, bad_commits=bad)
+        return Stats(**{n: mine[n] - theirs[n] for n in _ALL_STATS_COUNTERS}, bad_commits=bad)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,16 @@
  *
  * A model pool goes through a seeded random run of what the module sees:
  * a chunk taken for a receive buffer, a frame received in it and published
- * to one of two readers (or to none), the kernel freeing its skb, commits
- * good and bad of every kind, replays of old commits, sweeps, a reader
- * closing, fault injection keeping a chunk. After every event it checks what
- * NTA promises: a chunk is free only once the kernel and every reader are
- * done with it, a refused commit changes nothing and is refused for its own
+ * to one of two readers (or to none), a GRO-merged frame published in place
+ * over several chunks, a chunk taken for a copy and filled without the lock
+ * while sweeps run, the kernel freeing its skb, commits good and bad of every
+ * kind, replays of old commits, sweeps, a reader closing, fault injection
+ * keeping a chunk. A published frame's data is held for its reader (a data
+ * reference, or one clone shared by the chunks of a merged frame): its pages
+ * stay referenced until both the stack and every chunk's commit let go,
+ * whichever is last. After every event it checks what NTA promises: a chunk
+ * is free only once the kernel and every reader are done with it and nobody
+ * is filling it, a refused commit changes nothing and is refused for its own
  * reason, no old record commits a chunk again, and the counters balance.
  * Exit status 1 and the step at the first broken promise.
  */
@@ -38,6 +43,8 @@ struct list_head {
 #define CHUNKS		(NODES * PAGES)
 #define READERS		2
 #define REPLAYS		64
+#define MAX_CHAIN	4		/* chunks of one merged frame, in the model */
+#define FILLING		4		/* copies being filled at once */
 
 struct nta_reader {
 	struct nta_commit held[CHUNKS];	/* records published, not committed */
@@ -46,9 +53,24 @@ struct nta_reader {
 	int nold;
 };
 
+/*
+ * A published frame's data: the stack's skb holds it, and NTA's hold (a
+ * data reference or a shared clone) until every chunk of the frame is
+ * released. While either lives, each chunk's page keeps its extra reference.
+ */
+struct frame {
+	struct nta_chunk *piece[MAX_CHAIN];
+	int pieces;
+	int unreleased;			/* chunks still shared: NTA's hold lives while > 0 */
+	bool stack;			/* the stack's skb still holds the data */
+};
+
 static struct nta_chunk chunks[NODES][PAGES];
 static struct nta_node nodes[NODES];
 static int refs[NODES][PAGES];		/* the pool's reference, +1 while the kernel holds it */
+static struct frame *frame_of[NODES][PAGES];	/* a published chunk's frame */
+static struct nta_chunk *filling[FILLING];	/* taken for a copy, not yet published */
+static unsigned long copies, chains;
 static struct nta_reader readers[READERS];
 static unsigned long allocated, freed, in_use, committed, published, replays;
 static unsigned long refused[NTA_BAD_COMMIT_MAX];
@@ -92,11 +114,11 @@ static void reader_forget(struct nta_reader *r, int i)
 /* nta_chunk_release() and the sweep: the chunk goes back if it may. */
 static void reclaim(struct nta_chunk *c)
 {
-	bool may = c->busy && !c->owner && !c->leaked && *refs_of(c) == 1;
+	bool may = c->busy && !c->filling && !c->owner && !c->leaked && *refs_of(c) == 1;
 
 	CHECK(nta_chunk_reclaimable(c, *refs_of(c)) == may,
-	      "chunk %u/%u busy %d owner %p leaked %d refs %d", c->node, c->index, c->busy,
-	      (void *)c->owner, c->leaked, *refs_of(c));
+	      "chunk %u/%u busy %d filling %d owner %p leaked %d refs %d", c->node, c->index,
+	      c->busy, c->filling, (void *)c->owner, c->leaked, *refs_of(c));
 	if (!may)
 		return;
 	nta_chunk_put_back(c);
@@ -118,13 +140,48 @@ static void ev_take(void)
 	in_use++;
 }
 
+/* The kernel holds @c's page for a frame not yet seen: it may be published in place. */
+static bool receivable(const struct nta_chunk *c)
+{
+	return c->busy && !c->published && *refs_of(c) == 2 && !frame_of[c->node][c->index];
+}
+
+static struct frame *new_frame(void)
+{
+	struct frame *f = calloc(1, sizeof(*f));
+
+	CHECK(f, "out of memory");
+	f->stack = true;
+	return f;
+}
+
+/* Shares the pieces of @f with a reader: one record each, all under NTA's one hold. */
+static void publish_frame(struct frame *f, struct nta_reader *r)
+{
+	int i;
+
+	for (i = 0; i < f->pieces; i++) {
+		struct nta_chunk *c = f->piece[i];
+
+		nta_chunk_share(c, r, c->index * PAGE + rnd(PAGE / 2));
+		frame_of[c->node][c->index] = f;
+		r->held[r->nheld++] = (struct nta_commit) {
+			.node = c->node,
+			.offset = c->frame_offset,
+			.generation = c->generation,
+		};
+		published++;
+	}
+	f->unreleased = f->pieces;
+}
+
 static void ev_receive(void)
 {
 	struct nta_chunk *c = any_chunk();
 	u32 in_page = rnd(PAGE + 64), len = 1 + rnd(PAGE + 64);
 	bool fits = in_page + len <= PAGE;
-	bool kernel_has_it = c->busy && *refs_of(c) == 2;
-	struct nta_reader *r;
+	bool kernel_has_it = c->busy && *refs_of(c) == 2 && !frame_of[c->node][c->index];
+	struct frame *f;
 
 	if (!kernel_has_it)
 		return;
@@ -135,22 +192,133 @@ static void ev_receive(void)
 	nta_chunk_seen(c);
 	if (rnd(4) == 0)
 		return;		/* no reader attached, or at max_shared */
+	f = new_frame();
+	f->piece[f->pieces++] = c;
+	publish_frame(f, &readers[rnd(READERS)]);
+}
+
+/* GRO merged frames received in several chunks: one frame, published in place over them all. */
+static void ev_receive_chain(void)
+{
+	struct frame *f;
+	int want = 2 + rnd(MAX_CHAIN - 1), tries, i;
+
+	f = new_frame();
+	for (tries = 0; tries < 4 * MAX_CHAIN && f->pieces < want; tries++) {
+		struct nta_chunk *c = any_chunk();
+		bool dup = false;
+
+		for (i = 0; i < f->pieces; i++)
+			dup |= f->piece[i] == c;
+		if (dup || !receivable(c))
+			continue;
+		CHECK(nta_chunk_publishable(c, 0, PAGE / 2, PAGE), "merged piece not publishable");
+		nta_chunk_seen(c);
+		f->piece[f->pieces++] = c;
+	}
+	if (f->pieces < 2) {
+		/* Not enough pieces: what was seen stays the kernel's, unpublished. */
+		free(f);
+		return;
+	}
+	publish_frame(f, &readers[rnd(READERS)]);
+	chains++;
+}
+
+/* The frame's data is gone (the stack and NTA's hold let go): its pages back to one ref. */
+static void frame_maybe_done(struct frame *f)
+{
+	int i;
+
+	if (f->stack || f->unreleased)
+		return;
+	for (i = 0; i < f->pieces; i++) {
+		struct nta_chunk *c = f->piece[i];
+
+		CHECK(*refs_of(c) == 2, "a frame's page lost its reference early");
+		--*refs_of(c);
+		frame_of[c->node][c->index] = NULL;
+	}
+	free(f);
+}
+
+static void ev_kernel_frees(void)
+{
+	struct nta_chunk *c = any_chunk();
+	struct frame *f = frame_of[c->node][c->index];
+
+	if (f) {
+		f->stack = false;
+		frame_maybe_done(f);
+	} else if (*refs_of(c) == 2) {
+		--*refs_of(c);
+	}
+}
+
+/* A chunk taken for a copy: filled without the lock, while sweeps may run. */
+static void ev_copy_take(void)
+{
+	struct nta_chunk *c = any_chunk();
+	u32 generation = c->generation;
+	int i;
+
+	for (i = 0; i < FILLING && filling[i]; i++)
+		;
+	if (i == FILLING || c->busy)
+		return;
+	nta_chunk_take_for_copy(c);
+	CHECK(c->busy && c->filling && !c->published && c->generation == generation + 1,
+	      "take for copy");
+	CHECK(!nta_chunk_publishable(c, 0, 1, PAGE), "a chunk being filled is publishable");
+	filling[i] = c;
+	allocated++;
+	in_use++;
+}
+
+/* Copy @i is written: published to a reader (it needs no hold), or put back. */
+static void copy_done(int i)
+{
+	struct nta_chunk *c = filling[i];
+	struct nta_reader *r;
+
+	if (!c)
+		return;
+	filling[i] = NULL;
+	CHECK(c->busy && c->filling, "chunk %u/%u freed while being filled", c->node, c->index);
+	if (rnd(4) == 0) {
+		nta_chunk_put_back(c);	/* not admitted after the copy */
+		freed++;
+		in_use--;
+		return;
+	}
+	nta_chunk_filled(c);
 	r = &readers[rnd(READERS)];
-	nta_chunk_share(c, r, c->index * PAGE + in_page);
+	nta_chunk_share(c, r, c->index * PAGE);
 	r->held[r->nheld++] = (struct nta_commit) {
 		.node = c->node,
 		.offset = c->frame_offset,
 		.generation = c->generation,
 	};
 	published++;
+	copies++;
 }
 
-static void ev_kernel_frees(void)
+static void ev_copy_done(void)
 {
-	struct nta_chunk *c = any_chunk();
+	copy_done(rnd(FILLING));
+}
 
-	if (*refs_of(c) == 2)
-		--*refs_of(c);
+/* The reader is done with @c: NTA's hold on its frame goes with the frame's last chunk. */
+static void release(struct nta_chunk *c)
+{
+	struct frame *f = frame_of[c->node][c->index];
+
+	c->owner = NULL;
+	if (f) {
+		f->unreleased--;
+		frame_maybe_done(f);
+	}
+	reclaim(c);
 }
 
 static void ev_sweep(void)
@@ -201,8 +369,7 @@ static void ev_commit(void)
 	i = rnd(r->nheld);
 	CHECK(submit(r, &r->held[i], &c) == NTA_BAD_COMMIT_MAX, "a good commit refused");
 	CHECK(c == &chunks[r->held[i].node][r->held[i].offset / PAGE], "another chunk named");
-	c->owner = NULL;
-	reclaim(c);
+	release(c);
 	reader_forget(r, i);
 	committed++;
 }
@@ -294,8 +461,7 @@ static void ev_random_bytes(void)
 		good |= !memcmp(&cm, &r->held[i], sizeof(cm));
 	CHECK((submit(r, &cm, &c) == NTA_BAD_COMMIT_MAX) == good, "random bytes");
 	if (good) {
-		c->owner = NULL;
-		reclaim(c);
+		release(c);
 		for (i = 0; memcmp(&cm, &r->held[i], sizeof(cm)); i++)
 			;
 		reader_forget(r, i);
@@ -310,8 +476,7 @@ static void reader_close(struct nta_reader *r)
 		struct nta_commit *cm = &r->held[r->nheld - 1];
 		struct nta_chunk *c = &chunks[cm->node][cm->offset / PAGE];
 
-		c->owner = NULL;
-		reclaim(c);
+		release(c);
 		reader_forget(r, r->nheld - 1);
 	}
 }
@@ -336,6 +501,8 @@ static void check_invariants(void)
 			      "chunk %d/%d free while used: owner %p refs %d", n, i,
 			      (void *)c->owner, refs[n][i]);
 			CHECK(!c->owner || (c->busy && c->published), "chunk %d/%d shared", n, i);
+			CHECK(!c->filling || (c->busy && !c->owner && refs[n][i] == 1),
+			      "chunk %d/%d filling while used", n, i);
 		}
 	}
 	CHECK(allocated == freed + in_use && in_use == busy,
@@ -359,7 +526,8 @@ static void check_invariants(void)
 int main(int argc, char **argv)
 {
 	static void (*const events[])(void) = {
-		ev_take, ev_take, ev_receive, ev_receive, ev_kernel_frees, ev_sweep, ev_leak,
+		ev_take, ev_take, ev_receive, ev_receive, ev_receive_chain, ev_kernel_frees,
+		ev_kernel_frees, ev_sweep, ev_leak, ev_copy_take, ev_copy_done, ev_commit,
 		ev_commit, ev_bad_commit, ev_commit_unshared, ev_replay, ev_random_bytes, ev_close,
 	};
 	unsigned long steps = argc > 2 ? strtoul(argv[2], NULL, 0) : 100000;
@@ -380,12 +548,23 @@ int main(int argc, char **argv)
 		check_invariants();
 	}
 
-	/* Drain: the kernel and the readers let go; only leaked chunks stay. */
-	for (n = 0; n < NODES; n++)
-		for (i = 0; i < PAGES; i++)
-			refs[n][i] = 1;
+	/* Drain: copies finish, the kernel and the readers let go; only leaked chunks stay. */
+	for (i = 0; i < FILLING; i++)
+		if (filling[i])
+			copy_done(i);
 	for (n = 0; n < READERS; n++)
 		reader_close(&readers[n]);
+	for (n = 0; n < NODES; n++) {
+		for (i = 0; i < PAGES; i++) {
+			struct frame *f = frame_of[n][i];
+
+			if (f) {
+				f->stack = false;
+				frame_maybe_done(f);
+			}
+			refs[n][i] = 1;
+		}
+	}
 	ev_sweep();
 	check_invariants();
 	for (n = 0; n < NODES; n++)
@@ -395,6 +574,7 @@ int main(int argc, char **argv)
 
 	printf("steps %lu allocated %lu freed %lu published %lu committed %lu",
 	       steps, allocated, freed, published, committed);
+	printf(" copies %lu chains %lu", copies, chains);
 	printf(" replays %lu leaked %lu\n", replays, leaked);
 	printf("refused node %lu offset %lu state %lu generation %lu reserved %lu\n",
 	       refused[NTA_BAD_NODE], refused[NTA_BAD_OFFSET], refused[NTA_BAD_STATE],
