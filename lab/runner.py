@@ -299,7 +299,8 @@ def run_matrix(
 
 
 def link_latest(out: Path) -> None:
-    """``results/latest`` -> the last run, when it is under ./results."""
+    """``results/latest`` -> the last run (created), when it is under ./results."""
+    out.mkdir(parents=True, exist_ok=True)
     latest = paths.results_root() / "latest"
     if out.parent == latest.parent:
         latest.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from scapy.contrib.geneve import GENEVE
 from scapy.layers.inet import (
     ICMP,
     IP,
@@ -40,7 +41,8 @@ from scapy.layers.inet6 import (
     RouterAlert,
     fragment6,
 )
-from scapy.layers.l2 import ARP, LLC, SNAP, Dot1AD, Dot1Q, Dot3, Ether
+from scapy.layers.l2 import ARP, GRE, LLC, SNAP, Dot1AD, Dot1Q, Dot3, Ether
+from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import RawPcapReader, RawPcapWriter
 
@@ -399,19 +401,94 @@ def answered_by(a: Addresses) -> dict[str, Callable[[Ether], bool]]:
     }
 
 
-def gro_flow(a: Addresses, segments: int, seed: int) -> list[bytes]:
-    """TCP segments of one flow, in order, that GRO merges (ACK only, no options, IP IDs
-    in sequence)."""
+def gro_flow(a: Addresses, segments: int, seed: int, flows: int = 1) -> list[bytes]:
+    """TCP segments that GRO merges (ACK only, no options, IP IDs in sequence): ``flows``
+    flows (distinct source ports) of ``segments`` each, interleaved in runs of a few, as
+    several senders' segments meet on one link."""
     rng = random.Random(seed)
-    seq = rng.randrange(1 << 32)
     eth = Ether(src=HOST_MAC, dst=a.guest_mac)
+    each: list[list[bytes]] = []
+    for f in range(flows):
+        seq, ident, out = rng.randrange(1 << 32), rng.randrange(1 << 16), []
+        for i in range(segments):
+            data = rng.randbytes(1448)
+            # IP IDs that count up, as a sender's do: GRO flushes a flow whose IDs jump.
+            ip = IP(src=a.host_ip, dst=a.guest_ip, id=(ident + i) % (1 << 16), flags="DF")
+            out.append(bytes(eth / ip / TCP(sport=40001 + f, dport=CLOSED_PORT, flags="A",
+                                            seq=seq, ack=1, window=4096) / data))  # fmt: skip
+            seq = (seq + len(data)) % (1 << 32)
+        each.append(out)
+    merged: list[bytes] = []
+    while any(each):
+        for out in each:
+            run = 1 + rng.randrange(8)
+            merged += out[:run]
+            del out[:run]
+    return merged
+
+
+# -- frames the stack rewrites without looking at skb_cloned() ---------------------
+#
+# Decapsulating a tunnel the host terminates copies the outer header's ECN
+# congestion mark into the inner header in place (RFC 6040: outer CE over
+# an ECN-capable inner packet makes the inner one CE), and a qdisc that
+# marks CE does so in place on a frame a bridge forwards. Neither checks
+# whether the data is shared, so a capture taken in place would show what
+# the stack made of the frame. These frames make them do it.
+
+ECN_ECT0 = 0x02
+ECN_CE = 0x03
+TUNNELS = ("ipip", "gre", "vxlan", "geneve")
+VXLAN_PORT, VXLAN_VNI = 4789, 42
+GENEVE_VNI = 43
+TUNNEL_INNER_MAC = "52:54:00:4e:ee:01"
+
+
+def tunnel_inner_net(nic_index: int, kind: str) -> str:
+    """The inner /24 of one tunnel of one NIC: 10.2<kind>.<nic>.0; .1 is the guest's end."""
+    return f"10.{200 + TUNNELS.index(kind)}.{nic_index}"
+
+
+def tunneled(a: Addresses, kind: str, nic_index: int, count: int, seed: int) -> list[bytes]:
+    """``count`` frames of one tunnel (``TUNNELS``) from the host to the guest: outer
+    CE, inner ECT(0) UDP datagrams of random sizes to the guest's inner address."""
+    rng = random.Random(seed)
+    net = tunnel_inner_net(nic_index, kind)
     out = []
-    ident = rng.randrange(1 << 16)
-    for i in range(segments):
-        data = rng.randbytes(1448)
-        # IP IDs that count up, as a sender's do: GRO flushes a flow whose IDs jump.
-        ip = IP(src=a.host_ip, dst=a.guest_ip, id=(ident + i) % (1 << 16), flags="DF")
-        out.append(bytes(eth / ip / TCP(sport=40001, dport=CLOSED_PORT, flags="A", seq=seq,
-                                        ack=1, window=4096) / data))  # fmt: skip
-        seq = (seq + len(data)) % (1 << 32)
+    for i in range(count):
+        inner = IP(src=f"{net}.2", dst=f"{net}.1", tos=ECN_ECT0, id=rng.randrange(1 << 16))
+        inner = inner / UDP(sport=rng.randrange(1024, 65536), dport=9)
+        inner = inner / Raw(rng.randbytes(18 + rng.randrange(1300)))
+        outer = Ether(src=HOST_MAC, dst=a.guest_mac) / IP(
+            src=a.host_ip, dst=a.guest_ip, tos=ECN_CE, id=(seed + i) % (1 << 16)
+        )
+        if kind == "ipip":
+            frame = outer / inner
+        elif kind == "gre":
+            frame = outer / GRE(proto=0x0800) / inner
+        else:
+            l2 = Ether(src=TUNNEL_INNER_MAC, dst="ff:ff:ff:ff:ff:ff") / inner
+            udp = UDP(sport=rng.randrange(49152, 65536), chksum=0)
+            if kind == "vxlan":
+                frame = outer / udp / VXLAN(vni=VXLAN_VNI, flags=0x08) / l2
+                frame[UDP].dport = VXLAN_PORT
+            else:
+                frame = outer / udp / GENEVE(vni=GENEVE_VNI, proto=0x6558) / l2
+                frame[UDP].dport = 6081
+        out.append(bytes(frame))
     return out
+
+
+def ecn_capable(a: Addresses, dst_mac: str, count: int, seed: int) -> list[bytes]:
+    """ECT(0) UDP datagrams from the host to ``dst_mac`` (a MAC behind a guest bridge)."""
+    rng = random.Random(seed)
+    eth = Ether(src=HOST_MAC, dst=dst_mac)
+    return [
+        bytes(
+            eth
+            / IP(src=a.host_ip, dst="10.199.0.2", tos=ECN_ECT0, id=rng.randrange(1 << 16))
+            / UDP(sport=rng.randrange(1024, 65536), dport=9)
+            / Raw(rng.randbytes(18 + rng.randrange(1400)))
+        )
+        for _ in range(count)
+    ]

@@ -52,7 +52,8 @@ def test_every_promise_holds(tmp_path: Path, seed: int) -> None:
     assert figures["steps"] == STEPS
     assert figures["allocated"] == figures["freed"] + figures["leaked"]
     # The run reached every kind of event, not just the easy ones.
-    for key in ("published", "committed", "replays", "node", "offset", "state", "generation"):
+    keys = ("published", "committed", "copies", "chains", "replays", "node", "offset", "state")
+    for key in (*keys, "generation"):
         assert figures[key] > 100, (key, got.stdout)
     assert figures["reserved"] > 100, got.stdout
 
@@ -67,8 +68,23 @@ def test_every_promise_holds(tmp_path: Path, seed: int) -> None:
         ),
         (
             "freed while a reader holds it",
-            ("return c->busy && !c->owner && !c->leaked", "return c->busy && !c->leaked"),
+            ("!c->filling && !c->owner && !c->leaked", "!c->filling && !c->leaked"),
             "nta_chunk_reclaimable",
+        ),
+        (
+            "a chunk taken for a copy freed while it is being filled (the reclaim race)",
+            ("return c->busy && !c->filling && !c->owner", "return c->busy && !c->owner"),
+            "nta_chunk_reclaimable|freed while being filled",
+        ),
+        (
+            "a chunk being filled published as a received frame",
+            ("c->busy && !c->filling && !c->published &&", "c->busy && !c->published &&"),
+            "a chunk being filled is publishable",
+        ),
+        (
+            "a published copy still marked filling: never freed",
+            ("\tc->filling = false;\n\tc->published = true;", "\tc->published = true;"),
+            "filling while used|in_use",
         ),
         (
             "stale generation accepted",
@@ -82,7 +98,7 @@ def test_every_promise_holds(tmp_path: Path, seed: int) -> None:
         ),
         (
             "published twice in one generation",
-            ("c->busy && !c->published &&", "c->busy &&"),
+            ("c->busy && !c->filling && !c->published &&", "c->busy && !c->filling &&"),
             "publishable",
         ),
         (

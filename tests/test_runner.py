@@ -133,3 +133,13 @@ def test_an_interrupted_run_leaves_no_guest_running(tmp_path: Path) -> None:
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_latest_links_a_first_run_under_a_fresh_results_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ntalab run --out results/x`` on a clone with no results/ yet."""
+    monkeypatch.chdir(tmp_path)
+    out = (tmp_path / "results" / "first").resolve()
+    runner.link_latest(out)
+    assert (tmp_path / "results" / "latest").resolve() == out

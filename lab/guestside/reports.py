@@ -130,3 +130,19 @@ class WakeProbeReport(FlatReport):
     frames_after: int
     not_shared_after: int  # of those frames, how many found the reader at its limit
     times_set: int
+
+
+@dataclass(frozen=True)
+class LifecycleReport(FlatReport):
+    """lab.guestside.lifecycle: one reader through attaching, detaching, its device going."""
+
+    cycles: int  # attach/detach cycles that succeeded
+    attach_error: str  # the first refusal, if any
+    frames: int  # read while attached after the cycles
+    received: int  # NTA_IOC_DEV_STATS of the live attachment then
+    published: int
+    records_after_detach: int  # records published after it detached (none may be)
+    received_after_detach: int  # counted for the device after it detached
+    exec_map_refused: bool
+    exec_mprotect_refused: bool
+    hung_up: bool  # poll() said POLLHUP once its only device was gone

@@ -1,0 +1,281 @@
+"""Exact capture outside the lab's habits: tunnels the guest terminates, a bridge that
+forwards into a marking qdisc, GRO on with several flows on a small pool.
+
+Some writers in the stack change a frame's bytes in place without asking whether
+anyone else holds them (skb_cloned()): tunnel decapsulation copies the outer
+header's ECN mark into the inner header, and a qdisc marks CE on a frame a
+bridge forwards. A reader that published such a frame in place would show what
+the stack made of it, so NTA publishes a copy made in the tap (kmod/nta_capture.c).
+Here the guest terminates IPIP, GRE, VXLAN and Geneve tunnels and bridges a lab
+NIC to a veth whose fq_codel marks every ECN-capable frame; the host sends outer
+CE over inner ECT(0), and ECT(0) frames to forward. pysniff and ntadump must each
+equal tcpdump, which copies at the tap, and the wire; with NTA told to trust the
+writers (fault_trust_writers=1) the same check must fail, which shows the stack
+did write.
+
+The last scenario is the one the copy path's reclaim race needed (a chunk being
+filled freed under it): GRO on (merged frames published in place as chains),
+tunnel frames (copied) among them, several flows taken on both CPUs (RPS), a
+small pool, and the counters read in a loop (each read reclaims every pool).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+
+from lab import judge, traffic
+from lab.guestnet import GuestNic, RxCounts
+from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
+from lab.nta import DEBUGFS
+from lab.pytest_plugin import Figure
+from lab.wait import wait_until
+
+PER_TUNNEL = 60
+BRIDGED = 100
+READERS = ("pysniff", "ntadump")
+SMALL_POOL_KB = 2048
+SMALL_SHARE = 96
+FLOWS, SEGMENTS, ROUNDS = 8, 150, 3
+
+
+def tunnels_up(env: LabEnv, nic: GuestNic) -> None:
+    """The guest's end of each of traffic.TUNNELS, to the host over ``nic``, until the
+    test ends (the kernel loads the tunnel drivers on demand)."""
+    a = env.addrs(nic)
+    specs = {
+        "ipip": f"type ipip local {a.guest_ip} remote {a.host_ip}",
+        "gre": f"type gre local {a.guest_ip} remote {a.host_ip}",
+        "vxlan": f"type vxlan id {traffic.VXLAN_VNI} dstport {traffic.VXLAN_PORT} "
+        f"local {a.guest_ip} remote {a.host_ip}",
+        "geneve": f"type geneve id {traffic.GENEVE_VNI} remote {a.host_ip}",
+    }
+    for kind in traffic.TUNNELS:
+        name = f"nta{kind[:3]}{nic.index}"
+        net = traffic.tunnel_inner_net(nic.index, kind)
+        env.cmd(f"ip link add {name} {specs[kind]}")
+        env.defer(env.cmd, f"ip link del {name}")
+        env.cmd(f"ip addr add {net}.1/24 dev {name} && ip link set {name} up")
+
+
+def bridged_up(env: LabEnv, nic: GuestNic) -> str:
+    """``nic`` a port of a bridge whose other port is a veth marking CE on every
+    ECN-capable frame it sends, until the test ends; the MAC to send to for the bridge
+    to forward there. The marking is fq_codel's CE threshold (0: every frame that
+    waited at all), under a 1 Mbit/s shaper: an idle fq_codel is bypassed (its frames
+    never wait), a shaped one is not."""
+    br, v0, v1 = f"ntabr{nic.index}", f"ntav{nic.index}a", f"ntav{nic.index}b"
+    env.cmd(f"ip link add {br} type bridge && ip link set {br} up")
+    env.defer(env.cmd, f"ip link del {br}")
+    env.cmd(f"ip link add {v0} type veth peer name {v1}")
+    env.defer(env.cmd, f"ip link del {v0}")
+    env.cmd(f"ip link set {v0} master {br} up && ip link set {v1} up")
+    env.cmd(f"tc qdisc add dev {v0} root handle 1: tbf rate 1mbit burst 1600 latency 4s")
+    env.cmd(f"tc qdisc add dev {v0} parent 1: handle 10: fq_codel ce_threshold 0us")
+    env.cmd(f"ip link set {nic.iface} master {br}")
+    env.defer(env.net.links_up, [nic])
+    env.defer(env.cmd, f"ip link set {nic.iface} nomaster")
+    return env.cmd(f"cat /sys/class/net/{v1}/address").stdout.strip()
+
+
+def ce_marks(env: LabEnv, nic: GuestNic) -> int:
+    """CE marks the bridge's veth qdisc made (fq_codel's ``ce_mark``, shown once non-zero)."""
+    words = env.cmd(f"tc -s qdisc show dev ntav{nic.index}a").stdout.split()
+    return int(words[words.index("ce_mark") + 1]) if "ce_mark" in words else 0
+
+
+def beside_tcpdump(
+    env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str, reader: str
+) -> tuple[list[bytes], list[bytes], RxCounts]:
+    """``frames`` sent while tcpdump and one NTA reader capture ``nic``: what the reader
+    wrote, what tcpdump wrote, what the NIC took."""
+    dump_pcap, mine = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"{reader}-{tag}.pcap"
+    # Each frame written and flushed as it comes (no libpcap block timeout), so that the
+    # file says when tcpdump has them all.
+    dump = env.bkg(
+        f"tcpdump-{tag}", "lab.guestside.execute", "tcpdump", "-i", nic.iface, "-Q", "in",
+        "-n", "-Z", "root", "--immediate-mode", "-U", "-w", dump_pcap,
+    )  # fmt: skip
+    dump.wait_line("listening on")
+    if reader == "pysniff":
+        sn = env.pysniff(nic, f"pysniff-{tag}", "-w", mine, "-c", len(frames), "--idle", IDLE_S,
+                         "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
+    else:
+        sn = env.ntadump([nic], f"ntadump-{tag}", "-w", mine, "-c", len(frames))
+        env.net.bounce([nic])
+    rx0 = env.rx(nic)
+    env.inject(nic, frames, f"injected-{tag}")
+    rx = env.nic_took(nic, rx0, len(frames))
+    if rx.missed:
+        sn.stop()  # it waits for the frames the NIC missed
+    else:
+        assert sn.wait(60) == 0, sn.log_tail()
+    wait_until(lambda: len(traffic.read_pcap(dump_pcap)) >= rx.packets, 30,
+               f"tcpdump to write the {rx.packets} frames {nic.name} took")  # fmt: skip
+    dump.stop()
+    return traffic.read_pcap(mine), traffic.read_pcap(dump_pcap), rx
+
+
+def inner_ce(frames: list[bytes]) -> int:
+    """How many frames carry an inner IPv4 header marked CE (decapsulation's write)."""
+    count = 0
+    for f in frames:
+        ips = [layer for layer in Ether(f).iterpayloads() if isinstance(layer, IP)]
+        count += len(ips) > 1 and ips[-1].tos & 0x03 == traffic.ECN_CE
+    return count
+
+
+def ecn_of(frames: list[bytes]) -> Counter[int]:
+    return Counter(Ether(f)[IP].tos & 0x03 for f in frames if IP in Ether(f))
+
+
+def tunnel_mix(env: LabEnv, nic: GuestNic) -> list[bytes]:
+    a, seed = env.addrs(nic), env.new_run_id()
+    per = [traffic.tunneled(a, k, nic.index, PER_TUNNEL, seed + i)
+           for i, k in enumerate(traffic.TUNNELS)]  # fmt: skip
+    return [f for group in zip(*per, strict=True) for f in group]
+
+
+def exact_against_tcpdump(
+    env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str
+) -> dict[str, RxCounts]:
+    """Each NTA reader in turn beside tcpdump: equal to it and to the wire."""
+    took = {}
+    for reader in READERS:
+        got, dumped, rx = beside_tcpdump(env, nic, frames, f"{tag}-{reader}", reader)
+        judge.same_frames(f"{nic.name}: {reader} against tcpdump", got, dumped)
+        judge.subsequence(f"{nic.name}: {reader} against the wire", got, frames, rx.missed)
+        took[reader] = rx
+    return took
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_tunnels_the_guest_terminates_are_captured_as_sent(
+    nta: LabEnv, nic: GuestNic, figure: Figure
+) -> None:
+    """IPIP, GRE, VXLAN and Geneve to tunnels the guest terminates, outer CE over inner
+    ECT(0): decapsulation marks the inner header CE in place, and both NTA readers still
+    capture every frame as tcpdump and the wire have it."""
+    tunnels_up(nta, nic)
+    frames = tunnel_mix(nta, nic)
+    before = nta.nta.stats()
+    took = exact_against_tcpdump(nta, nic, frames, f"tunnels-{nic.name}")
+    d = nta.nta.stats() - before
+    got = sum(rx.packets for rx in took.values())
+    assert d.copied == got, f"{nic.name}: {d.copied} copied of {got} tunneled frames"
+    figure(nic, f"{len(frames)} tunneled x {len(READERS)} readers identical, all copied")
+    nta.quiesced()
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_frames_a_bridge_forwards_into_a_marking_qdisc_are_captured_as_sent(
+    nta: LabEnv, nic: GuestNic, figure: Figure
+) -> None:
+    """ECT(0) frames the bridge forwards to a veth whose qdisc marks CE in place (the
+    bridge does not copy first): both NTA readers capture them as sent."""
+    dst = bridged_up(nta, nic)
+    frames = traffic.ecn_capable(nta.addrs(nic), dst, BRIDGED, nta.new_run_id())
+    marks = ce_marks(nta, nic)
+    took = exact_against_tcpdump(nta, nic, frames, f"bridged-{nic.name}")
+    forwarded = sum(rx.packets for rx in took.values())
+    # Marked as the shaper lets them go: the last ones a moment after they came.
+    wait_until(lambda: ce_marks(nta, nic) - marks >= forwarded, 30,
+               f"the qdisc to mark the {forwarded} frames forwarded")  # fmt: skip
+    figure(nic, f"{forwarded} forwarded and marked CE, captured as sent")
+    nta.quiesced()
+
+
+@pytest.mark.lab
+def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figure) -> None:
+    """fault_trust_writers=1 publishes those frames in place, under the usual hold: the
+    tunnels' decapsulation and the bridge's qdisc then show in what pysniff reads, and
+    the comparison with tcpdump fails."""
+    nic = nta.use(nta.nics[0])
+    nta.set_param("fault_trust_writers", 1)
+    tunnels_up(nta, nic)
+    frames = tunnel_mix(nta, nic)
+    got, dumped, rx = beside_tcpdump(nta, nic, frames, "trusting-tunnels", "pysniff")
+    assert rx.missed == 0, rx
+    with pytest.raises(AssertionError, match="against tcpdump"):
+        judge.same_frames(f"{nic.name}: pysniff against tcpdump", got, dumped)
+    rewritten = inner_ce(got)
+    assert inner_ce(dumped) == 0 and rewritten > 0, (inner_ce(dumped), rewritten)
+
+    dst = bridged_up(nta, nic)
+    frames = traffic.ecn_capable(nta.addrs(nic), dst, BRIDGED, nta.new_run_id())
+    got, dumped, rx = beside_tcpdump(nta, nic, frames, "trusting-bridge", "pysniff")
+    assert ecn_of(dumped) == {traffic.ECN_ECT0: len(dumped)}, ecn_of(dumped)
+    assert ecn_of(got)[traffic.ECN_CE] > 0, ecn_of(got)
+    figure(
+        nic,
+        f"rewritten in place: {rewritten}/{len(frames)} tunneled inner CE, "
+        f"{ecn_of(got)[traffic.ECN_CE]}/{len(got)} bridged CE",
+    )
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
+    nta: LabEnv, figure: Figure
+) -> None:
+    """GRO on both e1000 NICs, FLOWS flows each with tunneled frames among them (copied,
+    filled with the pool's lock dropped), frames taken on both CPUs (RPS), a reader with
+    a SMALL_POOL_KB pool at max_shared SMALL_SHARE, and the debugfs counters read in a
+    loop all along (each read reclaims every pool): after every round the counters
+    balance, and at the end every chunk is back."""
+    nics = [n for n in nta.nics if n.variant.driver == "e1000"]
+    nta.use(next(n for n in nics if n.name == "e1000-cb0"))  # copybreak 0 for both
+    nta.set_param("pool_kb", SMALL_POOL_KB)
+    nta.set_param("max_shared", SMALL_SHARE)
+    for n in nics:
+        nta.net.set_gro(n, True)
+        nta.defer(nta.net.set_gro, n, False)
+        rps = f"/sys/class/net/{n.iface}/queues/rx-0/rps_cpus"
+        nta.cmd(f"echo 3 > {rps}")
+        nta.defer(nta.cmd, f"echo 0 > {rps}")
+    loop = nta.guest.sh.bg(f"while :; do cat {DEBUGFS}/stats > /dev/null; done", "/dev/null")
+    nta.defer(nta.cmd, f"kill -TERM {loop}", 10, False)
+    ifaces = [a for n in nics for a in ("-i", n.iface)]
+    ready = nta.outdir / "ready-small-pool"
+    sn = nta.bkg("small-pool", "pysniff", *ifaces, "--bulk", "--json", "--ready-file", ready,
+                 ready=ready)  # fmt: skip
+    nta.net.bounce(nics)
+    before = nta.nta.stats()
+    for rnd in range(ROUNDS):
+        batches = {
+            n: traffic.gro_flow(nta.addrs(n), SEGMENTS, nta.new_run_id(), flows=FLOWS)
+            + tunnel_mix(nta, n)
+            for n in nics
+        }
+        senders = [
+            threading.Thread(target=nta.inject, args=(n, b, f"injected-small-{n.name}-{rnd}"))
+            for n, b in batches.items()
+        ]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        s = nta.nta.wait(
+            "the round's records committed",
+            lambda s: (
+                s.published == s.committed + s.returned_on_close + s.outstanding
+                and s.outstanding == 0
+            ),
+        )
+        judge.balanced(s)
+        assert s.in_use < 1 << 32, f"in_use wrapped: {s}"
+    sn.stop()
+    d = nta.nta.stats() - before
+    assert d.chained > 0 and d.copied > 0, d
+    figure(
+        nics[0],
+        f"{ROUNDS} rounds: {d.chained} merged in place, {d.copied} copied, "
+        f"{d.not_shared} not shared, {d.reclaim_passes} passes; balanced",
+    )
+    nta.quiesced()

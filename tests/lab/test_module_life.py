@@ -1,0 +1,188 @@
+"""NTA's life beside the kernel: redirects only while a device is served, refills in
+every context, a reader attaching and detaching, its devices going, wakeups on a link
+that goes quiet.
+
+The allocation redirects (ftrace) are in place only while NTA serves some device:
+with nothing attached the kernel's functions run untouched, and a device NTA does
+not serve never calls into the module. e1000 refills its ring from NAPI and from
+process context (open, reset, ring size changes under rtnl): a DEBUG_PREEMPT
+kernel (the sanitizer kernels) reports any per-CPU access made there with
+preemption on. A reader's attachments are reusable, a detached device publishes
+nothing, the mappings are never executable, and poll() says POLLHUP once every
+device a reader had is gone. The last frames of a burst reach a reader within its
+wakeup policy even when the link then goes quiet.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import traffic
+from lab.guestnet import GuestNic
+from lab.guestside.reports import LifecycleReport
+from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
+from lab.pytest_plugin import Figure
+from lab.wait import wait_until
+from pysniff.report import SniffReport
+
+TRACING = "/sys/kernel/tracing"
+# What each redirect replaces: the kernel's receive allocators and e1000's refill.
+REDIRECTED = {"__netdev_alloc_skb", "__netdev_alloc_frag_align", "e1000_alloc_rx_buffers"}
+NAPI_ALLOC = {"__napi_alloc_skb", "napi_alloc_skb"}  # the name depends on the kernel
+# NTA's functions an e1000 refill of a device it serves goes through.
+REFILL_PATH = ("nta_e1000_refill", "nta_netdev_alloc_frag")
+CYCLES = 12  # attach/detach cycles: more than a reader's 8 attachments at once
+LIFECYCLE_FRAMES = 50
+BURSTS = 40
+BURST_GAP_S = 0.5
+WAKEUP_FRAMES, WAKEUP_USECS = 8, 20_000
+# What a frame may wait beyond wakeup_usecs before its reader runs under TCG on a
+# shared 2-core host (test_fastpath's LATENCY_SLACK_US); a lost wakeup waits for the
+# next burst, BURST_GAP_S later.
+LATENCY_SLACK_US = 250_000
+
+
+def tracing(env: LabEnv) -> None:
+    env.cmd(f"mountpoint -q {TRACING} || mount -t tracefs nodev {TRACING}")
+
+
+def redirected(env: LabEnv) -> set[str]:
+    """The kernel functions whose ftrace site calls NTA now (tracefs enabled_functions)."""
+    tracing(env)
+    lines = env.cmd(f"cat {TRACING}/enabled_functions").stdout.splitlines()
+    return {line.split()[0] for line in lines if "[nta]" in line}
+
+
+def reload_with(env: LabEnv, params: str) -> None:
+    """NTA unloaded and loaded again with ``params``; the run's own again when the test ends."""
+    loaded = env.nta.loaded
+    assert loaded is not None
+    env.nta.unload(bounce=env.nics)
+    env.defer(env.nta.load, loaded.module, loaded.params, env.nics)
+    env.defer(env.nta.unload)
+    env.nta.load(loaded.module, params, bounce=env.nics)
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_redirects_are_in_place_only_while_a_device_is_served(nta: LabEnv, figure: Figure) -> None:
+    """Loaded with devices to serve, every redirect is in place; loaded serving nothing,
+    none is; a reader attaching puts them in, its close takes them out."""
+    served = redirected(nta)
+    assert served >= REDIRECTED and served & NAPI_ALLOC, served
+    reload_with(nta, "")
+    assert redirected(nta) == set(), "redirects in place with nothing served"
+    nic = nta.use(nta.nics[0])
+    sn = nta.pysniff(nic, "redirects-reader", "--bulk")
+    assert redirected(nta) >= REDIRECTED, "a reader's device is not served"
+    sn.stop()
+    wait_until(lambda: not redirected(nta), 30, "the redirects to go with the last device")
+    figure(nic, f"{len(served)} redirects while serving, none otherwise")
+
+
+def nta_calls(env: LabEnv, action: str) -> dict[str, int]:
+    """How often each of REFILL_PATH ran while ``action`` (a guest command) ran."""
+    tracing(env)
+    env.cmd(f"echo ':mod:nta' > {TRACING}/set_ftrace_filter && echo > {TRACING}/trace")
+    env.cmd(f"echo function > {TRACING}/current_tracer")
+    try:
+        env.cmd(action, timeout=120)
+        text = env.cmd(f"cat {TRACING}/trace").stdout  # before nop: a tracer change clears it
+    finally:
+        env.cmd(f"echo nop > {TRACING}/current_tracer && echo > {TRACING}/set_ftrace_filter")
+    return {fn: sum(f" {fn} <-" in line or f": {fn} <-" in line for line in text.splitlines())
+            for fn in REFILL_PATH}  # fmt: skip
+
+
+def resized_and_bounced(nic: GuestNic) -> str:
+    """e1000 refills its ring from process context: a ring size change (under rtnl) and a
+    link bounce, and back."""
+    i = nic.iface
+    return (
+        f"ethtool -G {i} rx 512 && ip link set {i} down && ip link set {i} up && "
+        f"ethtool -G {i} rx 256 && sleep 1"
+    )
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_e1000_refills_in_every_context_served_and_unserved(nta: LabEnv, figure: Figure) -> None:
+    """Two e1000 devices, one served (a reader attached), one not, each resized and bounced
+    while NTA is loaded: the unserved one's refills never call into NTA; the served one's
+    are served from process context too, with no report from a DEBUG_PREEMPT kernel (the
+    splat scan after every test), and its frames are delivered after."""
+    e1000s = [n for n in nta.nics if n.variant.driver == "e1000"]
+    served, other = nta.use(e1000s[0]), e1000s[1]
+    reload_with(nta, f"attach={served.iface}")
+    unserved = nta_calls(nta, resized_and_bounced(other))
+    assert unserved == dict.fromkeys(REFILL_PATH, 0), f"{other.iface}, unserved: {unserved}"
+    sn = nta.pysniff(served, "refills-reader", "--bulk", "-c", LIFECYCLE_FRAMES, "--idle", IDLE_S,
+                     "--first-frame-timeout", FIRST_FRAME_S, refill=False)  # fmt: skip
+    calls = nta_calls(nta, resized_and_bounced(served))
+    assert all(calls.values()), f"{served.iface}, served: {calls}"
+    nta.net.links_up([served])
+    rx0 = nta.rx(served)
+    nta.inject(served, traffic.frames(5, LIFECYCLE_FRAMES, nta.addrs(served), ("udp4",)),
+               "injected-refills")  # fmt: skip
+    took = nta.nic_took(served, rx0, LIFECYCLE_FRAMES).packets
+    got = sn.result(SniffReport.from_json)
+    assert got.frames == took == LIFECYCLE_FRAMES, got
+    figure(served, f"unserved refills: no NTA call; served: {calls}")
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_a_reader_attaches_detaches_and_hears_its_devices_go(nta: LabEnv, figure: Figure) -> None:
+    """One reader: CYCLES attach/detach cycles then attached, its live counts; detached, no
+    record and no count; no executable mapping; POLLHUP once its only device is deleted."""
+    nic = nta.use(nta.nics[0])
+    going = "ntagone0"
+    nta.cmd(f"ip link add {going} type veth peer name ntagone1 && ip link set {going} up")
+    nta.defer(nta.cmd, f"ip link del {going}", 60.0, False)
+    steps = nta.outdir / "lifecycle"
+    steps.mkdir(exist_ok=True)
+    proc = nta.bkg("lifecycle", "lab.guestside.lifecycle", nic.iface, CYCLES, going, steps)
+    a = nta.addrs(nic)
+    for n, name in enumerate(("cycles", "detached")):
+        proc.wait_file(steps / name)
+        if name == "cycles":
+            nta.net.bounce([nic])
+        rx0 = nta.rx(nic)
+        nta.inject(nic, traffic.frames(n, LIFECYCLE_FRAMES, a, ("udp4",)), f"injected-{name}")
+        nta.nic_took(nic, rx0, LIFECYCLE_FRAMES)
+        (steps / f"{name}-done").write_text("")
+    proc.wait_file(steps / "going")
+    nta.cmd(f"ip link del {going}")
+    (steps / "going-done").write_text("")
+    r = proc.result(LifecycleReport.from_json)
+    assert (r.cycles, r.attach_error) == (CYCLES, ""), r
+    assert r.frames == r.received == r.published == LIFECYCLE_FRAMES, r
+    assert (r.records_after_detach, r.received_after_detach) == (0, 0), r
+    assert r.exec_map_refused and r.exec_mprotect_refused, r
+    assert r.hung_up, r
+    figure(nic, f"{r.cycles} cycles, live counts {r.received}, nothing after detach, POLLHUP")
+    nta.quiesced()
+
+
+@pytest.mark.lab
+def test_the_last_frames_of_a_burst_wake_the_reader_in_time(nta: LabEnv, figure: Figure) -> None:
+    """BURSTS bursts of a little more than wakeup_frames, each followed by silence: the
+    reader is woken by the count, reads, and polls again while the burst's last frames
+    are not yet due; the timer must then wake it within wakeup_usecs, however its
+    callback and that poll() interleave (a timer still returning from its callback is
+    not one that will fire)."""
+    nic = nta.use(nta.nics[0])
+    sn = nta.pysniff(nic, "bursts", "--wakeup-frames", WAKEUP_FRAMES,
+                     "--wakeup-usecs", WAKEUP_USECS, "--idle", 3 * BURST_GAP_S + IDLE_S,
+                     "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
+    a, sent = nta.addrs(nic), 0
+    for b in range(BURSTS):
+        burst = traffic.frames(b, WAKEUP_FRAMES + 1 + b % (WAKEUP_FRAMES - 1), a, ("udp4",))
+        nta.inject(nic, burst, f"injected-burst-{b}", rate=None)
+        sent += len(burst)
+        nta.cmd(f"sleep {BURST_GAP_S}")
+    got = sn.result(SniffReport.from_json)
+    assert got.frames == sent, got
+    assert got.max_wait_us <= WAKEUP_USECS + LATENCY_SLACK_US, got.max_wait_us
+    figure(nic, f"{sent} frames in {BURSTS} bursts, max wait {got.max_wait_us / 1000:.1f} ms")
+    nta.quiesced()
