@@ -23,11 +23,12 @@ from lab import LabError, kbuild, paths, traffic
 from lab.console import CmdResult
 from lab.events import EventLog
 from lab.guest import Guest
-from lab.guestnet import GuestNet, GuestNic, RxCounts
+from lab.guestnet import GuestNet, GuestNic
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
 from lab.judge import Splat, nic_took, quiet
 from lab.nta import NtaModule
+from lab.records import EventKind, RxCounts
 from lab.spawn import GuestProc, Spawner
 from lab.wait import wait_until
 from pysniff.abi import Stats
@@ -135,7 +136,7 @@ class LabEnv:
             raise LabError("defer() outside a test")
         self._stack.callback(fn, *args)
 
-    def progress(self, kind: str, **fields: str) -> None:
+    def progress(self, kind: EventKind, **fields: str) -> None:
         if self.events is not None:
             self.events(kind, test=self.test, **fields)
 
@@ -143,7 +144,7 @@ class LabEnv:
 
     def use(self, nic: GuestNic) -> GuestNic:
         """``nic`` with its variant's driver settings in force (see GuestNet.use)."""
-        self.progress("nic", nic=nic.name)
+        self.progress(EventKind.NIC, nic=nic.name)
         return self.net.use(nic)
 
     def each_nic(self) -> Iterator[GuestNic]:
