@@ -36,6 +36,13 @@ from pysniff.report import SniffReport
 
 # Seconds without a frame after which a reader waiting for more gives up, and
 # how long it waits for the first (the link bounce after attaching comes first).
+# Neither is paid when all goes well: a reader given a count stops at its last
+# frame, and waits IDLE_S only for frames that never come (a NIC without flow
+# control missed them, or the pool had no chunk). A reader without a count
+# (capture_both in tests/lab/test_capture.py, beside tcpdump) does pay it, once:
+# tcpdump hands frames over in TPACKET_V3 blocks retired after 1 s (libpcap's
+# default timeout), so that is the time its last block needs to reach its
+# file before it is stopped.
 IDLE_S = 3
 FIRST_FRAME_S = 60
 

@@ -167,3 +167,20 @@ def test_merging_results_of_two_plans_is_bad_usage(
     RunResult([], 1.0, shards=["2/2"], plan="p2").save(b)
     assert main(["report", str(a), str(b)]) == 2
     assert "different shard plans" in capsys.readouterr().err
+
+
+def test_a_default_run_says_which_kernels_it_leaves_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a machine without the sanitizer kernels built (an empty cache here), the plan of a
+    default run names them and the command that builds them; nothing is fetched to plan."""
+    monkeypatch.setenv("NTALAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no results/latest to take times from
+    assert main(["run", "--list", "--boot-profile", "default", "--", "-k", "smoke"]) == 0
+    out, err = capsys.readouterr()
+    for name in ("debian-6.1-kasan", "debian-6.12-kasan"):
+        reason = f"not built: make sanitizer-kernels, or ntalab images build {name}"
+        assert f"ntalab: left out: {name} ({reason})" in err.splitlines()
+    assert out.startswith("shard 1/1: expected ")
+    assert "  debian-6.1/all: 3 tests, expected 58s" in out.splitlines()  # 25 s boot + 3 x 11
+    assert not (tmp_path / "cache" / "kernels").exists()

@@ -20,6 +20,7 @@ from lab.records import (
     GuestInfo,
     GuestRequest,
     GuestResult,
+    LeftOut,
     Outcome,
     RunResult,
     Verdict,
@@ -255,3 +256,17 @@ def test_a_case_every_part_ran_shows_the_worst_of_them() -> None:
     assert cell == report.Cell(Outcome.FAIL, 3.0, "unreferenced object")
     ktap = report.ktap(RunResult(parts, 1.0))
     assert ktap.count("# Subtest: k/e1000") == 1 and ktap.endswith("not ok 1 k/e1000\n")
+
+
+def test_the_matrix_and_summary_say_which_kernels_were_left_out(tmp_path: Path) -> None:
+    left = LeftOut("debian-6.1-kasan", "not built: make sanitizer-kernels")
+    run = RunResult(sample().guests[1:2], 1.0, left_out=[left])
+    report.write(run, tmp_path)
+    assert RunResult.load(tmp_path).left_out == [left]
+    assert json.loads((tmp_path / "summary.json").read_text())["left_out"] == [
+        {"kernel": "debian-6.1-kasan", "reason": "not built: make sanitizer-kernels"}
+    ]
+    assert (
+        "left out: debian-6.1-kasan (not built: make sanitizer-kernels)"
+        in report.printable(run).splitlines()
+    )
