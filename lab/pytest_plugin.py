@@ -348,7 +348,8 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     first_pcap = len(env.pcaps)
     with env.test_scope(request.node.name):
         yield
-    env.guest.save_dmesg()
+    # No dmesg.log per test (half a second each under TCG): kmsg.log streams the
+    # kernel log all along, and a bundle saves dmesg.log as it is written.
     splats = env.unexpected_splats()
     call = request.node.stash.get(REPORTS, {}).get("call")
     if splats or (call is not None and call.failed):

@@ -74,7 +74,7 @@ def write(
         module = env.nta.loaded.module.name
         params = env.nta.loaded.params if params is None else params
         shutil.copy2(env.nta.loaded.module, out / module)
-    for log in (env.guest.console_log.path, env.outdir / "dmesg.log"):
+    for log in (env.guest.console_log.path, env.guest.save_dmesg()):
         if log.is_file():
             shutil.copy2(log, out / log.name)
     bundle = Bundle(
