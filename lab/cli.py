@@ -157,9 +157,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     pytest_args = [a for a in args.pytest_args if a != "--"]
     scenarios = paths.sources().scenarios
-    for x in left_out:
-        print(f"ntalab: left out: {x.kernel} ({x.reason})", file=sys.stderr)
-
     the_plan = plan.Plan.load(Path(args.plan)) if args.plan else None
     whole = (
         []
@@ -180,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         the_plan = runner.plan_shards(whole, count, scenarios, pytest_args, timings, jobs)
     if args.list:
         assert the_plan is not None
+        for x in left_out:  # a run says so in its first lines, and in its matrix
+            print(f"ntalab: left out: {x.kernel} ({x.reason})", file=sys.stderr)
         print(json.dumps(the_plan.to_json(), indent=2) if args.json else the_plan.text())
         return ExitStatus.PASSED
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab import images, kconfig, paths, plan, report, runner
-from lab.records import GuestRequest, Outcome, RunResult
+from lab.records import GuestRequest, LeftOut, Outcome, RunResult, Verdict
 from lab.wait import wait_until
 
 SCENARIOS = """
@@ -193,3 +193,12 @@ def test_an_interrupted_run_leaves_no_guest_running(tmp_path: Path) -> None:
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_run_says_what_it_left_out_first(tmp_path: Path) -> None:
+    left = LeftOut("debian-6.1-kasan", "not built: make sanitizer-kernels")
+    lines: list[str] = []
+    result = runner.run_matrix([], tmp_path, 1, say=lines.append, left_out=[left])
+    assert lines[0].endswith("] left out: debian-6.1-kasan (not built: make sanitizer-kernels)")
+    assert RunResult.load(tmp_path).left_out == [left]
+    assert result.verdict is Verdict.LAB  # it ran nothing at all
