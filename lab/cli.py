@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json and not args.list:
         raise UsageError("--json goes with --list")
     shard = plan.Shard.parse(args.shard) if args.shard else None
-    if args.plan and shard is None:
+    if args.plan and shard is None and not args.list:
         raise UsageError("--plan needs --shard I/N: which shard of it to run")
     for spec in args.nics or ():
         nics.nic_set(spec)  # an unknown variant fails here, not in every guest
@@ -182,10 +182,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(the_plan.to_json(), indent=2) if args.json else the_plan.text())
         return ExitStatus.PASSED
 
+    requests = the_plan.shard(shard) if the_plan is not None and shard is not None else whole
     out = Path(args.out).resolve() if args.out else paths.new_results_dir()
     runner.link_latest(out)
     result = runner.run_matrix(
-        the_plan.shard(shard) if the_plan is not None and shard is not None else whole,
+        requests,
         out,
         jobs,
         pytest_args,

@@ -58,6 +58,9 @@ def test_bad_flag_is_refused_by_argparse_with_2() -> None:
         (["run", "--shard", "3/2"], "--shard 3/2: I must be between 1 and N"),
         (["run", "--shard", "half"], "--shard takes I/N"),
         (["report", "/nonexistent"], "/nonexistent has no summary.json"),
+        (["run", "--json"], "--json goes with --list"),
+        (["run", "--plan", "plan.json"], "--plan needs --shard I/N"),
+        (["run", "--plan", "/nonexistent", "--shard", "1/6"], "--plan /nonexistent: not what"),
     ],
 )
 def test_bad_usage_is_a_one_line_error_and_2(
