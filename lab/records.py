@@ -331,10 +331,6 @@ class RunResult:
             return Verdict.LAB
         return Verdict.PASSED
 
-    @property
-    def passed(self) -> bool:
-        return self.verdict is Verdict.PASSED
-
     def save(self, out: Path) -> None:
         data = asdict(self) | {"verdict": self.verdict.value}
         (out / SUMMARY).write_text(json.dumps(data, indent=2) + "\n")

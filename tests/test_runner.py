@@ -128,7 +128,9 @@ def test_six_shards_of_a_plan_merged_equal_one_run(tmp_path: Path, scenarios: Pa
                           text=True, capture_output=True, check=False)  # fmt: skip
     assert "missing: shard 6/6 of the plan" in proc.stdout
     assert proc.returncode == 1  # s1..s5 hold the finding; without it:
-    finding = next(i for i in range(1, 7) if not RunResult.load(tmp_path / f"s{i}").passed)
+    finding = next(
+        i for i in range(1, 7) if RunResult.load(tmp_path / f"s{i}").verdict is Verdict.FINDING
+    )
     rest = [str(tmp_path / f"s{i}") for i in range(1, 7) if i != finding]
     proc = subprocess.run([*cli[:-1], str(tmp_path / "clean"), *rest], text=True,
                           capture_output=True, check=False)  # fmt: skip
