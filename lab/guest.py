@@ -326,6 +326,8 @@ class Guest:
         with contextlib.suppress(OSError, pexpect.ExceptionPexpect):
             self.sh.monitor("sendkey alt-sysrq-w")
             self.sh.monitor("sendkey alt-sysrq-l")
+            # A failed command's path only: nothing says when the kernel is done
+            # printing what SysRq asked for, and a stuck guest may never be.
             time.sleep(5)
         with contextlib.suppress(OSError):
             lines = self.kmsg_log.read_text(errors="replace").splitlines()

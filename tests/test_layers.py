@@ -67,8 +67,11 @@ def modules() -> dict[str, set[str]]:
 
 
 def layer(name: str) -> int | None:
-    ranks = [n for n, (_, mods) in enumerate(LAYERS.items()) if name in mods]
-    return ranks[0] if ranks else None
+    """The layer of a module, or of the package it is in (lab.bench.trial: lab.bench's)."""
+    for n, mods in enumerate(LAYERS.values()):
+        if any(name == m or (m != "lab" and name.startswith(m + ".")) for m in mods):
+            return n
+    return None
 
 
 def third_party(name: str) -> bool:
