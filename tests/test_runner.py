@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,57 @@ def test_a_run_says_what_it_left_out_first(tmp_path: Path) -> None:
     assert lines[0].endswith("] left out: debian-6.1-kasan (not built: make sanitizer-kernels)")
     assert RunResult.load(tmp_path).left_out == [left]
     assert result.verdict is Verdict.LAB  # it ran nothing at all
+
+
+CLASSIFIED = """
+import pytest
+
+from lab import InfraError, LabError
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def guest_that_did_not_boot():
+    raise InfraError("guest stalled twice before init")
+
+
+@pytest.fixture
+def module_that_did_not_load():
+    raise LabError("guest command failed (1): insmod nta.ko")
+
+
+def test_the_lab_broke_in_setup(guest_that_did_not_boot):
+    pass
+
+
+def test_the_module_broke_in_setup(module_that_did_not_load):
+    pass
+
+
+def test_an_assertion():
+    assert 1 + 1 == 3
+
+
+def test_the_lab_broke_in_the_body():
+    raise InfraError("NIC nic0: QEMU is not listening")
+"""
+
+
+def test_a_failure_of_the_lab_is_an_error_any_other_a_finding(tmp_path: Path) -> None:
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "test_classified.py").write_text(CLASSIFIED)
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["e1000"], ["default"], "tcg")
+    result = run(requests, d, tmp_path / "out")
+    got = {c.scenario: c.outcome for g in result.guests for c in g.cases}
+    assert got == {
+        "the_lab_broke_in_setup": Outcome.ERROR,
+        "the_module_broke_in_setup": Outcome.FAIL,
+        "an_assertion": Outcome.FAIL,
+        "the_lab_broke_in_the_body": Outcome.ERROR,
+    }
+    assert result.verdict is Verdict.FINDING
+    lab_only = [replace(g, cases=[c for c in g.cases if c.outcome is Outcome.ERROR])
+                for g in result.guests]  # fmt: skip
+    assert RunResult(lab_only, 1.0).verdict is Verdict.LAB
