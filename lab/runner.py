@@ -246,7 +246,3 @@ def link_latest(out: Path) -> None:
     if out.parent == latest.parent:
         latest.unlink(missing_ok=True)
         latest.symlink_to(out.name)
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1
