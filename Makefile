@@ -7,10 +7,15 @@ KERNELS ?=
 SMOKE_KERNEL ?= debian-6.1
 SANITIZER_KERNELS ?= debian-6.1-kasan debian-6.12-kasan
 
-.PHONY: deps images sanitizer-kernels build test unit labtest bench lint checkpatch presubmit clean
+.PHONY: deps constraints images sanitizer-kernels build test unit labtest bench lint checkpatch presubmit clean
 
 deps:
 	@./tools/ensure-deps.sh
+
+# Resolve the Python dependencies anew (latest within pyproject.toml's ranges) into
+# constraints.txt, which `make deps` installs exactly; commit it after make lint unit test.
+constraints:
+	./tools/refresh-constraints.sh
 
 images: deps
 	$(NTALAB) images fetch

@@ -1,43 +1,39 @@
 """``ntalab`` / ``python -m lab``: each stage of the lab, callable on its own.
 
-Exit status: 0 done (every test passed), 1 a failed run or a lab error
-(a guest that never booted, a build that failed), 2 bad usage (an unknown
-option, kernel, NIC or shard), 130 interrupted.
+Exit status: 0 done (every test passed), 1 a finding (a scenario failed, a
+replayed bundle reproduced its report), 2 bad usage (an unknown option,
+kernel, NIC or shard), 3 the lab could not run (a guest that never booted, a
+build that failed, a missing tool or kernel), 130 interrupted.
 """
+
+# Each command imports the stages it drives when it runs, not here: the parser,
+# every --help and the STDLIB_ONLY commands need nothing but the standard
+# library (no scapy, pexpect or pytest), and tests/test_layers.py holds them to it.
+# A new command is a cmd_<name> function and its subparser below; if it needs
+# only the standard library, its name goes in STDLIB_ONLY.
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import (
-    LabError,
-    UsageError,
-    accel,
-    bench,
-    images,
-    kbuild,
-    nics,
-    paths,
-    repro,
-    runner,
-    traffic,
-)
-from lab import report as reports
-from lab.guest import BOOT_PROFILES, Guest, GuestSpec, build_argv
-from lab.guestnet import GuestNet
-from lab.nics import HostEnd, NicPlan
+from lab import ExitStatus, LabError, UsageError, exit_status
+from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS
 
-
-def _kernel_names(given: Sequence[str] | None) -> list[str]:
-    return list(given) if given else images.default_kernels()
+# Commands that run with only the standard library importable.
+STDLIB_ONLY = ("report",)
 
 
 def cmd_images(args: argparse.Namespace) -> int:
+    from lab import images
+
     manifest = images.load_manifest()
     if args.action == "list":
         rows = images.describe(manifest)
@@ -61,38 +57,38 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    failed = False
-    manifest = images.load_manifest()
-    for name in _kernel_names(args.kernel):
-        kernel = (
-            images.provide(manifest[name]) if name in manifest else images.resolve(name, manifest)
-        )
+    from lab import images, kbuild
+
+    failed, warned = [], False
+    for name in args.kernel or images.default_kernels():
+        kernel = images.kernel_for(name)
         result = kbuild.build(kernel)
         for line in result.warnings:
             print(f"  {line}")
         print(f"{kernel.name}: {result.status.value} in {result.elapsed:.1f}s -> {result.module}")
-        bad = result.status is kbuild.BuildStatus.FAILED
-        if bad:
+        if result.status is kbuild.BuildStatus.FAILED:
             print(f"  build log: {result.log}")
-        failed |= bad or (args.werror and result.status is kbuild.BuildStatus.WARNINGS)
+            failed.append(kernel.name)
+        warned |= result.status is kbuild.BuildStatus.WARNINGS
     print(f"ntadump: {kbuild.build_ntadump().program}")
-    return 1 if failed else 0
+    if failed:
+        raise LabError(f"NTA did not build for {', '.join(failed)}")
+    return ExitStatus.FINDING if args.werror and warned else ExitStatus.PASSED
 
 
-def _spec(args: argparse.Namespace, kernel: images.Kernel) -> GuestSpec:
-    return GuestSpec(
-        kernel=kernel,
+def cmd_boot(args: argparse.Namespace) -> int:
+    from lab import accel, images, nics, paths
+    from lab.guest import Guest, GuestSpec, build_argv
+    from lab.guestnet import GuestNet
+
+    spec = GuestSpec(
+        kernel=images.kernel_for(args.kernel),
         nics=nics.nic_set(args.nics),
         accel=accel.choose(args.accel),
         memory=args.memory,
         cpus=args.cpus,
         append=tuple(args.append),
     )
-
-
-def cmd_boot(args: argparse.Namespace) -> int:
-    kernel = images.resolve(args.kernel)
-    spec = _spec(args, kernel)
     if args.dry_run:
         plans = nics.plan(spec.nics, Path("/tmp/ntalab-dry-run"))
         print(shlex.join(build_argv(spec, plans)))
@@ -123,10 +119,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_inject(args: argparse.Namespace) -> int:
     """Frames into a NIC of a guest that 'ntalab boot' started (for reproducing by hand)."""
+    from lab import nics, traffic
+
     # QEMU takes frames from any sender; replies still go to the boot command's socket.
     own = Path(tempfile.mkdtemp(prefix="ntalab-inject-")) / "h.sock"
-    plan = NicPlan(0, nics.variant("e1000"), args.mac, Path(args.guest_sock), own)
-    end = HostEnd(plan)
+    plan = nics.NicPlan(0, nics.variant("e1000"), args.mac, Path(args.guest_sock), own)
+    end = nics.HostEnd(plan)
     try:
         if args.pcap:
             batch = traffic.read_pcap(Path(args.pcap))
@@ -141,49 +139,94 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lab import images, nics, paths, plan, report, runner
+
+    if args.json and not args.list:
+        raise UsageError("--json goes with --list")
+    shard = plan.Shard.parse(args.shard) if args.shard else None
+    if args.plan and shard is None and not args.list:
+        raise UsageError("--plan needs --shard I/N: which shard of it to run")
     for spec in args.nics or ():
         nics.nic_set(spec)  # an unknown variant fails here, not in every guest
     manifest = images.load_manifest()
-    kernels = _kernel_names(args.kernel)
+    kernels = args.kernel or images.default_kernels(manifest)
+    left_out = [] if args.kernel or args.plan else images.left_out(manifest)
     for name in kernels:
         if name not in manifest:
             images.resolve(name, manifest)  # a path must be a kernel
+    jobs = args.jobs or os.cpu_count() or 1
+    pytest_args = [a for a in args.pytest_args if a != "--"]
+    scenarios = paths.sources().scenarios
+    the_plan = plan.Plan.load(Path(args.plan)) if args.plan else None
+    whole = (
+        []
+        if the_plan is not None
+        else plan.guests(
+            kernels,
+            args.nics or list(NIC_SETS),
+            args.boot_profile or list(BOOT_PROFILES),
+            args.accel,
+            runner.sanitizer_kernels(kernels),
+        )
+    )
+    if the_plan is None and (args.list or shard is not None):
+        latest = paths.results_root() / "latest" / "summary.json"
+        given = Path(args.timings) if args.timings else latest if latest.is_file() else None
+        count = shard.count if shard else 1
+        timings = plan.Timings.load(given)
+        the_plan = runner.plan_shards(whole, count, scenarios, pytest_args, timings, jobs)
+    if args.list:
+        assert the_plan is not None
+        for x in left_out:  # a run says so in its first lines, and in its matrix
+            print(f"ntalab: left out: {x.kernel} ({x.reason})", file=sys.stderr)
+        print(json.dumps(the_plan.to_json(), indent=2) if args.json else the_plan.text())
+        return ExitStatus.PASSED
+
+    requests = the_plan.shard(shard) if the_plan is not None and shard is not None else whole
     out = Path(args.out).resolve() if args.out else paths.new_results_dir()
     runner.link_latest(out)
     result = runner.run_matrix(
-        kernels=kernels,
-        nic_sets=args.nics or list(nics.NIC_SETS),
-        profiles=args.boot_profile or list(BOOT_PROFILES),
-        accel=args.accel,
-        out=out,
-        jobs=args.jobs,
-        shard=runner.Shard.parse(args.shard) if args.shard else None,
-        pytest_args=[a for a in args.pytest_args if a != "--"],
+        requests,
+        out,
+        jobs,
+        pytest_args,
+        scenarios,
+        shard=str(shard) if shard else "",
+        plan_digest=the_plan.digest if the_plan is not None else "",
+        left_out=left_out,
     )
-    print(f"\n{reports.printable(result)}\nresults: {out}  total: {result.elapsed_s:.0f}s")
-    return 0 if result.passed else 1
+    print(f"\n{report.printable(result)}\nresults: {out}  total: {result.elapsed_s:.0f}s")
+    return result.verdict.status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from lab import paths, report
+    from lab.records import SUMMARY, RunResult
+
     runs = []
     for d in args.dirs:
         path = Path(d)
-        if not (path / reports.SUMMARY).is_file():
-            raise UsageError(f"{path} has no {reports.SUMMARY}: not an 'ntalab run' results dir")
-        runs.append(reports.RunResult.load(path))
+        if not (path / SUMMARY).is_file():
+            raise UsageError(f"{path} has no {SUMMARY}: not an 'ntalab run' results dir")
+        try:
+            runs.append(RunResult.load(path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{path / SUMMARY} is not an 'ntalab run' summary: {e!r}") from None
     try:
-        merged = reports.merge(runs)
+        merged = report.merge(runs)
     except ValueError as e:
         raise UsageError(str(e)) from None
     out = Path(args.out).resolve() if args.out else paths.new_results_dir("report")
-    reports.write(merged, out)
-    print(f"{reports.printable(merged)}\nmerged {len(runs)} runs into {out}")
-    return 0 if merged.passed else 1
+    report.write(merged, out)
+    print(f"{report.printable(merged)}\nmerged {len(runs)} runs into {out}")
+    return merged.verdict.status
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from lab import bench, paths
+
     # Checked before anything is built or booted: a typo costs nothing.
-    sniffers = bench.parse_sniffers(args.sniffers)
+    sniffers = bench.parse_sniffers(args.sniffers or ",".join(bench.SNIFFERS))
     for name in ("rounds", "frames", "rate", "max_frames"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -208,6 +251,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
+    from lab import repro
+
     return repro.replay(Path(args.bundle), interactive=not args.no_shell, accel_override=args.accel)
 
 
@@ -221,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
         "-k", "--kernel", action="append", help="manifest name, bzImage or build tree (repeatable)"
     )
     acc = argparse.ArgumentParser(add_help=False)
-    acc.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    acc.add_argument("--accel", choices=ACCELS, default="auto")
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--out", help="results directory (default ./results/<time>)")
     guest = argparse.ArgumentParser(add_help=False, parents=[acc])
@@ -236,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
     im.set_defaults(func=cmd_images)
 
     b = sub.add_parser("build", parents=[kernels], help="build NTA against guest kernels (W=1)")
-    b.add_argument("--werror", action="store_true", help="fail on any compiler warning")
+    b.add_argument("--werror", action="store_true", help="a compiler warning is a finding (1)")
     b.set_defaults(func=cmd_build)
 
     bo = sub.add_parser(
@@ -255,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
     )
     inj.add_argument("--mac", default="52:54:00:4e:00:00", help="the NIC's MAC")
     inj.add_argument("--count", type=int, default=100)
-    inj.add_argument("--kinds", default="udp4", help=f"comma list of {','.join(traffic.KINDS)}")
+    inj.add_argument("--kinds", default="udp4", help="comma list of frame kinds (udp4, vlan, ...)")
     inj.add_argument("--run-id", type=int, default=1)
     inj.add_argument("--rate", type=float, help="frames per second (default: as fast as taken)")
     inj.add_argument("--pcap", help="replay this pcap instead")
@@ -270,8 +315,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--boot-profile", action="append", choices=list(BOOT_PROFILES), help="default: all"
     )
-    r.add_argument("-j", "--jobs", type=int, default=runner.default_jobs(), help="guests at once")
-    r.add_argument("--shard", help="I/N: run only the I-th of N parts of the matrix (whole guests)")
+    r.add_argument("-j", "--jobs", type=int, help="guests at once (default: one per core)")
+    r.add_argument(
+        "--shard",
+        help="I/N: run the I-th of N shards of the matrix (its guests' scenarios split over N "
+        "machines, balanced by the last run's times)",
+    )
+    r.add_argument(
+        "--list", action="store_true", help="print the plan (shards, guests, tests, seconds)"
+    )
+    r.add_argument("--json", action="store_true", help="with --list: the plan as JSON")
+    r.add_argument("--plan", help="with --shard: run that shard of this plan (--list --json)")
+    r.add_argument(
+        "--timings", help="a results dir or summary.json to balance by (default results/latest)"
+    )
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
 
@@ -297,9 +354,8 @@ def parser() -> argparse.ArgumentParser:
     )
     be.add_argument(
         "--sniffers",
-        default=",".join(bench.SNIFFERS),
-        help=f"comma list of {', '.join(bench.SNIFFERS)} (default: all); each round runs "
-        "them in that order",
+        help="comma list of none, none-loaded, afpacket, tcpdump, pysniff, ntadump (default: "
+        "all); each round runs them in that order",
     )
     be.add_argument(
         "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: none)"
@@ -309,7 +365,7 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")
     rp.add_argument("--no-shell", action="store_true", help="replay, report, power off")
-    rp.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default: the bundle's")
+    rp.add_argument("--accel", choices=ACCELS, help="default: the bundle's")
     rp.set_defaults(func=cmd_repro)
     return p
 
@@ -318,11 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as e:
-        print(f"ntalab: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as e:
+        return exit_status(e)
     except LabError as e:
         print(f"ntalab: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return exit_status(e)
+    except Exception as e:  # a bug of the lab's: its traceback, and not a finding's status
+        traceback.print_exc()
+        return exit_status(e)

@@ -12,18 +12,24 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from lab.records import EventKind
 
 
 @dataclass(frozen=True)
 class Event:
     t: float  # time.time()
     guest: str
-    kind: str  # boot, boot-retry, booted, test, nic, done, guest-done
+    kind: EventKind
     test: str = ""
     nic: str = ""
-    outcome: str = ""
+    outcome: str = ""  # a test's Outcome; "retried" for a boot retried
     detail: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        return cls(**{**data, "kind": EventKind(data["kind"])})
 
 
 class EventLog:
@@ -34,7 +40,7 @@ class EventLog:
         self.guest = guest
         self._file: TextIO = path.open("a", encoding="utf-8")
 
-    def __call__(self, kind: str, **fields: str) -> None:
+    def __call__(self, kind: EventKind, **fields: str) -> None:
         event = Event(time.time(), self.guest, kind, **fields)
         self._file.write(json.dumps(asdict(event)) + "\n")
         self._file.flush()
@@ -60,4 +66,4 @@ class EventTail:
             self._offset = f.tell()
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
-        return [Event(**json.loads(line)) for line in lines if line]
+        return [Event.from_dict(json.loads(line)) for line in lines if line]

@@ -34,7 +34,6 @@ say) is neither the lab's to depend on nor cheap under TCG.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -43,26 +42,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import pexpect
 
-from lab import LabError, judge, kconfig, paths
+from lab import InfraError, LabError, judge, kconfig, paths
 from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
 from lab.nics import HostEnd, NicPlan, NicVariant, plan
-
-# Kernel command lines guests can boot with. "debug" turns on what Debian's
-# kernels offer for catching misuse of freed memory: SLUB red zones, poisoning
-# and user tracking, poisoning of freed pages, and zeroing on free.
-BOOT_PROFILES: dict[str, tuple[str, ...]] = {
-    "default": (),
-    "debug": ("slub_debug=FZPU", "page_poison=1", "init_on_free=1"),
-}
+from lab.records import RETRIED_LOG, BootAttempt, BootOutcome, GuestInfo
 
 # bash's prompt once the guest's shell is up (vng logs in as the host user).
 PROMPT = r"[#$] $"
@@ -85,8 +76,8 @@ BOOT_ATTEMPTS = 2
 KASAN_APPEND = "kasan_multi_shot"
 
 
-class GuestBootError(LabError):
-    pass
+class GuestBootError(InfraError):
+    """The guest never reached its shell: the lab could not run, NTA not loaded yet."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +99,7 @@ def vng_binary() -> str:
     local = Path(sys.executable).parent / "vng"
     found = str(local) if local.exists() else shutil.which("vng")
     if found is None:
-        raise LabError("virtme-ng's vng is not installed: run 'make deps'")
+        raise InfraError("virtme-ng's vng is not installed: run 'make deps'")
     return found
 
 
@@ -205,61 +196,6 @@ class ConsoleLog:
         self.file.close()
 
 
-# How a boot attempt that is retried ended, and the name its console log is kept under.
-RETRIED = {"stall": "stalled", "splat": "splat"}
-
-
-@dataclass(frozen=True)
-class BootAttempt:
-    """One try at booting: how it ended, after how long, and the last line it printed."""
-
-    # "ok"; "stall" (silent before init) or "splat" (the kernel reported a bug
-    # before the shell was up), both retried; "timeout", "exit".
-    outcome: str
-    seconds: float
-    last_line: str
-    max_silence_s: float
-    console_log: str  # file name in the guest's results dir
-    splat: str = ""  # the first report's title, for "splat"
-
-    @property
-    def retry_reason(self) -> str:
-        """Why this attempt was retried, for reports ("" if it was not)."""
-        if self.outcome == "stall":
-            return f"boot stalled after {self.last_line.strip()[:60]!r}"
-        if self.outcome == "splat":
-            return f"kernel bug reported during boot: {self.splat}"
-        return ""
-
-
-@dataclass(frozen=True)
-class GuestInfo:
-    """What ran, for the report (guest.json): kernel, NICs, accelerator, how the boot went."""
-
-    name: str
-    kernel: str
-    release: str
-    nics: list[str]
-    accel: str
-    accel_reason: str
-    append: list[str]
-    boot_s: float
-    attempts: list[BootAttempt] = field(default_factory=list)
-
-    @property
-    def retries(self) -> list[BootAttempt]:
-        """The attempts booted again (a stall or a splat before the shell was up)."""
-        return [a for a in self.attempts if a.outcome in RETRIED]
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load_dict(cls, data: dict[str, Any]) -> GuestInfo:
-        attempts = [BootAttempt(**a) for a in data.get("attempts", [])]
-        return cls(**{**data, "attempts": attempts})
-
-
 class Guest:
     """A booted guest. Use as a context manager; everything is torn down on exit.
 
@@ -328,15 +264,15 @@ class Guest:
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             result = self._boot_once()
             self.attempts.append(result)
-            if result.outcome == "ok":
+            if result.outcome is BootOutcome.OK:
                 break
             self._kill()
-            if result.outcome not in RETRIED or attempt == BOOT_ATTEMPTS:
+            if not result.outcome.retried or attempt == BOOT_ATTEMPTS:
                 self._record_guest("")
                 raise GuestBootError(self._boot_failure(result))
             # Keep the failed attempt's log; the retry writes a new console.log.
             self.console_log.close()
-            kept = self.outdir / f"console-{RETRIED[result.outcome]}-{attempt}.log"
+            kept = self.outdir / f"console-{RETRIED_LOG[result.outcome]}-{attempt}.log"
             self.console_log.path.rename(kept)
             self.attempts[-1] = replace(result, console_log=kept.name)
             self.console_log = ConsoleLog(self.outdir / "console.log")
@@ -390,6 +326,8 @@ class Guest:
         with contextlib.suppress(OSError, pexpect.ExceptionPexpect):
             self.sh.monitor("sendkey alt-sysrq-w")
             self.sh.monitor("sendkey alt-sysrq-l")
+            # A failed command's path only: nothing says when the kernel is done
+            # printing what SysRq asked for, and a stuck guest may never be.
             time.sleep(5)
         with contextlib.suppress(OSError):
             lines = self.kmsg_log.read_text(errors="replace").splitlines()
@@ -412,29 +350,29 @@ class Guest:
             codec_errors="replace", dimensions=(50, 500), env=vng_env(),
         )  # fmt: skip
         self.child.logfile_read = self.console_log
-        outcome = "ok"
+        outcome = BootOutcome.OK
         while True:
             try:
                 self.child.expect(PROMPT, timeout=min(5.0, self.stall_s))
                 break
             except pexpect.EOF:
-                outcome = "exit"
+                outcome = BootOutcome.EXIT
                 break
             except pexpect.TIMEOUT:
                 log = self.console_log
                 if log.silence() >= self.stall_s and not log.init_started:
-                    outcome = "stall"
+                    outcome = BootOutcome.STALL
                     break
                 if time.monotonic() - start >= self.boot_timeout:
-                    outcome = "timeout"
+                    outcome = BootOutcome.TIMEOUT
                     break
         text = self.console_log.text()
         # The console has every kernel message up to debug (vng boots with
         # loglevel=7), so a report made while booting is in it.
-        splats = judge.scan(text, self.console_log.path.name) if outcome == "ok" else []
+        splats = judge.scan(text, self.console_log.path.name) if outcome is BootOutcome.OK else []
         tail = text.splitlines()[-3:]
         return BootAttempt(
-            outcome="splat" if splats else outcome,
+            outcome=BootOutcome.SPLAT if splats else outcome,
             seconds=round(time.monotonic() - start, 1),
             last_line=tail[-1] if tail else "",
             max_silence_s=round(self.console_log.longest_silence(), 1),
@@ -444,12 +382,12 @@ class Guest:
 
     def _boot_failure(self, a: BootAttempt) -> str:
         what = {
-            "stall": f"stalled: printed nothing for {self.stall_s:.0f}s before it started init "
-            f"(and on the {len(self.attempts) - 1} attempt(s) before)",
-            "splat": f"reported a kernel bug while booting, before any test ran, on every "
-            f"attempt ({len(self.attempts)}): {a.splat}",
-            "timeout": f"was not up within {self.boot_timeout:.0f}s",
-            "exit": "exited before its shell came up",
+            BootOutcome.STALL: f"stalled: printed nothing for {self.stall_s:.0f}s before it "
+            f"started init (and on the {len(self.attempts) - 1} attempt(s) before)",
+            BootOutcome.SPLAT: "reported a kernel bug while booting, before any test ran, on "
+            f"every attempt ({len(self.attempts)}): {a.splat}",
+            BootOutcome.TIMEOUT: f"was not up within {self.boot_timeout:.0f}s",
+            BootOutcome.EXIT: "exited before its shell came up",
         }[a.outcome]
         return (
             f"guest {self.spec.name} ({self.spec.kernel.name}) {what}; "

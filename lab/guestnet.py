@@ -22,23 +22,11 @@ from lab import LabError
 from lab.console import Console
 from lab.kconfig import Features
 from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd
+from lab.records import RxCounts
 from lab.wait import wait_until
 
 # e1000 reports carrier from its watchdog, up to 2 s after the link is set up.
 CARRIER_S = 30.0
-
-
-@dataclass(frozen=True)
-class RxCounts:
-    """A guest NIC's receive counters (/sys/class/net/IFACE/statistics)."""
-
-    packets: int  # handed to the stack
-    # Dropped by the NIC itself, its receive ring full. QEMU's rtl8139 counts
-    # them in RxMissed, which 8139cp reports here.
-    missed: int
-
-    def __sub__(self, other: RxCounts) -> RxCounts:
-        return RxCounts(self.packets - other.packets, self.missed - other.missed)
 
 
 @dataclass(frozen=True)

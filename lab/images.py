@@ -39,7 +39,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import LabError, UsageError, kconfig, paths
+from lab import InfraError, LabError, UsageError, kconfig, paths
+from lab.records import LeftOut
 
 STAMP = ".ntalab-ready"
 # Bumped when the way a source kernel is built changes, so old builds are not reused.
@@ -88,9 +89,9 @@ class Kernel:
         return self.vmlinuz
 
     def features(self, drivers: Sequence[str]) -> kconfig.Features:
-        """What the lab may use in this kernel; a LabError naming what it lacks."""
+        """What the lab may use in this kernel; an InfraError naming what it lacks."""
         if self.config is None or not self.config.is_file():
-            raise LabError(
+            raise InfraError(
                 f"kernel {self.name}: its config is not known, so the lab cannot check it has "
                 f"what the lab needs; pass its build tree, or put config-{self.release} beside it"
             )
@@ -108,7 +109,7 @@ def kernels_cache() -> Path:
 def _strings(body: dict[str, object], key: str, where: str) -> tuple[str, ...]:
     value = body.get(key)
     if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-        raise LabError(f"{where}: {key} must be a list of names")
+        raise InfraError(f"{where}: {key} must be a list of names")
     return tuple(str(v) for v in value)
 
 
@@ -127,7 +128,7 @@ def _entry(name: str, body: dict[str, object], path: Path) -> KernelEntry:
             name, str(body["release"]), str(body["version"]), _strings(body, "packages", where)
         )
     except KeyError as e:
-        raise LabError(f"{where} lacks {e.args[0]!r}") from e
+        raise InfraError(f"{where} lacks {e.args[0]!r}") from e
 
 
 def load_manifest(path: Path | None = None) -> dict[str, KernelEntry]:
@@ -135,10 +136,10 @@ def load_manifest(path: Path | None = None) -> dict[str, KernelEntry]:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise LabError(f"cannot read kernel manifest {path}: {e}") from e
+        raise InfraError(f"cannot read kernel manifest {path}: {e}") from e
     entries = {name: _entry(name, body, path) for name, body in data.get("kernel", {}).items()}
     if not entries:
-        raise LabError(f"{path}: no [kernel.<name>] entries")
+        raise InfraError(f"{path}: no [kernel.<name>] entries")
     return entries
 
 
@@ -154,10 +155,39 @@ def default_kernels(manifest: dict[str, KernelEntry] | None = None) -> list[str]
     """What a matrix runs by default: every Debian kernel, and every built kernel already built.
 
     Building a sanitizer kernel is asked for (``ntalab images build``), never
-    started by a test run; once built, the run includes it.
+    started by a test run; once built, the run includes it (``left_out`` says
+    which it leaves out meanwhile).
     """
     entries = manifest if manifest is not None else load_manifest()
     return [n for n, e in entries.items() if isinstance(e, PackagedEntry) or is_ready(e)]
+
+
+def left_out(manifest: dict[str, KernelEntry] | None = None) -> list[LeftOut]:
+    """The manifest kernels a default run leaves out, each with the command that brings it in."""
+    entries = manifest if manifest is not None else load_manifest()
+    return [
+        LeftOut(n, f"not built: make sanitizer-kernels, or ntalab images build {n}")
+        for n, e in entries.items()
+        if isinstance(e, SourceEntry) and not is_ready(e)
+    ]
+
+
+def has_kasan(spec: str, manifest: dict[str, KernelEntry] | None = None) -> bool:
+    """Whether a kernel is a sanitizer (KASAN) kernel, known without fetching or building it:
+    a kernel built from source by its fragments, any other by its config once it is here (a
+    Debian kernel not fetched yet has none; its guest checks again when it boots)."""
+    entries = manifest if manifest is not None else load_manifest()
+    e = entries.get(spec)
+    if isinstance(e, SourceEntry):
+        wanted: dict[str, str] = {}
+        for frag in _fragment_paths(e):
+            wanted |= kconfig.parse(frag.read_text())
+        return wanted.get("CONFIG_KASAN") == "y"
+    if isinstance(e, PackagedEntry) and not is_ready(e):
+        return False
+    config = resolve(spec, entries).config
+    settings = kconfig.read(config) if config is not None and config.is_file() else {}
+    return settings.get("CONFIG_KASAN") == "y"
 
 
 # -- where an entry lives in the cache ------------------------------------------
@@ -176,7 +206,7 @@ def digest(e: KernelEntry) -> str:
         try:
             h.update(frag.name.encode() + b"\0" + frag.read_bytes() + b"\0")
         except OSError as err:
-            raise LabError(f"kernel {e.name}: cannot read fragment {frag}: {err}") from err
+            raise InfraError(f"kernel {e.name}: cannot read fragment {frag}: {err}") from err
     # virtme-ng's --kconfig is the base config: its version is an input too.
     h.update(f"virtme-ng {importlib.metadata.version('virtme-ng')}\n".encode())
     h.update(_tool_version("gcc", "--version").encode())
@@ -188,7 +218,7 @@ def _tool_version(*argv: str) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
     except OSError as e:
-        raise LabError(f"{argv[0]} is needed to build kernels: {e}") from e
+        raise InfraError(f"{argv[0]} is needed to build kernels: {e}") from e
     return out.splitlines()[0] if out else ""
 
 
@@ -254,7 +284,7 @@ def _stamp(root: Path, e: KernelEntry, note: str) -> None:
 def _need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
-            raise LabError(f"{tool} is needed (a Debian or Ubuntu host): run 'make deps'")
+            raise InfraError(f"{tool} is needed (a Debian or Ubuntu host): run 'make deps'")
 
 
 def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
@@ -277,7 +307,7 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     shutil.rmtree(work)
     kernel = cached_kernel(e, final.parent)
     if not kernel.vmlinuz.is_file():
-        raise LabError(f"{e.name}: the packages gave no {kernel.vmlinuz}")
+        raise InfraError(f"{e.name}: the packages gave no {kernel.vmlinuz}")
     progress(f"{e.name}: {kernel.vmlinuz}")
 
 
@@ -292,7 +322,7 @@ def _apt_download(specs: list[str], cwd: Path) -> None:
         return
     except LabError as err:
         if os.geteuid() != 0:
-            raise LabError(f"{err}; run 'sudo apt-get update' and retry") from None
+            raise InfraError(f"{err}; run 'sudo apt-get update' and retry") from None
     _run(["apt-get", "update", "-q"], cwd)
     _run(["apt-get", "download", *specs], cwd, hint="the pinned version is not in the archive")
 
@@ -304,7 +334,7 @@ def _run(argv: list[str], cwd: Path, hint: str = "", log: Path | None = None) ->
             f.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise LabError(
+        raise InfraError(
             f"{argv[0]} failed ({proc.returncode}): {tail}" + (f"; {hint}" if hint else "")
         )
     return proc.stdout
@@ -354,7 +384,7 @@ def source_tree(source: str, version: str, progress: Progress) -> Path:
         )  # fmt: skip
         deb.unlink()
         if not (tree / source / "Makefile").is_file():
-            raise LabError(f"{source} {version}: no kernel tree in the package")
+            raise InfraError(f"{source} {version}: no kernel tree in the package")
         (tree / STAMP).write_text(f"{version}\n")
         return tree / source
 
@@ -385,7 +415,7 @@ def assemble_config(e: SourceEntry, src: Path, out: Path, log: Path) -> None:
     _run(["make", f"O={out}", "olddefconfig"], src, log=log)
     bad = kconfig.unmet(wanted, kconfig.read(out / ".config"))
     if bad:
-        raise LabError(
+        raise InfraError(
             f"kernel {e.name}: Kconfig did not keep these fragment options (a missing "
             f"dependency, or a name this kernel does not have):\n  " + "\n  ".join(bad)
         )
@@ -454,20 +484,32 @@ def _make_with_progress(
         rc = proc.wait()
     if rc != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise LabError(f"{name}: kernel build failed ({rc}); log {log}:\n{tail}")
+        raise InfraError(f"{name}: kernel build failed ({rc}); log {log}:\n{tail}")
 
 
 # -- any kernel ---------------------------------------------------------------------
 
 
+def kernel_for(
+    spec: str, progress: Progress = print, manifest: dict[str, KernelEntry] | None = None
+) -> Kernel:
+    """The one door to a kernel: a manifest name fetched or built into the cache first if it
+    is not there yet (with progress), or a bzImage or build tree of the user's."""
+    entries = manifest if manifest is not None else load_manifest()
+    if spec in entries:
+        return provide(entries[spec], progress)
+    return resolve(spec, entries)
+
+
 def resolve(spec: str, manifest: dict[str, KernelEntry] | None = None) -> Kernel:
-    """A kernel by manifest name (which must be ready), bzImage path or build tree."""
+    """A kernel by manifest name (which must be ready), bzImage path or build tree; what
+    it is without fetching or building anything (``kernel_for`` does)."""
     entries = manifest if manifest is not None else load_manifest()
     if spec in entries:
         e = entries[spec]
         if not is_ready(e):
             verb = "fetch" if isinstance(e, PackagedEntry) else "build"
-            raise LabError(f"kernel {spec!r} is not ready yet: run 'ntalab images {verb} {spec}'")
+            raise InfraError(f"kernel {spec!r} is not ready yet: run 'ntalab images {verb} {spec}'")
         return cached_kernel(e)
     path = Path(spec)
     if path.is_dir() and (path / "arch/x86/boot/bzImage").is_file():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lab.guestnet import RxCounts
+from lab.records import RxCounts
 from pysniff import signature
 from pysniff.abi import DevStats, Stats
 from pysniff.signature import IfaceTally

@@ -25,7 +25,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lab import LabError, paths
+from lab import InfraError, paths
 from lab.images import Kernel
 
 MODULE = "nta.ko"
@@ -69,7 +69,7 @@ def build(
     kernel: Kernel, src: Path | None = None, root: Path | None = None, jobs: int = 0
 ) -> BuildResult:
     if kernel.headers is None or not (kernel.headers / "Makefile").is_file():
-        raise LabError(
+        raise InfraError(
             f"kernel {kernel.name} ({kernel.release}) has no headers to build against; "
             "for a manifest kernel run 'ntalab images fetch', for your own pass its build tree"
         )
@@ -157,7 +157,7 @@ def build_ntadump(src: Path | None = None, root: Path | None = None) -> ToolResu
     (out / "build.log").write_text(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         program.unlink(missing_ok=True)
-        raise LabError(f"ntadump does not build: {proc.stderr.strip()[-2000:]}")
+        raise InfraError(f"ntadump does not build: {proc.stderr.strip()[-2000:]}")
     return ToolResult(program, time.monotonic() - start)
 
 
@@ -178,5 +178,5 @@ def _link_latest(parent: Path, out: Path) -> None:
 def _sources(src: Path) -> list[Path]:
     names = sorted({p for pattern in _SOURCES for p in src.glob(pattern)})
     if not any(p.name == "Kbuild" for p in names):
-        raise LabError(f"{src} has no Kbuild file")
+        raise InfraError(f"{src} has no Kbuild file")
     return names

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import LabError
+from lab import InfraError
 
 _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
@@ -43,7 +43,7 @@ def read(path: Path) -> dict[str, str]:
         with opener(path, "rt") as f:
             return parse(f.read())
     except OSError as e:
-        raise LabError(f"cannot read kernel config {path}: {e}") from e
+        raise InfraError(f"cannot read kernel config {path}: {e}") from e
 
 
 def unmet(wanted: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
@@ -106,7 +106,7 @@ def check(config: Mapping[str, str], drivers: Iterable[str], source: str) -> Fea
     missing = [n for n in needs if not n.met(config)]
     if missing:
         lines = "\n".join(f"  {' or '.join(n.options)}: {n.why}" for n in missing)
-        raise LabError(f"{source} lacks what the lab needs:\n{lines}")
+        raise InfraError(f"{source} lacks what the lab needs:\n{lines}")
 
     def on(name: str) -> bool:
         return config.get(name, "n") in ("y", "m")

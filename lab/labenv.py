@@ -23,11 +23,12 @@ from lab import LabError, kbuild, paths, traffic
 from lab.console import CmdResult
 from lab.events import EventLog
 from lab.guest import Guest
-from lab.guestnet import GuestNet, GuestNic, RxCounts
+from lab.guestnet import GuestNet, GuestNic
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
 from lab.judge import Splat, nic_took, quiet
 from lab.nta import NtaModule
+from lab.records import EventKind, RxCounts
 from lab.spawn import GuestProc, Spawner
 from lab.wait import wait_until
 from pysniff.abi import Stats
@@ -35,6 +36,13 @@ from pysniff.report import SniffReport
 
 # Seconds without a frame after which a reader waiting for more gives up, and
 # how long it waits for the first (the link bounce after attaching comes first).
+# Neither is paid when all goes well: a reader given a count stops at its last
+# frame, and waits IDLE_S only for frames that never come (a NIC without flow
+# control missed them, or the pool had no chunk). A reader without a count
+# (capture_both in tests/lab/test_capture.py, beside tcpdump) does pay it, once:
+# tcpdump hands frames over in TPACKET_V3 blocks retired after 1 s (libpcap's
+# default timeout), so that is the time its last block needs to reach its
+# file before it is stopped.
 IDLE_S = 3
 FIRST_FRAME_S = 60
 
@@ -135,7 +143,7 @@ class LabEnv:
             raise LabError("defer() outside a test")
         self._stack.callback(fn, *args)
 
-    def progress(self, kind: str, **fields: str) -> None:
+    def progress(self, kind: EventKind, **fields: str) -> None:
         if self.events is not None:
             self.events(kind, test=self.test, **fields)
 
@@ -143,7 +151,7 @@ class LabEnv:
 
     def use(self, nic: GuestNic) -> GuestNic:
         """``nic`` with its variant's driver settings in force (see GuestNet.use)."""
-        self.progress("nic", nic=nic.name)
+        self.progress(EventKind.NIC, nic=nic.name)
         return self.net.use(nic)
 
     def each_nic(self) -> Iterator[GuestNic]:

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import LabError, UsageError
+from lab import InfraError, LabError, UsageError
+from lab.records import set_names
 
 
 @dataclass(frozen=True)
@@ -72,23 +73,12 @@ VARIANTS: dict[str, NicVariant] = {
     )
 }
 
-# The NIC sets guests are booted with: one guest per (kernel, set). Any
-# comma list of variants is a set too.
-NIC_SETS: dict[str, tuple[str, ...]] = {
-    "all": ("e1000", "rtl8139", "e1000-cb0"),
-}
-
 
 def variant(name: str) -> NicVariant:
     try:
         return VARIANTS[name]
     except KeyError:
         raise UsageError(f"unknown NIC {name!r}; known: {', '.join(VARIANTS)}") from None
-
-
-def set_names(spec: str) -> tuple[str, ...]:
-    """The variant names of a named set or of a comma list, unchecked."""
-    return NIC_SETS.get(spec) or tuple(n for n in spec.split(",") if n)
 
 
 def nic_set(spec: str) -> tuple[NicVariant, ...]:
@@ -205,7 +195,7 @@ class HostEnd:
         try:
             self.sock.sendto(frame, str(self.nic.guest_sock))
         except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise LabError(f"NIC {self.nic.netdev_id}: QEMU is not listening: {e}") from e
+            raise InfraError(f"NIC {self.nic.netdev_id}: QEMU is not listening: {e}") from e
         except BlockingIOError:
             raise LabError(
                 f"NIC {self.nic.netdev_id}: the guest took no frame for {SEND_TIMEOUT_S} s"

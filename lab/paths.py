@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import LabError
+from lab import InfraError
 
 _PACKAGE = Path(__file__).resolve().parent
 # Where ``python -S -m lab...`` / ``-m pysniff`` finds both packages in a guest.
@@ -56,7 +56,7 @@ def sources() -> Sources:
     for root in (IMPORT_ROOT, Path(sysconfig.get_path("data")) / "share" / "ntalab"):
         if (root / "kmod" / "nta_uapi.h").is_file() and (root / "images").is_dir():
             return Sources(root)
-    raise LabError(
+    raise InfraError(
         f"the lab's sources (kmod/, images/, tests/lab/) are neither beside {_PACKAGE} nor "
         "installed under share/ntalab: reinstall ntalab"
     )

@@ -19,33 +19,54 @@ test its cleanups run (see ``LabEnv.test_scope``), what the kernel logged
 during it is scanned for splats (a report the test expected, see
 ``LabEnv.expect_splat``, is the test's own), and a failure or a splat
 leaves a reproducer bundle.
+
+A test that fails is a finding (``Outcome.FAIL``), unless what failed was
+the lab itself (an ``InfraError``: the guest did not boot or set its NICs
+up, the module did not build): that test is an ``Outcome.ERROR``, and the
+run's verdict says the lab could not run.
+
+``--lab-collect FILE`` (with ``--collect-only``) writes the tests this
+guest would run, as ``CollectedCase`` records, without booting anything:
+how ``ntalab run`` plans shards. A request with ``cases`` runs those only.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from lab import LabError, accel, images, kbuild, repro
+from lab import InfraError, LabError, accel, images, kbuild, repro
 from lab.events import EventLog
-from lab.guest import BOOT_PROFILES, Guest, GuestSpec
+from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNic
-from lab.kconfig import Features
 from lab.labenv import LabEnv
-from lab.nics import NIC_SETS, nic_set
+from lab.nics import nic_set
 from lab.paths import new_results_dir
-from lab.report import RESULTS, CaseResult, GuestRequest, GuestResult
+from lab.records import (
+    ACCELS,
+    BOOT_PROFILES,
+    NIC_SETS,
+    RESULTS,
+    CaseResult,
+    CollectedCase,
+    EventKind,
+    GuestRequest,
+    GuestResult,
+    Outcome,
+)
 
 REQUEST = pytest.StashKey["GuestRequest"]()
 STATE = pytest.StashKey["_Session"]()
 REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 FIGURES = pytest.StashKey[dict[str, str]]()
 BUNDLE = pytest.StashKey[str]()
+INFRA = pytest.StashKey[bool]()  # the test failed because the lab did
 
-ACCELS = ("auto", "kvm", "tcg")
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 # The ``figure`` fixture: records a NIC's key figure for the matrix.
@@ -61,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--results", help="the guest's results directory (default results/<time>/<guest>)")
     g.addoption(
         "--lab-request", help="a GuestRequest written by 'ntalab run' (overrides the above)"
+    )
+    g.addoption(
+        "--lab-collect", help="with --collect-only: write the tests this guest runs as JSON"
     )
 
 
@@ -82,19 +106,10 @@ class _Session:
     def kernel(self) -> images.Kernel:
         """The request's kernel, fetched or built first when it is a manifest kernel."""
         if self._kernel is None:
-            manifest = images.load_manifest()
-            if self.request.kernel in manifest:
-                self._kernel = images.provide(
-                    manifest[self.request.kernel],
-                    progress=lambda m: self.events("prepare", detail=m),
-                )
-            else:
-                self._kernel = images.resolve(self.request.kernel, manifest)
+            self._kernel = images.kernel_for(
+                self.request.kernel, progress=lambda m: self.events(EventKind.PREPARE, detail=m)
+            )
         return self._kernel
-
-    def features(self) -> Features:
-        drivers = [v.driver for v in nic_set(self.request.nic_set)]
-        return self.kernel().features(drivers)
 
     def save(self) -> None:
         GuestResult(
@@ -111,13 +126,15 @@ def _request(config: pytest.Config) -> tuple[GuestRequest, Path]:
     if given:
         path = Path(given).resolve()
         return GuestRequest.load(path), path.parent
+    kernel, nics = config.getoption("--kernel"), config.getoption("--nics")
+    drivers = [v.driver for v in nic_set(nics)]  # an unknown NIC fails before anything boots
     req = GuestRequest(
-        kernel=config.getoption("--kernel"),
-        nic_set=config.getoption("--nics"),
+        kernel=kernel,
+        nic_set=nics,
         profile=config.getoption("--boot-profile"),
         accel=config.getoption("--accel"),
+        sanitizer=images.kernel_for(kernel).features(drivers).kasan,
     )
-    nic_set(req.nic_set)  # an unknown NIC is a usage error, before anything boots
     results = config.getoption("--results")
     out = Path(results).resolve() if results else new_results_dir() / req.dirname
     return req, out
@@ -128,7 +145,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
     config.addinivalue_line("markers", "sanitizer_only: run on sanitizer kernels only")
-    config.addinivalue_line("markers", "last: run after every other test of the guest")
+    config.addinivalue_line(
+        "markers",
+        "last: run after every other test of the guest (of each part of it, where a "
+        "sharded plan splits its scenarios: a check of the whole boot)",
+    )
 
 
 def _session(config: pytest.Config) -> _Session:
@@ -146,12 +167,19 @@ def _is_lab(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the lab tests this guest runs (its boot profile, its kind of kernel), last ones last."""
+    """Keep the lab tests this guest runs (its boot profile, its kind of kernel, the cases
+    it was asked for), last ones last."""
     lab = [i for i in items if _is_lab(i)]
     if not lab:
         return
     state = _session(config)
-    sanitizer = state.features().kasan
+    sanitizer = state.request.sanitizer
+    asked = set(state.request.cases)
+    unknown = asked - {case_id(i) for i in lab}
+    if unknown:
+        raise pytest.UsageError(
+            f"the plan names tests that are not there (plan again): {', '.join(sorted(unknown))}"
+        )
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
@@ -166,6 +194,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 )
             elif item.get_closest_marker("sanitizer_only") is not None:
                 wanted = False
+            if asked:
+                wanted = wanted and case_id(item) in asked
             (keep if wanted else drop).append(item)
         else:
             keep.append(item)
@@ -173,6 +203,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    path = session.config.getoption("--lab-collect")
+    if path:
+        cases = [_collected(i) for i in session.items if _is_lab(i)]
+        ids = [c.id for c in cases]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:  # two scenario files of one name, in different dirs
+            raise pytest.UsageError(f"tests of the same name in two files: {', '.join(twice)}")
+        Path(path).write_text(json.dumps([asdict(c) for c in cases]) + "\n")
+
+
+def case_id(item: pytest.Item) -> str:
+    """A test's id in a plan: its file's name and its name (``test_nta.py::test_x[e1000]``).
+
+    Not pytest's node id, which is relative to a rootdir pytest derives from
+    every path on its command line (the request file's too): the plan and
+    each shard's run must name a test alike wherever they run.
+    """
+    return f"{item.path.name}::{item.name}"
+
+
+def _collected(item: pytest.Item) -> CollectedCase:
+    callspec = getattr(item, "callspec", None)
+    nic = callspec.params.get("nic") if callspec is not None else None
+    scenario = getattr(item, "originalname", item.name).removeprefix("test_")
+    last = item.get_closest_marker("last") is not None
+    return CollectedCase(case_id(item), scenario + (f".{nic}" if nic else ""), last)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -206,7 +265,7 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
         name=f"ntalab-{req.guest_no}",
         guest_no=req.guest_no,
     )
-    state.events("boot", detail=f"{kernel.release}, {spec.accel.name}")
+    state.events(EventKind.BOOT, detail=f"{kernel.release}, {spec.accel.name}")
     guest = Guest(spec, state.outdir)
     state.guest = guest
     try:
@@ -214,11 +273,21 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
             info = guest.info
             assert info is not None
             state.events(
-                "booted",
+                EventKind.BOOTED,
                 detail=f"{info.boot_s:.0f}s",
                 outcome="retried" if info.retries else "",
             )
-            state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
+            if guest.features.kasan != req.sanitizer:
+                raise InfraError(
+                    f"kernel {kernel.name} {'has' if guest.features.kasan else 'lacks'} KASAN, "
+                    "unlike when its tests were planned: plan again"
+                )
+            try:
+                state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
+            except InfraError:
+                raise
+            except LabError as e:  # nothing of NTA's runs yet: the lab's own failure
+                raise InfraError(f"the guest's NICs did not come up: {e}") from e
             if guest.features.kmemleak:
                 # As syzkaller does: no scan on its own, and what the boot leaked
                 # forgotten; the leak check scans at the end (tests/lab/test_sanitizers.py).
@@ -240,8 +309,9 @@ def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
     A scenario that unloads it loads it again with the same parameters.
     """
     built = kbuild.build(lab_env.kernel)
-    assert built.status is kbuild.BuildStatus.OK, built.warnings or built.log.read_text()[-3000:]
-    assert built.module is not None
+    if built.module is None:
+        raise InfraError(f"NTA did not build: {built.log.read_text()[-3000:]}")
+    assert built.status is kbuild.BuildStatus.OK, built.warnings  # W=1 warnings: the code's
     attach = ",".join(n.iface for n in lab_env.nics)
     lab_env.nta.load(built.module, f"attach={attach}", bounce=lab_env.nics)
     yield lab_env
@@ -278,7 +348,8 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     first_pcap = len(env.pcaps)
     with env.test_scope(request.node.name):
         yield
-    env.guest.save_dmesg()
+    # No dmesg.log per test (half a second each under TCG): kmsg.log streams the
+    # kernel log all along, and a bundle saves dmesg.log as it is written.
     splats = env.unexpected_splats()
     call = request.node.stash.get(REPORTS, {}).get("call")
     if splats or (call is not None and call.failed):
@@ -293,7 +364,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if _is_lab(item):
-        _session(item.config).events("test", test=item.name)
+        _session(item.config).events(EventKind.TEST, test=item.name)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -303,13 +374,16 @@ def pytest_runtest_makereport(
     """Keeps each phase's report; once the last is in, records the test's CaseResult."""
     report = yield
     item.stash.setdefault(REPORTS, {})[report.when] = report
+    if call.excinfo is not None and call.excinfo.errisinstance(InfraError):
+        item.stash[INFRA] = True
     if report.when == "teardown" and _is_lab(item):
         state = _session(item.config)
         case = _case(item)
         state.cases.append(case)
         state.save()  # as it goes: a crash later leaves what ran
-        detail = case.message if case.outcome != "pass" else "; ".join(case.figures.values())
-        state.events("done", test=item.name, outcome=case.outcome, detail=detail)
+        passed = case.outcome is Outcome.PASS
+        detail = "; ".join(case.figures.values()) if passed else case.message
+        state.events(EventKind.DONE, test=item.name, outcome=case.outcome, detail=detail)
     return report
 
 
@@ -329,15 +403,15 @@ def _figures(item: pytest.Item) -> dict[str, str]:
 
 def _case(item: pytest.Item) -> CaseResult:
     reports = item.stash.get(REPORTS, {})
-    outcome, message = "pass", ""
+    outcome, message = Outcome.PASS, ""
     for when in ("setup", "call", "teardown"):
         r = reports.get(when)
         if r is None:
             continue
         if r.skipped:
-            outcome, message = "skip", _message(r)
+            outcome, message = Outcome.SKIP, _message(r)
         elif r.failed:
-            outcome = "error" if when == "setup" else "fail"
+            outcome = Outcome.ERROR if item.stash.get(INFRA, False) else Outcome.FAIL
             message = _message(r)
             break
     callspec = getattr(item, "callspec", None)
@@ -356,8 +430,8 @@ def _case(item: pytest.Item) -> CaseResult:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is None:
+    if state is None or session.config.getoption("--lab-collect"):
         return
     state.save()
-    state.events("guest-done", outcome="pass" if not state.error else "error")
+    state.events(EventKind.GUEST_DONE, outcome="pass" if not state.error else "error")
     state.events.close()

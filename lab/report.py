@@ -6,156 +6,93 @@ the guest's directory): the request it ran, how the guest booted, and one
 ``ntalab report`` merges the RunResults of several directories (shards of
 one matrix run on several machines) into one. Everything printed or written
 here is derived from those typed results; nothing is parsed back from
-JUnit or from test ids.
+JUnit or from test ids. It imports the records and nothing else of the
+lab's, so ``ntalab report`` runs with the standard library alone.
+
+A guest whose scenarios a sharded plan split into parts ran as several
+GuestResults (one per part, each its own boot, ``request.part`` "2/3"); the
+matrix, KTAP and JUnit show a guest once, its parts' cases together, so
+shards merged read as one run.
 """
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from lab.guest import GuestInfo
-from lab.nics import set_names
-
-SUMMARY = "summary.json"
-RESULTS = "results.json"
-OUTCOME_MARK = {"pass": "ok", "fail": "FAIL", "error": "ERROR", "skip": "skip"}
+from lab.records import CaseResult, GuestResult, Outcome, RunResult, Verdict
 
 
-@dataclass(frozen=True)
-class GuestRequest:
-    """One guest of a matrix: what ``ntalab run`` asks one pytest process to run."""
+def merge(runs: Sequence[RunResult]) -> RunResult:
+    """Several runs (the shards of one plan, or runs of disjoint guests) as one.
 
-    kernel: str
-    nic_set: str
-    profile: str = "default"
-    accel: str = "auto"
-    guest_no: int = 0
-
-    @property
-    def id(self) -> str:
-        """kernel/nic-set[/profile]: how reports name the guest."""
-        tail = "" if self.profile == "default" else f"/{self.profile}"
-        return f"{self.kernel}/{self.nic_set}{tail}"
-
-    @property
-    def dirname(self) -> str:
-        return self.id.replace("/", "_")
-
-    def row(self, nic: str) -> str:
-        """The matrix row of one of its NICs: kernel/variant[/profile]."""
-        tail = "" if self.profile == "default" else f"/{self.profile}"
-        return f"{self.kernel}/{nic}{tail}"
-
-    @property
-    def nic_names(self) -> tuple[str, ...]:
-        return set_names(self.nic_set)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> GuestRequest:
-        return cls(**json.loads(path.read_text()))
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """One test of one guest: a scenario, on one NIC or on the whole guest."""
-
-    scenario: str  # the test's name without "test_"
-    nic: str | None  # the NIC variant, for a scenario run per NIC
-    outcome: str  # pass, fail, error, skip
-    seconds: float
-    message: str = ""  # first line of the failure, or the skip reason
-    figures: dict[str, str] = field(default_factory=dict)  # NIC variant -> key figure
-    repro: str = ""  # reproducer bundle, for a failure
-
-    @property
-    def name(self) -> str:
-        return self.scenario + (f".{self.nic}" if self.nic else "")
-
-
-@dataclass(frozen=True)
-class GuestResult:
-    request: GuestRequest
-    cases: list[CaseResult]
-    info: GuestInfo | None = None  # None: it never booted
-    error: str = ""  # the guest (or its pytest process) failed outside any test
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return not self.error and all(c.outcome in ("pass", "skip") for c in self.cases)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GuestResult:
-        info = data.get("info")
-        if info is not None:
-            info = GuestInfo.load_dict(info)
-        return cls(
-            request=GuestRequest(**data["request"]),
-            cases=[CaseResult(**c) for c in data["cases"]],
-            info=info,
-            error=data.get("error", ""),
-            seconds=data.get("seconds", 0.0),
+    The same guest part twice, the same shard twice, or shards of different
+    plans are the caller's mistake (ValueError, nothing written). A shard of
+    the plan that is not among them is recorded as missing: the lab did not
+    run it.
+    """
+    plans = {run.plan for run in runs}
+    if len(plans) > 1:
+        raise ValueError(
+            "these results come from different shard plans (or a sharded and an unsharded "
+            "run): merge the shards of one plan"
         )
-
-    @classmethod
-    def load(cls, path: Path) -> GuestResult:
-        return cls.from_dict(json.loads(path.read_text()))
-
-
-@dataclass(frozen=True)
-class RunResult:
-    guests: list[GuestResult]
-    elapsed_s: float
-    shard: str = ""  # "I/N" for one shard of a matrix, "" for the whole
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.guests) and all(g.passed for g in self.guests)
-
-    def save(self, out: Path) -> None:
-        (out / SUMMARY).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, out: Path) -> RunResult:
-        data = json.loads((out / SUMMARY).read_text())
-        return cls(
-            [GuestResult.from_dict(g) for g in data["guests"]], data["elapsed_s"], data["shard"]
-        )
-
-
-def merge(runs: Iterable[RunResult]) -> RunResult:
-    """Several runs (shards) as one; a guest run twice is an error in the caller's setup."""
-    guests: dict[str, GuestResult] = {}
-    elapsed = 0.0
+    shards = [s for run in runs for s in run.shards]
+    twice = sorted({s for s in shards if shards.count(s) > 1})
+    if twice:
+        raise ValueError(f"shard {', '.join(twice)} is in more than one of the results merged")
+    parts: dict[tuple[str, str], GuestResult] = {}
     for run in runs:
         for g in run.guests:
-            if g.request.id in guests:
-                raise ValueError(f"guest {g.request.id} is in more than one of the results merged")
-            guests[g.request.id] = g
-        elapsed = max(elapsed, run.elapsed_s)
-    return RunResult(sorted(guests.values(), key=lambda g: g.request.id), elapsed)
+            key = (g.request.id, g.request.part)
+            if key in parts:
+                what = g.request.id + (f" part {g.request.part}" if g.request.part else "")
+                raise ValueError(f"guest {what} is in more than one of the results merged")
+            parts[key] = g
+    missing: list[str] = []
+    if shards and plans != {""}:
+        count = int(shards[0].split("/")[1])
+        missing = [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in shards]
+    return RunResult(
+        guests=[parts[k] for k in sorted(parts)],
+        elapsed_s=max((run.elapsed_s for run in runs), default=0.0),
+        shards=sorted(shards, key=lambda s: int(s.split("/")[0])),
+        plan=plans.pop() if plans else "",
+        left_out=list(dict.fromkeys(x for run in runs for x in run.left_out)),
+        missing=missing,
+    )
+
+
+def by_guest(run: RunResult) -> dict[str, list[GuestResult]]:
+    """The run's guests by id, each with its parts (one, unless a plan split it)."""
+    out: dict[str, list[GuestResult]] = {}
+    for g in run.guests:
+        out.setdefault(g.request.id, []).append(g)
+    return out
 
 
 # -- the matrix ---------------------------------------------------------------------
 
+# When one cell holds a case several parts ran (a check of each boot, such as the
+# leak check), it shows the worst of them.
+_WORST = (Outcome.FAIL, Outcome.ERROR, Outcome.PASS, Outcome.SKIP)
+
 
 @dataclass(frozen=True)
 class Cell:
-    outcome: str
+    outcome: Outcome
     seconds: float
     message: str
     figure: str = ""
+
+
+def _worse(a: Cell | None, b: Cell) -> Cell:
+    if a is None:
+        return b
+    first = min(a, b, key=lambda c: _WORST.index(c.outcome))
+    return Cell(first.outcome, max(a.seconds, b.seconds), first.message, first.figure)
 
 
 def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
@@ -169,13 +106,13 @@ def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
         for c in g.cases:
             nics = [c.nic] if c.nic else list(g.request.nic_names)
             for nic in nics:
-                figure = c.figures.get(nic, "") if c.outcome == "pass" else ""
-                out[(g.request.row(nic), c.scenario)] = Cell(
-                    c.outcome, c.seconds, c.message, figure
-                )
+                figure = c.figures.get(nic, "") if c.outcome is Outcome.PASS else ""
+                key = (g.request.row(nic), c.scenario)
+                out[key] = _worse(out.get(key), Cell(c.outcome, c.seconds, c.message, figure))
         if g.error and not g.cases:
             for nic in g.request.nic_names:
-                out[(g.request.row(nic), "(guest)")] = Cell("error", g.seconds, g.error)
+                key = (g.request.row(nic), "(guest)")
+                out[key] = _worse(out.get(key), Cell(Outcome.ERROR, g.seconds, g.error))
     return out
 
 
@@ -193,15 +130,12 @@ def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
     lines = [f"{n:>2}: {r}" for n, r in enumerate(rows, 1)]
     first = max(len("scenario (longest s)"), *(len(c) + 7 for c in scenarios))
     marks = [str(n) for n in range(1, len(rows) + 1)]
-    width = max(*(len(m) for m in OUTCOME_MARK.values()), *(len(m) for m in marks))
+    width = max(*(len(o.mark) for o in Outcome), *(len(m) for m in marks))
     head = f"{'scenario (longest s)':<{first}}" + "".join(f"{m:>{width + 1}}" for m in marks)
     lines += ["", head, "-" * len(head)]
     for c in scenarios:
         secs = max(cell.seconds for (_, sc), cell in grid.items() if sc == c)
-        marks = [
-            OUTCOME_MARK[cell.outcome] if (cell := grid.get((r, c))) is not None else "-"
-            for r in rows
-        ]
+        marks = [cell.outcome.mark if (cell := grid.get((r, c))) is not None else "-" for r in rows]
         label = f"{c} ({secs:.0f})"
         lines.append(f"{label:<{first}}" + "".join(f"{m:>{width + 1}}" for m in marks))
     figures = [
@@ -215,7 +149,7 @@ def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
             lines += [f"    {r}: {f}" for sc, r, f in figures if sc == c]
     failed: dict[tuple[str, str], list[str]] = {}
     for (r, c), v in sorted(grid.items()):
-        if v.outcome in ("fail", "error"):
+        if not v.outcome.ok:
             failed.setdefault((c, v.message), []).append(r)
     if failed:
         lines += ["", "failures:"]
@@ -224,21 +158,39 @@ def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
 
 
 def guest_lines(run: RunResult) -> list[str]:
-    """A line per guest: release, accelerator, boot time, infrastructure retries."""
+    """A line per guest (per part): release, accelerator, boot time, infrastructure retries."""
     out = []
     for g in run.guests:
+        name = g.request.id + (f" part {g.request.part}" if g.request.part else "")
         if g.info is None:
-            out.append(
-                f"guest {g.request.id}: did not boot: {g.error.splitlines()[0] if g.error else '?'}"
-            )
+            first = g.error.splitlines()[0] if g.error else "?"
+            out.append(f"guest {name}: did not boot: {first}")
             continue
         i = g.info
         note = "".join(f"; boot retried: {a.retry_reason}" for a in i.retries)
         out.append(
-            f"guest {g.request.id}: {i.release}, {i.accel}, boot {i.boot_s:.0f}s, "
+            f"guest {name}: {i.release}, {i.accel}, boot {i.boot_s:.0f}s, "
             f"{len(g.cases)} tests in {g.seconds:.0f}s{note}"
         )
     return out
+
+
+def verdict_lines(run: RunResult) -> list[str]:
+    """What the run says as a whole, and why: a finding, or the lab that could not run
+    (and what it left out), as CI reads the exit status."""
+    lines = [f"left out: {x.kernel} ({x.reason})" for x in run.left_out]
+    lines += [f"missing: shard {s} of the plan (its results were not merged)" for s in run.missing]
+    v = run.verdict
+    why = ""
+    if v is Verdict.FINDING:
+        failed = sum(c.outcome is Outcome.FAIL for g in run.guests for c in g.cases)
+        why = f": {failed} test(s) failed"
+    elif v is Verdict.LAB:
+        broken = [g.request.id for g in run.guests if g.verdict is Verdict.LAB]
+        why = f": {', '.join(dict.fromkeys(broken))}" if broken else ""
+        why = why or (": a shard is missing" if run.missing else ": no guest ran")
+    lines.append(f"verdict: {v.value}{why} (exit {v.status.value})")
+    return lines
 
 
 # -- KTAP -----------------------------------------------------------------------------
@@ -255,27 +207,33 @@ def ktap(run: RunResult) -> str:
     A guest that ran no test (it never booted) is a plain failed result, its
     error in the diagnostic lines before it.
     """
-    lines = ["KTAP version 1", f"1..{len(run.guests)}"]
-    for n, g in enumerate(run.guests, 1):
+    guests = by_guest(run)
+    lines = ["KTAP version 1", f"1..{len(guests)}"]
+    for n, (gid, parts) in enumerate(guests.items(), 1):
         notes = []
-        if g.info is not None:
-            notes.append(f"# kernel {g.info.release}, {g.info.accel}, boot {g.info.boot_s:.0f}s")
-            notes += [f"# boot retried: {_ktap_text(a.retry_reason)}" for a in g.info.retries]
-        notes += [f"# {_ktap_text(line)}" for line in g.error.splitlines()[:20]]
-        if g.cases:
-            sub = ["KTAP version 1", f"# Subtest: {g.request.id}", f"1..{len(g.cases)}", *notes]
-            for k, c in enumerate(g.cases, 1):
-                if c.outcome in ("fail", "error") and c.message:
+        for g in parts:
+            if g.info is not None:
+                i = g.info
+                notes.append(f"# kernel {i.release}, {i.accel}, boot {i.boot_s:.0f}s")
+                notes += [f"# boot retried: {_ktap_text(a.retry_reason)}" for a in i.retries]
+            notes += [f"# {_ktap_text(line)}" for line in g.error.splitlines()[:20]]
+        cases = [c for g in parts for c in g.cases]
+        if cases:
+            sub = ["KTAP version 1", f"# Subtest: {gid}", f"1..{len(cases)}", *notes]
+            for k, c in enumerate(cases, 1):
+                if not c.outcome.ok and c.message:
                     sub.append(f"# {_ktap_text(c.message)}")
                 for nic, figure in sorted(c.figures.items()):
                     sub.append(f"# {nic}: {_ktap_text(figure)}")
-                result = "ok" if c.outcome in ("pass", "skip") else "not ok"
-                directive = f" # SKIP {_ktap_text(c.message)}" if c.outcome == "skip" else ""
+                result = "ok" if c.outcome.ok else "not ok"
+                skip = c.outcome is Outcome.SKIP
+                directive = f" # SKIP {_ktap_text(c.message)}" if skip else ""
                 sub.append(f"{result} {k} {c.name}{directive}")
             lines += [f"  {line}" for line in sub]
         else:
             lines += notes
-        lines.append(f"{'ok' if g.passed else 'not ok'} {n} {g.request.id}")
+        passed = all(g.passed for g in parts)
+        lines.append(f"{'ok' if passed else 'not ok'} {n} {gid}")
     return "\n".join(lines) + "\n"
 
 
@@ -283,28 +241,33 @@ def ktap(run: RunResult) -> str:
 
 
 def junit(run: RunResult) -> str:
-    """One testsuite per guest, one testcase per test, as CI systems read them."""
+    """One testsuite per guest, one testcase per test, as CI systems read them: a finding
+    is a <failure>, a test the lab could not run an <error>."""
     root = ET.Element("testsuites", name="ntalab", time=f"{run.elapsed_s:.1f}")
-    for g in run.guests:
-        failures = sum(c.outcome == "fail" for c in g.cases)
-        errors = sum(c.outcome == "error" for c in g.cases) + bool(g.error)
+    for gid, parts in by_guest(run).items():
+        cases = [c for g in parts for c in g.cases]
+        broken = [g.error for g in parts if g.error]
+
+        def count(outcome: Outcome, cases: list[CaseResult] = cases) -> str:
+            return str(sum(c.outcome is outcome for c in cases))
+
         suite = ET.SubElement(
-            root, "testsuite", name=g.request.id, tests=str(len(g.cases)),
-            failures=str(failures), errors=str(errors),
-            skipped=str(sum(c.outcome == "skip" for c in g.cases)), time=f"{g.seconds:.1f}",
+            root, "testsuite", name=gid, tests=str(len(cases)), failures=count(Outcome.FAIL),
+            errors=str(int(count(Outcome.ERROR)) + len(broken)), skipped=count(Outcome.SKIP),
+            time=f"{sum(g.seconds for g in parts):.1f}",
         )  # fmt: skip
-        if g.error:
-            case = ET.SubElement(suite, "testcase", classname=g.request.id, name="(guest)")
-            ET.SubElement(case, "error", message=g.error.splitlines()[0]).text = g.error
-        for c in g.cases:
+        for error in broken:
+            case = ET.SubElement(suite, "testcase", classname=gid, name="(guest)")
+            ET.SubElement(case, "error", message=error.splitlines()[0]).text = error
+        for c in cases:
             case = ET.SubElement(
-                suite, "testcase", classname=g.request.id, name=c.name, time=f"{c.seconds:.1f}"
+                suite, "testcase", classname=gid, name=c.name, time=f"{c.seconds:.1f}"
             )
-            if c.outcome in ("fail", "error"):
-                node = ET.SubElement(case, "failure" if c.outcome == "fail" else "error")
+            if not c.outcome.ok:
+                node = ET.SubElement(case, "failure" if c.outcome is Outcome.FAIL else "error")
                 node.set("message", c.message)
                 node.text = c.message + (f"\nreproducer: ntalab repro {c.repro}" if c.repro else "")
-            elif c.outcome == "skip":
+            elif c.outcome is Outcome.SKIP:
                 ET.SubElement(case, "skipped", message=c.message)
             if c.figures:
                 props = ET.SubElement(case, "properties")
@@ -323,9 +286,4 @@ def write(run: RunResult, out: Path) -> None:
 
 
 def printable(run: RunResult) -> str:
-    return "\n".join([matrix_table(cells(run)), "", *guest_lines(run)])
-
-
-def collect(dirs: Sequence[Path]) -> list[GuestResult]:
-    """The GuestResults found in guest directories (``<dir>/results.json``)."""
-    return [GuestResult.load(d / RESULTS) for d in dirs if (d / RESULTS).is_file()]
+    return "\n".join([matrix_table(cells(run)), "", *guest_lines(run), *verdict_lines(run)])

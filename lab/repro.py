@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import LabError, accel, images, nics, traffic
+from lab import ExitStatus, InfraError, UsageError, accel, images, nics, traffic
 from lab.guest import Guest, GuestSpec
 from lab.labenv import LabEnv
 
@@ -74,7 +74,7 @@ def write(
         module = env.nta.loaded.module.name
         params = env.nta.loaded.params if params is None else params
         shutil.copy2(env.nta.loaded.module, out / module)
-    for log in (env.guest.console_log.path, env.outdir / "dmesg.log"):
+    for log in (env.guest.console_log.path, env.guest.save_dmesg()):
         if log.is_file():
             shutil.copy2(log, out / log.name)
     bundle = Bundle(
@@ -101,15 +101,17 @@ def load(path: Path) -> Bundle:
         data["injected"] = [Injected(**i) for i in data["injected"]]
         return Bundle(**data)
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise LabError(f"{file} is not a reproducer bundle: {e}") from e
+        raise UsageError(f"{file} is not a reproducer bundle: {e}") from e
 
 
 def replay(path: Path, interactive: bool = True, accel_override: str | None = None) -> int:
     bundle = load(path)
     root = path if path.is_dir() else path.parent
-    kernel = images.resolve(bundle.kernel)
+    kernel = images.kernel_for(bundle.kernel)
     if kernel.release != bundle.release:
-        raise LabError(f"{bundle.kernel} is now {kernel.release}, the bundle ran {bundle.release}")
+        raise InfraError(
+            f"{bundle.kernel} is now {kernel.release}, the bundle ran {bundle.release}"
+        )
     acc = accel.choose(accel_override) if accel_override else accel.Accel(bundle.accel, "bundle")
     spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
     print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
@@ -137,4 +139,4 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
     for splat in splats:
         print(f"  {splat}")
     print(f"replay {'reproduced splats' if splats else 'ran clean'}; logs in {root / 'replay'}")
-    return 1 if splats else 0
+    return ExitStatus.FINDING if splats else ExitStatus.PASSED

@@ -4,10 +4,10 @@ its own guests.
 The matrix is kernels x NIC sets x boot profiles; each cell of it is a
 guest, and each guest is one pytest process over the scenarios, given its
 ``GuestRequest`` in a file. Up to ``jobs`` guests run at once, the longest
-first; ``--shard I/N`` runs the I-th of N disjoint parts (whole guests), so
-a CI system's job matrix can spread the lab over machines and ``ntalab
-report`` merge what they wrote. While it runs, every guest's progress
-events are printed as lines with the elapsed time.
+first; ``--shard I/N`` runs the I-th shard of a plan (``lab.plan``) that
+spreads the guests' scenarios over N machines of a CI job matrix, and
+``ntalab report`` merges what they wrote. While it runs, every guest's
+progress events are printed as lines with the elapsed time.
 """
 
 from __future__ import annotations
@@ -16,89 +16,32 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
+import tempfile
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import UsageError, images, kbuild, kconfig, paths, report
+from lab import images, kbuild, paths, plan, report
 from lab.events import Event, EventTail
-from lab.report import GuestRequest, GuestResult, RunResult
+from lab.records import (
+    RESULTS,
+    EventKind,
+    GuestRequest,
+    GuestResult,
+    LeftOut,
+    Outcome,
+    RunResult,
+)
 
 Print = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Shard:
-    index: int  # 1-based
-    count: int
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            i, n = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise UsageError(f"--shard takes I/N (e.g. 1/2), not {text!r}") from None
-        if not 1 <= i <= n:
-            raise UsageError(f"--shard {text}: I must be between 1 and N")
-        return cls(i, n)
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def weight(req: GuestRequest, sanitizers: Collection[str]) -> int:
-    """How long a guest takes, roughly: sanitizer kernels most, debug guests least."""
-    if req.kernel in sanitizers:
-        return 3
-    return 1 if req.profile != "default" else 2
-
-
-def plan(
-    kernels: Sequence[str],
-    nic_sets: Sequence[str],
-    profiles: Sequence[str],
-    accel: str,
-    shard: Shard | None = None,
-    sanitizers: Collection[str] = (),
-) -> list[GuestRequest]:
-    """Every guest of the matrix (or of one shard of it), longest first.
-
-    ``sanitizers`` names the sanitizer (KASAN) kernels: they boot with the
-    default profile only, since KASAN catches all the debug profile's slab
-    poisoning does and more. Guests are numbered over the whole matrix, so
-    that a guest has the same number (and MACs) whichever shard runs it.
-    Shards deal the guests out round robin in that order, so each gets a like
-    mix of long and short.
-    """
-    every = [
-        GuestRequest(kernel, nic_set, profile, accel)
-        for kernel in kernels
-        for nic_set in nic_sets
-        for profile in profiles
-        if profile == "default" or kernel not in sanitizers
-    ]
-    every.sort(key=lambda r: (-weight(r, sanitizers), r.id))
-    numbered = [
-        GuestRequest(r.kernel, r.nic_set, r.profile, r.accel, guest_no=n)
-        for n, r in enumerate(every)
-    ]
-    if shard is None:
-        return numbered
-    return numbered[shard.index - 1 :: shard.count]
-
-
 def sanitizer_kernels(kernels: Sequence[str]) -> set[str]:
-    """Those of ``kernels`` (ready to boot) whose config has KASAN."""
+    """Those of ``kernels`` that are sanitizer (KASAN) kernels, known without fetching one."""
     manifest = images.load_manifest()
-    out = set()
-    for name in kernels:
-        config = images.resolve(name, manifest).config
-        settings = kconfig.read(config) if config is not None and config.is_file() else {}
-        if settings.get("CONFIG_KASAN") == "y":
-            out.add(name)
-    return out
+    return {name for name in kernels if images.has_kasan(name, manifest)}
 
 
 def build_modules(kernels: Sequence[str], say: Print) -> None:
@@ -109,14 +52,8 @@ def build_modules(kernels: Sequence[str], say: Print) -> None:
     flow control misses frames. A failed build is reported here and by the
     scenarios.
     """
-    manifest = images.load_manifest()
     for name in kernels:
-        kernel = (
-            images.provide(manifest[name], progress=say)
-            if name in manifest
-            else images.resolve(name, manifest)
-        )
-        result = kbuild.build(kernel)
+        result = kbuild.build(images.kernel_for(name, progress=say))
         say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
     tool = kbuild.build_ntadump()
     say(f"ntadump: {tool.program}")
@@ -134,17 +71,17 @@ class Progress:
         self.say(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {text}")
 
     def event(self, e: Event) -> None:
+        retried = " after an infrastructure retry (boot stalled)" if e.outcome == "retried" else ""
+        done = f" {Outcome(e.outcome).mark}" if e.kind is EventKind.DONE else ""
         text = {
-            "prepare": f"{e.guest}: {e.detail}",
-            "boot": f"{e.guest}: booting ({e.detail})",
-            "booted": f"{e.guest}: up in {e.detail}"
-            + (" after an infrastructure retry (boot stalled)" if e.outcome == "retried" else ""),
-            "test": f"{e.guest}: {e.test}",
-            "nic": f"{e.guest}: {e.test} on {e.nic}",
-            "done": f"{e.guest}: {e.test} {report.OUTCOME_MARK.get(e.outcome, e.outcome)}"
-            + (f" ({e.detail})" if e.detail else ""),
-            "guest-done": f"{e.guest}: finished",
-        }.get(e.kind, f"{e.guest}: {e.kind} {e.detail}")
+            EventKind.PREPARE: f"{e.guest}: {e.detail}",
+            EventKind.BOOT: f"{e.guest}: booting ({e.detail})",
+            EventKind.BOOTED: f"{e.guest}: up in {e.detail}{retried}",
+            EventKind.TEST: f"{e.guest}: {e.test}",
+            EventKind.NIC: f"{e.guest}: {e.test} on {e.nic}",
+            EventKind.DONE: f"{e.guest}: {e.test}{done}" + (f" ({e.detail})" if e.detail else ""),
+            EventKind.GUEST_DONE: f"{e.guest}: finished",
+        }[e.kind]
         self.line(text)
 
 
@@ -157,32 +94,12 @@ class _Running:
     start: float
 
 
-def selection(scenarios: Path, pytest_args: Sequence[str]) -> list[str]:
-    """pytest's arguments: the scenarios dir, or the scenario files and ids the user named.
-
-    Paths the user gave (``tests/lab/test_nta.py``, ``FILE::test``) are made
-    absolute, since pytest runs from the import root; with none, every
-    scenario runs.
-    """
-    args, named = [], False
-    for arg in pytest_args:
-        head, sep, rest = arg.partition("::")
-        if not arg.startswith("-") and Path(head).exists():
-            arg, named = f"{Path(head).resolve()}{sep}{rest}", True
-        args.append(arg)
-    return args if named else [str(scenarios), *args]
-
-
 def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[str]) -> _Running:
     gdir = out / req.dirname
     gdir.mkdir(parents=True, exist_ok=True)
     (gdir / "events.jsonl").unlink(missing_ok=True)
     req.save(gdir / "request.json")
-    argv = [
-        sys.executable, "-m", "pytest", *selection(scenarios, pytest_args), "-m", "lab",
-        "-p", "lab.pytest_plugin", "-p", "no:cacheprovider",
-        "--lab-request", str(gdir / "request.json"), "-q",
-    ]  # fmt: skip
+    argv = plan.pytest_argv(gdir / "request.json", scenarios, pytest_args)
     (gdir / "pytest-argv.txt").write_text(" ".join(argv) + "\n")
     with (gdir / "pytest.log").open("wb") as log:
         # A session of its own: its QEMU goes with it when the run is stopped (_stop).
@@ -195,7 +112,7 @@ def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[
 
 def _finish(r: _Running) -> GuestResult:
     rc = r.proc.wait()
-    path = r.dir / report.RESULTS
+    path = r.dir / RESULTS
     log = (r.dir / "pytest.log").read_text(errors="replace")[-3000:]
     if not path.is_file():
         seconds = time.monotonic() - r.start
@@ -266,25 +183,44 @@ def run_guests(
         raise
     finally:
         signal.signal(signal.SIGTERM, term)
-    return sorted(done, key=lambda g: g.request.id)
+    return sorted(done, key=lambda g: (g.request.id, g.request.part))
+
+
+def plan_shards(
+    whole: Sequence[GuestRequest],
+    count: int,
+    scenarios: Path,
+    pytest_args: Sequence[str],
+    timings: plan.Timings,
+    jobs: int,
+) -> plan.Plan:
+    """The guests' scenarios over ``count`` shards: each guest's tests collected on the host
+    (``jobs`` pytest processes at a time, nothing booted), then balanced."""
+    with (
+        tempfile.TemporaryDirectory(prefix="ntalab-plan-") as work,
+        ThreadPoolExecutor(max(1, jobs)) as pool,
+    ):
+        found = pool.map(lambda r: plan.collect(r, scenarios, pytest_args, Path(work)), whole)
+        collected = dict(zip((r.id for r in whole), found, strict=True))
+    return plan.balance(whole, collected, count, timings)
 
 
 def run_matrix(
-    kernels: Sequence[str],
-    nic_sets: Sequence[str],
-    profiles: Sequence[str],
-    accel: str,
+    requests: Sequence[GuestRequest],
     out: Path,
     jobs: int,
-    shard: Shard | None = None,
     pytest_args: Sequence[str] = (),
     scenarios: Path | None = None,
     say: Print = print,
+    shard: str = "",
+    plan_digest: str = "",
+    left_out: Sequence[LeftOut] = (),
 ) -> RunResult:
-    """Run the matrix (or one shard of it) and write its reports in ``out``."""
+    """Run these guests (the matrix, or one shard of a plan) and write the reports in ``out``."""
     progress = Progress(lambda text: say(text))
-    build_modules(sorted(set(kernels)), progress.line)
-    requests = plan(kernels, nic_sets, profiles, accel, shard, sanitizer_kernels(kernels))
+    for x in left_out:
+        progress.line(f"left out: {x.kernel} ({x.reason})")
+    build_modules(sorted({r.kernel for r in requests}), progress.line)
     progress.line(
         f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
         f"results in {out}"
@@ -293,7 +229,13 @@ def run_matrix(
     guests = run_guests(
         requests, out, jobs, scenarios or paths.sources().scenarios, pytest_args, progress
     )
-    result = RunResult(guests, round(time.monotonic() - start, 1), str(shard) if shard else "")
+    result = RunResult(
+        guests,
+        round(time.monotonic() - start, 1),
+        shards=[shard] if shard else [],
+        plan=plan_digest,
+        left_out=list(left_out),
+    )
     report.write(result, out)
     return result
 
@@ -305,7 +247,3 @@ def link_latest(out: Path) -> None:
     if out.parent == latest.parent:
         latest.unlink(missing_ok=True)
         latest.symlink_to(out.name)
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1

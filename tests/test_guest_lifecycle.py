@@ -19,10 +19,11 @@ import pytest
 
 from lab import LabError, kconfig
 from lab.accel import Accel
-from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestInfo, GuestSpec, kmsg_text
+from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestSpec, kmsg_text
 from lab.guestnet import GuestNet
 from lab.images import Kernel
 from lab.labenv import LabEnv
+from lab.records import GuestInfo
 from tests.conftest import FAKE_GUEST
 
 STALL_S = 2.0
@@ -56,7 +57,7 @@ def test_a_stalled_boot_is_retried_once_and_recorded(kernel: Kernel, tmp_path: P
     assert "Dquot-cache" in stalled.last_line
     assert "Dquot-cache" in (out / stalled.console_log).read_text()
     assert stalled.max_silence_s >= STALL_S
-    saved = GuestInfo.load_dict(json.loads((out / "guest.json").read_text()))
+    saved = GuestInfo.from_dict(json.loads((out / "guest.json").read_text()))
     assert saved.retries == [stalled]
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from lab import judge
-from lab.guestnet import RxCounts
+from lab.records import RxCounts
 from pysniff import signature
 from pysniff.signature import IfaceTally
 

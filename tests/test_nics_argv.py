@@ -11,12 +11,13 @@ from lab import LabError, nics
 from lab.accel import Accel
 from lab.guest import GuestSpec, build_argv
 from lab.images import Kernel
+from lab.records import NIC_SETS
 
 KERNEL = Kernel("debian-6.1", "6.1.0-56-amd64", Path("/c/boot/vmlinuz-6.1.0-56-amd64"), None, None)
 
 
 def test_sets_cover_the_three_variants() -> None:
-    covered = {v.name for s in nics.NIC_SETS for v in nics.nic_set(s)}
+    covered = {v.name for s in NIC_SETS for v in nics.nic_set(s)}
     assert covered == {"e1000", "rtl8139", "e1000-cb0"}
     assert nics.variant("rtl8139").driver == "8139cp"
     assert nics.variant("e1000-cb0").driver_settings == (("copybreak", "0"),)

@@ -7,20 +7,33 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab import images, report, runner
-from lab.guest import BootAttempt, GuestInfo
-from lab.report import CaseResult, GuestRequest, GuestResult, RunResult
+from lab import images, plan, report
+from lab.records import (
+    BootAttempt,
+    BootOutcome,
+    CaseResult,
+    GuestInfo,
+    GuestRequest,
+    GuestResult,
+    LeftOut,
+    Outcome,
+    RunResult,
+    Verdict,
+)
 
 KUNIT_SOURCE = ("linux-source-6.1", "6.1.192-2")
 
 
 def info(retried: bool = False) -> GuestInfo:
-    ok = BootAttempt("ok", 18.2, "# ", 3.0, "console.log")
-    stall = BootAttempt("stall", 45.0, "VFS: Dquot-cache hash table entries: 512", 45.0, "c1.log")
+    ok = BootAttempt(BootOutcome.OK, 18.2, "# ", 3.0, "console.log")
+    stall = BootAttempt(
+        BootOutcome.STALL, 45.0, "VFS: Dquot-cache hash table entries: 512", 45.0, "c1.log"
+    )
     attempts = [stall, ok] if retried else [ok]
     return GuestInfo(
         "g",
@@ -39,10 +52,16 @@ def sample() -> RunResult:
     g1 = GuestResult(
         GuestRequest("debian-6.1", "e1000,rtl8139"),
         [
-            CaseResult("delivery", "e1000", "pass", 41.2, figures={"e1000": "1000/1000"}),
-            CaseResult("delivery", "rtl8139", "fail", 12.0, "AssertionError: rtl8139 lost 1 # x"),
+            CaseResult("delivery", "e1000", Outcome.PASS, 41.2, figures={"e1000": "1000/1000"}),
             CaseResult(
-                "unload", None, "pass", 5.0, figures={"e1000": "200/200", "rtl8139": "199/200"}
+                "delivery", "rtl8139", Outcome.FAIL, 12.0, "AssertionError: rtl8139 lost 1 # x"
+            ),
+            CaseResult(
+                "unload",
+                None,
+                Outcome.PASS,
+                5.0,
+                figures={"e1000": "200/200", "rtl8139": "199/200"},
             ),
         ],
         info(retried=True),
@@ -50,7 +69,7 @@ def sample() -> RunResult:
     )
     g2 = GuestResult(
         GuestRequest("debian-6.12", "e1000-cb0", "debug"),
-        [CaseResult("delivery", "e1000-cb0", "skip", 0.1, "not on this kernel")],
+        [CaseResult("delivery", "e1000-cb0", Outcome.SKIP, 0.1, "not on this kernel")],
         info(),
         seconds=30.0,
     )
@@ -62,7 +81,9 @@ def sample() -> RunResult:
 
 def test_matrix_rows_per_nic_and_guest_level_scenarios_fill_every_row() -> None:
     grid = report.cells(sample())
-    assert grid[("debian-6.1/e1000", "delivery")] == report.Cell("pass", 41.2, "", "1000/1000")
+    assert grid[("debian-6.1/e1000", "delivery")] == report.Cell(
+        Outcome.PASS, 41.2, "", "1000/1000"
+    )
     assert grid[("debian-6.1/rtl8139", "delivery")].outcome == "fail"
     assert grid[("debian-6.1/rtl8139", "unload")].figure == "199/200"
     assert grid[("debian-6.12/e1000-cb0/debug", "delivery")].outcome == "skip"
@@ -180,17 +201,72 @@ def test_merging_shards_refuses_a_guest_run_twice() -> None:
     ) == RunResult(sorted(run.guests, key=lambda g: g.request.id), 20.0)
 
 
-def test_shards_are_disjoint_whole_guests_that_cover_the_matrix() -> None:
+def test_the_matrix_has_each_guest_once_numbered_longest_first() -> None:
     kernels, sets, profiles = ["a", "b-kasan"], ["all", "e1000"], ["default", "debug"]
-    whole = runner.plan(kernels, sets, profiles, "tcg", sanitizers={"b-kasan"})
+    whole = plan.guests(kernels, sets, profiles, "tcg", sanitizers={"b-kasan"})
     # A sanitizer kernel boots with the default profile only.
     assert len(whole) == 6 and [r.guest_no for r in whole] == list(range(6))
     assert {r.profile for r in whole if r.kernel == "b-kasan"} == {"default"}
+    assert {r.id for r in whole if r.sanitizer} == {"b-kasan/all", "b-kasan/e1000"}
     assert whole[0].kernel == "b-kasan" and whole[-1].profile == "debug"  # longest first
-    for n in (1, 2, 3, 6):
-        parts = [
-            runner.plan(kernels, sets, profiles, "tcg", runner.Shard(i, n), {"b-kasan"})
-            for i in range(1, n + 1)
-        ]
-        flat = [r for part in parts for r in part]
-        assert sorted(flat, key=lambda r: r.guest_no) == whole  # each guest once, same number
+
+
+def part(g: GuestResult, shard: str) -> RunResult:
+    return RunResult([g], 1.0, shards=[shard], plan="p1")
+
+
+def test_the_verdict_tells_a_finding_from_the_lab_failing() -> None:
+    g1, g2, g3 = sample().guests  # a failure; a skip; a guest that never booted
+    assert RunResult([g1, g2, g3], 1.0).verdict is Verdict.FINDING  # a finding wins
+    assert RunResult([g2, g3], 1.0).verdict is Verdict.LAB
+    assert RunResult([g2], 1.0).verdict is Verdict.PASSED
+    errored = replace(g2, cases=[replace(g2.cases[0], outcome=Outcome.ERROR)])
+    assert RunResult([errored], 1.0).verdict is Verdict.LAB
+    assert RunResult([], 1.0).verdict is Verdict.LAB  # ran nothing
+    assert RunResult([], 1.0, shards=["6/6"], plan="p1").verdict is Verdict.PASSED  # empty shard
+    assert [v.status for v in Verdict] == [0, 1, 3]
+    lines = report.verdict_lines(RunResult([g2, g3], 1.0))
+    assert lines[-1] == "verdict: lab could not run: debian-6.12/e1000 (exit 3)"
+
+
+def test_merging_shards_says_which_is_missing_and_refuses_mixed_plans() -> None:
+    g1, g2, _ = sample().guests
+    merged = report.merge([part(g1, "1/3"), part(g2, "3/3")])
+    assert merged.missing == ["2/3"] and merged.shards == ["1/3", "3/3"]
+    assert merged.verdict is Verdict.FINDING  # g1's failure still wins
+    assert report.merge([part(g2, "1/2")]).verdict is Verdict.LAB  # 2/2 missing
+    assert "missing: shard 2/3 of the plan" in report.printable(merged)
+    with pytest.raises(ValueError, match="shard 1/3 is in more than one"):
+        report.merge([part(g1, "1/3"), part(g2, "1/3")])
+    other = RunResult([g2], 1.0, shards=["2/3"], plan="p2")
+    with pytest.raises(ValueError, match="different shard plans"):
+        report.merge([part(g1, "1/3"), other])
+
+
+def test_a_case_every_part_ran_shows_the_worst_of_them() -> None:
+    """The leak check runs in each part of a guest: one part's leak fails the cell."""
+    req = GuestRequest("k", "e1000")
+    ok = CaseResult("nothing_leaked", None, Outcome.PASS, 3.0)
+    leak = replace(ok, outcome=Outcome.FAIL, seconds=2.0, message="unreferenced object")
+    parts = [
+        GuestResult(replace(req, part="1/2"), [ok]),
+        GuestResult(replace(req, part="2/2"), [leak]),
+    ]
+    cell = report.cells(RunResult(parts, 1.0))[("k/e1000", "nothing_leaked")]
+    assert cell == report.Cell(Outcome.FAIL, 3.0, "unreferenced object")
+    ktap = report.ktap(RunResult(parts, 1.0))
+    assert ktap.count("# Subtest: k/e1000") == 1 and ktap.endswith("not ok 1 k/e1000\n")
+
+
+def test_the_matrix_and_summary_say_which_kernels_were_left_out(tmp_path: Path) -> None:
+    left = LeftOut("debian-6.1-kasan", "not built: make sanitizer-kernels")
+    run = RunResult(sample().guests[1:2], 1.0, left_out=[left])
+    report.write(run, tmp_path)
+    assert RunResult.load(tmp_path).left_out == [left]
+    assert json.loads((tmp_path / "summary.json").read_text())["left_out"] == [
+        {"kernel": "debian-6.1-kasan", "reason": "not built: make sanitizer-kernels"}
+    ]
+    assert (
+        "left out: debian-6.1-kasan (not built: make sanitizer-kernels)"
+        in report.printable(run).splitlines()
+    )

@@ -1,5 +1,6 @@
 """``ntalab run``'s driver end to end, without guests: real pytest processes, one per guest,
-over a scenarios dir of tests that need no VM; shards merged equal one unsharded run."""
+over a scenarios dir of tests that need no VM; the shards of a plan merged equal one
+unsharded run, and a plan of the real matrix covers every scenario once."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab import kconfig, report, runner
-from lab.report import RunResult
+from lab import images, kconfig, paths, plan, report, runner
+from lab.records import GuestRequest, LeftOut, Outcome, RunResult, Verdict
 from lab.wait import wait_until
 
 SCENARIOS = """
@@ -31,6 +33,11 @@ def test_once_per_guest(guest_request):
 
 def test_fails_on_one_kernel_and_nic(nic, guest_request):
     assert (guest_request.kernel.endswith("tree-b"), nic) != (True, "e1000")
+
+
+@pytest.mark.last
+def test_checks_the_whole_boot(guest_request):
+    assert guest_request.kernel
 """
 
 # The NIC of a guest without one: the plugin's own fixture would boot the guest.
@@ -65,11 +72,12 @@ def scenarios(tmp_path: Path) -> Path:
     return d
 
 
-def run(kernels: list[str], scenarios: Path, out: Path, shard: runner.Shard | None) -> RunResult:
-    requests = runner.plan(kernels, ["all"], ["default"], "tcg", shard)
+def run(
+    requests: list[GuestRequest], scenarios: Path, out: Path, shard: str = "", digest: str = ""
+) -> RunResult:
     progress = runner.Progress(lambda text: None)
     guests = runner.run_guests(requests, out, 2, scenarios, (), progress)
-    result = RunResult(guests, 0.0, str(shard) if shard else "")
+    result = RunResult(guests, 0.0, shards=[shard] if shard else [], plan=digest)
     report.write(result, out)
     return result
 
@@ -78,34 +86,89 @@ def outcomes(run: RunResult) -> set[tuple[str, str, str | None, str]]:
     return {(g.request.id, c.scenario, c.nic, c.outcome) for g in run.guests for c in g.cases}
 
 
-def test_two_shards_merged_equal_one_run(tmp_path: Path, scenarios: Path) -> None:
+def test_six_shards_of_a_plan_merged_equal_one_run(tmp_path: Path, scenarios: Path) -> None:
     kernels = [fake_tree(tmp_path, "tree-a"), fake_tree(tmp_path, "tree-b")]
-    whole = run(kernels, scenarios, tmp_path / "whole", None)
-    parts = [run(kernels, scenarios, tmp_path / f"s{i}", runner.Shard(i, 2)) for i in (1, 2)]
-    assert [len(p.guests) for p in parts] == [1, 1]
-    assert not {g.request.id for g in parts[0].guests} & {g.request.id for g in parts[1].guests}
-    # Every guest ran every scenario: 2 guests x (3 NICs x 2 + 1).
-    assert len(outcomes(whole)) == 14
-    failed = {o for o in outcomes(whole) if o[3] == "fail"}
+    whole_guests = plan.guests(kernels, ["all"], ["default"], "tcg")
+    whole = run(whole_guests, scenarios, tmp_path / "whole")
+    # Every guest ran every scenario: 2 guests x (3 NICs x 2 + 2).
+    assert len(outcomes(whole)) == 16
+    failed = {o for o in outcomes(whole) if o[3] == Outcome.FAIL}
     assert failed == {(f"{kernels[1]}/all", "fails_on_one_kernel_and_nic", "e1000", "fail")}
+
+    # Tests that take long against a boot: the plan splits both guests.
+    times = {(g.request.id, c.name): 60.0 for g in whole.guests for c in g.cases}
+    timings = plan.Timings(times, {r.id: 10.0 for r in whole_guests})
+    the_plan = runner.plan_shards(whole_guests, 6, scenarios, (), timings, 2)
+    shards = [the_plan.shard(plan.Shard(i, 6)) for i in range(1, 7)]
+    assert all(shards) and max(len(parts) for parts in shards) <= 2
+    for gid in {r.id for r in whole_guests}:
+        parts = [r for parts in shards for r in parts if r.id == gid]
+        assert len(parts) > 1 and {r.part for r in parts} == {f"{k}/{len(parts)}" for k in
+                                                             range(1, len(parts) + 1)}  # fmt: skip
+        cases = [c for r in parts for c in r.cases]
+        lasts = [c for c in cases if c.endswith("test_checks_the_whole_boot")]
+        assert len(lasts) == len(parts)  # in every part, once
+        assert len(cases) - len(lasts) == len(set(cases) - set(lasts)) == 7  # the rest once
+    for i, requests in enumerate(shards, 1):
+        run(requests, scenarios, tmp_path / f"s{i}", f"{i}/6", the_plan.digest)
 
     merged_dir = tmp_path / "merged"
     cli = [sys.executable, "-m", "lab", "report", "--out", str(merged_dir)]
-    proc = subprocess.run([*cli, *(str(tmp_path / f"s{i}") for i in (1, 2))], text=True,
+    proc = subprocess.run([*cli, *(str(tmp_path / f"s{i}") for i in range(1, 7))], text=True,
                           capture_output=True, check=False)  # fmt: skip
-    assert proc.returncode == 1, proc.stderr  # the merged run has a failure
+    assert proc.returncode == 1, proc.stderr  # the merged run has a finding
     merged = RunResult.load(merged_dir)
+    assert merged.shards == [f"{i}/6" for i in range(1, 7)] and not merged.missing
     assert outcomes(merged) == outcomes(whole)
     assert report.matrix_table(report.cells(merged)) == report.matrix_table(report.cells(whole))
     for name in ("junit.xml", "results.ktap", "summary.json"):
         assert (merged_dir / name).is_file()
+    # Five shards of six are not the run: the lab did not run the sixth.
+    proc = subprocess.run([*cli[:-1], str(tmp_path / "five"),
+                           *(str(tmp_path / f"s{i}") for i in range(1, 6))],
+                          text=True, capture_output=True, check=False)  # fmt: skip
+    assert "missing: shard 6/6 of the plan" in proc.stdout
+    assert proc.returncode == 1  # s1..s5 hold the finding; without it:
+    finding = next(
+        i for i in range(1, 7) if RunResult.load(tmp_path / f"s{i}").verdict is Verdict.FINDING
+    )
+    rest = [str(tmp_path / f"s{i}") for i in range(1, 7) if i != finding]
+    proc = subprocess.run([*cli[:-1], str(tmp_path / "clean"), *rest], text=True,
+                          capture_output=True, check=False)  # fmt: skip
+    assert proc.returncode == 3, proc.stdout  # the lab could not run a shard: not a pass
+
+
+def test_a_plan_of_the_whole_matrix_covers_every_scenario_once(tmp_path: Path) -> None:
+    """The real scenarios over the real manifest, every kernel (sanitizer ones included,
+    known from their fragments without building them) and profile, as six shards."""
+    manifest = images.load_manifest()
+    kernels = list(manifest)
+    sanitizers = runner.sanitizer_kernels(kernels)
+    assert sanitizers == {"debian-6.1-kasan", "debian-6.12-kasan"}
+    whole = plan.guests(kernels, ["all"], ["default", "debug"], "tcg", sanitizers)
+    assert len(whole) == 6
+    scenarios = paths.sources().scenarios
+    one = runner.plan_shards(whole, 1, scenarios, (), plan.Timings.of(None), 2)
+    six = runner.plan_shards(whole, 6, scenarios, (), plan.Timings.of(None), 2)
+    every = {e.request.id: e.request.cases for e in one.entries}
+    assert len(every["debian-6.1/all"]) > 40 and len(every["debian-6.1-kasan/all"]) > 15
+    for gid, cases in every.items():
+        parts = [e.request for e in six.entries if e.request.id == gid]
+        got = [c for r in parts for c in r.cases]
+        last = [c for c in cases if "test_sanitizers.py" in c]  # the two marked last
+        assert sorted(set(got)) == sorted(cases), gid
+        assert len(got) == len(cases) + (len(parts) - 1) * len(last), gid
+    assert sorted({e.shard for e in six.entries}) == [f"{i}/6" for i in range(1, 7)]
+    print("\n" + six.text().split("\n  ")[0])
+    for i in range(1, 7):
+        print(f"shard {i}/6: expected {six.expected_s(f'{i}/6'):.0f}s")
 
 
 def test_named_scenario_files_replace_the_scenarios_dir(tmp_path: Path) -> None:
     one = tmp_path / "test_one.py"
     one.write_text("")
-    assert runner.selection(Path("/s"), ["-x"]) == ["/s", "-x"]
-    assert runner.selection(Path("/s"), [str(one) + "::test_a", "-x"]) == [
+    assert plan.selection(Path("/s"), ["-x"]) == ["/s", "-x"]
+    assert plan.selection(Path("/s"), [str(one) + "::test_a", "-x"]) == [
         f"{one}::test_a",
         "-x",
     ]
@@ -121,7 +184,7 @@ def test_an_interrupted_run_leaves_no_guest_running(tmp_path: Path) -> None:
         "import os, pathlib, time, pytest\n\n\n@pytest.mark.lab\ndef test_runs_long():\n"
         f"    pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid()))\n    time.sleep(600)\n"
     )
-    requests = runner.plan([fake_tree(tmp_path, "tree-a")], ["all"], ["default"], "tcg")
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["all"], ["default"], "tcg")
 
     def interrupt(_text: str) -> None:
         wait_until(pidfile.exists, 30, "the test running")
@@ -143,3 +206,66 @@ def test_latest_links_a_first_run_under_a_fresh_results_dir(
     out = (tmp_path / "results" / "first").resolve()
     runner.link_latest(out)
     assert (tmp_path / "results" / "latest").resolve() == out
+
+
+def test_a_run_says_what_it_left_out_first(tmp_path: Path) -> None:
+    left = LeftOut("debian-6.1-kasan", "not built: make sanitizer-kernels")
+    lines: list[str] = []
+    result = runner.run_matrix([], tmp_path, 1, say=lines.append, left_out=[left])
+    assert lines[0].endswith("] left out: debian-6.1-kasan (not built: make sanitizer-kernels)")
+    assert RunResult.load(tmp_path).left_out == [left]
+    assert result.verdict is Verdict.LAB  # it ran nothing at all
+
+
+CLASSIFIED = """
+import pytest
+
+from lab import InfraError, LabError
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def guest_that_did_not_boot():
+    raise InfraError("guest stalled twice before init")
+
+
+@pytest.fixture
+def module_that_did_not_load():
+    raise LabError("guest command failed (1): insmod nta.ko")
+
+
+def test_the_lab_broke_in_setup(guest_that_did_not_boot):
+    pass
+
+
+def test_the_module_broke_in_setup(module_that_did_not_load):
+    pass
+
+
+def test_an_assertion():
+    assert 1 + 1 == 3
+
+
+def test_the_lab_broke_in_the_body():
+    raise InfraError("NIC nic0: QEMU is not listening")
+"""
+
+
+def test_a_failure_of_the_lab_is_an_error_any_other_a_finding(tmp_path: Path) -> None:
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "test_classified.py").write_text(CLASSIFIED)
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["e1000"], ["default"], "tcg")
+    result = run(requests, d, tmp_path / "out")
+    got = {c.scenario: c.outcome for g in result.guests for c in g.cases}
+    assert got == {
+        "the_lab_broke_in_setup": Outcome.ERROR,
+        "the_module_broke_in_setup": Outcome.FAIL,
+        "an_assertion": Outcome.FAIL,
+        "the_lab_broke_in_the_body": Outcome.ERROR,
+    }
+    assert result.verdict is Verdict.FINDING
+    lab_only = [replace(g, cases=[c for c in g.cases if c.outcome is Outcome.ERROR])
+                for g in result.guests]  # fmt: skip
+    assert RunResult(lab_only, 1.0).verdict is Verdict.LAB

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the lab needs, idempotently and quickly when all is there:
 # Debian packages (apt-get as root; otherwise prints the exact command and
-# fails) and a venv at .venv with the Python dependencies.
+# fails) and a venv at .venv with the Python dependencies, at the versions
+# pinned in constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +35,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "+ $PYTHON -m venv .venv"
   "$PYTHON" -m venv .venv
 fi
-if [ ! -f .venv/.deps-stamp ] || [ pyproject.toml -nt .venv/.deps-stamp ]; then
-  echo "+ .venv/bin/pip install -e '.[dev]'"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+# Pinned: every machine gets the versions in constraints.txt (make constraints
+# refreshes them), so two fresh machines run the same lab code.
+if [ ! -f .venv/.deps-stamp ] || [ pyproject.toml -nt .venv/.deps-stamp ] ||
+  [ constraints.txt -nt .venv/.deps-stamp ]; then
+  echo "+ .venv/bin/pip install -c constraints.txt -e '.[dev]'"
+  .venv/bin/pip install -q -c constraints.txt --upgrade pip
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
   touch .venv/.deps-stamp
 fi

@@ -22,7 +22,7 @@ from lab.guestside.reports import ScanReport, dumps
 from pysniff.errors import NoSuchInterface
 from pysniff.reader import Reader
 
-FIRST_S, IDLE_S = 60.0, 3.0
+FIRST_S, IDLE_S = 60.0, 3.0  # bounds: a count ends it when no frame is lost
 # SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on x86_64 (6.1 and 6.12).
 SHINFO = 320
 # The top two bytes of a little-endian x86_64 kernel address are ff ff, and its

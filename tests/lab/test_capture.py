@@ -82,6 +82,7 @@ def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> C
                 return True
         return False
 
+    # Answers stop coming 2 s after the last: paid beside pysniff's idle wait, not after it.
     traffic.converse(nic.host, frames, len(frames), want, nic.rate, ANSWER_WAIT_S, quiet=2.0)
     report = sn.result(SniffReport.from_json)
     dump.stop()

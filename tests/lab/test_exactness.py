@@ -29,10 +29,11 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 
 from lab import judge, traffic
-from lab.guestnet import GuestNic, RxCounts
+from lab.guestnet import GuestNic
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
 from lab.nta import DEBUGFS
 from lab.pytest_plugin import Figure
+from lab.records import RxCounts
 from lab.wait import wait_until
 
 PER_TUNNEL = 60

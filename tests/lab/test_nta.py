@@ -83,8 +83,9 @@ def sustained_run(
     that was published.
     """
     before = env.nta.stats()
+    # -c: done with the last frame; --idle only when some never come (missed, not shared).
     sn = env.pysniff(
-        nic, f"sustained-{nic.name}-{rate}", "--bulk", "--idle", IDLE_S,
+        nic, f"sustained-{nic.name}-{rate}", "--bulk", "-c", len(batch), "--idle", IDLE_S,
         "--first-frame-timeout", FIRST_FRAME_S,
     )  # fmt: skip
     rx0 = env.rx(nic)

@@ -14,7 +14,8 @@ from lab.labenv import LabEnv
 from lab.pytest_plugin import KMEMLEAK, Figure
 
 # As syzkaller: kmemleak reports an object only once two scans, some seconds
-# apart, found no reference to it.
+# apart, found no reference to it, and only objects older than 5 s
+# (MSECS_MIN_AGE in mm/kmemleak.c): one wait of that age between the scans.
 LEAK_SCAN_WAIT_S = 5
 
 
