@@ -95,11 +95,11 @@ def beside_tcpdump(
     """``frames`` sent while tcpdump and one NTA reader capture ``nic``: what the reader
     wrote, what tcpdump wrote, what the NIC took."""
     dump_pcap, mine = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"{reader}-{tag}.pcap"
-    # Each frame written and flushed as it comes (no libpcap block timeout), so that the
-    # file says when tcpdump has them all.
+    # Each frame flushed to the file as tcpdump gets it (-U), so that the file says when
+    # tcpdump has them all: at most libpcap's block timeout (1 s) after the last.
     dump = env.bkg(
         f"tcpdump-{tag}", "lab.guestside.execute", "tcpdump", "-i", nic.iface, "-Q", "in",
-        "-n", "-Z", "root", "--immediate-mode", "-U", "-w", dump_pcap,
+        "-n", "-Z", "root", "-U", "-w", dump_pcap,
     )  # fmt: skip
     dump.wait_line("listening on")
     if reader == "pysniff":
@@ -205,7 +205,7 @@ def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figu
     assert rx.missed == 0, rx
     with pytest.raises(AssertionError, match="against tcpdump"):
         judge.same_frames(f"{nic.name}: pysniff against tcpdump", got, dumped)
-    rewritten = inner_ce(got)
+    rewritten, tunneled = inner_ce(got), len(got)
     assert inner_ce(dumped) == 0 and rewritten > 0, (inner_ce(dumped), rewritten)
 
     dst = bridged_up(nta, nic)
@@ -215,7 +215,7 @@ def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figu
     assert ecn_of(got)[traffic.ECN_CE] > 0, ecn_of(got)
     figure(
         nic,
-        f"rewritten in place: {rewritten}/{len(frames)} tunneled inner CE, "
+        f"rewritten in place: {rewritten}/{tunneled} tunneled inner CE, "
         f"{ecn_of(got)[traffic.ECN_CE]}/{len(got)} bridged CE",
     )
 
