@@ -180,6 +180,7 @@ extern unsigned int nta_wakeup_frames;
 extern unsigned int nta_wakeup_usecs;
 extern unsigned int nta_fault_leak_every;
 extern unsigned int nta_fault_drop_record_every;
+extern unsigned int nta_fault_timer_stall_us;
 extern bool nta_fault_no_protect;
 extern bool nta_fault_trust_writers;
 extern bool nta_fault_block_fallback;

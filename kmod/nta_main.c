@@ -79,6 +79,11 @@ module_param_named(fault_trust_writers, nta_fault_trust_writers, bool, 0644);
 MODULE_PARM_DESC(fault_trust_writers,
 		 "fault injection: publish in place frames the stack rewrites without copying first");
 
+unsigned int nta_fault_timer_stall_us;
+module_param_named(fault_timer_stall_us, nta_fault_timer_stall_us, uint, 0644);
+MODULE_PARM_DESC(fault_timer_stall_us,
+		 "test: the wakeup timer's callback lingers this long after its decision (0: off)");
+
 bool nta_fault_block_fallback;
 static int nta_set_block_fallback(const char *val, const struct kernel_param *kp)
 {

@@ -10,6 +10,7 @@
  * an acquire load that pairs with the reader's release store) into a local
  * and checked there, never read again.
  */
+#include <linux/delay.h>
 #include <linux/if_vlan.h>
 #include <linux/poll.h>
 #include <linux/sizes.h>
@@ -240,11 +241,23 @@ static void nta_arm_locked(struct nta_reader *r, u64 due)
 static enum hrtimer_restart nta_wakeup_timer(struct hrtimer *timer)
 {
 	struct nta_reader *r = container_of(timer, struct nta_reader, timer);
+	unsigned int stall = min(READ_ONCE(nta_fault_timer_stall_us), 100000U);
 	unsigned long flags;
 
 	spin_lock_irqsave(&r->pool.lock, flags);
 	nta_arm_locked(r, nta_wake_locked(r));
 	spin_unlock_irqrestore(&r->pool.lock, flags);
+	/*
+	 * Test only (fault_timer_stall_us): widens the window in which the
+	 * callback has decided and not yet returned, so that a scenario can
+	 * show no decision taken elsewhere meanwhile is lost.
+	 */
+	while (stall) {
+		u32 step = min(stall, 1000U);
+
+		udelay(step);
+		stall -= step;
+	}
 	return HRTIMER_NORESTART;
 }
 

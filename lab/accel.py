@@ -19,12 +19,20 @@ QEMU = "qemu-system-x86_64"
 
 @dataclass(frozen=True)
 class Accel:
-    name: str  # "kvm" or "tcg"
+    # "kvm", "tcg", or "tcg-single": TCG with one host thread for every vCPU (QEMU's
+    # -accel tcg,thread=single), which rules out a vCPU running code another vCPU is
+    # rewriting at that very moment (the 6.12 text-patching question).
+    name: str
     reason: str
 
     @property
     def vng_args(self) -> list[str]:
         return [] if self.name == "kvm" else ["--disable-kvm"]
+
+    @property
+    def qemu_args(self) -> list[str]:
+        """QEMU options of its own (vng chooses no accelerator once KVM is disabled)."""
+        return ["-accel", "tcg,thread=single"] if self.name == "tcg-single" else []
 
 
 def cpu_has_virt(cpuinfo: str) -> bool:
@@ -63,8 +71,8 @@ def detect(cpuinfo_path: Path = Path("/proc/cpuinfo"), dev: Path = Path("/dev/kv
 
 def choose(override: str | None) -> Accel:
     """``--accel`` wins; otherwise detect."""
-    if override in ("kvm", "tcg"):
+    if override in ("kvm", "tcg", "tcg-single"):
         return Accel(override, "--accel")
     if override not in (None, "auto"):
-        raise ValueError(f"--accel must be kvm, tcg or auto, not {override!r}")
+        raise ValueError(f"--accel must be kvm, tcg, tcg-single or auto, not {override!r}")
     return detect()

@@ -64,11 +64,11 @@ GUEST_SHELL = """#!/bin/bash
 # user's rc files. Written by ntalab for each guest.
 exec /bin/bash --noprofile --norc -i
 """
-BOOT_TIMEOUT = {"kvm": 90.0, "tcg": 300.0}
+BOOT_TIMEOUT = {"kvm": 90.0, "tcg": 300.0, "tcg-single": 600.0}
 # Seconds without a byte on the console before the kernel starts init: a
 # stalled boot. The longest silence of a good boot seen here under TCG, two guests
 # booting at once on 2 cores, is recorded in guest.json (max_silence_s).
-STALL_S = {"kvm": 20.0, "tcg": 60.0}
+STALL_S = {"kvm": 20.0, "tcg": 60.0, "tcg-single": 120.0}
 BOOT_ATTEMPTS = 2
 # A KASAN kernel reports only its first bug unless told otherwise; a guest runs
 # many tests on one boot, and each test's reports are its own (KUnit's KASAN
@@ -114,6 +114,7 @@ def build_argv(
     spec: GuestSpec, nics: Sequence[NicPlan], vng: str = "vng", shell: Path | None = None
 ) -> list[str]:
     qemu_opts = [arg for nic in nics for arg in nic.qemu_args()] + list(spec.qemu_opts)
+    qemu_opts += spec.accel.qemu_args
     argv = [
         vng, "--run", str(spec.kernel.run_target),
         "--name", spec.name,

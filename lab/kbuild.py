@@ -29,8 +29,10 @@ from lab import InfraError, paths
 from lab.images import Kernel
 
 MODULE = "nta.ko"
-# Test only, built beside it: the lab's driver stand-in (kmod/nta_caller.c).
+# Test only, built beside it: the lab's driver stand-in (kmod/nta_caller.c), and a bare
+# ftrace site flipper (kmod/ftrace_flip.c) for telling the kernel's text patching from NTA.
 CALLER = "nta_caller.ko"
+FLIPPER = "ftrace_flip.ko"
 _WARNING = re.compile(r"\b(warning|error):", re.IGNORECASE)
 _SOURCES = ("*.c", "*.h", "Kbuild")
 
@@ -54,6 +56,10 @@ class BuildResult:
     @property
     def caller(self) -> Path | None:
         return self.module.parent / CALLER if self.module is not None else None
+
+    @property
+    def flipper(self) -> Path | None:
+        return self.module.parent / FLIPPER if self.module is not None else None
 
 
 def builds_root() -> Path:

@@ -35,7 +35,7 @@ BOOT_PROFILES: dict[str, tuple[str, ...]] = {
     "debug": ("slub_debug=FZPU", "page_poison=1", "init_on_free=1"),
 }
 
-ACCELS = ("auto", "kvm", "tcg")
+ACCELS = ("auto", "kvm", "tcg", "tcg-single")
 
 
 def set_names(spec: str) -> tuple[str, ...]:

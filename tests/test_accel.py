@@ -73,5 +73,6 @@ def test_probe_sees_guest_code_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_override() -> None:
     assert accel.choose("tcg").name == "tcg"
     assert accel.choose("kvm").name == "kvm"
+    assert accel.choose("tcg-single").qemu_args == ["-accel", "tcg,thread=single"]
     with pytest.raises(ValueError, match="--accel"):
         accel.choose("hvf")

@@ -70,3 +70,12 @@ def test_argv_names_the_guest_shell() -> None:
     argv = build_argv(spec, nics.plan(spec.nics, Path("/s")), shell=Path("/r/guest-shell"))
     at = argv.index("--shell")
     assert argv[at + 1] == "/r/guest-shell"
+
+
+def test_argv_for_single_threaded_tcg() -> None:
+    """--accel tcg-single: TCG with one thread for every vCPU, which vng cannot ask for."""
+    spec = GuestSpec(KERNEL, nics.nic_set("e1000"), Accel("tcg-single", "test"))
+    argv = build_argv(spec, nics.plan(spec.nics, Path("/s")))
+    assert "--disable-kvm" in argv
+    opts = shlex.split(argv[-1].removeprefix("--qemu-opts="))
+    assert opts[-2:] == ["-accel", "tcg,thread=single"]

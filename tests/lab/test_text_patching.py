@@ -1,0 +1,98 @@
+"""Rewriting a function's ftrace site while another CPU runs it: the kernel's text patching
+under receive traffic, with NTA and without it.
+
+On debian-6.12 (IBT: the site is at +4, after ENDBR64), once in three guests that
+ran it, ``rmmod nta`` under e1000 traffic ended in ``Oops: int3`` at
+``__netdev_alloc_frag_align+0x5``: a CPU executed the temporary int3 that
+text_poke_bp() writes into the site after the patch had completed. These
+scenarios ask whose fault that is. NTA's unload under traffic, again and again;
+and the same site patched the same way with NTA not loaded at all, by
+kmod/ftrace_flip.c, a do-nothing ftrace ops registered and removed (IPMODIFY as
+NTA's, and plain) while e1000 receives as fast as it can. ``ntalab run --repeat
+N -- -k text_patching`` turns them into rates (docs/known-issues.md).
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from lab import kbuild, traffic
+from lab.guestnet import GuestNic
+from lab.labenv import LabEnv
+from lab.pytest_plugin import Figure
+
+FLIPS = 40  # register + unregister, per kind of ops
+UNLOADS = 5
+FLIP = "/sys/kernel/debug/ftrace_flip/run"
+
+
+@contextmanager
+def receiving(env: LabEnv, nic: GuestNic) -> Iterator[None]:
+    """Frames sent to ``nic`` as fast as it takes them until the block ends."""
+    batch = traffic.frames(1, 300, env.addrs(nic))
+    stop = threading.Event()
+
+    def fire() -> None:
+        while not stop.is_set():
+            traffic.inject(nic.host, batch, nic.rate)
+
+    sender = threading.Thread(target=fire)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join()
+
+
+def frag_path_nic(env: LabEnv) -> GuestNic:
+    """The e1000 NIC whose every buffer comes from __netdev_alloc_frag_align."""
+    return env.use(next(n for n in env.nics if n.name == "e1000-cb0"))
+
+
+@pytest.mark.lab
+def test_text_patching_of_a_bare_ftrace_site_under_receive_traffic(
+    nta: LabEnv, figure: Figure
+) -> None:
+    """NTA unloaded: a do-nothing ops on __netdev_alloc_frag_align, IPMODIFY then plain,
+    registered and removed FLIPS times each while e1000 receives flat out."""
+    loaded = nta.nta.loaded
+    assert loaded is not None
+    nic = frag_path_nic(nta)
+    built = kbuild.build(nta.kernel)
+    assert built.flipper is not None and built.flipper.is_file(), built.log
+    nta.nta.unload(bounce=nta.nics)
+    nta.defer(nta.nta.load, loaded.module, loaded.params, nta.nics)
+    nta.cmd(f"insmod {shlex.quote(str(built.flipper))}")
+    nta.defer(nta.cmd, "rmmod ftrace_flip")
+    rx0 = nta.rx(nic)
+    with receiving(nta, nic):
+        for flags in (1, 0):
+            nta.cmd(f"echo {FLIPS} {flags} > {FLIP}", timeout=600)
+            assert nta.cmd(f"cat {FLIP}").stdout.strip() == str(FLIPS)
+    took = (nta.rx(nic) - rx0).packets
+    assert took > 0, "no traffic while the site was patched"
+    figure(nic, f"{2 * FLIPS} flips under {took} frames, no oops")
+
+
+@pytest.mark.lab
+def test_text_patching_by_nta_unloading_under_receive_traffic(nta: LabEnv, figure: Figure) -> None:
+    """NTA loaded serving e1000 and unloaded UNLOADS times while it receives flat out:
+    each unload takes the redirects out of four sites."""
+    loaded = nta.nta.loaded
+    assert loaded is not None
+    nic = frag_path_nic(nta)
+    rx0 = nta.rx(nic)
+    with receiving(nta, nic):
+        for _ in range(UNLOADS):
+            nta.nta.unload()
+            nta.nta.load(loaded.module, loaded.params)
+    took = (nta.rx(nic) - rx0).packets
+    nta.net.bounce(nta.nics)
+    assert took > 0, "no traffic while NTA unloaded"
+    figure(nic, f"{UNLOADS} unloads under {took} frames, no oops")
