@@ -8,6 +8,7 @@ tested on a host with no module and no root.
 
 from __future__ import annotations
 
+import enum
 import errno
 import fcntl
 import mmap
@@ -20,6 +21,18 @@ from pysniff.errors import DeviceMissing, PermissionDenied, SniffError
 DEFAULT_PATH = "/dev/nta"
 
 
+class Events(enum.IntFlag):
+    """What poll() on /dev/nta reported."""
+
+    NONE = 0
+    IN = select.POLLIN  # records are due (struct nta_wakeup's rule)
+    ERR = select.POLLERR
+    HUP = select.POLLHUP  # every device the reader attached is gone
+
+
+_REPORTED = Events.IN | Events.ERR | Events.HUP
+
+
 class Device(Protocol):
     """What the Reader needs from /dev/nta. Errors are OSErrors with the kernel's errno."""
 
@@ -27,8 +40,8 @@ class Device(Protocol):
         """A MAP_SHARED mapping of ``size`` bytes at mmap offset ``offset``."""
         ...
 
-    def poll(self, timeout_ms: int | None) -> bool:
-        """Wait for POLLIN (records ready); False on timeout."""
+    def poll(self, timeout_ms: int | None) -> Events:
+        """Wait for POLLIN (records due), POLLHUP or POLLERR; Events.NONE on timeout."""
         ...
 
     def ioctl(self, request: int, arg: bytearray) -> None:
@@ -65,11 +78,12 @@ class OsDevice:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot, offset=offset)
 
-    def poll(self, timeout_ms: int | None) -> bool:
+    def poll(self, timeout_ms: int | None) -> Events:
         try:
-            return bool(self._poller.poll(timeout_ms))
+            got = self._poller.poll(timeout_ms)
         except InterruptedError:  # a signal: let the caller look at its stop flag
-            return False
+            return Events.NONE
+        return Events(got[0][1] & _REPORTED) if got else Events.NONE
 
     def ioctl(self, request: int, arg: bytearray) -> None:
         # mutate_flag: the kernel's answer is copied back into ``arg``.

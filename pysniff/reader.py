@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from pysniff import abi
-from pysniff.device import DEFAULT_PATH, Device, OsDevice, is_refusal
+from pysniff.device import DEFAULT_PATH, Device, Events, OsDevice, is_refusal
 from pysniff.errors import AbiMismatch, NoSuchInterface, SniffError
 
 __all__ = ["AbiMismatch", "Bulk", "Chunk", "CommitResult", "Frame", "Reader", "SniffError"]
@@ -175,6 +175,7 @@ class Reader:
         self.committed = 0  # commits the module accepted
         self.refused = 0  # ... and refused (on the normal path: should stay 0)
         self.syscalls = 0  # poll, write and ioctl calls made since open
+        self.hung_up = False  # poll() said POLLHUP or POLLERR: every attached device is gone
         self._pending = bytearray()  # packed struct nta_commit, oldest first
         self._maps: list[mmap.mmap] = []
         self.attached: dict[int, str] = {}  # ifindex -> name
@@ -283,15 +284,21 @@ class Reader:
         self._index[self._consumer_at] = self.consumer
 
     def wait(self, timeout: float | None) -> bool:
-        """Commit what is due, then block until the module says records are ready."""
+        """Commit what is due, then block until the module says records are due (True), or
+        for ``timeout`` seconds. A hang-up (every attached device gone) sets ``hung_up``."""
         self._auto_commit()
-        self.syscalls += 1
-        return self.dev.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        return self._poll(None if timeout is None else max(0, int(timeout * 1000)))
 
     def kick(self) -> bool:
         """A poll(0) and nothing else: the module takes the commit ring now."""
+        return self._poll(0)
+
+    def _poll(self, timeout_ms: int | None) -> bool:
         self.syscalls += 1
-        return self.dev.poll(0)
+        events = self.dev.poll(timeout_ms)
+        if events & (Events.HUP | Events.ERR):
+            self.hung_up = True
+        return bool(events & Events.IN)
 
     def _record(self, index: int) -> tuple[int, ...]:
         return _RECORD.unpack_from(self.ring, self._records + (index & self._mask) * _RSIZE)
