@@ -72,8 +72,10 @@ class Finished:
 class Ntadump:
     """ntadump running on a new reader of ``nta``; a context manager that kills it on exit.
 
-    ``soon(fn)`` runs ``fn`` in the thread that answers ntadump, before its next
-    call, so the fake is only ever touched by one thread while ntadump runs.
+    ``soon(fn)`` runs ``fn`` in the thread that answers ntadump, before it
+    answers ntadump's next poll(), so the fake is only ever touched by one
+    thread while ntadump runs, and ntadump sees what ``fn`` did once that poll
+    returns.
     """
 
     def __init__(
@@ -108,9 +110,10 @@ class Ntadump:
     def _serve(self) -> None:
         try:
             while msg := self._ours.recv(_MSG.size):
-                while not self._todo.empty():
+                op, request, timeout_ms, length, data = _MSG.unpack(msg)
+                while op == _POLL and not self._todo.empty():
                     self._todo.get()()
-                self._ours.send(self._answer(*_MSG.unpack(msg)))
+                self._ours.send(self._answer(op, request, timeout_ms, length, data))
         except BaseException as e:  # re-raised in wait(): a thread's error is otherwise lost
             self.error = e
             self.proc.kill()

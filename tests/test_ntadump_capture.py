@@ -10,18 +10,21 @@ checks accept each commit. Each check is shown to fail on a planted bug.
 from __future__ import annotations
 
 import struct
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pysniff import abi
-from pysniff.fake import HEADROOM, Arrival, FakeNta, ethernet
+from pysniff.fake import HEADROOM, PAGE, Arrival, FakeDevice, FakeNta, ethernet
 from tests.fakenta import Finished, Ntadump, build_ntadump, build_preload
 
 PCAP_HEADER = struct.Struct("<IHHiIII")
 PCAP_RECORD = struct.Struct("<IIII")
 CLOCK0 = 1_700_000_000_000_000_000  # the fake's first timestamp, less 1 us
+WAIT_S = 15  # a run here takes well under a second; a planted bug may hang it
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +92,19 @@ def shapes() -> list[Arrival]:
     ]
 
 
+def patch(dev: FakeDevice, seq: int, **fields: int) -> None:
+    """Rewrites fields of the published record ``seq`` (a module bug, planted)."""
+    at = PAGE + (seq % dev.nta.ring_entries) * abi.RECORD.size
+    record = abi.RECORD.unpack(memoryview(dev.ring), at)
+    dev.ring[at : at + abi.RECORD.size] = abi.RECORD.pack({**record, **fields})
+
+
 def capture(
     program: Path, preload: Path, nta: FakeNta, tmp_path: Path, *args: str
 ) -> tuple[Finished, list[Record], Ntadump]:
     out = tmp_path / "out.pcap"
     with Ntadump(program, preload, nta, ["-i", "1", "-w", str(out), *args]) as run:
-        done = run.wait()
+        done = run.wait(WAIT_S)
     return done, read_pcap(out), run
 
 
@@ -106,9 +116,10 @@ def all_back(run: Ntadump, records: int) -> None:
     assert run.dev.nta.bad_commits == [0] * abi.BAD_COMMIT_MAX
 
 
-def test_every_shape_comes_out_as_it_was_on_the_wire(
-    ntadump: Path, preload: Path, tmp_path: Path
-) -> None:
+# Each check runs ntadump (the clean build, or one with a bug planted) and fails if it errs.
+
+
+def check_every_shape(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     nta = FakeNta(ring_entries=64, burst=3)
     frames = shapes() * 3
     nta.queue(1, frames)
@@ -121,3 +132,52 @@ def test_every_shape_comes_out_as_it_was_on_the_wire(
     all_back(run, nta.stats["published"])
     assert f"{len(frames)} frames captured" in done.stderr
     assert f"1: {len(frames)} received, {len(frames)} captured, 0 not delivered" in done.stderr
+
+
+def check_wrapping_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """offset + len past 4 GiB wraps a u32 to a small number: the bounds check must not."""
+    nta = FakeNta()
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(tmp_path / "out.pcap")]) as run:
+
+        def plant() -> None:
+            for i in range(3):
+                nta.deliver(1, signed(i, 60))
+            patch(run.dev, 1, offset=0xFFFFF000, len=0x2000)
+
+        run.soon(plant)
+        done = run.wait(WAIT_S)
+    assert done.returncode == 1, done
+    assert done.stderr.endswith("ntadump: record 1 is outside the pool\n"), done.stderr
+
+
+def test_every_shape_comes_out_as_it_was_on_the_wire(
+    ntadump: Path, preload: Path, tmp_path: Path
+) -> None:
+    check_every_shape(ntadump, preload, tmp_path)
+
+
+def test_a_record_past_the_pool_is_refused_even_when_offset_plus_len_wraps(
+    ntadump: Path, preload: Path, tmp_path: Path
+) -> None:
+    check_wrapping_record(ntadump, preload, tmp_path)
+
+
+Check = Callable[[Path, Path, Path], None]
+
+# (the bug, planted as (text of ntadump.c, its replacement), the check that must catch it)
+PLANTED: list[tuple[str, tuple[str, str], Check]] = [
+    (
+        "N3: offset + len summed in 32 bits",
+        ("(u64)rec->offset + rec->len", "rec->offset + rec->len"),
+        check_wrapping_record,
+    ),
+]
+
+
+@pytest.mark.parametrize(("bug", "change", "check"), PLANTED, ids=[p[0] for p in PLANTED])
+def test_a_planted_bug_is_caught(
+    bug: str, change: tuple[str, str], check: Check, preload: Path, tmp_path: Path
+) -> None:
+    planted = build_ntadump(tmp_path / "planted", change)
+    with pytest.raises((AssertionError, subprocess.TimeoutExpired)):
+        check(planted, preload, tmp_path)

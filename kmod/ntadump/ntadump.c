@@ -339,7 +339,8 @@ static const u8 *piece_of(const struct reader *r, const struct nta_record *rec)
 {
 	const struct nta_meta *m = r->meta;
 
-	if (rec->node >= m->node_count || rec->offset + rec->len > m->node_size) {
+	/* In 64 bits: offset + len may wrap a u32 and pass the check. */
+	if (rec->node >= m->node_count || (u64)rec->offset + rec->len > m->node_size) {
 		fprintf(stderr, "ntadump: record %llu is outside the pool\n",
 			(unsigned long long)rec->seq);
 		exit(1);
