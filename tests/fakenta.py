@@ -73,9 +73,9 @@ class Ntadump:
     """ntadump running on a new reader of ``nta``; a context manager that kills it on exit.
 
     ``soon(fn)`` runs ``fn`` in the thread that answers ntadump, before it
-    answers ntadump's next poll(), so the fake is only ever touched by one
-    thread while ntadump runs, and ntadump sees what ``fn`` did once that poll
-    returns.
+    answers one of ntadump's polls (one function per poll, in order), so the
+    fake is only ever touched by one thread while ntadump runs, and ntadump
+    sees what ``fn`` did once that poll returns.
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class Ntadump:
         self.dev: FakeDevice = nta.open()
         self.closed = False
         self.error: BaseException | None = None
-        self._todo: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {
             **os.environ, "LD_PRELOAD": str(preload), "FAKENTA_PATH": FAKE_PATH,
@@ -104,14 +104,14 @@ class Ntadump:
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def soon(self, fn: Callable[[], None]) -> None:
+    def soon(self, fn: Callable[[], object]) -> None:
         self._todo.put(fn)
 
     def _serve(self) -> None:
         try:
             while msg := self._ours.recv(_MSG.size):
                 op, request, timeout_ms, length, data = _MSG.unpack(msg)
-                while op == _POLL and not self._todo.empty():
+                if op == _POLL and not self._todo.empty():
                     self._todo.get()()
                 self._ours.send(self._answer(op, request, timeout_ms, length, data))
         except BaseException as e:  # re-raised in wait(): a thread's error is otherwise lost

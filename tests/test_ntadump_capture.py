@@ -24,7 +24,7 @@ from tests.fakenta import Finished, Ntadump, build_ntadump, build_preload
 PCAP_HEADER = struct.Struct("<IHHiIII")
 PCAP_RECORD = struct.Struct("<IIII")
 CLOCK0 = 1_700_000_000_000_000_000  # the fake's first timestamp, less 1 us
-WAIT_S = 15  # a run here takes well under a second; a planted bug may hang it
+WAIT_S = 10  # a run here takes well under a second; a planted bug may hang it
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,8 @@ def all_back(run: Ntadump, records: int) -> None:
     assert run.dev.nta.bad_commits == [0] * abi.BAD_COMMIT_MAX
 
 
+Check = Callable[[Path, Path, Path], None]
+
 # Each check runs ntadump (the clean build, or one with a bug planted) and fails if it errs.
 
 
@@ -137,7 +139,8 @@ def check_every_shape(ntadump: Path, preload: Path, tmp_path: Path) -> None:
 def check_wrapping_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     """offset + len past 4 GiB wraps a u32 to a small number: the bounds check must not."""
     nta = FakeNta()
-    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(tmp_path / "out.pcap")]) as run:
+    out = tmp_path / "out.pcap"
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "2"]) as run:
 
         def plant() -> None:
             for i in range(3):
@@ -146,8 +149,102 @@ def check_wrapping_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
 
         run.soon(plant)
         done = run.wait(WAIT_S)
-    assert done.returncode == 1, done
-    assert done.stderr.endswith("ntadump: record 1 is outside the pool\n"), done.stderr
+    assert done.returncode == 0, done
+    assert [r.data for r in read_pcap(out)] == [signed(0, 60), signed(2, 60)]
+    assert (
+        "ntadump: the frame at record 1 names bytes outside the pool: not written\n"
+        "2 frames captured"
+    ) in done.stderr
+    assert done.stderr.endswith("1 frames not written (see above)\n"), done.stderr
+    run.dev.drain()
+    assert run.dev.committed == 2 and run.dev.outstanding == 1  # its commit names that offset
+    assert nta.bad_commits[abi.BadCommit.OFFSET] == 1
+
+
+def check_open_chain_filling_the_ring(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """A ring full of one frame that never ends: nothing can follow it, so it is given up,
+    its chunks back, and the capture goes on (no endless scan around the ring)."""
+    nta = FakeNta(ring_entries=8)
+    out = tmp_path / "out.pcap"
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "2"]) as run:
+
+        def plant() -> None:
+            for i in range(8):
+                nta.deliver(1, signed(i, 60))
+                patch(run.dev, i, flags=abi.RECORD_CONTD)
+
+        run.soon(plant)
+        run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in (8, 9)])
+        done = run.wait(WAIT_S)
+    assert done.returncode == 0, done
+    assert [r.data for r in read_pcap(out)] == [signed(8, 60), signed(9, 60)]
+    assert "the frame at record 0 never got its last record: not written\n" in done.stderr
+    assert "1 frames not written (see above)\n" in done.stderr
+    all_back(run, 10)
+
+
+def check_chain_scan_stops_at_the_producer(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """A frame whose records are not all published yet is left for later: the slots past
+    the producer index (stale records, here marked CONTD) are never read."""
+    nta = FakeNta(ring_entries=8)
+    out = tmp_path / "out.pcap"
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "3"]) as run:
+
+        def plant() -> None:
+            for i in range(3):
+                nta.deliver(1, signed(i, 60))
+            patch(run.dev, 2, flags=abi.RECORD_CONTD, frame_len=120)  # continues in seq 3
+            stale = abi.RECORD.unpack(memoryview(run.dev.ring), PAGE)  # record 0, published
+            for seq in range(3, 8):
+                slot = PAGE + seq * abi.RECORD.size
+                record = abi.RECORD.pack({**stale, "flags": abi.RECORD_CONTD, "seq": seq})
+                run.dev.ring[slot : slot + abi.RECORD.size] = record
+
+        run.soon(plant)
+        run.soon(lambda: nta.deliver(1, signed(3, 60)))  # the rest, in seq 3
+        done = run.wait(WAIT_S)
+    assert done.returncode == 0, done
+    want = [signed(0, 60), signed(1, 60), signed(2, 60) + signed(3, 60)]
+    assert [r.data for r in read_pcap(out)] == want
+    all_back(run, 4)
+
+
+def long_chain(i: int, pieces: int, tagged: bool = False) -> Arrival:
+    """A frame in ``pieces`` chunks, 16 bytes each, at offsets 0, 16, 32, ... into them."""
+    size = 16 * pieces
+    if not tagged:
+        return Arrival(signed(i, size), chain=tuple((16 * (k % 200), 16) for k in range(pieces)))
+    wire = ethernet(signed(i, size)[14:], vlan_tci=3)
+    return Arrival(wire, strip_vlan=True, chain=tuple((0, 16) for _ in range(pieces)))
+
+
+def check_frames_too_long_for_a_batch(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """1100 pieces cannot go in one writev(): refused whole, chunks back, no overrun; the
+    longest that fits (1021, a tag put back splitting its first piece) is written."""
+    nta = FakeNta(ring_entries=2048, node_count=2, node_pages=1024, max_shared=2048)
+    out = tmp_path / "out.pcap"
+    fits = long_chain(2, 1021, tagged=True)
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "3"]) as run:
+
+        def first() -> None:
+            nta.deliver(1, signed(0, 60))
+            f = long_chain(1, 1100)
+            nta.deliver(1, f.wire, chain=f.chain)
+
+        def second() -> None:
+            nta.deliver(1, fits.wire, strip_vlan=True, chain=fits.chain)
+            nta.deliver(1, signed(3, 60))
+
+        run.soon(first)
+        run.soon(second)
+        done = run.wait(WAIT_S)
+    assert done.returncode == 0, done
+    assert [r.data for r in read_pcap(out)] == [signed(0, 60), fits.wire, signed(3, 60)]
+    assert (
+        "ntadump: the frame at record 1 has 1100 pieces, more than 1021 fit one writev(): "
+        "not written\n"
+    ) in done.stderr
+    all_back(run, 1 + 1100 + 1021 + 1)
 
 
 def test_every_shape_comes_out_as_it_was_on_the_wire(
@@ -156,13 +253,20 @@ def test_every_shape_comes_out_as_it_was_on_the_wire(
     check_every_shape(ntadump, preload, tmp_path)
 
 
-def test_a_record_past_the_pool_is_refused_even_when_offset_plus_len_wraps(
-    ntadump: Path, preload: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "check",
+    [
+        check_wrapping_record,
+        check_open_chain_filling_the_ring,
+        check_chain_scan_stops_at_the_producer,
+        check_frames_too_long_for_a_batch,
+    ],
+)
+def test_a_frame_it_cannot_write_is_refused_counted_and_handed_back(
+    check: Check, ntadump: Path, preload: Path, tmp_path: Path
 ) -> None:
-    check_wrapping_record(ntadump, preload, tmp_path)
+    check(ntadump, preload, tmp_path)
 
-
-Check = Callable[[Path, Path, Path], None]
 
 # (the bug, planted as (text of ntadump.c, its replacement), the check that must catch it)
 PLANTED: list[tuple[str, tuple[str, str], Check]] = [
@@ -170,6 +274,21 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
         "N3: offset + len summed in 32 bits",
         ("(u64)rec->offset + rec->len", "rec->offset + rec->len"),
         check_wrapping_record,
+    ),
+    (
+        "N2: the CONTD scan runs past the producer index",
+        ("for (at = r->cons; at < end; at++)", "for (at = r->cons; at < end || at >= end; at++)"),
+        check_chain_scan_stops_at_the_producer,
+    ),
+    (
+        "N2: a ring full of one open frame waits for ever",
+        ("if (!pieces && !last && end - r->cons < entries)", "if (!pieces && (!last || last))"),
+        check_open_chain_filling_the_ring,
+    ),
+    (
+        "N2: no limit on a frame's pieces",
+        ("	if (pieces > MAX_PIECES)\n		return FRAME_TOO_LONG;\n", ""),
+        check_frames_too_long_for_a_batch,
     ),
 ]
 

@@ -49,6 +49,8 @@ typedef __s32 s32;
 
 #define MAX_IFACES	8
 #define IOV_BATCH	1024	/* writev's IOV_MAX */
+/* A frame's buffers in one batch: its pcap header, its pieces, and a piece split by the tag. */
+#define MAX_PIECES	(IOV_BATCH - 3)
 #define PCAP_NSEC_MAGIC	0xa1b23c4dU
 #define LINKTYPE_ETHERNET	1
 
@@ -84,6 +86,7 @@ struct reader {
 	u64 cons;			/* our copy of the consumer index */
 	u64 cprod;			/* our copy of the commit producer index */
 	unsigned long syscalls;
+	unsigned long rejected;		/* frames not written (reject_frame) */
 	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
@@ -315,7 +318,7 @@ static struct iface *iface_of(struct iface *ifs, int n, int ifindex)
 }
 
 /* Room in the batch for a frame of @pieces records (header, tag, pieces). */
-static bool batch_fits(const struct batch *b, unsigned int pieces)
+static bool batch_fits(const struct batch *b, u32 pieces)
 {
 	return b->niov + 3 + pieces <= IOV_BATCH && b->nhdr < IOV_BATCH / 2 &&
 	       b->ncommit + pieces <= IOV_BATCH;
@@ -334,29 +337,34 @@ static void batch_flush(struct batch *b, struct reader *r, int out)
 	b->ncommit = 0;
 }
 
-/* The bytes a record names, or exit: the kernel never names bytes outside the pool. */
-static const u8 *piece_of(const struct reader *r, const struct nta_record *rec)
-{
-	const struct nta_meta *m = r->meta;
-
-	/* In 64 bits: offset + len may wrap a u32 and pass the check. */
-	if (rec->node >= m->node_count || (u64)rec->offset + rec->len > m->node_size) {
-		fprintf(stderr, "ntadump: record %llu is outside the pool\n",
-			(unsigned long long)rec->seq);
-		exit(1);
-	}
-	return r->nodes + (u64)rec->node * m->node_size + rec->offset;
-}
-
-/* One frame of @pieces records from @at into the batch: its pcap header, bytes, commits. */
-static void add_frame(struct reader *r, struct batch *b, u64 at, unsigned int pieces)
+/* The commits of the @pieces records from @at, after whatever the batch holds. */
+static void add_commits(struct reader *r, struct batch *b, int out, u64 at, u32 pieces)
 {
 	u32 mask = r->meta->ring_entries - 1;
+
+	for (; pieces; pieces--, at++) {
+		const struct nta_record *rec = &r->records[at & mask];
+
+		if (b->ncommit == IOV_BATCH)
+			batch_flush(b, r, out);
+		b->commits[b->ncommit++] = (struct nta_commit) {
+			.node = rec->node,
+			.offset = rec->offset,
+			.generation = rec->generation,
+		};
+	}
+}
+
+/* One frame of @pieces records from @at into the batch: its pcap header and bytes. */
+static void add_frame(struct reader *r, struct batch *b, u64 at, u32 pieces)
+{
+	const struct nta_meta *m = r->meta;
+	u32 mask = m->ring_entries - 1;
 	const struct nta_record *first = &r->records[at & mask];
 	bool tagged = first->flags & NTA_RECORD_VLAN;
 	u32 size = first->frame_len + (tagged ? 4 : 0);
 	struct pcap_rec *h = &b->hdr[b->nhdr];
-	unsigned int k;
+	u32 k;
 
 	*h = (struct pcap_rec) {
 		.sec = first->tstamp_ns / 1000000000ULL,
@@ -367,7 +375,7 @@ static void add_frame(struct reader *r, struct batch *b, u64 at, unsigned int pi
 	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
 	for (k = 0; k < pieces; k++) {
 		const struct nta_record *rec = &r->records[(at + k) & mask];
-		u8 *data = (u8 *)piece_of(r, rec);
+		u8 *data = (u8 *)r->nodes + (u64)rec->node * m->node_size + rec->offset;
 
 		if (k == 0 && tagged && rec->len >= 12) {
 			/* The tag goes back after the two MAC addresses, as it came. */
@@ -379,36 +387,104 @@ static void add_frame(struct reader *r, struct batch *b, u64 at, unsigned int pi
 		} else {
 			b->iov[b->niov++] = (struct iovec) { data, rec->len };
 		}
-		b->commits[b->ncommit++] = (struct nta_commit) {
-			.node = rec->node,
-			.offset = rec->offset,
-			.generation = rec->generation,
-		};
 	}
 	b->nhdr++;
 }
 
 /*
- * Every frame ready now, at most @left. A frame's records are published at
- * once, so a frame in several records (NTA_RECORD_CONTD) is always whole.
+ * The records of the frame at the consumer index: up to the first without
+ * NTA_RECORD_CONTD, never at or past @end; 0 if the frame is still open there.
+ */
+static u32 frame_records(const struct reader *r, u64 end)
+{
+	u32 mask = r->meta->ring_entries - 1;
+	u64 at;
+
+	for (at = r->cons; at < end; at++) {
+		if (!(r->records[at & mask].flags & NTA_RECORD_CONTD))
+			return at + 1 - r->cons;
+	}
+	return 0;
+}
+
+enum frame_fault { FRAME_OK, FRAME_TOO_LONG, FRAME_OUTSIDE, FRAME_OPEN };
+
+/* Whether the frame of @pieces records at the consumer index can be written. */
+static enum frame_fault frame_check(const struct reader *r, u32 pieces)
+{
+	const struct nta_meta *m = r->meta;
+	u32 mask = m->ring_entries - 1, k;
+
+	if (pieces > MAX_PIECES)
+		return FRAME_TOO_LONG;
+	for (k = 0; k < pieces; k++) {
+		const struct nta_record *rec = &r->records[(r->cons + k) & mask];
+
+		/* In 64 bits: offset + len may wrap a u32 and pass the check. */
+		if (rec->node >= m->node_count || (u64)rec->offset + rec->len > m->node_size)
+			return FRAME_OUTSIDE;
+	}
+	return FRAME_OK;
+}
+
+/* A frame ntadump cannot write: said why, counted, and its chunks handed back all the same. */
+static void reject_frame(struct reader *r, struct batch *b, int out, u32 pieces,
+			 enum frame_fault why)
+{
+	const struct nta_record *first = &r->records[r->cons & (r->meta->ring_entries - 1)];
+
+	fprintf(stderr, "ntadump: the frame at record %llu ", (unsigned long long)first->seq);
+	if (why == FRAME_TOO_LONG)
+		fprintf(stderr, "has %u pieces, more than %d fit one writev()", pieces, MAX_PIECES);
+	else if (why == FRAME_OUTSIDE)
+		fprintf(stderr, "names bytes outside the pool");
+	else
+		fprintf(stderr, "never got its last record");
+	fprintf(stderr, ": not written\n");
+	r->rejected++;
+	add_commits(r, b, out, r->cons, pieces);
+	r->cons += pieces;
+}
+
+/*
+ * Every frame ready now, at most @left. The module publishes a frame's
+ * records at once, so a frame still open at the producer index is broken
+ * if nothing can follow it: the ring is full of it, or the capture ends
+ * (@last: the interfaces are gone).
  */
 static unsigned long take_frames(struct reader *r, struct batch *b, int out, bool print,
-				 struct iface *ifs, int nifs, unsigned long left)
+				 struct iface *ifs, int nifs, unsigned long left, bool last)
 {
 	u64 end = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
-	u32 mask = r->meta->ring_entries - 1;
+	u32 entries = r->meta->ring_entries;
 	unsigned long frames = 0;
 
+	if (end - r->cons > entries) {
+		fprintf(stderr,
+			"ntadump: ring indices make no sense: producer %llu, consumer %llu\n",
+			(unsigned long long)end, (unsigned long long)r->cons);
+		exit(1);
+	}
 	while (r->cons < end && frames < left) {
-		const struct nta_record *first = &r->records[r->cons & mask];
-		unsigned int pieces = 1;
+		const struct nta_record *first = &r->records[r->cons & (entries - 1)];
+		u32 pieces = frame_records(r, end);
+		enum frame_fault why = FRAME_OPEN;
 		struct iface *ifc;
 
-		while (r->records[(r->cons + pieces - 1) & mask].flags & NTA_RECORD_CONTD)
-			pieces++;
+		if (!pieces && !last && end - r->cons < entries)
+			break;	/* the rest is yet to come */
+		if (pieces)
+			why = frame_check(r, pieces);
+		else
+			pieces = end - r->cons;
+		if (why != FRAME_OK) {
+			reject_frame(r, b, out, pieces, why);
+			continue;
+		}
 		if (!batch_fits(b, pieces))
 			batch_flush(b, r, out);
 		add_frame(r, b, r->cons, pieces);
+		add_commits(r, b, out, r->cons, pieces);
 		ifc = iface_of(ifs, nifs, first->ifindex);
 		if (ifc)
 			ifc->captured++;
@@ -530,10 +606,12 @@ int main(int argc, char **argv)
 			die("poll");
 		r.syscalls++;
 		frames += take_frames(&r, &batch, out, !quiet && !path, ifs, nifs,
-				      count ? count - frames : (unsigned long)-1);
+				      count ? count - frames : (unsigned long)-1, false);
 		batch_flush(&batch, &r, out);
 	}
 	summary(&r, ifs, nifs, frames);
+	if (r.rejected)
+		fprintf(stderr, "%lu frames not written (see above)\n", r.rejected);
 	if (out >= 0)
 		close(out);
 	close(r.fd);
