@@ -209,6 +209,44 @@ def check_chain_scan_stops_at_the_producer(ntadump: Path, preload: Path, tmp_pat
     all_back(run, 4)
 
 
+def check_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """A stripped tag goes back at byte 12 of the frame, whichever pieces hold it; each
+    record's caplen is the bytes written (so the next record starts where it should), its
+    len the frame's on the wire; a frame past the snapshot length is cut there."""
+    nta = FakeNta(ring_entries=128, node_count=4, node_pages=32)
+    out = tmp_path / "out.pcap"
+    tagged = ethernet(signed(1, 96)[14:], vlan_tci=0x123)  # 100 bytes on the wire
+    huge = signed(7, 70 * 4000)
+    want: list[tuple[bytes, int]] = []
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "7"]) as run:
+
+        def plant() -> None:
+            for chain in (
+                ((HEADROOM, 6), (300, 90)),  # the tag's place is in the second piece
+                ((HEADROOM, 12), (0, 0), (200, 84)),  # between pieces, an empty one too
+                ((10, 2),) * 7 + ((0, 82),),
+            ):
+                nta.deliver(1, tagged, strip_vlan=True, chain=chain)
+                want.append((tagged, 100))
+            seq = nta.deliver(1, b"0123456789")  # 10 bytes said to be tagged: no room for it
+            assert seq is not None
+            patch(run.dev, seq, flags=abi.RECORD_VLAN, vlan_tci=5, vlan_proto=0x0081)
+            want.append((b"0123456789", 10))
+            for frame_len, length in ((100, 100), (20, 60)):  # the record's frame_len is off
+                seq = nta.deliver(1, signed(5, 60))
+                assert seq is not None
+                patch(run.dev, seq, frame_len=frame_len)
+                want.append((signed(5, 60), length))
+            nta.deliver(1, huge, chain=((0, 4000),) * 70)
+            want.append((huge[:262144], len(huge)))
+
+        run.soon(plant)
+        done = run.wait(WAIT_S)
+    assert done.returncode == 0, done
+    assert [(r.data, r.length) for r in read_pcap(out)] == want
+    all_back(run, 2 + 3 + 8 + 1 + 1 + 1 + 70)
+
+
 def long_chain(i: int, pieces: int, tagged: bool = False) -> Arrival:
     """A frame in ``pieces`` chunks, 16 bytes each, at offsets 0, 16, 32, ... into them."""
     size = 16 * pieces
@@ -253,6 +291,10 @@ def test_every_shape_comes_out_as_it_was_on_the_wire(
     check_every_shape(ntadump, preload, tmp_path)
 
 
+def test_pcap_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    check_lengths_follow_the_bytes(ntadump, preload, tmp_path)
+
+
 @pytest.mark.parametrize(
     "check",
     [
@@ -274,6 +316,16 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
         "N3: offset + len summed in 32 bits",
         ("(u64)rec->offset + rec->len", "rec->offset + rec->len"),
         check_wrapping_record,
+    ),
+    (
+        "N1: caplen from the record, not from what is written",
+        (".caplen = SNAPLEN - room,", ".caplen = first->frame_len + (tagged ? 4 : 0),"),
+        check_lengths_follow_the_bytes,
+    ),
+    (
+        "N1: the tag put back only in a first piece of 12 bytes or more",
+        ("whole + rec->len >= 12", "k == 0 && rec->len >= 12"),
+        check_lengths_follow_the_bytes,
     ),
     (
         "N2: the CONTD scan runs past the producer index",

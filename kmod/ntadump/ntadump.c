@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <stdlib.h>
@@ -52,6 +53,7 @@ typedef __s32 s32;
 /* A frame's buffers in one batch: its pcap header, its pieces, and a piece split by the tag. */
 #define MAX_PIECES	(IOV_BATCH - 3)
 #define PCAP_NSEC_MAGIC	0xa1b23c4dU
+#define SNAPLEN		262144	/* tcpdump's: a longer frame is cut there */
 #define LINKTYPE_ETHERNET	1
 
 struct pcap_file_header {
@@ -355,39 +357,58 @@ static void add_commits(struct reader *r, struct batch *b, int out, u64 at, u32 
 	}
 }
 
-/* One frame of @pieces records from @at into the batch: its pcap header and bytes. */
+/* @len bytes at @data into the batch, as far as the snapshot length leaves @room. */
+static void emit(struct batch *b, const void *data, u32 len, u32 *room)
+{
+	if (len > *room)
+		len = *room;
+	if (len)
+		b->iov[b->niov++] = (struct iovec) { (void *)data, len };
+	*room -= len;
+}
+
+/*
+ * One frame of @pieces records from @at into the batch: its pcap header and
+ * bytes. A tag the stack took out goes back after the two MAC addresses,
+ * the frame's first 12 bytes, whichever pieces hold them. The header's
+ * lengths are what goes out, so no record can disagree with its bytes.
+ */
 static void add_frame(struct reader *r, struct batch *b, u64 at, u32 pieces)
 {
 	const struct nta_meta *m = r->meta;
 	u32 mask = m->ring_entries - 1;
 	const struct nta_record *first = &r->records[at & mask];
-	bool tagged = first->flags & NTA_RECORD_VLAN;
-	u32 size = first->frame_len + (tagged ? 4 : 0);
+	bool tagged = first->flags & NTA_RECORD_VLAN, tag_out = false;
 	struct pcap_rec *h = &b->hdr[b->nhdr];
-	u32 k;
+	u32 room = SNAPLEN, k;
+	u64 whole = 0, wire;
 
-	*h = (struct pcap_rec) {
-		.sec = first->tstamp_ns / 1000000000ULL,
-		.nsec = first->tstamp_ns % 1000000000ULL,
-		.caplen = size,
-		.len = size,
-	};
 	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
 	for (k = 0; k < pieces; k++) {
 		const struct nta_record *rec = &r->records[(at + k) & mask];
-		u8 *data = (u8 *)r->nodes + (u64)rec->node * m->node_size + rec->offset;
+		const u8 *data = r->nodes + (u64)rec->node * m->node_size + rec->offset;
+		u32 head = 0;
 
-		if (k == 0 && tagged && rec->len >= 12) {
-			/* The tag goes back after the two MAC addresses, as it came. */
+		if (tagged && !tag_out && whole + rec->len >= 12) {
+			head = 12 - whole;
 			b->tag[b->nhdr][0] = first->vlan_proto;
 			b->tag[b->nhdr][1] = htons(first->vlan_tci);
-			b->iov[b->niov++] = (struct iovec) { data, 12 };
-			b->iov[b->niov++] = (struct iovec) { b->tag[b->nhdr], 4 };
-			b->iov[b->niov++] = (struct iovec) { data + 12, rec->len - 12 };
-		} else {
-			b->iov[b->niov++] = (struct iovec) { data, rec->len };
+			emit(b, data, head, &room);
+			emit(b, b->tag[b->nhdr], 4, &room);
+			tag_out = true;
 		}
+		emit(b, data + head, rec->len - head, &room);
+		whole += rec->len;
 	}
+	/* On the wire: as long as the frame said, or as what came, if more. */
+	wire = first->frame_len > whole ? first->frame_len : whole;
+	wire += tag_out ? 4 : 0;
+	*h = (struct pcap_rec) {
+		.sec = first->tstamp_ns / 1000000000ULL,
+		.nsec = first->tstamp_ns % 1000000000ULL,
+		.caplen = SNAPLEN - room,
+		.len = wire > UINT32_MAX ? UINT32_MAX : wire,
+	};
 	b->nhdr++;
 }
 
@@ -536,7 +557,7 @@ static int open_output(const char *path)
 		.magic = PCAP_NSEC_MAGIC,
 		.major = 2,
 		.minor = 4,
-		.snaplen = 262144,
+		.snaplen = SNAPLEN,
 		.linktype = LINKTYPE_ETHERNET,
 	};
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
