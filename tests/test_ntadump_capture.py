@@ -9,8 +9,11 @@ checks accept each commit. Each check is shown to fail on a planted bug.
 
 from __future__ import annotations
 
+import os
+import select
 import struct
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +250,43 @@ def check_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path)
     all_back(run, 2 + 3 + 8 + 1 + 1 + 1 + 70)
 
 
+def check_output_reader_gone(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """-w to a FIFO whose reader goes: write() fails (EPIPE, not SIGPIPE), and ntadump
+    ends with its summary, says why, exits 1, and hands its chunks back."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    nta = FakeNta()
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(fifo)]) as run:
+        try:
+            assert select.select([reader], [], [], WAIT_S)[0], "no pcap header"
+            assert len(os.read(reader, 24)) == 24
+        finally:
+            os.close(reader)
+        run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in range(3)])
+        done = run.wait(WAIT_S)
+    assert done.returncode == 1, done
+    assert "3 frames captured" in done.stderr
+    assert done.stderr.endswith(f"ntadump: cannot write {fifo}: Broken pipe\n"), done.stderr
+    all_back(run, 3)
+
+
+def check_stdout_reader_gone(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """A line per frame into a pipe nobody reads (ntadump | head): it ends as with -w."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    nta = FakeNta(ring_entries=256, node_pages=64)
+    try:
+        with Ntadump(ntadump, preload, nta, ["-i", "1"], stdout=write_end) as run:
+            run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in range(200)])
+            done = run.wait(WAIT_S)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done
+    assert done.stderr.endswith("ntadump: cannot write standard output: Broken pipe\n")
+    all_back(run, 200)
+
+
 def long_chain(i: int, pieces: int, tagged: bool = False) -> Arrival:
     """A frame in ``pieces`` chunks, 16 bytes each, at offsets 0, 16, 32, ... into them."""
     size = 16 * pieces
@@ -291,6 +331,13 @@ def test_every_shape_comes_out_as_it_was_on_the_wire(
     check_every_shape(ntadump, preload, tmp_path)
 
 
+@pytest.mark.parametrize("check", [check_output_reader_gone, check_stdout_reader_gone])
+def test_a_reader_of_its_output_that_goes_ends_it_with_a_summary(
+    check: Check, ntadump: Path, preload: Path, tmp_path: Path
+) -> None:
+    check(ntadump, preload, tmp_path)
+
+
 def test_pcap_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     check_lengths_follow_the_bytes(ntadump, preload, tmp_path)
 
@@ -328,6 +375,16 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
         check_lengths_follow_the_bytes,
     ),
     (
+        "N5: SIGPIPE kills it silently",
+        ("	signal(SIGPIPE, SIG_IGN);\n", ""),
+        check_output_reader_gone,
+    ),
+    (
+        "N5: a failed line to stdout ignored",
+        ("b->hdr[b->nhdr - 1].len) < 0)", "b->hdr[b->nhdr - 1].len) < -1)"),
+        check_stdout_reader_gone,
+    ),
+    (
         "N2: the CONTD scan runs past the producer index",
         ("for (at = r->cons; at < end; at++)", "for (at = r->cons; at < end || at >= end; at++)"),
         check_chain_scan_stops_at_the_producer,
@@ -347,8 +404,14 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
 
 @pytest.mark.parametrize(("bug", "change", "check"), PLANTED, ids=[p[0] for p in PLANTED])
 def test_a_planted_bug_is_caught(
-    bug: str, change: tuple[str, str], check: Check, preload: Path, tmp_path: Path
+    bug: str,
+    change: tuple[str, str],
+    check: Check,
+    preload: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "WAIT_S", 4)  # some bugs hang it: no need to wait
     planted = build_ntadump(tmp_path / "planted", change)
     with pytest.raises((AssertionError, subprocess.TimeoutExpired)):
         check(planted, preload, tmp_path)

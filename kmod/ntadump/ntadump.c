@@ -89,6 +89,7 @@ struct reader {
 	u64 cprod;			/* our copy of the commit producer index */
 	unsigned long syscalls;
 	unsigned long rejected;		/* frames not written (reject_frame) */
+	int write_errno;		/* why writing the output failed: the capture ends */
 	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
@@ -222,7 +223,8 @@ static void commit_chunks(struct reader *r, const struct nta_commit *cm, unsigne
 	}
 }
 
-static void write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
+/* Whether all of @buf was written; a failure is kept in r->write_errno. */
+static bool write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
 {
 	while (len) {
 		ssize_t done = write(fd, buf, len);
@@ -231,11 +233,13 @@ static void write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
 		if (done < 0) {
 			if (errno == EINTR)
 				continue;
-			die("write");
+			r->write_errno = errno;
+			return false;
 		}
 		buf += done;
 		len -= done;
 	}
+	return true;
 }
 
 /*
@@ -261,7 +265,8 @@ static void write_copied(int fd, const struct iovec *iov, int n, struct reader *
 			from += take;
 			left -= take;
 			if (used == sizeof(buf)) {
-				write_buf(fd, buf, used, r);
+				if (!write_buf(fd, buf, used, r))
+					return;
 				used = 0;
 			}
 		}
@@ -278,8 +283,10 @@ static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
 		if (done < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EFAULT)
-				die("write");
+			if (errno != EFAULT) {
+				r->write_errno = errno;
+				return;
+			}
 			r->copy_writes = true;
 			break;
 		}
@@ -326,10 +333,13 @@ static bool batch_fits(const struct batch *b, u32 pieces)
 	       b->ncommit + pieces <= IOV_BATCH;
 }
 
-/* Writes the batch out, then hands its chunks back: their bytes are written by then. */
+/*
+ * Writes the batch out, then hands its chunks back: their bytes are written
+ * by then (or never will be: the output failed).
+ */
 static void batch_flush(struct batch *b, struct reader *r, int out)
 {
-	if (out >= 0 && b->niov)
+	if (out >= 0 && b->niov && !r->write_errno)
 		write_all(out, b->iov, b->niov, r);
 	/* Hands the record slots back; the records were read before this store. */
 	__atomic_store_n(r->consumer, r->cons, __ATOMIC_RELEASE);
@@ -509,11 +519,12 @@ static unsigned long take_frames(struct reader *r, struct batch *b, int out, boo
 		ifc = iface_of(ifs, nifs, first->ifindex);
 		if (ifc)
 			ifc->captured++;
-		if (print)
-			printf("%llu.%09llu %s length %u\n",
-			       (unsigned long long)(first->tstamp_ns / 1000000000ULL),
-			       (unsigned long long)(first->tstamp_ns % 1000000000ULL),
-			       ifc ? ifc->name : "?", b->hdr[b->nhdr - 1].len);
+		/* stdout's reader gone (ntadump | head): EPIPE ends it, as for -w. */
+		if (print && printf("%llu.%09llu %s length %u\n",
+				    (unsigned long long)(first->tstamp_ns / 1000000000ULL),
+				    (unsigned long long)(first->tstamp_ns % 1000000000ULL),
+				    ifc ? ifc->name : "?", b->hdr[b->nhdr - 1].len) < 0)
+			r->write_errno = errno;
 		r->cons += pieces;
 		frames++;
 	}
@@ -611,6 +622,8 @@ int main(int argc, char **argv)
 	reader_open(&r, device);
 	for (i = 0; i < nifs; i++)
 		reader_attach(&r, &ifs[i]);
+	/* A reader of the output that goes away: write() fails (EPIPE), and ntadump says so. */
+	signal(SIGPIPE, SIG_IGN);
 	if (path)
 		out = open_output(path);
 	sigaction(SIGINT, &sa, NULL);
@@ -620,7 +633,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, " %s", ifs[i].name);
 	fputc('\n', stderr);
 	r.syscalls = 0;	/* the capture's own, from here */
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && (!count || frames < count)) {
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && !r.write_errno &&
+	       (!count || frames < count)) {
 		struct pollfd pfd = { .fd = r.fd, .events = POLLIN };
 
 		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
@@ -633,8 +647,11 @@ int main(int argc, char **argv)
 	summary(&r, ifs, nifs, frames);
 	if (r.rejected)
 		fprintf(stderr, "%lu frames not written (see above)\n", r.rejected);
+	if (r.write_errno)
+		fprintf(stderr, "ntadump: cannot write %s: %s\n", path ? path : "standard output",
+			strerror(r.write_errno));
 	if (out >= 0)
 		close(out);
 	close(r.fd);
-	return 0;
+	return r.write_errno ? 1 : 0;
 }
