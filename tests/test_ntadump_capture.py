@@ -287,6 +287,55 @@ def check_stdout_reader_gone(ntadump: Path, preload: Path, tmp_path: Path) -> No
     all_back(run, 200)
 
 
+def check_gone(ntadump: Path, preload: Path, tmp_path: Path, *, hangup: bool) -> None:
+    """The device goes with frames still in the ring: every one is written and committed,
+    then the summary, 'the interfaces are gone', exit 1. ``hangup``: the module says so
+    with POLLHUP (the last frames come with it); otherwise only in NTA_DEV_GONE."""
+    nta = FakeNta(ring_entries=64, burst=16, hangup=hangup)
+    frames = [signed(i, 60 + i) for i in range(40)]
+    nta.queue(1, frames)
+    nta.unregister_after(1)  # with the last burst of 8
+    done, got, run = capture(ntadump, preload, nta, tmp_path)
+    assert done.returncode == 1, done
+    assert [r.data for r in got] == frames
+    assert "1: 40 received, 40 captured, 0 not delivered to ntadump; the device is gone\n" in (
+        done.stderr
+    )
+    assert done.stderr.endswith("ntadump: the interfaces are gone\n"), done.stderr
+    all_back(run, 40)
+
+
+def check_gone_by_hangup(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    check_gone(ntadump, preload, tmp_path, hangup=True)
+
+
+def check_gone_by_flag(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    check_gone(ntadump, preload, tmp_path, hangup=False)
+
+
+def check_one_of_two_gone(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """One interface of two gone, and idle a while: the capture goes on with the other."""
+    nta = FakeNta(hangup=False)
+    out = tmp_path / "out.pcap"
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-i", "2", "-w", str(out), "-c", "3"]) as run:
+
+        def first() -> None:
+            nta.deliver(1, signed(0, 60))
+            nta.unregister(1)
+
+        run.soon(first)
+        for _ in range(6):  # idle polls: enough for a few looks at the flags
+            run.soon(lambda: None)
+        run.soon(lambda: [nta.deliver(2, signed(i, 60)) for i in (1, 2)])
+        done = run.wait(WAIT_S)
+    assert done.returncode == 0, done
+    assert [r.data for r in read_pcap(out)] == [signed(i, 60) for i in range(3)]
+    assert "1: 1 received, 1 captured, 0 not delivered to ntadump; the device is gone\n" in (
+        done.stderr
+    )
+    assert "gone\n" not in done.stderr.split("the device is gone\n")[1]
+
+
 def long_chain(i: int, pieces: int, tagged: bool = False) -> Arrival:
     """A frame in ``pieces`` chunks, 16 bytes each, at offsets 0, 16, 32, ... into them."""
     size = 16 * pieces
@@ -338,6 +387,13 @@ def test_a_reader_of_its_output_that_goes_ends_it_with_a_summary(
     check(ntadump, preload, tmp_path)
 
 
+@pytest.mark.parametrize("check", [check_gone_by_hangup, check_gone_by_flag, check_one_of_two_gone])
+def test_it_ends_once_its_interfaces_are_gone(
+    check: Check, ntadump: Path, preload: Path, tmp_path: Path
+) -> None:
+    check(ntadump, preload, tmp_path)
+
+
 def test_pcap_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     check_lengths_follow_the_bytes(ntadump, preload, tmp_path)
 
@@ -383,6 +439,30 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
         "N5: a failed line to stdout ignored",
         ("b->hdr[b->nhdr - 1].len) < 0)", "b->hdr[b->nhdr - 1].len) < -1)"),
         check_stdout_reader_gone,
+    ),
+    (
+        "L11: POLLHUP not looked at (it spins)",
+        ("revents & (POLLHUP | POLLERR)", "revents & 0"),
+        check_gone_by_hangup,
+    ),
+    (
+        "L11: gone, and the ring not emptied first",
+        (
+            "gone = interfaces_gone(&r, polled, pfd.revents, ifs, nifs);",
+            "gone = interfaces_gone(&r, polled, pfd.revents, ifs, nifs);\n\t\tif (gone)\n"
+            "\t\t\tbreak;",
+        ),
+        check_gone_by_hangup,
+    ),
+    (
+        "N4: NTA_DEV_GONE never asked",
+        ("++r->idle_polls % GONE_CHECK_POLLS", "++r->idle_polls % GONE_CHECK_POLLS || 1"),
+        check_gone_by_flag,
+    ),
+    (
+        "N4: one device gone taken for all",
+        ("|| !(d.flags & NTA_DEV_GONE)", "&& !(d.flags & NTA_DEV_GONE)"),
+        check_one_of_two_gone,
     ),
     (
         "N2: the CONTD scan runs past the producer index",

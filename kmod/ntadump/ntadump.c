@@ -17,7 +17,11 @@
  * that waits for it. Without -w it writes nothing; without -q and -w it
  * prints a line per frame. SIGINT and SIGTERM end the capture; the summary
  * on stderr says, per interface, what the device received and what this
- * reader did not get, and why (as tcpdump's "dropped by kernel").
+ * reader did not get, and why (as tcpdump's "dropped by kernel"). It also
+ * ends, with the summary and exit status 1, when every interface it
+ * attached is gone (as tcpdump does; what was still in the ring is taken
+ * first) and when its output cannot be written (a reader of -w gone). A
+ * frame it cannot write (see frame_check) is said, counted, and committed.
  *
  * Built with the host's compiler from kmod/nta_uapi.h alone (ntalab build).
  */
@@ -49,6 +53,7 @@ typedef __u64 u64;
 typedef __s32 s32;
 
 #define MAX_IFACES	8
+#define GONE_CHECK_POLLS	2	/* idle polls (of 1 s) between looks at NTA_DEV_GONE */
 #define IOV_BATCH	1024	/* writev's IOV_MAX */
 /* A frame's buffers in one batch: its pcap header, its pieces, and a piece split by the tag. */
 #define MAX_PIECES	(IOV_BATCH - 3)
@@ -90,6 +95,7 @@ struct reader {
 	unsigned long syscalls;
 	unsigned long rejected;		/* frames not written (reject_frame) */
 	int write_errno;		/* why writing the output failed: the capture ends */
+	unsigned int idle_polls;	/* polls in a row that timed out */
 	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
@@ -531,6 +537,34 @@ static unsigned long take_frames(struct reader *r, struct batch *b, int out, boo
 	return frames;
 }
 
+/*
+ * Every device this reader attached is gone (unregistered, or moved to
+ * another namespace). The module says so with POLLHUP (or POLLERR); one
+ * that does not is asked for each device's NTA_DEV_GONE every few idle
+ * polls, so a busy capture makes no extra system call. @polled is poll()'s
+ * return.
+ */
+static bool interfaces_gone(struct reader *r, int polled, short revents,
+			    const struct iface *ifs, int nifs)
+{
+	int i;
+
+	if (polled > 0 && (revents & (POLLHUP | POLLERR)))
+		return true;
+	if (polled)
+		r->idle_polls = 0;
+	if (polled || ++r->idle_polls % GONE_CHECK_POLLS)
+		return false;
+	for (i = 0; i < nifs; i++) {
+		struct nta_dev_stats d = { .ifindex = ifs[i].ifindex };
+
+		r->syscalls++;
+		if (ioctl(r->fd, NTA_IOC_DEV_STATS, &d) || !(d.flags & NTA_DEV_GONE))
+			return false;
+	}
+	return true;
+}
+
 static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long frames)
 {
 	struct nta_reader_stats rs;
@@ -588,7 +622,7 @@ int main(int argc, char **argv)
 	unsigned long count = 0, frames = 0;
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct reader r = { 0 };
-	bool quiet = false;
+	bool quiet = false, gone = false;
 	int nifs = 0, opt, out = -1, i;
 
 	while ((opt = getopt(argc, argv, "i:c:w:qD:")) != -1) {
@@ -633,15 +667,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, " %s", ifs[i].name);
 	fputc('\n', stderr);
 	r.syscalls = 0;	/* the capture's own, from here */
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && !r.write_errno &&
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && !r.write_errno && !gone &&
 	       (!count || frames < count)) {
 		struct pollfd pfd = { .fd = r.fd, .events = POLLIN };
+		int polled = poll(&pfd, 1, 1000);
 
-		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+		if (polled < 0 && errno != EINTR)
 			die("poll");
 		r.syscalls++;
+		/* Gone: nothing more comes, so what is in the ring is taken, to the last. */
+		gone = interfaces_gone(&r, polled, pfd.revents, ifs, nifs);
 		frames += take_frames(&r, &batch, out, !quiet && !path, ifs, nifs,
-				      count ? count - frames : (unsigned long)-1, false);
+				      count ? count - frames : (unsigned long)-1, gone);
 		batch_flush(&batch, &r, out);
 	}
 	summary(&r, ifs, nifs, frames);
@@ -650,8 +687,10 @@ int main(int argc, char **argv)
 	if (r.write_errno)
 		fprintf(stderr, "ntadump: cannot write %s: %s\n", path ? path : "standard output",
 			strerror(r.write_errno));
+	if (gone)
+		fprintf(stderr, "ntadump: the interfaces are gone\n");
 	if (out >= 0)
 		close(out);
 	close(r.fd);
-	return r.write_errno ? 1 : 0;
+	return r.write_errno || gone ? 1 : 0;
 }
