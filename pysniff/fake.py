@@ -29,7 +29,7 @@ import errno
 import mmap
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -288,6 +288,7 @@ class FakeDevice:
         self.counters = dict.fromkeys(abi.READER_STATS_COUNTERS, 0)
         self.closed = False
         self.maps_made: list[tuple[int, int, bool]] = []
+        self.ioctls: Counter[int] = Counter()  # by request
 
     # -- the pool ---------------------------------------------------------------
 
@@ -549,6 +550,7 @@ class FakeDevice:
         )
 
     def ioctl(self, request: int, arg: bytearray) -> None:
+        self.ioctls[request] += 1
         if request in (abi.IOC_ATTACH, abi.IOC_DETACH):
             req = abi.ATTACH.unpack(arg)
             if request == abi.IOC_ATTACH:
@@ -578,7 +580,7 @@ class FakeDevice:
         else:
             raise _oserror(errno.ENOTTY)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         """nta_write(): checked in order, the first refused commit ends it."""
         size = abi.COMMIT.size
         data = bytes(data)
