@@ -11,6 +11,10 @@ attached and mapped it prints ``pysniff: ready`` on stderr (and creates
 --ready-file), so a harness knows when to send. SIGINT and SIGTERM end the
 capture with the usual report. The lab's own options (--verify, and the
 ones that misbehave on purpose) have a --help group of their own.
+
+It also ends, with the report and exit status 1, once every interface is
+gone (what was left in the ring read first) or when -w cannot be written.
+A frame it cannot read is said on stderr, counted, and committed.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ def _not_negative(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pysniff", description="NTA zero-copy sniffer")
+    p = argparse.ArgumentParser(
+        prog="pysniff",
+        description="NTA zero-copy sniffer",
+        epilog="Exit status 1 when every interface is gone (the frames left in the ring are "
+        "read first) or the output cannot be written; a frame it cannot read is said on "
+        "stderr, counted (--json: rejected), and committed.",
+    )
     p.add_argument("-i", "--interface", action="append", default=[], help="name or index; repeat")
     p.add_argument("-c", "--count", type=_positive, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
