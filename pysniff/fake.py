@@ -61,6 +61,10 @@ class _Attached:
     flags: int = 0  # NTA_DEV_*
 
 
+# A piece of a chain: (offset in its chunk, length), or (offset, length, copied).
+Piece = tuple[int, int] | tuple[int, int, bool]
+
+
 @dataclass(frozen=True)
 class Arrival:
     """A frame as the stack hands it to the module (see ``FakeNta.deliver``)."""
@@ -68,7 +72,7 @@ class Arrival:
     wire: bytes
     strip_vlan: bool = False
     merged: bool = False
-    chain: tuple[tuple[int, int], ...] = ()
+    chain: tuple[Piece, ...] = ()
 
 
 def _oserror(code: int) -> OSError:
@@ -128,7 +132,7 @@ class FakeNta:
         strip_vlan: bool = False,
         headroom: int = HEADROOM,
         merged: bool = False,
-        chain: Sequence[tuple[int, int]] = (),
+        chain: Sequence[Piece] = (),
     ) -> int | None:
         """One frame received on ``ifindex``: its first record's seq if it was published.
 
@@ -138,7 +142,9 @@ class FakeNta:
         ``chain``: the stack holds it in place in several chunks (GRO merged
         its segments), published as is: (offset in its chunk, length) per
         piece, the head first, a chunk each, the lengths adding up to the
-        frame (after ``strip_vlan``).
+        frame (after ``strip_vlan``); (offset, length, True) is a piece the
+        module copied into its chunk (NTA_RECORD_COPY), as it does the pieces
+        of a merged frame that lie outside the pool.
         """
         a = self.devs.get(ifindex)
         if a is None:
@@ -375,19 +381,19 @@ class FakeDevice:
     def publish(
         self,
         a: _Attached,
-        pieces: list[tuple[_Chunk, int, int]],
+        pieces: list[tuple[_Chunk, int, int, int]],
         ifindex: int,
         data: bytes,
         tci: int | None,
         tpid: int,
-        flags: int,
     ) -> int | None:
-        """The records of one frame, made visible at once; the first's seq, or None."""
+        """The records of one frame, made visible at once; the first's seq, or None.
+        Each piece: its chunk, offset, length, and flags of its own (NTA_RECORD_COPY)."""
         if not self.admit(a, len(pieces)):
             return None
         self.nta.clock_ns += 1000
         first = self.seq
-        for k, (c, offset, length) in enumerate(pieces):
+        for k, (c, offset, length, flags) in enumerate(pieces):
             contd = abi.RECORD_CONTD if k + 1 < len(pieces) else 0
             record = abi.RECORD.pack(
                 node=c.node, offset=offset, len=length, generation=c.generation, seq=self.seq,
@@ -416,13 +422,14 @@ class FakeDevice:
         data: bytes,
         tci: int | None,
         tpid: int,
-        chain: Sequence[tuple[int, int]],
+        chain: Sequence[Piece],
     ) -> int | None:
         """nta_capture_linear(), and a GRO-merged frame published in place: each piece in
-        the chunk the driver received it in, at its offset there, a record each."""
-        if sum(length for _, length in chain) != len(data):
+        the chunk the driver received it in, at its offset there, a record each (or, a
+        piece marked copied, in a chunk the module copied it into: NTA_RECORD_COPY)."""
+        if sum(piece[1] for piece in chain) != len(data):
             raise ValueError(f"pieces {chain} do not add up to the frame's {len(data)} bytes")
-        if any(offset < 0 or offset + length > PAGE for offset, length in chain):
+        if any(piece[0] < 0 or piece[0] + piece[1] > PAGE for piece in chain):
             raise ValueError(f"pieces {chain} do not fit their chunks")
         taken: list[_Chunk] = []
         for _ in chain:
@@ -438,11 +445,12 @@ class FakeDevice:
             a.stats["allocated"] += 1
             taken.append(c)
         pieces, at = [], 0
-        for c, (offset, length) in zip(taken, chain, strict=True):
+        for c, (offset, length, *copied) in zip(taken, chain, strict=True):
             self.put(c, c.index * PAGE + offset, data[at : at + length])
-            pieces.append((c, c.index * PAGE + offset, length))
+            flags = abi.RECORD_COPY if copied and copied[0] else 0
+            pieces.append((c, c.index * PAGE + offset, length, flags))
             at += length
-        seq = self.publish(a, pieces, ifindex, data, tci, tpid, 0)
+        seq = self.publish(a, pieces, ifindex, data, tci, tpid)
         if seq is None:  # the stack is done with them, nobody holds them: back to the pool
             for c in taken:
                 self.free_chunk(c)
@@ -462,10 +470,10 @@ class FakeDevice:
         for k, c in enumerate(taken):
             part = data[k * PAGE : (k + 1) * PAGE]
             self.put(c, c.index * PAGE, part)
-            pieces.append((c, c.index * PAGE, len(part)))
+            pieces.append((c, c.index * PAGE, len(part), abi.RECORD_COPY))
         seq = None
         if len(taken) * PAGE >= len(data):
-            seq = self.publish(a, pieces, ifindex, data, tci, tpid, abi.RECORD_COPY)
+            seq = self.publish(a, pieces, ifindex, data, tci, tpid)
             if seq is None:
                 pass  # counted by admit
             else:

@@ -45,7 +45,8 @@ def signed(i: int, size: int) -> bytes:
 
 
 def shapes() -> list[Arrival]:
-    """One of each: in one chunk, a stripped tag, copied (COPY) pieces, in-place pieces."""
+    """One of each: in one chunk, a stripped tag, copied (COPY) pieces, in-place pieces,
+    a chain of both."""
     seg = 1448
     tcp = signed(5, 66 + 3 * seg)
     return [
@@ -61,6 +62,10 @@ def shapes() -> list[Arrival]:
             chain=((HEADROOM, 54), (0, 346)),
         ),
         Arrival(signed(7, 64)),
+        # GRO-merged, some pieces copied (those outside the pool), the others in place.
+        Arrival(
+            signed(8, 100 + 2 * seg), chain=((0, 100, True), (HEADROOM, seg), (300, seg, True))
+        ),
     ]
 
 
