@@ -1,87 +1,76 @@
-"""``python -m pysniff.bench``: packets/s of the reader's parse + commit paths, on the fake.
+"""``python -m pysniff.bench``: what a frame costs the CLI's capture paths, on the fake.
 
-Only the reader's side is timed: the fake fills the ring between rounds
-(its producer is Python too, and would dominate). The numbers say what the
-Python side costs per frame; the module's own cost is measured in the lab.
+Only the reader's side is timed, in this thread's CPU time (other processes
+on a busy host do not count): between rounds the fake fills the ring and
+takes the commits back, untimed (its producer is Python too, and would
+dominate). Each path is the CLI's own code, and a round is one wakeup:
+``--batch`` frames (the module's default wakeup is 256).
 
-    python -m pysniff.bench [--frames N] [--ring ENTRIES] [--size BYTES] [--json]
+    bulk     count and CRC each frame in place (pysniff --bulk; the lab's benchmark)
+    frames   a Frame each, counted (pysniff -q)
+    pcap     a Frame each, written as pcap to /dev/null (pysniff -w)
+
+``--pieces N`` publishes each frame in place as N chunks (a GRO-merged frame).
+The numbers say what the Python side costs per frame; the module's own cost
+is measured in the lab (``ntalab bench``).
+
+    python -m pysniff.bench [--frames N] [--batch N] [--size BYTES] [--pieces N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from pysniff.fake import FakeNta, ethernet
+from pysniff.cli import Capture
+from pysniff.fake import HEADROOM, FakeNta, ethernet
+from pysniff.pcap import PcapWriter
 from pysniff.reader import Reader
 
-
-def _simple(r: Reader) -> int:
-    n = 0
-    for _ in r.frames():
-        n += 1
-    return n
+PATHS = ("bulk", "frames", "pcap")
 
 
-def _simple_crc(r: Reader) -> int:
-    n = 0
-    for f in r.frames():
-        zlib.crc32(f.data)
-        n += 1
-    return n
-
-
-def _bulk(r: Reader) -> int:
-    return r.bulk().count
-
-
-def _bulk_crc(r: Reader) -> int:
-    b = r.bulk()
-    crc = zlib.crc32
-    sum(crc(v) for v in b.views())
-    return b.count
-
-
-PATHS: dict[str, Callable[[Reader], int]] = {
-    "frames": _simple,
-    "frames+crc": _simple_crc,
-    "bulk": _bulk,
-    "bulk+crc": _bulk_crc,
-}
-
-
-def measure(path: Callable[[Reader], int], frames: int, ring: int, size: int) -> float:
-    """Packets per second through ``path`` followed by one commit of the batch."""
-    nta = FakeNta(node_count=64, node_pages=max(1, ring // 64), ring_entries=ring)
+def measure(path: str, frames: int, batch: int, size: int, pieces: int = 1) -> float:
+    """CPU seconds per frame through ``path`` and the commit that follows it."""
+    nta = FakeNta(node_count=64, node_pages=64, ring_entries=4096, max_shared=4096)
     wire = ethernet(bytes(size - 14))
-    spent, done = 0.0, 0
-    with Reader([1], nta.open()) as r:
-        while done < frames:
-            for _ in range(min(ring, frames - done)):
-                nta.deliver(1, wire)
-            start = time.perf_counter()
-            done += path(r)
+    cut = -(-size // pieces)
+    chain = tuple((HEADROOM, len(wire[k : k + cut])) for k in range(0, size, cut))
+    spent = 0.0
+    with Reader([1], nta.open()) as r, open(os.devnull, "wb") as out:
+        cap = Capture({1: "lo"}, None, PcapWriter(out) if path == "pcap" else None, False)
+        take = cap.take_bulk if path == "bulk" else cap.take_frames
+        dev = nta.readers[0]
+        while cap.frames < frames:
+            for _ in range(min(batch, frames - cap.frames)):
+                nta.deliver(1, wire, chain=chain)
+            start = time.thread_time()
             r.commit()
-            spent += time.perf_counter() - start
-    return done / spent
+            take(r, None)
+            spent += time.thread_time() - start
+            dev.drain()  # the module takes the commits: not the reader's time
+    return spent / cap.frames
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pysniff.bench", description=__doc__)
-    p.add_argument("--frames", type=int, default=200_000)
-    p.add_argument("--ring", type=int, default=4096, help="ring entries (power of two)")
-    p.add_argument("--size", type=int, default=64, help="frame length in bytes")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--frames", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=256, help="frames per wakeup (at most 4096)")
+    p.add_argument("--size", type=int, default=100, help="frame length in bytes")
+    p.add_argument("--pieces", type=int, default=1, help="chunks per frame, in place")
+    p.add_argument("--json", action="store_true", help="microseconds per frame, by path")
     args = p.parse_args(argv)
-    rates = {name: measure(fn, args.frames, args.ring, args.size) for name, fn in PATHS.items()}
+    if not 1 <= args.batch * args.pieces <= 4096:
+        p.error("--batch x --pieces must fit the fake's 4096-entry ring")
+    cost = {name: measure(name, args.frames, args.batch, args.size, args.pieces) for name in PATHS}
     if args.json:
-        print(json.dumps({k: round(v) for k, v in rates.items()}))
+        print(json.dumps({k: round(v * 1e6, 3) for k, v in cost.items()}))
     else:
-        for name, rate in rates.items():
-            print(f"{name:12} {rate:12,.0f} packets/s")
+        for name, seconds in cost.items():
+            print(f"{name:8} {seconds * 1e6:7.3f} us/frame CPU  {1 / seconds:12,.0f} frames/s")
     return 0
 
 

@@ -11,6 +11,10 @@ attached and mapped it prints ``pysniff: ready`` on stderr (and creates
 --ready-file), so a harness knows when to send. SIGINT and SIGTERM end the
 capture with the usual report. The lab's own options (--verify, and the
 ones that misbehave on purpose) have a --help group of their own.
+
+It also ends, with the report and exit status 1, once every interface is
+gone (what was left in the ring read first) or when -w cannot be written.
+A frame it cannot read is said on stderr, counted, and committed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import signal
 import socket
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +33,9 @@ from pathlib import Path
 from pysniff.abi import Stats
 from pysniff.badcommit import KINDS, BadCommitter
 from pysniff.device import DEFAULT_PATH, Device, OsDevice
-from pysniff.errors import SniffError
+from pysniff.errors import OutputError, SniffError
 from pysniff.pcap import FrameWriter, open_writer
-from pysniff.reader import Reader
+from pysniff.reader import Reader, Rejected
 from pysniff.report import SniffReport
 from pysniff.signature import Tally
 
@@ -54,7 +57,13 @@ def _not_negative(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pysniff", description="NTA zero-copy sniffer")
+    p = argparse.ArgumentParser(
+        prog="pysniff",
+        description="NTA zero-copy sniffer",
+        epilog="Exit status 1 when every interface is gone (the frames left in the ring are "
+        "read first) or the output cannot be written; a frame it cannot read is said on "
+        "stderr, counted (--json: rejected), and committed.",
+    )
     p.add_argument("-i", "--interface", action="append", default=[], help="name or index; repeat")
     p.add_argument("-c", "--count", type=_positive, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -111,61 +120,98 @@ class Capture:
     crc_sum: int = 0
     max_wait_ns: int = 0  # longest a frame waited between its receipt and this reader
     per_interface: Counter[str] = field(default_factory=Counter)
+    gone: bool = False  # every interface went away: the capture ended with what was left
+    output_error: str | None = None  # the output could not be written: the capture ended
 
     def name(self, ifindex: int) -> str:
         return self.names.get(ifindex, str(ifindex))
 
-    def take_frames(self, reader: Reader, limit: int | None) -> None:
+    def take_frames(self, reader: Reader, limit: int | None, last: bool = False) -> None:
         """The frame path: a Frame each, the lab's checks, the pcap written straight from
-        the mapping (flushed before the chunks can be committed)."""
-        writer, tally = self.writer, self.tally
+        the mapping (flushed before the chunks can be committed). Counts are kept in locals
+        and added once per batch."""
+        writer, tally, names = self.writer, self.tally, self.names
         now, oldest = time.time_ns(), None
-        for f in reader.frames(limit):
+        frames = nbytes = 0
+        seen: Counter[int] = Counter()
+        for f in reader.frames(limit, last=last):
             if oldest is None:
                 oldest = f.tstamp_ns
-            name = self.name(f.ifindex)
-            self.frames += 1
-            self.bytes += f.len
-            self.per_interface[name] += 1
+            frames += 1
+            nbytes += f.len
+            seen[f.ifindex] += 1
             if writer is not None:
                 writer.add(f)
             if tally is not None:
-                tally.add(name, f.wire_bytes())
+                tally.add(names.get(f.ifindex, str(f.ifindex)), f.wire_bytes())
             if self.print_frames:
                 proto = socket.ntohs(f.protocol)
-                print(f"{f.tstamp_ns / 1e9:.6f} {name} seq {f.seq} ethertype {proto:#06x} "
-                      f"length {f.len}")  # fmt: skip
+                print(f"{f.tstamp_ns / 1e9:.6f} {self.name(f.ifindex)} seq {f.seq} "
+                      f"ethertype {proto:#06x} length {f.len}")  # fmt: skip
+        self.frames += frames
+        self.bytes += nbytes
+        for index, n in seen.items():
+            self.per_interface[self.name(index)] += n
         if oldest is not None:
             self.max_wait_ns = max(self.max_wait_ns, now - oldest)
         if writer is not None:
             writer.flush()
 
-    def take_bulk(self, reader: Reader, limit: int | None) -> None:
-        """The bulk path: all ready records at once; a CRC32 over each, in place."""
-        b = reader.bulk(limit)
+    def take_bulk(self, reader: Reader, limit: int | None, last: bool = False) -> None:
+        """The bulk path: every whole frame ready, at once; a CRC32 over each, in place, by C
+        loops (no Python code per frame, unless --verify)."""
+        b = reader.bulk(limit, last=last)
         if not b.count:
             return
         self.frames += b.count
-        self.bytes += sum(b.lengths())
-        self.crc_sum += sum(map(zlib.crc32, b.views()))
+        self.bytes += b.bytes
+        self.crc_sum += b.crc_sum()
         if len(self.names) == 1:
             self.per_interface[next(iter(self.names.values()))] += b.count
         else:
             for index, n in Counter(b.ifindexes()).items():
                 self.per_interface[self.name(index)] += n
         if self.tally is not None:
-            for view, index in zip(b.views(), b.ifindexes(), strict=True):
-                self.tally.add(self.name(index), view)
+            for pieces, index in zip(b.frames(), b.ifindexes(), strict=True):
+                self.tally.add(self.name(index), b"".join(pieces))
 
 
-WAIT_S = 1.0
+WAIT_S = 1.0  # the longest wait: a signal is noticed sooner (poll() returns EINTR)
+GONE_CHECK_POLLS = 2  # idle waits between looks at NTA_DEV_GONE (a module without POLLHUP)
 
 
-def idle_left(last_frame: float | None, idle: float | None, now: float) -> float | None:
-    """Seconds until a reader waiting for more is idle, once frames came."""
-    if last_frame is None or idle is None:
-        return None
-    return max(0.01, last_frame + idle - now)
+class Limits:
+    """The capture's time limits (--duration, --idle, --first-frame-timeout): the only reason
+    its loop reads the clock. Without them it reads none: in a TCG guest the clock has no
+    vDSO, so every read is a system call."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.duration, self.idle = args.duration, args.idle
+        self.first = args.first_frame_timeout
+        self.timed = any(t is not None for t in (self.duration, self.idle, self.first))
+        self.started = time.monotonic() if self.timed else 0.0
+        self.seen = False  # a frame came
+        self.last_frame = 0.0  # when (with --idle)
+
+    def frames_came(self) -> None:
+        self.seen = True
+        if self.idle is not None:
+            self.last_frame = time.monotonic()
+
+    def wait_s(self) -> float | None:
+        """How long the next wait may take, or None once a limit is reached."""
+        if not self.timed:
+            return WAIT_S
+        now = time.monotonic()
+        ends = []
+        if self.duration is not None:
+            ends.append(self.started + self.duration)
+        if self.first is not None and not self.seen:
+            ends.append(self.started + self.first)
+        if self.idle is not None and self.seen:
+            ends.append(self.last_frame + self.idle)
+        left = min(ends, default=now + WAIT_S) - now
+        return None if left <= 0 else min(WAIT_S, max(0.01, left))
 
 
 def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) -> Capture:
@@ -173,6 +219,8 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
     writer = open_writer(args.write, reader.attached) if args.write else None
     quiet = args.quiet or args.json or args.bulk or args.verify or writer is not None
     cap = Capture(dict(reader.attached), tally, writer, print_frames=not quiet)
+    take = cap.take_bulk if args.bulk else cap.take_frames
+    limits = Limits(args)
     stop = resume = False
 
     def on_stop(_signo: int, _frame: object) -> None:
@@ -186,38 +234,36 @@ def capture(args: argparse.Namespace, reader: Reader, bad: BadCommitter | None) 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGUSR1, on_resume)
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    started = time.monotonic()
-    last_frame: float | None = None
+    idle_waits = 0
     try:
-        while not stop and (args.count is None or cap.frames < args.count):
+        while not stop and not cap.gone and (args.count is None or cap.frames < args.count):
             if resume and not reader.auto_commit:
                 # At max_shared nothing new arrives to trigger a commit: commit now.
                 reader.auto_commit = True
                 reader.commit()
                 print("pysniff: resumed commits", file=sys.stderr, flush=True)
-            now = time.monotonic()
-            left = None if deadline is None else deadline - now
-            idle = (
-                last_frame is not None and args.idle is not None and now - last_frame >= args.idle
-            )
-            never = (
-                last_frame is None
-                and args.first_frame_timeout is not None
-                and now - started >= args.first_frame_timeout
-            )
-            if (left is not None and left <= 0) or idle or never:
+            wait = limits.wait_s()
+            if wait is None:
                 break
-            # A signal is noticed when the wait ends (Python resumes an interrupted
-            # poll), so waits are short, but not so short that idle readers poll
-            # often: one timeout a second costs ~1 system call per 1000 frames at 1000/s.
-            waits = [WAIT_S, *(w for w in (left, idle_left(last_frame, args.idle, now)) if w)]
-            reader.wait(min(waits))
-            if not reader.ready():
-                continue
-            last_frame = time.monotonic()
+            due = reader.wait(wait)
+            # Every device gone: POLLHUP, or (a module without it) NTA_DEV_GONE on each,
+            # asked every few idle waits so that a busy capture makes no extra call.
+            cap.gone = reader.hung_up
+            if not cap.gone and not reader.ready():
+                idle_waits = 0 if due else idle_waits + 1
+                if due or idle_waits % GONE_CHECK_POLLS or not reader.devices_gone():
+                    continue
+                cap.gone = True
+            idle_waits = 0
+            if reader.ready():
+                limits.frames_came()
+            # Gone: nothing follows, so what is in the ring is taken, to the last.
             limit = None if args.count is None else args.count - cap.frames
-            (cap.take_bulk if args.bulk else cap.take_frames)(reader, limit)
+            try:
+                take(reader, limit, cap.gone)
+            except OutputError as e:  # its chunks are pending: committed as the run ends
+                cap.output_error = str(e)
+                break
             if bad is not None:
                 bad.send()
     finally:
@@ -249,7 +295,15 @@ def result(
         bad_commits_sent=dict(bad.sent) if bad else {},
         bad_commits_refused=dict(bad.refused) if bad else {},
         verify=cap.tally.summary() if cap and cap.tally is not None else None,
+        rejected={fault.name.lower(): n for fault, n in reader.rejected.items()},
+        gone=cap.gone if cap else False,
+        output_error=cap.output_error if cap else None,
     )
+
+
+def say_rejected(r: Rejected) -> None:
+    print(f"pysniff: the frame at record {r.seq} ({r.records} records) {r.fault.value}: "
+          "not read, its chunks handed back", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
@@ -267,6 +321,7 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
         elif args.wakeup_frames or args.wakeup_usecs is not None:
             frames = args.wakeup_frames or reader.meta.ring_entries
             reader.set_wakeup(frames, 0 if args.wakeup_usecs is None else args.wakeup_usecs)
+        reader.on_reject = say_rejected
         bad = None
         if kinds:
             second = lambda: Reader((), open_device(args.device), via=args.commit_via)  # noqa: E731
@@ -293,6 +348,8 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
 def summary(out: SniffReport) -> list[str]:
     """The end-of-capture lines, per interface: captured, and what the reader missed, why."""
     lines = [f"{out.frames} frames captured ({out.syscalls} system calls)"]
+    if out.rejected:
+        lines.append(f"{sum(out.rejected.values())} frames not read (see above)")
     for name, d in out.dev_stats.items():
         missed = {k: v for k, v in d.missed.items() if v}
         line = f"{name}: {d.received} received, {out.per_interface.get(name, 0)} captured"
@@ -335,4 +392,8 @@ def main(argv: Sequence[str] | None = None, open_device: OpenDevice = OsDevice) 
         print(f"pysniff: {e}", file=sys.stderr)
         return 1
     report(out, args)
-    return 0
+    if out.output_error is not None:
+        print(f"pysniff: {out.output_error}", file=sys.stderr)
+    if out.gone:
+        print("pysniff: the interfaces are gone", file=sys.stderr)
+    return 1 if out.gone or out.output_error is not None else 0

@@ -21,3 +21,7 @@ class AbiMismatch(SniffError):
 
 class NoSuchInterface(SniffError):
     """An interface name or index that does not exist, or that NTA cannot attach."""
+
+
+class OutputError(SniffError):
+    """The capture's output cannot be written (its reader went away, the disk is full)."""

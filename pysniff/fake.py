@@ -2,16 +2,25 @@
 
 ``FakeNta`` lays its memory out like the module: per reader, a meta page, a
 ring mapping (record ring, commit ring, their indices) and a pool of nodes,
-each in a memfd the Reader maps through the same ``Device`` calls it uses
-on /dev/nta. Its mmap offsets differ from the module's on purpose (the
-reader must take them from the meta page). Commits are checked in the
-order ``nta_commit_check()`` uses, refusals counted per reason, a write()
-stops at the first refused commit, the commit ring is drained when the
-reader is at max_shared, on poll and on write, and NTA_COMMIT_NEED_WAKEUP is
-raised and cleared as the module does: tests of batching, the commit ring
-and malformed commits check the same arithmetic the kernel does.
+all in one memfd (``FakeDevice.fd``) at the mmap offsets the meta page
+gives, which the Reader maps through the same ``Device`` calls it uses on
+/dev/nta (and ntadump maps in its host tests). Its mmap offsets differ from
+the module's on purpose (a reader must take them from the meta page).
+Commits are checked in the order ``nta_commit_check()`` uses, refusals
+counted per reason, a write() stops at the first refused commit, the commit
+ring is drained when the reader is at max_shared, on poll and on write, and
+NTA_COMMIT_NEED_WAKEUP is raised and cleared as the module does: tests of
+batching, the commit ring and malformed commits check the same arithmetic
+the kernel does.
+
 ``deliver()`` is the producer; ``queue()`` holds frames back until the
-reader polls, like traffic arriving while it waits.
+reader polls, like traffic arriving while it waits. A frame is published in
+one chunk, or (``merged``) copied into chunks as NTA_RECORD_COPY pieces, or
+(``chain``) in place in several chunks, a non-COPY piece per chunk at any
+offset: how the module publishes a GRO-merged frame (the head's chunk, then
+each merged segment's). ``unregister()`` makes a device go away: its reader
+sees NTA_DEV_GONE, and POLLHUP from poll() once every device it attached is
+gone (``hangup=False``: a module that only sets the flag).
 """
 
 from __future__ import annotations
@@ -20,17 +29,19 @@ import errno
 import mmap
 import os
 import time
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pysniff import abi
+from pysniff.device import Events
 
 PAGE = mmap.PAGESIZE
 HEADROOM = 66  # NET_SKB_PAD + NET_IP_ALIGN: where a driver puts the MAC header
 MAX_DEVS = 8
 # The ring mapping's first page, as the module lays it out.
 RING_PRODUCER, RING_CONSUMER, COMMIT_PRODUCER, COMMIT_CONSUMER, COMMIT_FLAGS = 0, 64, 128, 192, 256
+RING_MMAP_OFFSET = 16 * PAGE  # the module's differ: a reader must read them from the meta page
 
 
 @dataclass
@@ -47,12 +58,21 @@ class _Chunk:
 class _Attached:
     reader: FakeDevice
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(abi.DEV_STATS_COUNTERS, 0))
+    flags: int = 0  # NTA_DEV_*
 
 
-def _memfd(name: str, size: int) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    os.ftruncate(fd, size)
-    return fd
+# A piece of a chain: (offset in its chunk, length), or (offset, length, copied).
+Piece = tuple[int, int] | tuple[int, int, bool]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A frame as the stack hands it to the module (see ``FakeNta.deliver``)."""
+
+    wire: bytes
+    strip_vlan: bool = False
+    merged: bool = False
+    chain: tuple[Piece, ...] = ()
 
 
 def _oserror(code: int) -> OSError:
@@ -77,6 +97,7 @@ class FakeNta:
         interfaces: Mapping[int, str] | None = None,
         burst: int = 16,
         meta_override: Mapping[str, int] | None = None,
+        hangup: bool = True,
     ) -> None:
         self.node_count, self.node_pages = node_count, node_pages
         self.node_size = node_pages * PAGE
@@ -86,10 +107,12 @@ class FakeNta:
         self.interfaces = dict(interfaces or {1: "lo", 2: "eth0", 3: "eth1"})
         self.burst = burst
         self.meta_override = dict(meta_override or {})
+        self.hangup = hangup
         self.stats: dict[str, int] = dict.fromkeys(abi.STATS_COUNTERS, 0)
         self.bad_commits = [0] * abi.BAD_COMMIT_MAX
         self.devs: dict[int, _Attached] = {}
-        self.queued: dict[int, deque[tuple[bytes, bool, int]]] = {}
+        self.queued: dict[int, deque[Arrival]] = {}
+        self.leaving: set[int] = set()  # devices unregistered once their queue is empty
         self.readers: list[FakeDevice] = []
         self.writes: list[int] = []  # commits per write() call, as the module saw them
         self.clock_ns = 1_700_000_000_000_000_000
@@ -109,12 +132,19 @@ class FakeNta:
         strip_vlan: bool = False,
         headroom: int = HEADROOM,
         merged: bool = False,
+        chain: Sequence[Piece] = (),
     ) -> int | None:
         """One frame received on ``ifindex``: its first record's seq if it was published.
 
         ``strip_vlan``: the stack took the outer tag out (802.1Q or 802.1ad).
         ``merged``: the stack held it in several buffers (GRO), so the module
-        copies it into chunks, a record per chunk.
+        copies it into chunks, a record per chunk (NTA_RECORD_COPY).
+        ``chain``: the stack holds it in place in several chunks (GRO merged
+        its segments), published as is: (offset in its chunk, length) per
+        piece, the head first, a chunk each, the lengths adding up to the
+        frame (after ``strip_vlan``); (offset, length, True) is a piece the
+        module copied into its chunk (NTA_RECORD_COPY), as it does the pieces
+        of a merged frame that lie outside the pool.
         """
         a = self.devs.get(ifindex)
         if a is None:
@@ -127,43 +157,59 @@ class FakeNta:
         a.stats["received"] += 1
         if merged:
             return r.copy_in(a, ifindex, data, tci, tpid)
-        if headroom + len(data) > PAGE:  # the tap: a frame must fit its chunk
-            a.stats["skipped"] += 1
-            self.stats["skipped"] += 1
-            return None
-        c = r.take()
-        if c is None:  # the pool was empty at refill: a buffer from elsewhere
-            a.stats["fallback"] += 1
-            a.stats["pool_empty"] += 1
-            a.stats["unserved"] += 1
-            self.stats["unserved"] += 1
-            return None
-        a.stats["allocated"] += 1
-        offset = c.index * PAGE + headroom
-        r.put(c, offset, data)
-        seq = r.publish(a, [(c, offset, len(data))], ifindex, data, tci, tpid, 0)
-        if seq is None:  # the stack is done with it, nobody holds it: back to the pool
-            r.free_chunk(c)
-        return seq
+        if not chain:
+            if headroom + len(data) > PAGE:  # the tap: a frame must fit its chunk
+                a.stats["skipped"] += 1
+                self.stats["skipped"] += 1
+                return None
+            chain = ((headroom, len(data)),)
+        return r.in_place(a, ifindex, data, tci, tpid, chain)
 
     def queue(
-        self, ifindex: int, frames: Iterable[bytes], *, strip_vlan: bool = False, merged: int = 0
+        self,
+        ifindex: int,
+        frames: Iterable[bytes | Arrival],
+        *,
+        strip_vlan: bool = False,
+        merged: bool = False,
     ) -> None:
-        """Frames that arrive ``burst`` at a time while a reader polls."""
+        """Frames that arrive ``burst`` at a time while a reader polls (bytes: shaped by the
+        keywords)."""
         q = self.queued.setdefault(ifindex, deque())
-        q.extend((f, strip_vlan, merged) for f in frames)
+        q.extend(
+            f if isinstance(f, Arrival) else Arrival(f, strip_vlan=strip_vlan, merged=merged)
+            for f in frames
+        )
 
     def arrive(self) -> int:
-        """Deliver the next burst of queued frames on every attached interface."""
+        """Deliver the next burst of queued frames on every attached interface; a device
+        leaving (``unregister_after``) goes once its queue is empty."""
         n = 0
         for ifindex, q in self.queued.items():
             if ifindex not in self.devs:
                 continue
             for _ in range(min(self.burst, len(q))):
-                wire, strip, merged = q.popleft()
-                self.deliver(ifindex, wire, strip_vlan=strip, merged=bool(merged))
+                f = q.popleft()
+                self.deliver(
+                    ifindex, f.wire, strip_vlan=f.strip_vlan, merged=f.merged, chain=f.chain
+                )
                 n += 1
+        for ifindex in [i for i in self.leaving if not self.queued.get(i)]:
+            self.unregister(ifindex)
         return n
+
+    def unregister(self, ifindex: int) -> None:
+        """The device goes (unregistered, or moved to another namespace): its reader, if
+        any, sees NTA_DEV_GONE in its dev stats."""
+        self.leaving.discard(ifindex)
+        self.interfaces.pop(ifindex, None)
+        a = self.devs.pop(ifindex, None)
+        if a is not None:
+            a.flags |= abi.DEV_GONE
+
+    def unregister_after(self, ifindex: int) -> None:
+        """The device goes once every frame queued for it has arrived."""
+        self.leaving.add(ifindex)
 
     # -- ioctls ---------------------------------------------------------------
 
@@ -214,26 +260,28 @@ class FakeDevice:
         commits = _pages(n.ring_entries * abi.COMMIT.size)
         self.ring_size = PAGE + records + commits
         self.commit_at = PAGE + records
+        nodes_offset = RING_MMAP_OFFSET + max(48 * PAGE, _pages(self.ring_size))
+        nodes_size = n.node_count * n.node_size
         self.meta_values = {
             "magic": abi.MAGIC, "abi_version": abi.ABI_VERSION, "meta_size": abi.META.size,
             "record_size": abi.RECORD.size, "commit_size": abi.COMMIT.size, "page_size": PAGE,
             "node_count": n.node_count, "node_size": n.node_size, "chunk_size": PAGE,
             "ring_entries": n.ring_entries, "commit_entries": n.ring_entries,
             "max_shared": n.max_shared, "max_commit_batch": n.max_commit_batch,
-            "ring_mmap_offset": 16 * PAGE, "ring_mmap_size": self.ring_size,
-            "nodes_mmap_offset": 64 * PAGE, "nodes_mmap_size": n.node_count * n.node_size,
+            "ring_mmap_offset": RING_MMAP_OFFSET, "ring_mmap_size": self.ring_size,
+            "nodes_mmap_offset": nodes_offset, "nodes_mmap_size": nodes_size,
             "ring_producer_offset": RING_PRODUCER, "ring_consumer_offset": RING_CONSUMER,
             "ring_records_offset": PAGE, "commit_producer_offset": COMMIT_PRODUCER,
             "commit_consumer_offset": COMMIT_CONSUMER, "commit_flags_offset": COMMIT_FLAGS,
             "commit_entries_offset": self.commit_at,
             **n.meta_override,
         }  # fmt: skip
-        self.meta_fd = _memfd("nta-meta", PAGE)
-        os.pwrite(self.meta_fd, abi.META.pack(self.meta_values), 0)
-        self.ring_fd = _memfd("nta-ring", self.ring_size)
-        self.ring = mmap.mmap(self.ring_fd, self.ring_size)
-        self.nodes_fd = _memfd("nta-nodes", n.node_count * n.node_size)
-        self.nodes = mmap.mmap(self.nodes_fd, n.node_count * n.node_size)
+        # The three mappings in one file, each at its mmap offset (as one /dev/nta is).
+        self.fd = os.memfd_create("nta", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, nodes_offset + nodes_size)
+        os.pwrite(self.fd, abi.META.pack(self.meta_values), 0)
+        self.ring = mmap.mmap(self.fd, self.ring_size, offset=RING_MMAP_OFFSET)
+        self.nodes = mmap.mmap(self.fd, nodes_size, offset=nodes_offset)
         self.chunks = [[_Chunk(i, j) for j in range(n.node_pages)] for i in range(n.node_count)]
         self.free: deque[_Chunk] = deque(c for node in self.chunks for c in node)
         self.watched: dict[int, _Attached] = {}
@@ -246,6 +294,7 @@ class FakeDevice:
         self.counters = dict.fromkeys(abi.READER_STATS_COUNTERS, 0)
         self.closed = False
         self.maps_made: list[tuple[int, int, bool]] = []
+        self.ioctls: Counter[int] = Counter()  # by request
 
     # -- the pool ---------------------------------------------------------------
 
@@ -332,19 +381,19 @@ class FakeDevice:
     def publish(
         self,
         a: _Attached,
-        pieces: list[tuple[_Chunk, int, int]],
+        pieces: list[tuple[_Chunk, int, int, int]],
         ifindex: int,
         data: bytes,
         tci: int | None,
         tpid: int,
-        flags: int,
     ) -> int | None:
-        """The records of one frame, made visible at once; the first's seq, or None."""
+        """The records of one frame, made visible at once; the first's seq, or None.
+        Each piece: its chunk, offset, length, and flags of its own (NTA_RECORD_COPY)."""
         if not self.admit(a, len(pieces)):
             return None
         self.nta.clock_ns += 1000
         first = self.seq
-        for k, (c, offset, length) in enumerate(pieces):
+        for k, (c, offset, length, flags) in enumerate(pieces):
             contd = abi.RECORD_CONTD if k + 1 < len(pieces) else 0
             record = abi.RECORD.pack(
                 node=c.node, offset=offset, len=length, generation=c.generation, seq=self.seq,
@@ -366,6 +415,47 @@ class FakeDevice:
         a.stats["published"] += 1
         return first
 
+    def in_place(
+        self,
+        a: _Attached,
+        ifindex: int,
+        data: bytes,
+        tci: int | None,
+        tpid: int,
+        chain: Sequence[Piece],
+    ) -> int | None:
+        """nta_capture_linear(), and a GRO-merged frame published in place: each piece in
+        the chunk the driver received it in, at its offset there, a record each (or, a
+        piece marked copied, in a chunk the module copied it into: NTA_RECORD_COPY)."""
+        if sum(piece[1] for piece in chain) != len(data):
+            raise ValueError(f"pieces {chain} do not add up to the frame's {len(data)} bytes")
+        if any(piece[0] < 0 or piece[0] + piece[1] > PAGE for piece in chain):
+            raise ValueError(f"pieces {chain} do not fit their chunks")
+        taken: list[_Chunk] = []
+        for _ in chain:
+            c = self.take()
+            if c is None:  # the pool was empty at refill: a buffer from elsewhere
+                a.stats["fallback"] += 1
+                a.stats["pool_empty"] += 1
+                a.stats["unserved"] += 1
+                self.nta.stats["unserved"] += 1
+                for t in taken:
+                    self.free_chunk(t)
+                return None
+            a.stats["allocated"] += 1
+            taken.append(c)
+        pieces, at = [], 0
+        for c, (offset, length, *copied) in zip(taken, chain, strict=True):
+            self.put(c, c.index * PAGE + offset, data[at : at + length])
+            flags = abi.RECORD_COPY if copied and copied[0] else 0
+            pieces.append((c, c.index * PAGE + offset, length, flags))
+            at += length
+        seq = self.publish(a, pieces, ifindex, data, tci, tpid)
+        if seq is None:  # the stack is done with them, nobody holds them: back to the pool
+            for c in taken:
+                self.free_chunk(c)
+        return seq
+
     def copy_in(
         self, a: _Attached, ifindex: int, data: bytes, tci: int | None, tpid: int
     ) -> int | None:
@@ -380,10 +470,10 @@ class FakeDevice:
         for k, c in enumerate(taken):
             part = data[k * PAGE : (k + 1) * PAGE]
             self.put(c, c.index * PAGE, part)
-            pieces.append((c, c.index * PAGE, len(part)))
+            pieces.append((c, c.index * PAGE, len(part), abi.RECORD_COPY))
         seq = None
         if len(taken) * PAGE >= len(data):
-            seq = self.publish(a, pieces, ifindex, data, tci, tpid, abi.RECORD_COPY)
+            seq = self.publish(a, pieces, ifindex, data, tci, tpid)
             if seq is None:
                 pass  # counted by admit
             else:
@@ -432,15 +522,12 @@ class FakeDevice:
         m = self.meta_values
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         self.maps_made.append((offset, size, writable))
-        if offset == m["ring_mmap_offset"] and size == self.ring_size:
-            return mmap.mmap(self.ring_fd, size, mmap.MAP_SHARED, prot)
-        if writable:
+        ring = offset == m["ring_mmap_offset"] and size == self.ring_size
+        meta = offset == abi.MMAP_META_OFFSET and size == PAGE
+        nodes = offset == m["nodes_mmap_offset"] and size == m["nodes_mmap_size"]
+        if not (ring or meta or nodes) or (writable and not ring):
             raise _oserror(errno.EINVAL)
-        if offset == abi.MMAP_META_OFFSET and size == PAGE:
-            return mmap.mmap(self.meta_fd, size, mmap.MAP_SHARED, prot)
-        if offset == m["nodes_mmap_offset"] and size == m["nodes_mmap_size"]:
-            return mmap.mmap(self.nodes_fd, size, mmap.MAP_SHARED, prot)
-        raise _oserror(errno.EINVAL)
+        return mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot, offset=offset)
 
     def due(self) -> bool:
         """struct nta_wakeup's rule, on the oldest pending record's age."""
@@ -451,16 +538,27 @@ class FakeDevice:
         oldest = self.stamps.get(self.seq - pending, 0.0)
         return not usecs or pending >= frames or time.monotonic() - oldest >= usecs / 1e6
 
-    def poll(self, timeout_ms: int | None) -> bool:
+    def hung_up(self) -> bool:
+        """Every device this reader attached is gone: poll() says POLLHUP."""
+        return (
+            self.nta.hangup
+            and bool(self.watched)
+            and all(a.flags & abi.DEV_GONE for a in self.watched.values())
+        )
+
+    def poll(self, timeout_ms: int | None) -> Events:
         self.nta.arrive()
         self.drain()
-        if not self.due() and timeout_ms:
+        if not self.due() and not self.hung_up() and timeout_ms:
             time.sleep(min(timeout_ms, 5) / 1000)  # as if blocked a while: no busy loop
         ready = self.due()
         self.counters["wakeups"] += ready
-        return ready
+        return (Events.IN if ready else Events.NONE) | (
+            Events.HUP if self.hung_up() else Events.NONE
+        )
 
     def ioctl(self, request: int, arg: bytearray) -> None:
+        self.ioctls[request] += 1
         if request in (abi.IOC_ATTACH, abi.IOC_DETACH):
             req = abi.ATTACH.unpack(arg)
             if request == abi.IOC_ATTACH:
@@ -478,7 +576,7 @@ class FakeDevice:
             a = self.watched.get(req["ifindex"])
             if a is None:
                 raise _oserror(errno.ENODEV)
-            arg[:] = abi.DEV_STATS.pack(a.stats, ifindex=req["ifindex"])
+            arg[:] = abi.DEV_STATS.pack(a.stats, ifindex=req["ifindex"], flags=a.flags)
         elif request == abi.IOC_SET_WAKEUP:
             req = abi.WAKEUP.unpack(arg)
             if not 1 <= req["frames"] <= self.nta.ring_entries or req["usecs"] > 10_000_000:
@@ -490,7 +588,7 @@ class FakeDevice:
         else:
             raise _oserror(errno.ENOTTY)
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         """nta_write(): checked in order, the first refused commit ends it."""
         size = abi.COMMIT.size
         data = bytes(data)
@@ -526,8 +624,7 @@ class FakeDevice:
         self.nta.readers.remove(self)
         for m in (self.ring, self.nodes):
             m.close()
-        for fd in (self.ring_fd, self.nodes_fd, self.meta_fd):
-            os.close(fd)
+        os.close(self.fd)
 
 
 def ethernet(

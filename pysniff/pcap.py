@@ -14,12 +14,14 @@ pcapng: if_tsresol 9). Tests read the files back with scapy.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from pysniff.errors import OutputError
 from pysniff.reader import Frame
 
 LINKTYPE_ETHERNET = 1
@@ -50,23 +52,61 @@ class FrameWriter(Protocol):
     def close(self) -> None: ...
 
 
+def _record(frame: Frame) -> tuple[list[Buffer], int, int]:
+    """What a record of ``frame`` holds: its buffers (cut at SNAPLEN), their length, and the
+    frame's length on the wire. Lengths come from the buffers, so none disagrees with its
+    bytes (a tag with no room to go back is not counted, a frame whose pieces do not add
+    up to its length is written as it came)."""
+    iov = frame.wire_iov()
+    caplen = sum(map(len, iov))
+    tag = caplen - sum(map(len, frame.pieces))  # 4 if the tag went back
+    wire = max(frame.len + tag, caplen)
+    if caplen > SNAPLEN:  # as tcpdump cuts a frame longer than its snapshot length
+        cut: list[Buffer] = []
+        room = SNAPLEN
+        for buf in iov:
+            cut.append(buf[:room])
+            room -= len(cut[-1])
+        iov, caplen = cut, SNAPLEN
+    return iov, caplen, wire
+
+
 class _Vectored:
-    """Buffers queued for writev(), written IOV_MAX at a time."""
+    """Buffers queued for writev(), written IOV_MAX at a time.
+
+    A filesystem that pins the pages it writes from (9p's zero-copy path, FUSE)
+    cannot pin the pool, which is mapped by page frame: writev() fails with
+    EFAULT, and from then on the frames go through a copy (as ntadump does).
+    Any other failure is an OutputError; what was queued is dropped.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.fd = out.fileno()
         self.iov: list[Buffer] = []
+        self.copy = False
 
     def flush(self) -> None:
-        iov = self.iov
+        iov, self.iov = self.iov, []
         for at in range(0, len(iov), IOV_MAX):
             part = iov[at : at + IOV_MAX]
-            want = sum(len(b) for b in part)
-            done = os.writev(self.fd, part)
-            if done != want:  # a short write (disk full, a signal): finish it plainly
-                os.write(self.fd, b"".join(bytes(b) for b in part)[done:])
-        self.iov = []
+            done = 0
+            try:
+                if not self.copy:
+                    done = os.writev(self.fd, part)
+            except OSError as e:
+                if e.errno != errno.EFAULT:
+                    raise OutputError(f"cannot write {self.out.name}: {e.strerror}") from None
+                self.copy = True
+            if done < sum(map(len, part)):  # a copy, or the rest of a short write
+                self._write(memoryview(b"".join(part))[done:])
+
+    def _write(self, data: memoryview) -> None:
+        while data:
+            try:
+                data = data[os.write(self.fd, data) :]
+            except OSError as e:
+                raise OutputError(f"cannot write {self.out.name}: {e.strerror}") from None
 
     def close(self) -> None:
         self.flush()
@@ -82,11 +122,10 @@ class PcapWriter(_Vectored):
         self.flush()
 
     def add(self, frame: Frame) -> None:
-        wire = frame.wire_iov()
-        size = frame.len + (4 if frame.vlan_tci is not None else 0)
+        iov, caplen, wire = _record(frame)
         sec, nsec = divmod(frame.tstamp_ns, 1_000_000_000)
-        self.iov.append(_PCAP_RECORD.pack(sec, nsec, size, size))
-        self.iov += wire
+        self.iov.append(_PCAP_RECORD.pack(sec, nsec, caplen, wire))
+        self.iov += iov
 
 
 def _pad4(data: bytes) -> bytes:
@@ -122,12 +161,12 @@ class PcapNgWriter(_Vectored):
 
     def add(self, frame: Frame) -> None:
         iface = self._interface(frame.ifindex)
-        size = frame.len + (4 if frame.vlan_tci is not None else 0)
-        pad = -size % 4
-        total = 32 + size + pad
+        iov, caplen, wire = _record(frame)
+        pad = -caplen % 4
+        total = 32 + caplen + pad
         ts = frame.tstamp_ns
-        self.iov.append(_EPB_HEAD.pack(_EPB, total, iface, ts >> 32, ts & 0xFFFFFFFF, size, size))
-        self.iov += frame.wire_iov()
+        self.iov.append(_EPB_HEAD.pack(_EPB, total, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, wire))
+        self.iov += iov
         self.iov.append(b"\0" * pad + struct.pack("<I", total))
 
 

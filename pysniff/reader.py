@@ -1,5 +1,11 @@
 """The zero-copy reader: map NTA's pool and rings, read frames in place, hand chunks back.
 
+A frame is one record, or a chain of them (NTA_RECORD_CONTD: each record
+but the last says the frame continues in the next seq), any number of
+pieces, each in its own chunk at its own offset, copied there
+(NTA_RECORD_COPY) or not: the reader only concatenates them, and commits
+each piece's chunk on its own.
+
 Lifetime of a frame's bytes: ``Frame.pieces`` (and the views of a ``Bulk``)
 point into the module's chunks, not into a copy. A chunk stays the reader's
 until it is committed, so the bytes are valid until the reader commits it:
@@ -12,36 +18,59 @@ Commits go into the commit ring (a store, no system call) unless
 ``via="write"``; a system call is made only when the module says it is due
 (NTA_COMMIT_NEED_WAKEUP) or the ring has no room. ``syscalls`` counts every
 one the reader makes.
+
+A frame the reader cannot read (a record naming bytes outside the pool, a
+chain that can never end) is refused: counted in ``rejected`` by ``Fault``,
+told to ``on_reject``, its chunks committed like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import mmap
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple
 
 from pysniff import abi
-from pysniff.device import DEFAULT_PATH, Device, OsDevice, is_refusal
+from pysniff.device import DEFAULT_PATH, Device, Events, OsDevice, is_refusal
 from pysniff.errors import AbiMismatch, NoSuchInterface, SniffError
 
-__all__ = ["AbiMismatch", "Bulk", "Chunk", "CommitResult", "Frame", "Reader", "SniffError"]
+__all__ = [
+    "AbiMismatch", "Bulk", "Chunk", "CommitResult", "Fault", "Frame", "Reader", "Rejected",
+    "SniffError",
+]  # fmt: skip
 
 _RECORD = abi.RECORD.struct
 _COMMIT = abi.COMMIT.struct
 _RSIZE = abi.RECORD.size
 _CSIZE = abi.COMMIT.size
 _TAG = struct.Struct("!HH")
+_CONTD = abi.RECORD_CONTD
+# A record as 32-bit words: where its len and ifindex are.
+_WORDS = _RSIZE // 4
+_LEN, _IFINDEX = abi.RECORD["len"].offset // 4, abi.RECORD["ifindex"].offset // 4
+# Where a record's bytes are: its first three fields (node, offset, len), the rest skipped.
+_SPAN = struct.Struct(f"<III{_RSIZE - 12}x")
+if [(f.name, f.offset) for f in abi.RECORD.fields[:3]] != [("node", 0), ("offset", 4), ("len", 8)]:
+    raise AbiMismatch("struct nta_record no longer starts with node, offset, len")
+# The low byte of a record's flags (little endian), where NTA_RECORD_CONTD is.
+_FLAGS_LOW = abi.RECORD["flags"].offset
+_NOT_CONTD = bytes(b for b in range(256) if not b & _CONTD)
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One received frame: its first record's fields, and its bytes in place, piece by piece."""
+class Frame(NamedTuple):
+    """One received frame: its first record's fields, and its bytes in place, piece by piece.
+
+    A NamedTuple rather than a dataclass: one is made per frame, and a tuple is
+    the cheapest typed object Python makes."""
 
     seq: int  # the first record's
     tstamp_ns: int
@@ -61,12 +90,19 @@ class Frame:
         return memoryview(b"".join(self.pieces))
 
     def wire_iov(self) -> list[memoryview | bytes]:
-        """The frame as it was on the wire, as buffers for writev(): a tag taken out goes back."""
+        """The frame as it was on the wire, as buffers for writev(): a tag the stack took out
+        goes back after the two MAC addresses (the first 12 bytes, whichever pieces hold
+        them; a frame shorter than that has no room for it)."""
         if self.vlan_tci is None:
             return list(self.pieces)
-        first = self.pieces[0]
         tag = _TAG.pack(self.vlan_proto, self.vlan_tci)
-        return [first[:12], tag, first[12:], *self.pieces[1:]]
+        seen = 0
+        for k, piece in enumerate(self.pieces):
+            if seen + len(piece) >= 12:
+                cut = 12 - seen
+                return [*self.pieces[:k], piece[:cut], tag, piece[cut:], *self.pieces[k + 1 :]]
+            seen += len(piece)
+        return list(self.pieces)
 
     def wire_bytes(self) -> bytes:
         """The frame as it was on the wire (a copy)."""
@@ -87,46 +123,85 @@ class CommitResult:
     refused: int
 
 
+class Fault(enum.Enum):
+    """Why a frame was refused."""
+
+    OUTSIDE = "names bytes outside the pool"
+    OPEN = "never got its last record"  # a chain still open when nothing can follow it
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A frame the reader refused: its first record, how many it took, why."""
+
+    seq: int
+    records: int
+    fault: Fault
+
+
 @dataclass(frozen=True)
 class Bulk:
-    """Every record ready at once, as packed ``struct nta_record``s: no object per record.
+    """Every whole frame ready at once, as packed ``struct nta_record``s: no object per frame.
 
-    ``records`` is a copy of the ring slots (48 bytes a record); the frames'
-    bytes stay in place, reachable through ``nodes``.
+    ``records`` is a copy of the ring slots (48 bytes a record), whole frames
+    only; ``pieces`` each record's bytes in place; ``count`` the frames,
+    ``bytes`` their length. A frame is one record, or a CONTD chain of them.
     """
 
     records: bytes
-    nodes: memoryview
-    node_size: int
+    pieces: list[memoryview]
+    count: int
+    bytes: int
 
     @property
-    def count(self) -> int:
-        return len(self.records) // _RSIZE
+    def chained(self) -> bool:
+        return self.count != len(self.pieces)
 
-    def lengths(self) -> memoryview:
-        """The pieces' lengths, a strided view of the records (no copy, no list)."""
-        return memoryview(self.records).cast("I")[abi.RECORD["len"].offset // 4 :: _RSIZE // 4]
+    def lengths(self) -> memoryview[int]:
+        """The records' lengths, a strided view of the records (no copy, no list)."""
+        return memoryview(self.records).cast("I")[_LEN::_WORDS]
 
-    def ifindexes(self) -> memoryview:
-        return memoryview(self.records).cast("i")[abi.RECORD["ifindex"].offset // 4 :: _RSIZE // 4]
+    def ifindexes(self) -> Sequence[int]:
+        """Each frame's interface."""
+        column = memoryview(self.records).cast("i")[_IFINDEX::_WORDS]
+        if not self.chained:
+            return column
+        flags = self.records[_FLAGS_LOW::_RSIZE]
+        return [i for i, f in zip(column, flags, strict=True) if not f & _CONTD]
 
-    def views(self) -> Iterator[memoryview]:
-        """Each record's bytes, in place (a frame of several records gives several)."""
-        for node, offset, length, *_ in _RECORD.iter_unpack(self.records):
-            start = node * self.node_size + offset
-            yield self.nodes[start : start + length]
+    def frames(self) -> Iterator[list[memoryview]]:
+        """Each frame's pieces, in place."""
+        pieces: list[memoryview] = []
+        for piece, flags in zip(self.pieces, self.records[_FLAGS_LOW::_RSIZE], strict=True):
+            pieces.append(piece)
+            if not flags & _CONTD:
+                yield pieces
+                pieces = []
+
+    def crc_sum(self) -> int:
+        """The sum of each frame's CRC32 (over its pieces, in order)."""
+        if not self.chained:
+            return sum(map(zlib.crc32, self.pieces))
+        total = 0
+        for pieces in self.frames():
+            crc = 0
+            for piece in pieces:
+                crc = zlib.crc32(piece, crc)
+            total += crc
+        return total
 
 
-def commits_of(records: bytes) -> bytes:
-    """The commits for packed records: node, offset, generation, zero; built by strided
-    byte copies (C speed), not one Python object per record."""
-    n = len(records) // _RSIZE
-    out = bytearray(n * _CSIZE)
+def commits_of(records: bytes) -> bytearray:
+    """The commits for packed records: node, offset, generation, zero; three strided copies
+    (C speed), not one Python object per record."""
+    out = bytearray(len(records) // _RSIZE * _CSIZE)
+    src, dst = memoryview(records).cast("I"), memoryview(out).cast("I")
     for name in ("node", "offset", "generation"):
-        src, dst = abi.RECORD[name].offset, abi.COMMIT[name].offset
-        for k in range(4):
-            out[dst + k :: _CSIZE] = records[src + k :: _RSIZE]
-    return bytes(out)
+        dst[abi.COMMIT[name].offset // 4 :: _CSIZE // 4] = src[
+            abi.RECORD[name].offset // 4 :: _WORDS
+        ]
+    dst.release()  # the caller may grow out
+    return out
 
 
 def resolve(iface: str | int) -> int:
@@ -175,6 +250,9 @@ class Reader:
         self.committed = 0  # commits the module accepted
         self.refused = 0  # ... and refused (on the normal path: should stay 0)
         self.syscalls = 0  # poll, write and ioctl calls made since open
+        self.hung_up = False  # poll() said POLLHUP or POLLERR: every attached device is gone
+        self.rejected: Counter[Fault] = Counter()  # frames refused, by why
+        self.on_reject: Callable[[Rejected], object] | None = None  # told of each
         self._pending = bytearray()  # packed struct nta_commit, oldest first
         self._maps: list[mmap.mmap] = []
         self.attached: dict[int, str] = {}  # ifindex -> name
@@ -202,6 +280,9 @@ class Reader:
         self.nodes = self.dev.map(m.nodes_mmap_offset, m.nodes_mmap_size, writable=False)
         self._maps.append(self.nodes)
         self.view = memoryview(self.nodes)
+        # A view per node: a record's bytes are a slice of its node's.
+        size = m.node_size
+        self._node_views = [self.view[n * size : (n + 1) * size] for n in range(m.node_count)]
         # The indices as 64-bit words: one aligned 8-byte load or store each
         # (memoryview item access is a fixed-size memcpy, compiled to one mov),
         # so the module never sees a torn index.
@@ -277,81 +358,162 @@ class Reader:
         """Records between the consumer and the producer index."""
         return self.producer() - self.consumer
 
-    def _publish_consumer(self) -> None:
-        # Records are unpacked (copied) before this store, which hands their
-        # slots back to the module: the release the header asks for.
-        self._index[self._consumer_at] = self.consumer
-
     def wait(self, timeout: float | None) -> bool:
-        """Commit what is due, then block until the module says records are ready."""
+        """Commit what is due, then block until the module says records are due (True), or
+        for ``timeout`` seconds. A hang-up (every attached device gone) sets ``hung_up``."""
         self._auto_commit()
-        self.syscalls += 1
-        return self.dev.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        return self._poll(None if timeout is None else max(0, int(timeout * 1000)))
 
     def kick(self) -> bool:
         """A poll(0) and nothing else: the module takes the commit ring now."""
+        return self._poll(0)
+
+    def _poll(self, timeout_ms: int | None) -> bool:
         self.syscalls += 1
-        return self.dev.poll(0)
+        events = self.dev.poll(timeout_ms)
+        if events & (Events.HUP | Events.ERR):
+            self.hung_up = True
+        return bool(events & Events.IN)
 
-    def _record(self, index: int) -> tuple[int, ...]:
-        return _RECORD.unpack_from(self.ring, self._records + (index & self._mask) * _RSIZE)
-
-    def frames(self, limit: int | None = None) -> Iterator[Frame]:
-        """The frames ready now (at most ``limit``), in order, one ``Frame`` each.
-
-        A frame of several records (NTA_RECORD_CONTD) is one Frame. The
-        consumer index moves past each frame as it is yielded, and is
-        published when the iteration ends (or is abandoned).
-        """
-        self._auto_commit()
-        end = self.producer()
-        m, view, pending = self.meta, self.view, self._pending
-        taken = 0
-        try:
-            while self.consumer < end and (limit is None or taken < limit):
-                at, pieces = self.consumer, []
-                while True:
-                    if at == end:  # a frame the module has not finished publishing
-                        return
-                    node, off, length, gen, seq, _, _, _, flags, *_ = self._record(at)
-                    if node >= m.node_count or off + length > m.node_size:
-                        raise SniffError(f"record {seq} names bytes outside the pool")
-                    start = node * m.node_size + off
-                    pieces.append((view[start : start + length], node, off, gen))
-                    at += 1
-                    if not flags & abi.RECORD_CONTD:
-                        break
-                first = self._record(self.consumer)
-                for _, node, off, gen in pieces:
-                    pending += _COMMIT.pack(node, off, gen, 0)
-                self.consumer = at
-                taken += 1
-                tagged = first[8] & abi.RECORD_VLAN
-                yield Frame(
-                    seq=first[4], tstamp_ns=first[5], ifindex=first[6], protocol=first[7],
-                    flags=first[8], len=first[9], vlan_tci=first[10] if tagged else None,
-                    vlan_proto=socket.ntohs(first[11]) if tagged else 0,
-                    pieces=tuple(p[0] for p in pieces),
-                )  # fmt: skip
-        finally:
-            self._publish_consumer()
-
-    def bulk(self, limit: int | None = None) -> Bulk:
-        """All records ready now (at most ``limit``) in one copy of their ring slots."""
-        self._auto_commit()
-        n = self.producer() - self.consumer
-        if limit is not None:
-            n = min(n, limit)
+    def _slots(self, n: int) -> bytes:
+        """A copy of the ``n`` record slots from the consumer index (the ring may wrap once)."""
         first = self.consumer & self._mask
-        head = min(n, self.meta.ring_entries - first)  # the ring may wrap once
+        head = min(n, self.meta.ring_entries - first)
         base = self._records
         records = self.ring[base + first * _RSIZE : base + (first + head) * _RSIZE]
         if n > head:
             records += self.ring[base : base + (n - head) * _RSIZE]
+        return records
+
+    def _consume(self, records: bytes) -> None:
+        """Records taken (read or refused): their chunks to commit, their slots handed back."""
         self._pending += commits_of(records)
-        self.consumer += n
-        self._publish_consumer()
-        return Bulk(records, self.view, self.meta.node_size)
+        self.consumer += len(records) // _RSIZE
+        # Records are copied before this store, which hands their slots back to the
+        # module: the release the header asks for.
+        self._index[self._consumer_at] = self.consumer
+
+    def _reject(self, seq: int, records: int, fault: Fault) -> None:
+        self.rejected[fault] += 1
+        if self.on_reject is not None:
+            self.on_reject(Rejected(seq, records, fault))
+
+    def _never_ends(self, first: int, end: int, last: bool) -> bool:
+        """A frame from record ``first`` still open at the producer index ``end`` can never
+        end: the module publishes a frame's records at once, so only a full ring (of it) or
+        the end of the capture (``last``: the interfaces are gone) leaves one open."""
+        return last or end - first >= self.meta.ring_entries
+
+    def frames(self, limit: int | None = None, *, last: bool = False) -> Iterator[Frame]:
+        """The frames ready now (at most ``limit``), in order, one ``Frame`` each.
+
+        A frame of several records (NTA_RECORD_CONTD) is one Frame; one still open at
+        the producer index is left for later, or refused if it can never end (see
+        ``last``). The ready records are read in one copy; the consumer index moves
+        past the frames yielded when the iteration ends (or is abandoned).
+        """
+        self._auto_commit()
+        end = self.producer()
+        records = self._slots(end - self.consumer)
+        nodes, node_count = self._node_views, self.meta.node_count
+        taken = used = begin = 0  # frames yielded; records taken; the frame's first record
+        first: tuple[int, ...] = ()
+        pieces: list[memoryview] = []
+        outside = False
+        try:
+            for k, rec in enumerate(_RECORD.iter_unpack(records)):
+                if k == begin:  # a frame starts
+                    if limit is not None and taken >= limit:
+                        break
+                    first, pieces, outside = rec, [], False
+                node, offset, length = rec[0], rec[1], rec[2]
+                # A slice past the node's end comes back short: the bytes are not all there.
+                piece = nodes[node][offset : offset + length] if node < node_count else None
+                if piece is not None and len(piece) == length:
+                    pieces.append(piece)
+                else:
+                    outside = True
+                if rec[8] & _CONTD:
+                    continue
+                if outside:
+                    self._reject(first[4], k + 1 - begin, Fault.OUTSIDE)
+                used = begin = k + 1
+                if outside:
+                    continue
+                taken += 1
+                tagged = first[8] & abi.RECORD_VLAN
+                yield Frame(
+                    first[4], first[5], first[6], first[7], first[8], first[9],
+                    first[10] if tagged else None, socket.ntohs(first[11]) if tagged else 0,
+                    tuple(pieces),
+                )  # fmt: skip
+            else:
+                n = len(records) // _RSIZE
+                if begin < n and self._never_ends(self.consumer + begin, end, last):
+                    self._reject(first[4], n - begin, Fault.OPEN)
+                    used = n
+        finally:
+            self._consume(records[: used * _RSIZE])
+
+    def bulk(self, limit: int | None = None, *, last: bool = False) -> Bulk:
+        """Every whole frame ready now (at most ``limit``), in one copy of their ring slots;
+        a frame left open or refused as by ``frames()``."""
+        self._auto_commit()
+        end = self.producer()
+        n = end - self.consumer
+        records = self._slots(n)
+        flags = records[_FLAGS_LOW::_RSIZE]
+        if flags.translate(None, _NOT_CONTD):  # some frame has several records
+            ends = [k + 1 for k, f in enumerate(flags) if not f & _CONTD]
+            frames = len(ends) if limit is None else min(len(ends), limit)
+            whole = taken = ends[frames - 1] if frames else 0
+            if (
+                frames == len(ends)
+                and whole < n
+                and self._never_ends(self.consumer + whole, end, last)
+            ):
+                self._reject(_RECORD.unpack_from(records, whole * _RSIZE)[4], n - whole, Fault.OPEN)
+                taken = n
+        else:
+            frames = whole = taken = n if limit is None else min(n, limit)
+        good = records[: whole * _RSIZE]
+        pieces = self._pieces(good)
+        if pieces is None:  # some record names bytes outside the pool
+            good, frames = self._refuse_outside(good)
+            pieces = self._pieces(good) or []
+        self._consume(records[: taken * _RSIZE])
+        return Bulk(good, pieces, frames, sum(map(len, pieces)))
+
+    def _pieces(self, records: bytes) -> list[memoryview] | None:
+        """Each record's bytes, in place, or None if one names bytes outside the pool: its
+        node's view has no such index, or the slice of it comes back short (so one sum
+        checks the whole batch)."""
+        nodes = self._node_views
+        try:
+            pieces = [nodes[i][at : at + n] for i, at, n in _SPAN.iter_unpack(records)]
+        except IndexError:
+            return None
+        want = sum(memoryview(records).cast("I")[_LEN::_WORDS])
+        return pieces if sum(map(len, pieces)) == want else None
+
+    def _refuse_outside(self, records: bytes) -> tuple[bytes, int]:
+        """The frames of ``records`` whose bytes are all in the pool, and how many; the others
+        refused (the slow path, for a batch that has such a frame)."""
+        m = self.meta
+        good, frames, begin, seq, outside = bytearray(), 0, 0, 0, False
+        for k, rec in enumerate(_RECORD.iter_unpack(records)):
+            if k == begin:
+                seq, outside = rec[4], False
+            outside = outside or rec[0] >= m.node_count or rec[1] + rec[2] > m.node_size
+            if rec[8] & _CONTD:
+                continue
+            if outside:
+                self._reject(seq, k + 1 - begin, Fault.OUTSIDE)
+            else:
+                good += records[begin * _RSIZE : (k + 1) * _RSIZE]
+                frames += 1
+            begin = k + 1
+        return bytes(good), frames
 
     # -- commits ------------------------------------------------------------
 
@@ -381,8 +543,11 @@ class Reader:
         """
         keep = self.hold if keep is None else keep
         count = max(0, self.pending - keep)
-        todo = bytes(self._pending[: count * _CSIZE])
-        del self._pending[: count * _CSIZE]
+        if not keep:  # all of it, the usual case: handed over, not copied
+            todo, self._pending = self._pending, bytearray()
+        else:
+            todo = self._pending[: count * _CSIZE]
+            del self._pending[: count * _CSIZE]
         if self.via == "ring":
             self.ring_commits(todo)
             self.committed += count
@@ -403,13 +568,14 @@ class Reader:
     def need_wakeup(self) -> bool:
         return bool(self._flags[self._flags_at] & abi.COMMIT_NEED_WAKEUP)
 
-    def ring_commits(self, data: bytes) -> None:
+    def ring_commits(self, commits: bytes | bytearray) -> None:
         """Packed commits as they are, into the commit ring; a system call only when due.
 
         When the ring is full, poll() makes the module take what it holds.
         This is also how malformed commits are put in the ring on purpose.
         """
         entries = self.meta.commit_entries
+        data = memoryview(commits)  # slices of it are not copies
         at = 0
         while at < len(data):
             room = self.commit_room()
@@ -441,7 +607,7 @@ class Reader:
         self.commit_producer = value
         self._index[self._cprod_at] = value
 
-    def write_commits(self, data: bytes) -> int:
+    def write_commits(self, data: bytes | bytearray) -> int:
         """One write() of packed commits as is; how many the module accepted.
 
         The module checks them in order and stops at the first refused one
@@ -484,6 +650,11 @@ class Reader:
         self._ioctl(abi.IOC_READER_STATS, buf)
         return abi.ReaderStats.from_raw(buf)
 
+    def devices_gone(self) -> bool:
+        """Every attached device is gone (NTA_DEV_GONE in its dev stats: an ioctl each), what
+        a module that does not say POLLHUP tells."""
+        return bool(self.attached) and all(self.dev_stats(i).gone for i in self.attached)
+
     # -- teardown -----------------------------------------------------------
 
     def close(self) -> None:
@@ -493,6 +664,8 @@ class Reader:
         alive) cannot be unmapped yet; it goes when the last view does, and
         the module's release runs then.
         """
+        for mv in self.__dict__.pop("_node_views", []):
+            mv.release()
         for name in ("_index", "_flags", "view"):
             mv = self.__dict__.pop(name, None)
             if isinstance(mv, memoryview):

@@ -36,6 +36,9 @@ class SniffReport:
     bad_commits_sent: dict[str, int] = field(default_factory=dict)
     bad_commits_refused: dict[str, int] = field(default_factory=dict)
     verify: TallySummary | None = None
+    rejected: dict[str, int] = field(default_factory=dict)  # frames not read, by fault
+    gone: bool = False  # every interface went away: the capture ended (exit status 1)
+    output_error: str | None = None  # why the output could not be written (exit status 1)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -9,7 +9,8 @@ import pytest
 from pysniff import bench
 
 
-def test_bench_reports_every_path(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--frames", "600", "--ring", "256", "--json"]) == 0
-    rates = json.loads(capsys.readouterr().out)
-    assert set(rates) == set(bench.PATHS) and all(v > 0 for v in rates.values())
+@pytest.mark.parametrize("pieces", ["1", "3"])
+def test_bench_reports_every_path(capsys: pytest.CaptureFixture[str], pieces: str) -> None:
+    assert bench.main(["--frames", "600", "--batch", "64", "--pieces", pieces, "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert set(cost) == set(bench.PATHS) and all(v > 0 for v in cost.values())

@@ -158,7 +158,7 @@ def test_bulk_reads_across_the_wrap(nta: FakeNta, reader: Reader) -> None:
     b = reader.bulk()
     assert b.count == 8
     assert list(b.lengths()) == [74 + i for i in range(6, 14)]
-    assert [v[-1] for v in b.views()] == list(range(6, 14))
+    assert [v[-1] for v in b.pieces] == list(range(6, 14))
     assert list(b.ifindexes()) == [1] * 8
     assert reader.consumer == 14 and nta.readers[0].index(RING_CONSUMER) == 14
 

@@ -17,7 +17,11 @@
  * that waits for it. Without -w it writes nothing; without -q and -w it
  * prints a line per frame. SIGINT and SIGTERM end the capture; the summary
  * on stderr says, per interface, what the device received and what this
- * reader did not get, and why (as tcpdump's "dropped by kernel").
+ * reader did not get, and why (as tcpdump's "dropped by kernel"). It also
+ * ends, with the summary and exit status 1, when every interface it
+ * attached is gone (as tcpdump does; what was still in the ring is taken
+ * first) and when its output cannot be written (a reader of -w gone). A
+ * frame it cannot write (see frame_check) is said, counted, and committed.
  *
  * Built with the host's compiler from kmod/nta_uapi.h alone (ntalab build).
  */
@@ -29,6 +33,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <stdlib.h>
@@ -48,8 +53,12 @@ typedef __u64 u64;
 typedef __s32 s32;
 
 #define MAX_IFACES	8
+#define GONE_CHECK_POLLS	2	/* idle polls (of 1 s) between looks at NTA_DEV_GONE */
 #define IOV_BATCH	1024	/* writev's IOV_MAX */
+/* A frame's buffers in one batch: its pcap header, its pieces, and a piece split by the tag. */
+#define MAX_PIECES	(IOV_BATCH - 3)
 #define PCAP_NSEC_MAGIC	0xa1b23c4dU
+#define SNAPLEN		262144	/* tcpdump's: a longer frame is cut there */
 #define LINKTYPE_ETHERNET	1
 
 struct pcap_file_header {
@@ -84,6 +93,9 @@ struct reader {
 	u64 cons;			/* our copy of the consumer index */
 	u64 cprod;			/* our copy of the commit producer index */
 	unsigned long syscalls;
+	unsigned long rejected;		/* frames not written (reject_frame) */
+	int write_errno;		/* why writing the output failed: the capture ends */
+	unsigned int idle_polls;	/* polls in a row that timed out */
 	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
@@ -217,7 +229,8 @@ static void commit_chunks(struct reader *r, const struct nta_commit *cm, unsigne
 	}
 }
 
-static void write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
+/* Whether all of @buf was written; a failure is kept in r->write_errno. */
+static bool write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
 {
 	while (len) {
 		ssize_t done = write(fd, buf, len);
@@ -226,11 +239,13 @@ static void write_buf(int fd, const u8 *buf, size_t len, struct reader *r)
 		if (done < 0) {
 			if (errno == EINTR)
 				continue;
-			die("write");
+			r->write_errno = errno;
+			return false;
 		}
 		buf += done;
 		len -= done;
 	}
+	return true;
 }
 
 /*
@@ -256,7 +271,8 @@ static void write_copied(int fd, const struct iovec *iov, int n, struct reader *
 			from += take;
 			left -= take;
 			if (used == sizeof(buf)) {
-				write_buf(fd, buf, used, r);
+				if (!write_buf(fd, buf, used, r))
+					return;
 				used = 0;
 			}
 		}
@@ -273,8 +289,10 @@ static void write_all(int fd, struct iovec *iov, int n, struct reader *r)
 		if (done < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EFAULT)
-				die("write");
+			if (errno != EFAULT) {
+				r->write_errno = errno;
+				return;
+			}
 			r->copy_writes = true;
 			break;
 		}
@@ -315,16 +333,19 @@ static struct iface *iface_of(struct iface *ifs, int n, int ifindex)
 }
 
 /* Room in the batch for a frame of @pieces records (header, tag, pieces). */
-static bool batch_fits(const struct batch *b, unsigned int pieces)
+static bool batch_fits(const struct batch *b, u32 pieces)
 {
 	return b->niov + 3 + pieces <= IOV_BATCH && b->nhdr < IOV_BATCH / 2 &&
 	       b->ncommit + pieces <= IOV_BATCH;
 }
 
-/* Writes the batch out, then hands its chunks back: their bytes are written by then. */
+/*
+ * Writes the batch out, then hands its chunks back: their bytes are written
+ * by then (or never will be: the output failed).
+ */
 static void batch_flush(struct batch *b, struct reader *r, int out)
 {
-	if (out >= 0 && b->niov)
+	if (out >= 0 && b->niov && !r->write_errno)
 		write_all(out, b->iov, b->niov, r);
 	/* Hands the record slots back; the records were read before this store. */
 	__atomic_store_n(r->consumer, r->cons, __ATOMIC_RELEASE);
@@ -334,92 +355,214 @@ static void batch_flush(struct batch *b, struct reader *r, int out)
 	b->ncommit = 0;
 }
 
-/* The bytes a record names, or exit: the kernel never names bytes outside the pool. */
-static const u8 *piece_of(const struct reader *r, const struct nta_record *rec)
-{
-	const struct nta_meta *m = r->meta;
-
-	if (rec->node >= m->node_count || rec->offset + rec->len > m->node_size) {
-		fprintf(stderr, "ntadump: record %llu is outside the pool\n",
-			(unsigned long long)rec->seq);
-		exit(1);
-	}
-	return r->nodes + (u64)rec->node * m->node_size + rec->offset;
-}
-
-/* One frame of @pieces records from @at into the batch: its pcap header, bytes, commits. */
-static void add_frame(struct reader *r, struct batch *b, u64 at, unsigned int pieces)
+/* The commits of the @pieces records from @at, after whatever the batch holds. */
+static void add_commits(struct reader *r, struct batch *b, int out, u64 at, u32 pieces)
 {
 	u32 mask = r->meta->ring_entries - 1;
-	const struct nta_record *first = &r->records[at & mask];
-	bool tagged = first->flags & NTA_RECORD_VLAN;
-	u32 size = first->frame_len + (tagged ? 4 : 0);
-	struct pcap_rec *h = &b->hdr[b->nhdr];
-	unsigned int k;
 
-	*h = (struct pcap_rec) {
-		.sec = first->tstamp_ns / 1000000000ULL,
-		.nsec = first->tstamp_ns % 1000000000ULL,
-		.caplen = size,
-		.len = size,
-	};
-	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
-	for (k = 0; k < pieces; k++) {
-		const struct nta_record *rec = &r->records[(at + k) & mask];
-		u8 *data = (u8 *)piece_of(r, rec);
+	for (; pieces; pieces--, at++) {
+		const struct nta_record *rec = &r->records[at & mask];
 
-		if (k == 0 && tagged && rec->len >= 12) {
-			/* The tag goes back after the two MAC addresses, as it came. */
-			b->tag[b->nhdr][0] = first->vlan_proto;
-			b->tag[b->nhdr][1] = htons(first->vlan_tci);
-			b->iov[b->niov++] = (struct iovec) { data, 12 };
-			b->iov[b->niov++] = (struct iovec) { b->tag[b->nhdr], 4 };
-			b->iov[b->niov++] = (struct iovec) { data + 12, rec->len - 12 };
-		} else {
-			b->iov[b->niov++] = (struct iovec) { data, rec->len };
-		}
+		if (b->ncommit == IOV_BATCH)
+			batch_flush(b, r, out);
 		b->commits[b->ncommit++] = (struct nta_commit) {
 			.node = rec->node,
 			.offset = rec->offset,
 			.generation = rec->generation,
 		};
 	}
+}
+
+/* @len bytes at @data into the batch, as far as the snapshot length leaves @room. */
+static void emit(struct batch *b, const void *data, u32 len, u32 *room)
+{
+	if (len > *room)
+		len = *room;
+	if (len)
+		b->iov[b->niov++] = (struct iovec) { (void *)data, len };
+	*room -= len;
+}
+
+/*
+ * One frame of @pieces records from @at into the batch: its pcap header and
+ * bytes. A tag the stack took out goes back after the two MAC addresses,
+ * the frame's first 12 bytes, whichever pieces hold them. The header's
+ * lengths are what goes out, so no record can disagree with its bytes.
+ */
+static void add_frame(struct reader *r, struct batch *b, u64 at, u32 pieces)
+{
+	const struct nta_meta *m = r->meta;
+	u32 mask = m->ring_entries - 1;
+	const struct nta_record *first = &r->records[at & mask];
+	bool tagged = first->flags & NTA_RECORD_VLAN, tag_out = false;
+	struct pcap_rec *h = &b->hdr[b->nhdr];
+	u32 room = SNAPLEN, k;
+	u64 whole = 0, wire;
+
+	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
+	for (k = 0; k < pieces; k++) {
+		const struct nta_record *rec = &r->records[(at + k) & mask];
+		const u8 *data = r->nodes + (u64)rec->node * m->node_size + rec->offset;
+		u32 head = 0;
+
+		if (tagged && !tag_out && whole + rec->len >= 12) {
+			head = 12 - whole;
+			b->tag[b->nhdr][0] = first->vlan_proto;
+			b->tag[b->nhdr][1] = htons(first->vlan_tci);
+			emit(b, data, head, &room);
+			emit(b, b->tag[b->nhdr], 4, &room);
+			tag_out = true;
+		}
+		emit(b, data + head, rec->len - head, &room);
+		whole += rec->len;
+	}
+	/* On the wire: as long as the frame said, or as what came, if more. */
+	wire = first->frame_len > whole ? first->frame_len : whole;
+	wire += tag_out ? 4 : 0;
+	*h = (struct pcap_rec) {
+		.sec = first->tstamp_ns / 1000000000ULL,
+		.nsec = first->tstamp_ns % 1000000000ULL,
+		.caplen = SNAPLEN - room,
+		.len = wire > UINT32_MAX ? UINT32_MAX : wire,
+	};
 	b->nhdr++;
 }
 
 /*
- * Every frame ready now, at most @left. A frame's records are published at
- * once, so a frame in several records (NTA_RECORD_CONTD) is always whole.
+ * The records of the frame at the consumer index: up to the first without
+ * NTA_RECORD_CONTD, never at or past @end; 0 if the frame is still open there.
+ */
+static u32 frame_records(const struct reader *r, u64 end)
+{
+	u32 mask = r->meta->ring_entries - 1;
+	u64 at;
+
+	for (at = r->cons; at < end; at++) {
+		if (!(r->records[at & mask].flags & NTA_RECORD_CONTD))
+			return at + 1 - r->cons;
+	}
+	return 0;
+}
+
+enum frame_fault { FRAME_OK, FRAME_TOO_LONG, FRAME_OUTSIDE, FRAME_OPEN };
+
+/* Whether the frame of @pieces records at the consumer index can be written. */
+static enum frame_fault frame_check(const struct reader *r, u32 pieces)
+{
+	const struct nta_meta *m = r->meta;
+	u32 mask = m->ring_entries - 1, k;
+
+	if (pieces > MAX_PIECES)
+		return FRAME_TOO_LONG;
+	for (k = 0; k < pieces; k++) {
+		const struct nta_record *rec = &r->records[(r->cons + k) & mask];
+
+		/* In 64 bits: offset + len may wrap a u32 and pass the check. */
+		if (rec->node >= m->node_count || (u64)rec->offset + rec->len > m->node_size)
+			return FRAME_OUTSIDE;
+	}
+	return FRAME_OK;
+}
+
+/* A frame ntadump cannot write: said why, counted, and its chunks handed back all the same. */
+static void reject_frame(struct reader *r, struct batch *b, int out, u32 pieces,
+			 enum frame_fault why)
+{
+	const struct nta_record *first = &r->records[r->cons & (r->meta->ring_entries - 1)];
+
+	fprintf(stderr, "ntadump: the frame at record %llu ", (unsigned long long)first->seq);
+	if (why == FRAME_TOO_LONG)
+		fprintf(stderr, "has %u pieces, more than %d fit one writev()", pieces, MAX_PIECES);
+	else if (why == FRAME_OUTSIDE)
+		fprintf(stderr, "names bytes outside the pool");
+	else
+		fprintf(stderr, "never got its last record");
+	fprintf(stderr, ": not written\n");
+	r->rejected++;
+	add_commits(r, b, out, r->cons, pieces);
+	r->cons += pieces;
+}
+
+/*
+ * Every frame ready now, at most @left. The module publishes a frame's
+ * records at once, so a frame still open at the producer index is broken
+ * if nothing can follow it: the ring is full of it, or the capture ends
+ * (@last: the interfaces are gone).
  */
 static unsigned long take_frames(struct reader *r, struct batch *b, int out, bool print,
-				 struct iface *ifs, int nifs, unsigned long left)
+				 struct iface *ifs, int nifs, unsigned long left, bool last)
 {
 	u64 end = __atomic_load_n(r->producer, __ATOMIC_ACQUIRE);
-	u32 mask = r->meta->ring_entries - 1;
+	u32 entries = r->meta->ring_entries;
 	unsigned long frames = 0;
 
+	if (end - r->cons > entries) {
+		fprintf(stderr,
+			"ntadump: ring indices make no sense: producer %llu, consumer %llu\n",
+			(unsigned long long)end, (unsigned long long)r->cons);
+		exit(1);
+	}
 	while (r->cons < end && frames < left) {
-		const struct nta_record *first = &r->records[r->cons & mask];
-		unsigned int pieces = 1;
+		const struct nta_record *first = &r->records[r->cons & (entries - 1)];
+		u32 pieces = frame_records(r, end);
+		enum frame_fault why = FRAME_OPEN;
 		struct iface *ifc;
 
-		while (r->records[(r->cons + pieces - 1) & mask].flags & NTA_RECORD_CONTD)
-			pieces++;
+		if (!pieces && !last && end - r->cons < entries)
+			break;	/* the rest is yet to come */
+		if (pieces)
+			why = frame_check(r, pieces);
+		else
+			pieces = end - r->cons;
+		if (why != FRAME_OK) {
+			reject_frame(r, b, out, pieces, why);
+			continue;
+		}
 		if (!batch_fits(b, pieces))
 			batch_flush(b, r, out);
 		add_frame(r, b, r->cons, pieces);
+		add_commits(r, b, out, r->cons, pieces);
 		ifc = iface_of(ifs, nifs, first->ifindex);
 		if (ifc)
 			ifc->captured++;
-		if (print)
-			printf("%llu.%09llu %s length %u\n",
-			       (unsigned long long)(first->tstamp_ns / 1000000000ULL),
-			       (unsigned long long)(first->tstamp_ns % 1000000000ULL),
-			       ifc ? ifc->name : "?", b->hdr[b->nhdr - 1].len);
+		/* stdout's reader gone (ntadump | head): EPIPE ends it, as for -w. */
+		if (print && printf("%llu.%09llu %s length %u\n",
+				    (unsigned long long)(first->tstamp_ns / 1000000000ULL),
+				    (unsigned long long)(first->tstamp_ns % 1000000000ULL),
+				    ifc ? ifc->name : "?", b->hdr[b->nhdr - 1].len) < 0)
+			r->write_errno = errno;
 		r->cons += pieces;
 		frames++;
 	}
 	return frames;
+}
+
+/*
+ * Every device this reader attached is gone (unregistered, or moved to
+ * another namespace). The module says so with POLLHUP (or POLLERR); one
+ * that does not is asked for each device's NTA_DEV_GONE every few idle
+ * polls, so a busy capture makes no extra system call. @polled is poll()'s
+ * return.
+ */
+static bool interfaces_gone(struct reader *r, int polled, short revents,
+			    const struct iface *ifs, int nifs)
+{
+	int i;
+
+	if (polled > 0 && (revents & (POLLHUP | POLLERR)))
+		return true;
+	if (polled)
+		r->idle_polls = 0;
+	if (polled || ++r->idle_polls % GONE_CHECK_POLLS)
+		return false;
+	for (i = 0; i < nifs; i++) {
+		struct nta_dev_stats d = { .ifindex = ifs[i].ifindex };
+
+		r->syscalls++;
+		if (ioctl(r->fd, NTA_IOC_DEV_STATS, &d) || !(d.flags & NTA_DEV_GONE))
+			return false;
+	}
+	return true;
 }
 
 static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long frames)
@@ -459,7 +602,7 @@ static int open_output(const char *path)
 		.magic = PCAP_NSEC_MAGIC,
 		.major = 2,
 		.minor = 4,
-		.snaplen = 262144,
+		.snaplen = SNAPLEN,
 		.linktype = LINKTYPE_ETHERNET,
 	};
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -479,7 +622,7 @@ int main(int argc, char **argv)
 	unsigned long count = 0, frames = 0;
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct reader r = { 0 };
-	bool quiet = false;
+	bool quiet = false, gone = false;
 	int nifs = 0, opt, out = -1, i;
 
 	while ((opt = getopt(argc, argv, "i:c:w:qD:")) != -1) {
@@ -513,6 +656,8 @@ int main(int argc, char **argv)
 	reader_open(&r, device);
 	for (i = 0; i < nifs; i++)
 		reader_attach(&r, &ifs[i]);
+	/* A reader of the output that goes away: write() fails (EPIPE), and ntadump says so. */
+	signal(SIGPIPE, SIG_IGN);
 	if (path)
 		out = open_output(path);
 	sigaction(SIGINT, &sa, NULL);
@@ -522,19 +667,30 @@ int main(int argc, char **argv)
 		fprintf(stderr, " %s", ifs[i].name);
 	fputc('\n', stderr);
 	r.syscalls = 0;	/* the capture's own, from here */
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && (!count || frames < count)) {
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED) && !r.write_errno && !gone &&
+	       (!count || frames < count)) {
 		struct pollfd pfd = { .fd = r.fd, .events = POLLIN };
+		int polled = poll(&pfd, 1, 1000);
 
-		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+		if (polled < 0 && errno != EINTR)
 			die("poll");
 		r.syscalls++;
+		/* Gone: nothing more comes, so what is in the ring is taken, to the last. */
+		gone = interfaces_gone(&r, polled, pfd.revents, ifs, nifs);
 		frames += take_frames(&r, &batch, out, !quiet && !path, ifs, nifs,
-				      count ? count - frames : (unsigned long)-1);
+				      count ? count - frames : (unsigned long)-1, gone);
 		batch_flush(&batch, &r, out);
 	}
 	summary(&r, ifs, nifs, frames);
+	if (r.rejected)
+		fprintf(stderr, "%lu frames not written (see above)\n", r.rejected);
+	if (r.write_errno)
+		fprintf(stderr, "ntadump: cannot write %s: %s\n", path ? path : "standard output",
+			strerror(r.write_errno));
+	if (gone)
+		fprintf(stderr, "ntadump: the interfaces are gone\n");
 	if (out >= 0)
 		close(out);
 	close(r.fd);
-	return 0;
+	return r.write_errno || gone ? 1 : 0;
 }

@@ -10,6 +10,8 @@ cannot hurt the module.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lab import judge, traffic
@@ -146,3 +148,34 @@ def test_ntadump_delivers_every_frame(nta: LabEnv, nic: GuestNic, figure: Figure
     summary = dump.log.read_text()
     assert f"{rx.packets} received, {len(got)} captured, 0 not delivered" in summary, summary
     figure(nic, f"{len(got)}/{len(batch)}" + (f" (NIC missed {rx.missed})" if rx.missed else ""))
+
+
+@pytest.mark.lab
+def test_both_readers_end_when_their_interface_goes(nta: LabEnv, figure: Figure) -> None:
+    """Each reader on a veth of its own (a device has one reader), the veths deleted: each
+    ends with its summary, 'the interfaces are gone' and exit status 1, as tcpdump does
+    (on POLLHUP, or with a module without it on NTA_DEV_GONE after idle polls)."""
+    pairs = ("ntagone0", "ntagone2")
+    for dev in pairs:
+        peer = dev[:-1] + str(int(dev[-1]) + 1)
+        nta.cmd(f"ip link add {dev} type veth peer name {peer} && ip link set {dev} up")
+        nta.defer(nta.cmd, f"ip link del {dev}", 60.0, False)
+    ready = nta.outdir / "ready-gone-pysniff"
+    py = nta.bkg(
+        "gone-pysniff", "pysniff", "-i", pairs[0], "--json", "--ready-file", ready,
+        ready=ready, out=nta.outdir / "gone-pysniff.json",
+    )  # fmt: skip
+    dump = nta.bkg("gone-ntadump", "lab.guestside.execute", nta.ntadump_program, "-i", pairs[1])
+    dump.wait_line("ntadump: listening on")
+    nta.cmd(" && ".join(f"ip link del {dev}" for dev in pairs))
+    start = time.monotonic()
+    rcs = (py.wait(30), dump.wait(30))
+    took = time.monotonic() - start
+    assert rcs == (1, 1), (rcs, py.log_tail(), dump.log_tail())
+    report = SniffReport.from_json(py.out.read_text())
+    assert report.gone and report.dev_stats[pairs[0]].gone, report
+    assert py.log.read_text().endswith("pysniff: the interfaces are gone\n"), py.log_tail()
+    summary = dump.log.read_text()
+    assert f"{pairs[1]}: 0 received, 0 captured" in summary, summary
+    assert summary.endswith("; the device is gone\nntadump: the interfaces are gone\n"), summary
+    figure(nta.nics[0], f"both exit 1 within {took:.1f} s of the delete")
