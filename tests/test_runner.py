@@ -269,3 +269,34 @@ def test_a_failure_of_the_lab_is_an_error_any_other_a_finding(tmp_path: Path) ->
     lab_only = [replace(g, cases=[c for c in g.cases if c.outcome is Outcome.ERROR])
                 for g in result.guests]  # fmt: skip
     assert RunResult(lab_only, 1.0).verdict is Verdict.LAB
+
+
+STUDIES = """
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def test_in_the_matrix():
+    pass
+
+
+@pytest.mark.investigation("text_patching")
+def test_text_patching_a_study():
+    pass
+"""
+
+
+def test_a_study_runs_only_when_named(tmp_path: Path) -> None:
+    """An investigation (a long study, not a regression check) is left out of a run, and
+    runs when -k names it."""
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "test_studies.py").write_text(STUDIES)
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["e1000"], ["default"], "tcg")
+    progress = runner.Progress(lambda text: None)
+    ran = {}
+    for name, args in (("all", ()), ("named", ("-k", "text_patching"))):
+        guests = runner.run_guests(requests, tmp_path / name, 1, d, args, progress)
+        ran[name] = {c.scenario for g in guests for c in g.cases}
+    assert ran == {"all": {"in_the_matrix"}, "named": {"text_patching_a_study"}}
