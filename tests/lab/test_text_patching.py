@@ -30,6 +30,8 @@ from lab.pytest_plugin import Figure
 FLIPS = 100  # register + unregister
 UNLOADS = 5
 FLIP = "/sys/kernel/debug/ftrace_flip/run"
+TRACING = "/sys/kernel/tracing"
+TARGET = "__netdev_alloc_frag_align"
 
 
 @contextmanager
@@ -58,13 +60,15 @@ def frag_path_nic(env: LabEnv) -> GuestNic:
 
 @pytest.mark.lab
 @pytest.mark.investigation("text_patching")
-@pytest.mark.parametrize("ops", ["ipmodify", "plain"])
+@pytest.mark.parametrize("ops", ["ipmodify", "plain", "tracer"])
 def test_text_patching_of_a_bare_ftrace_site_under_receive_traffic(
     nta: LabEnv, ops: str, figure: Figure
 ) -> None:
     """NTA unloaded: a do-nothing ops on __netdev_alloc_frag_align (IPMODIFY as NTA's, or
-    plain) registered and removed FLIPS times while e1000 receives flat out. Each flip
-    is logged (ftrace_flip: ... N of FLIPS), so a kernel that dies says how far it got."""
+    plain) registered and removed FLIPS times while e1000 receives flat out; or, with no
+    module at all, the function tracer switched on and off for that function through
+    tracefs (the reproducer a kernel or QEMU developer can run as it is). Each flip is
+    logged, so a kernel that dies says how far it got."""
     loaded = nta.nta.loaded
     assert loaded is not None
     nic = frag_path_nic(nta)
@@ -72,12 +76,25 @@ def test_text_patching_of_a_bare_ftrace_site_under_receive_traffic(
     assert built.flipper is not None and built.flipper.is_file(), built.log
     nta.nta.unload(bounce=nta.nics)
     nta.defer(nta.nta.load, loaded.module, loaded.params, nta.nics)
-    nta.cmd(f"insmod {shlex.quote(str(built.flipper))}")
-    nta.defer(nta.cmd, "rmmod ftrace_flip")
+    nta.cmd(f"mountpoint -q {TRACING} || mount -t tracefs nodev {TRACING}")
+    if ops != "tracer":
+        nta.cmd(f"insmod {shlex.quote(str(built.flipper))}")
+        nta.defer(nta.cmd, "rmmod ftrace_flip")
     rx0 = nta.rx(nic)
     with receiving(nta, nic):
-        nta.cmd(f"echo {FLIPS} {int(ops == 'ipmodify')} > {FLIP}", timeout=900)
-        assert nta.cmd(f"cat {FLIP}").stdout.strip() == str(FLIPS)
+        if ops == "tracer":
+            nta.cmd(f"echo {TARGET} > {TRACING}/set_ftrace_filter")
+            nta.defer(nta.cmd, f"echo nop > {TRACING}/current_tracer; "
+                               f"echo > {TRACING}/set_ftrace_filter")  # fmt: skip
+            nta.cmd(
+                f"for i in $(seq {FLIPS}); do echo function > {TRACING}/current_tracer; "
+                f"echo nop > {TRACING}/current_tracer; echo tracer flip $i of {FLIPS} "
+                f"> /dev/kmsg; done",
+                timeout=900,
+            )
+        else:
+            nta.cmd(f"echo {FLIPS} {int(ops == 'ipmodify')} > {FLIP}", timeout=900)
+            assert nta.cmd(f"cat {FLIP}").stdout.strip() == str(FLIPS)
     took = (nta.rx(nic) - rx0).packets
     assert took > 0, "no traffic while the site was patched"
     figure(nic, f"{FLIPS} {ops} flips under {took} frames, no oops")
