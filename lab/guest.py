@@ -50,7 +50,7 @@ from typing import Any
 
 import pexpect
 
-from lab import LabError, judge, kconfig, paths
+from lab import LabError, kconfig, kernlog, paths
 from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
@@ -364,7 +364,7 @@ class Guest:
     def kmsg_log(self) -> Path:
         return self.outdir / "kmsg.log"
 
-    def new_splats(self) -> list[judge.Splat]:
+    def new_splats(self) -> list[kernlog.Splat]:
         """Splats in what the kernel logged (kmsg.log) and the console printed since the last
         call. Both files only grow, so each call reads on from where the last one stopped
         (whole lines only): a splat is reported once, by the test during which it came.
@@ -381,7 +381,7 @@ class Guest:
                 data = f.read()
             data = data[: data.rfind(b"\n") + 1]
             text = convert(data.decode("utf-8", errors="replace"))
-            found += [replace(s, line_no=s.line_no + lines) for s in judge.scan(text, str(path))]
+            found += [s.shifted(lines) for s in kernlog.scan(text, str(path))]
             self._scanned[path] = (offset + len(data), lines + data.count(b"\n"))
         return found
 
@@ -431,7 +431,7 @@ class Guest:
         text = self.console_log.text()
         # The console has every kernel message up to debug (vng boots with
         # loglevel=7), so a report made while booting is in it.
-        splats = judge.scan(text, self.console_log.path.name) if outcome == "ok" else []
+        splats = kernlog.scan(text, self.console_log.path.name) if outcome == "ok" else []
         tail = text.splitlines()[-3:]
         return BootAttempt(
             outcome="splat" if splats else outcome,
