@@ -8,9 +8,11 @@ option, kernel, NIC or shard), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import collections
 import shlex
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,6 +209,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Kernel reports in logs, whole, titled, their frames decoded to source lines.
+
+    Offline, on any kernel log; exit 1 if any log holds a report (a finding).
+    """
+    # Standard library only (with binutils): a CI's or a bug report's log can be
+    # scanned where nothing else of the lab is installed.
+    from lab import debuginfo, kernlog, symbolize
+
+    given: dict[str, Path] = {}
+    for ko in args.module:
+        given |= debuginfo.module_files(Path(ko))
+    said: set[str] = set()
+
+    def say(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            print(f"  {message}")
+
+    finder = debuginfo.Finder(args.fetch_debug, say)
+    found = 0
+    for name in args.logs:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"{name}: no such log")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        splats = kernlog.scan(text, str(path))
+        found += len(splats)
+        print(f"{path}: {len(splats) or 'no'} kernel report{'s' if len(splats) != 1 else ''}")
+        for splat in splats:
+            print(f"\n{splat.source}:{splat.start}-{splat.end}: [{splat.kind}] {splat.name}")
+            frames = symbolize.frames(splat.text)
+            if args.no_decode or not frames:
+                print(textwrap.indent(splat.text, "  "), end="")
+                continue
+            release = debuginfo.release_of(splat.text) or debuginfo.release_of(text)
+            objects = finder.find(release, {f.object for f in frames}, args.kernel, given)
+            decoded = symbolize.decode(frames, objects)
+            print(textwrap.indent(symbolize.annotate(splat.text, decoded), "  "), end="")
+            print(f"  -- {sum(1 for d in decoded if d.sources)} of {len(frames)} frames decoded")
+            whys = collections.Counter(d.why for d in decoded if d.why)
+            for why, count in sorted(whys.items()):
+                print(f"  -- not decoded ({count}): {why}")
+    return 1 if found else 0
+
+
 def cmd_repro(args: argparse.Namespace) -> int:
     return repro.replay(Path(args.bundle), interactive=not args.no_shell, accel_override=args.accel)
 
@@ -305,6 +353,28 @@ def parser() -> argparse.ArgumentParser:
         "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: none)"
     )
     be.set_defaults(func=cmd_bench)
+
+    sc = sub.add_parser(
+        "scan", help="kernel reports in logs, their frames decoded to source lines (offline)"
+    )
+    sc.add_argument("logs", nargs="+", metavar="LOG", help="console logs, dmesg, kmsg.log")
+    sc.add_argument(
+        "-k", "--kernel", help="manifest name, build tree or vmlinux (default: the log's release)"
+    )
+    sc.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="KO",
+        help="a module's .ko, or a directory of them (a build, a bundle); repeatable",
+    )
+    sc.add_argument(
+        "--fetch-debug",
+        action="store_true",
+        help="fetch a Debian kernel's -dbg package (about 1 GB) for its vmlinux and modules",
+    )
+    sc.add_argument("--no-decode", action="store_true", help="reports only")
+    sc.set_defaults(func=cmd_scan)
 
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")

@@ -227,7 +227,7 @@ def provide(e: KernelEntry, progress: Progress = print, cache: Path | None = Non
     """The kernel of ``e``, fetched or built into the cache first if it is not there."""
     if is_ready(e, cache):
         return cached_kernel(e, cache)
-    with _locked(cache_dir(e, cache)):
+    with locked(cache_dir(e, cache)):
         if not is_ready(e, cache):  # another process may have made it meanwhile
             if isinstance(e, PackagedEntry):
                 _fetch(e, cache_dir(e, cache), progress)
@@ -237,7 +237,7 @@ def provide(e: KernelEntry, progress: Progress = print, cache: Path | None = Non
 
 
 @contextmanager
-def _locked(final: Path) -> Iterator[None]:
+def locked(final: Path) -> Iterator[None]:
     final.parent.mkdir(parents=True, exist_ok=True)
     with final.with_name(final.name + ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -251,14 +251,14 @@ def _stamp(root: Path, e: KernelEntry, note: str) -> None:
 # -- Debian binary packages -------------------------------------------------------
 
 
-def _need(*tools: str) -> None:
+def need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
             raise LabError(f"{tool} is needed (a Debian or Ubuntu host): run 'make deps'")
 
 
 def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
-    _need("apt-get", "dpkg-deb")
+    need("apt-get", "dpkg-deb")
     progress(f"{e.name}: fetching {len(e.packages)} packages at {e.version}")
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -266,7 +266,7 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     debs.mkdir(parents=True)
     root.mkdir()
     pinned = [pkg if "=" in pkg else f"{pkg}={e.version}" for pkg in e.packages]
-    _apt_download(pinned, debs)
+    apt_download(pinned, debs)
     for deb in sorted(debs.glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)], debs)
     _fix_headers_makefile(root, final.resolve(), e.release)
@@ -281,7 +281,7 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     progress(f"{e.name}: {kernel.vmlinuz}")
 
 
-def _apt_download(specs: list[str], cwd: Path) -> None:
+def apt_download(specs: list[str], cwd: Path) -> None:
     """``apt-get download`` of pinned versions, refreshing stale package lists once.
 
     A fresh machine's lists may predate the pinned version; as root the lab
@@ -337,14 +337,14 @@ def _fix_module_links(root: Path, release: str) -> None:
 def source_tree(source: str, version: str, progress: Progress) -> Path:
     """Debian's kernel source at ``version``, unpacked once into the cache and shared."""
     tree = paths.cache_root() / "src" / f"{source}_{version}"
-    with _locked(tree):
+    with locked(tree):
         if (tree / STAMP).is_file():
             return tree / source
-        _need("apt-get", "dpkg-deb", "tar", "xz")
+        need("apt-get", "dpkg-deb", "tar", "xz")
         progress(f"{source} {version}: downloading and unpacking")
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir(parents=True)
-        _apt_download([f"{source}={version}"], tree)
+        apt_download([f"{source}={version}"], tree)
         (deb,) = tree.glob("*.deb")
         # The package holds the tree as usr/src/<source>.tar.xz.
         inner = f"./usr/src/{source}.tar.xz"
@@ -392,7 +392,7 @@ def assemble_config(e: SourceEntry, src: Path, out: Path, log: Path) -> None:
 
 
 def _build(e: SourceEntry, final: Path, progress: Progress) -> None:
-    _need("make", "gcc", "flex", "bison", "bc")
+    need("make", "gcc", "flex", "bison", "bc")
     src = source_tree(e.source, e.version, progress)
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
