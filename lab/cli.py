@@ -25,6 +25,7 @@ from lab import (
     kbuild,
     nics,
     paths,
+    repeat,
     repro,
     runner,
     traffic,
@@ -152,6 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             images.resolve(name, manifest)  # a path must be a kernel
     out = Path(args.out).resolve() if args.out else paths.new_results_dir()
     runner.link_latest(out)
+    if args.repeat > 1 or args.until_fail:
+        return cmd_run_repeated(args, kernels, out)
     result = runner.run_matrix(
         kernels=kernels,
         nic_sets=args.nics or list(nics.NIC_SETS),
@@ -164,6 +167,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"\n{reports.printable(result)}\nresults: {out}  total: {result.elapsed_s:.0f}s")
     return 0 if result.passed else 1
+
+
+def cmd_run_repeated(args: argparse.Namespace, kernels: list[str], out: Path) -> int:
+    """``run --repeat N``: the same run N times in fresh guests; exit 1 if any failed."""
+    repeat.check_times(args.repeat)
+    done = runner.run_repeated(
+        kernels=kernels,
+        nic_sets=args.nics or list(nics.NIC_SETS),
+        profiles=args.boot_profile or list(BOOT_PROFILES),
+        accel=args.accel,
+        out=out,
+        jobs=args.jobs,
+        times=args.repeat,
+        until_fail=args.until_fail,
+        shard=runner.Shard.parse(args.shard) if args.shard else None,
+        pytest_args=[a for a in args.pytest_args if a != "--"],
+    )
+    print(f"results: {out} (each run in its own directory, the record in {repeat.RECORD})")
+    return 1 if done.reproduced else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -256,7 +278,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    return repro.replay(Path(args.bundle), interactive=not args.no_shell, accel_override=args.accel)
+    return repro.replay(
+        Path(args.bundle),
+        interactive=not args.no_shell,
+        accel_override=args.accel,
+        times=args.repeat,
+        until_fail=args.until_fail,
+    )
+
+
+def _repeat_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help=what)
+    p.add_argument(
+        "--until-fail", action="store_true", help="with --repeat: stop at the first that fails"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -320,6 +355,7 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-j", "--jobs", type=int, default=runner.default_jobs(), help="guests at once")
     r.add_argument("--shard", help="I/N: run only the I-th of N parts of the matrix (whole guests)")
+    _repeat_options(r, "run it N times, each in fresh guests; print how often it failed")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
 
@@ -380,6 +416,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("bundle")
     rp.add_argument("--no-shell", action="store_true", help="replay, report, power off")
     rp.add_argument("--accel", choices=["auto", "kvm", "tcg"], help="default: the bundle's")
+    _repeat_options(rp, "replay it N times, each in a fresh guest (no shell); print the rate")
     rp.set_defaults(func=cmd_repro)
     return p
 

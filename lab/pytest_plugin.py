@@ -44,6 +44,7 @@ STATE = pytest.StashKey["_Session"]()
 REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 FIGURES = pytest.StashKey[dict[str, str]]()
 BUNDLE = pytest.StashKey[str]()
+SPLATS = pytest.StashKey[list[str]]()
 
 ACCELS = ("auto", "kvm", "tcg")
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
@@ -281,14 +282,23 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     env.guest.save_dmesg()
     splats = env.unexpected_splats()
     call = request.node.stash.get(REPORTS, {}).get("call")
+    request.node.stash[SPLATS] = [s.name for s in splats]
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
-            env, request.node.name, env.pcaps[first_pcap:], reason, env.outdir.parent / "repro"
+            env,
+            request.node.name,
+            env.pcaps[first_pcap:],
+            reason,
+            env.outdir.parent / "repro",
+            splats=splats,
         )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
-    assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))
+    # The titles first (the matrix shows the first line), then each whole report.
+    assert not splats, f"kernel splats: {'; '.join(s.name for s in splats)}\n\n" + "\n\n".join(
+        s.report() for s in splats
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -351,6 +361,7 @@ def _case(item: pytest.Item) -> CaseResult:
         message=message,
         figures=_figures(item),
         repro=item.stash.get(BUNDLE, ""),
+        splats=item.stash.get(SPLATS, []),
     )
 
 

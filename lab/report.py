@@ -74,6 +74,7 @@ class CaseResult:
     message: str = ""  # first line of the failure, or the skip reason
     figures: dict[str, str] = field(default_factory=dict)  # NIC variant -> key figure
     repro: str = ""  # reproducer bundle, for a failure
+    splats: list[str] = field(default_factory=list)  # titles of the kernel reports it caused
 
     @property
     def name(self) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import UsageError, images, kbuild, kconfig, paths, report
+from lab import UsageError, images, kbuild, kconfig, paths, repeat, report
 from lab.events import Event, EventTail
 from lab.report import GuestRequest, GuestResult, RunResult
 
@@ -269,6 +269,47 @@ def run_guests(
     return sorted(done, key=lambda g: g.request.id)
 
 
+def _attempt(result: RunResult, out: Path) -> repeat.Attempt:
+    """A run of the matrix as one repetition: it reproduced if anything failed."""
+    splats = [t for g in result.guests for c in g.cases for t in c.splats]
+    failed = [
+        f"{g.request.id}: {c.name} {report.OUTCOME_MARK[c.outcome]}"
+        for g in result.guests
+        for c in g.cases
+        if c.outcome in ("fail", "error") and not c.splats
+    ]
+    failed += [f"{g.request.id}: {g.error.splitlines()[0]}" for g in result.guests if g.error]
+    return repeat.Attempt(not result.passed, splats, failed, str(out), result.elapsed_s)
+
+
+def repeat_guests(
+    requests: Sequence[GuestRequest],
+    out: Path,
+    jobs: int,
+    scenarios: Path,
+    pytest_args: Sequence[str],
+    progress: Progress,
+    times: int,
+    until_fail: bool,
+    shard: Shard | None = None,
+) -> repeat.Repeated:
+    """The same guests ``times`` times, each time booted afresh, each run's results in
+    ``out/<n>`` (its own matrix, summary.json, bundles), the record in ``out/repeat.json``."""
+
+    def once(n: int) -> repeat.Attempt:
+        run_out = out / str(n)
+        run_out.mkdir(parents=True, exist_ok=True)
+        progress.line(f"run {n} of {times}: results in {run_out}")
+        start = time.monotonic()
+        guests = run_guests(requests, run_out, jobs, scenarios, pytest_args, progress)
+        elapsed = round(time.monotonic() - start, 1)
+        result = RunResult(guests, elapsed, str(shard) if shard else "")
+        report.write(result, run_out)
+        return _attempt(result, run_out)
+
+    return repeat.repeat(once, times, until_fail, out / repeat.RECORD, progress.line)
+
+
 def run_matrix(
     kernels: Sequence[str],
     nic_sets: Sequence[str],
@@ -283,12 +324,7 @@ def run_matrix(
 ) -> RunResult:
     """Run the matrix (or one shard of it) and write its reports in ``out``."""
     progress = Progress(lambda text: say(text))
-    build_modules(sorted(set(kernels)), progress.line)
-    requests = plan(kernels, nic_sets, profiles, accel, shard, sanitizer_kernels(kernels))
-    progress.line(
-        f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
-        f"results in {out}"
-    )
+    requests = _prepare(kernels, nic_sets, profiles, accel, out, jobs, shard, progress)
     start = time.monotonic()
     guests = run_guests(
         requests, out, jobs, scenarios or paths.sources().scenarios, pytest_args, progress
@@ -296,6 +332,49 @@ def run_matrix(
     result = RunResult(guests, round(time.monotonic() - start, 1), str(shard) if shard else "")
     report.write(result, out)
     return result
+
+
+def run_repeated(
+    kernels: Sequence[str],
+    nic_sets: Sequence[str],
+    profiles: Sequence[str],
+    accel: str,
+    out: Path,
+    jobs: int,
+    times: int,
+    until_fail: bool,
+    shard: Shard | None = None,
+    pytest_args: Sequence[str] = (),
+    say: Print = print,
+) -> repeat.Repeated:
+    """The matrix (a scenario, with -k) ``times`` times in fresh guests: how often it failed."""
+    repeat.check_times(times)
+    progress = Progress(lambda text: say(text))
+    requests = _prepare(kernels, nic_sets, profiles, accel, out, jobs, shard, progress)
+    scenarios = paths.sources().scenarios
+    return repeat_guests(
+        requests, out, jobs, scenarios, pytest_args, progress, times, until_fail, shard
+    )
+
+
+def _prepare(
+    kernels: Sequence[str],
+    nic_sets: Sequence[str],
+    profiles: Sequence[str],
+    accel: str,
+    out: Path,
+    jobs: int,
+    shard: Shard | None,
+    progress: Progress,
+) -> list[GuestRequest]:
+    """Every module built, every guest planned."""
+    build_modules(sorted(set(kernels)), progress.line)
+    requests = plan(kernels, nic_sets, profiles, accel, shard, sanitizer_kernels(kernels))
+    progress.line(
+        f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
+        f"results in {out}"
+    )
+    return requests
 
 
 def link_latest(out: Path) -> None:
