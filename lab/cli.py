@@ -185,7 +185,7 @@ def cmd_run_repeated(args: argparse.Namespace, kernels: list[str], out: Path) ->
         pytest_args=[a for a in args.pytest_args if a != "--"],
     )
     print(f"results: {out} (each run in its own directory, the record in {repeat.RECORD})")
-    return 1 if done.reproduced else 0
+    return 1 if done.reproduced or any(a.errors for a in done.attempts) else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -275,6 +275,52 @@ def cmd_scan(args: argparse.Namespace) -> int:
             for why, count in sorted(whys.items()):
                 print(f"  -- not decoded ({count}): {why}")
     return 1 if found else 0
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    """The first commit (of this repository, or of a kernel tree given with -k) that broke a
+    scenario; exit 0 once named."""
+    from lab import bisect
+
+    selection = [a for a in args.pytest_args if a != "--"]
+    if not selection and not args.probe:
+        raise UsageError("name the scenario after -- (e.g. -- -k delivers), or give --probe")
+    repeat.check_times(args.repeat)
+    tree = Path(args.kernel) if args.kernel else None
+    kernel_mode = tree is not None and bisect.is_kernel_tree(tree)
+    if kernel_mode:
+        assert tree is not None
+        repo, guest_kernel = tree, ""
+    else:
+        repo = Path(args.repo) if args.repo else paths.sources().root
+        guest_kernel = args.kernel or images.default_kernels()[0]
+        if guest_kernel not in images.load_manifest():
+            images.resolve(guest_kernel)  # a path must be a kernel
+    nics.nic_set(args.nics)
+    out = Path(args.out).resolve() if args.out else paths.new_results_dir("bisect")
+    step = bisect.Step(
+        mode="kernel" if kernel_mode else "module",
+        kernel=guest_kernel,
+        nic_set=args.nics,
+        accel=args.accel,
+        times=args.repeat,
+        pytest_args=selection,
+        out=str(out),
+        probe=args.probe or "",
+        fragments=bisect.lab_fragments() if kernel_mode else [],
+    )
+    what = f"kernel tree {repo}" if kernel_mode else f"{repo} (NTA's kmod/)"
+    print(f"bisecting {what} from {args.good} (good) to {args.bad} (bad); results in {out}")
+    outcome = bisect.bisect(args.good, args.bad, repo, step)
+    if outcome.first_bad:
+        show = bisect.git(
+            repo, "show", "--no-patch", "--format=%H%n%an, %ad%n%n    %s", outcome.first_bad
+        )
+        print(f"\nfirst bad commit: {show}\nbisect log: {outcome.log}")
+        return 0
+    listed = "\n  ".join(outcome.candidates) or "none"
+    print(f"\nno single first bad commit (skipped commits between); any of:\n  {listed}")
+    return 1
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -411,6 +457,34 @@ def parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--no-decode", action="store_true", help="reports only")
     sc.set_defaults(func=cmd_scan)
+
+    bi = sub.add_parser(
+        "bisect",
+        parents=[acc, out],
+        help="the first commit of NTA (or, -k KERNEL-TREE, of a kernel) that broke a scenario",
+    )
+    bi.add_argument("good", metavar="GOOD", help="a commit where the scenario passes")
+    bi.add_argument("bad", metavar="BAD", help="a commit where it fails")
+    bi.add_argument(
+        "-k",
+        "--kernel",
+        help="the guest kernel (manifest name, bzImage or build tree; default: the first "
+        "Debian kernel), or a kernel git tree: then the kernel is bisected",
+    )
+    bi.add_argument("--nics", default="all", help="NIC set or comma list")
+    bi.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="runs per step (bad at the first fail)"
+    )
+    bi.add_argument("--repo", help="the repository to bisect (default: this lab's checkout)")
+    bi.add_argument(
+        "--probe",
+        metavar="CMD",
+        help="run CMD instead of the scenario ($NTA_KO, $NTA_KERNEL, $NTA_RUN; exit 0 good, "
+        "125 skip, else bad)",
+    )
+    # Not REMAINDER: that would take the options after GOOD BAD too.
+    bi.add_argument("pytest_args", nargs="*", help="after --: the scenario (pytest's -k EXPR)")
+    bi.set_defaults(func=cmd_bisect)
 
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")

@@ -399,15 +399,9 @@ def _build(e: SourceEntry, final: Path, progress: Progress) -> None:
     out, root = work / "build", work / "root"
     out.mkdir(parents=True)
     log = work / "build.log"
-    assemble_config(e, src, out, log)
-    jobs = str(os.cpu_count() or 1)
     start = time.monotonic()
-    progress(f"{e.name}: building {e.source} {e.version} with {jobs} jobs (log {log})")
-    _make_with_progress(
-        ["make", f"O={out}", f"-j{jobs}", "bzImage", "modules"], src, log, e.name, progress
-    )
-    # Known once the build has settled the config (LOCALVERSION included).
-    release = (out / "include" / "config" / "kernel.release").read_text().strip()
+    progress(f"{e.name}: building {e.source} {e.version} (log {log})")
+    release = build_tree(e, src, out, log, progress)
     _run(
         ["make", f"O={out}", f"INSTALL_MOD_PATH={root}", "INSTALL_MOD_STRIP=1", "modules_install"],
         src, log=log,
@@ -431,6 +425,18 @@ def _build(e: SourceEntry, final: Path, progress: Progress) -> None:
     root.rename(final)
     shutil.rmtree(work)
     progress(f"{e.name}: built {release} in {elapsed / 60:.1f} min")
+
+
+def build_tree(e: SourceEntry, src: Path, out: Path, log: Path, progress: Progress) -> str:
+    """Kernel source ``src`` configured as ``e`` says and built in ``out`` (bzImage and
+    modules; an ``out`` built before is built on, incrementally); its release."""
+    assemble_config(e, src, out, log)
+    jobs = str(os.cpu_count() or 1)
+    _make_with_progress(
+        ["make", f"O={out}", f"-j{jobs}", "bzImage", "modules"], src, log, e.name, progress
+    )
+    # Known once the build has settled the config (LOCALVERSION included).
+    return (out / "include" / "config" / "kernel.release").read_text().strip()
 
 
 def _make_with_progress(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import LabError, accel, images, kbuild, repro
+from lab import LabError, accel, images, kbuild, paths, repro
 from lab.events import EventLog
 from lab.guest import BOOT_PROFILES, Guest, GuestSpec
 from lab.guestnet import GuestNic
@@ -70,6 +70,8 @@ class _Session:
 
     def __init__(self, request: GuestRequest, outdir: Path) -> None:
         self.request = request
+        if request.kmod:  # a bisect step: the module of the commit under test
+            paths.use_kmod(Path(request.kmod))
         self.outdir = outdir
         outdir.mkdir(parents=True, exist_ok=True)
         self.events = EventLog(outdir / "events.jsonl", request.id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lab import UsageError
@@ -26,9 +26,11 @@ class Attempt:
 
     reproduced: bool
     splats: list[str] = field(default_factory=list)  # kernel reports' titles, in order
-    failed: list[str] = field(default_factory=list)  # what else failed (tests, guests)
+    failed: list[str] = field(default_factory=list)  # tests that failed otherwise
     logs: str = ""  # where its logs are
     seconds: float = 0.0
+    # The lab's own failures (a guest that never booted): the run tells nothing.
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ def check_times(times: int) -> None:
 
 def line(n: int, of: int, a: Attempt) -> str:
     """How one run went, as printed when it ends."""
-    what = "reproduced" if a.reproduced else "clean"
-    seen = "; ".join(a.splats + a.failed)
+    what = "reproduced" if a.reproduced else "lab error" if a.errors else "clean"
+    seen = "; ".join(a.splats + a.failed + a.errors)
     return (
         f"[{n}/{of}] {what} in {a.seconds:.0f}s"
         + (f": {seen}" if seen else "")
@@ -87,7 +89,7 @@ def repeat(
         start = time.monotonic()
         a = once(n)
         if not a.seconds:
-            a = Attempt(a.reproduced, a.splats, a.failed, a.logs, time.monotonic() - start)
+            a = replace(a, seconds=time.monotonic() - start)
         attempts.append(a)
         say(line(n, times, a))
         if record is not None:

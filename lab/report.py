@@ -35,6 +35,7 @@ class GuestRequest:
     profile: str = "default"
     accel: str = "auto"
     guest_no: int = 0
+    kmod: str = ""  # NTA's sources to build, if not this checkout's (a bisect step's)
 
     @property
     def id(self) -> str:

@@ -62,6 +62,7 @@ def plan(
     accel: str,
     shard: Shard | None = None,
     sanitizers: Collection[str] = (),
+    kmod: str = "",
 ) -> list[GuestRequest]:
     """Every guest of the matrix (or of one shard of it), longest first.
 
@@ -81,7 +82,7 @@ def plan(
     ]
     every.sort(key=lambda r: (-weight(r, sanitizers), r.id))
     numbered = [
-        GuestRequest(r.kernel, r.nic_set, r.profile, r.accel, guest_no=n)
+        GuestRequest(r.kernel, r.nic_set, r.profile, r.accel, guest_no=n, kmod=kmod)
         for n, r in enumerate(every)
     ]
     if shard is None:
@@ -101,7 +102,7 @@ def sanitizer_kernels(kernels: Sequence[str]) -> set[str]:
     return out
 
 
-def build_modules(kernels: Sequence[str], say: Print) -> None:
+def build_modules(kernels: Sequence[str], say: Print, kmod: Path | None = None) -> None:
     """NTA for every kernel, before any guest boots.
 
     The scenarios would build it anyway, but then next to running guests:
@@ -116,7 +117,7 @@ def build_modules(kernels: Sequence[str], say: Print) -> None:
             if name in manifest
             else images.resolve(name, manifest)
         )
-        result = kbuild.build(kernel)
+        result = kbuild.build(kernel, src=kmod)
         say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
     tool = kbuild.build_ntadump()
     say(f"ntadump: {tool.program}")
@@ -270,7 +271,8 @@ def run_guests(
 
 
 def _attempt(result: RunResult, out: Path) -> repeat.Attempt:
-    """A run of the matrix as one repetition: it reproduced if anything failed."""
+    """A run of the matrix as one repetition: it reproduced if a test failed; a guest that
+    failed outside any test (it never booted) is the lab's error."""
     splats = [t for g in result.guests for c in g.cases for t in c.splats]
     failed = [
         f"{g.request.id}: {c.name} {report.OUTCOME_MARK[c.outcome]}"
@@ -278,8 +280,9 @@ def _attempt(result: RunResult, out: Path) -> repeat.Attempt:
         for c in g.cases
         if c.outcome in ("fail", "error") and not c.splats
     ]
-    failed += [f"{g.request.id}: {g.error.splitlines()[0]}" for g in result.guests if g.error]
-    return repeat.Attempt(not result.passed, splats, failed, str(out), result.elapsed_s)
+    errors = [f"{g.request.id}: {g.error.splitlines()[0]}" for g in result.guests if g.error]
+    reproduced = bool(splats or failed)
+    return repeat.Attempt(reproduced, splats, failed, str(out), result.elapsed_s, errors)
 
 
 def repeat_guests(
@@ -346,11 +349,13 @@ def run_repeated(
     shard: Shard | None = None,
     pytest_args: Sequence[str] = (),
     say: Print = print,
+    kmod: Path | None = None,
 ) -> repeat.Repeated:
-    """The matrix (a scenario, with -k) ``times`` times in fresh guests: how often it failed."""
+    """The matrix (a scenario, with -k) ``times`` times in fresh guests: how often it failed;
+    NTA built from ``kmod`` if given (a bisect step's sources)."""
     repeat.check_times(times)
     progress = Progress(lambda text: say(text))
-    requests = _prepare(kernels, nic_sets, profiles, accel, out, jobs, shard, progress)
+    requests = _prepare(kernels, nic_sets, profiles, accel, out, jobs, shard, progress, kmod)
     scenarios = paths.sources().scenarios
     return repeat_guests(
         requests, out, jobs, scenarios, pytest_args, progress, times, until_fail, shard
@@ -366,10 +371,14 @@ def _prepare(
     jobs: int,
     shard: Shard | None,
     progress: Progress,
+    kmod: Path | None = None,
 ) -> list[GuestRequest]:
     """Every module built, every guest planned."""
-    build_modules(sorted(set(kernels)), progress.line)
-    requests = plan(kernels, nic_sets, profiles, accel, shard, sanitizer_kernels(kernels))
+    build_modules(sorted(set(kernels)), progress.line, kmod)
+    sanitizers = sanitizer_kernels(kernels)
+    requests = plan(
+        kernels, nic_sets, profiles, accel, shard, sanitizers, str(kmod.resolve()) if kmod else ""
+    )
     progress.line(
         f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
         f"results in {out}"

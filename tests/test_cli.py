@@ -21,7 +21,8 @@ def ntalab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 
 @pytest.mark.parametrize(
-    "command", ["images", "build", "boot", "inject", "run", "report", "repro", "bench"]
+    "command",
+    ["images", "build", "boot", "inject", "run", "report", "repro", "bench", "scan", "bisect"],
 )
 def test_every_stage_has_help(command: str) -> None:
     out = ntalab(command, "--help")
