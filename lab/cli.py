@@ -256,7 +256,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         path = Path(name)
         if not path.is_file():
             raise UsageError(f"{name}: no such log")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = kernlog.read_log(path)
         splats = kernlog.scan(text, str(path))
         found += len(splats)
         print(f"{path}: {len(splats) or 'no'} kernel report{'s' if len(splats) != 1 else ''}")

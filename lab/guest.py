@@ -144,20 +144,6 @@ def build_argv(
     return argv
 
 
-def kmsg_text(records: str) -> str:
-    """/dev/kmsg records ("PRIO,SEQ,USECS,FLAGS;text", then " KEY=value" lines) as dmesg
-    prints them, line for line (a key=value line becomes an empty one)."""
-    out = []
-    for line in records.splitlines():
-        head, sep, text = line.partition(";")
-        fields = head.split(",")
-        if line.startswith(" ") or not sep or len(fields) < 3 or not fields[2].isdigit():
-            out.append("")
-            continue
-        out.append(f"[{int(fields[2]) / 1e6:12.6f}] {text}")
-    return "\n".join(out) + "\n"
-
-
 class ConsoleLog:
     """The run's console log: every byte the guest prints, when it last printed, its tail.
 
@@ -372,7 +358,7 @@ class Guest:
         self.sh.run("true")
         self.console_log.flush()
         found = []
-        for path, convert in ((self.kmsg_log, kmsg_text), (self.console_log.path, clean)):
+        for path, convert in ((self.kmsg_log, kernlog.kmsg_text), (self.console_log.path, clean)):
             if not path.is_file():
                 continue
             offset, lines = self._scanned.get(path, (0, 0))

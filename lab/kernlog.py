@@ -688,8 +688,10 @@ def scan(text: str, source: str = "log") -> list[Splat]:
             report.in_trace = True
         else:
             report.name(kind, header, no, head, raw)
-            opening = before[-2] if len(before) > 1 else None
-            if opening and _RULE.match(opening[1]):  # as sanitizers and lockdep open theirs
+            # The rule sanitizers and lockdep open their reports with (a kmsg.log has
+            # an empty line after each record that carries keys).
+            opening = next((b for b in reversed(list(before)[:-1]) if b[1]), None)
+            if opening and _RULE.match(opening[1]):
                 report.take(opening[0], opening[2])
             report.take(no, raw)
         reports.append(report)
@@ -697,9 +699,41 @@ def scan(text: str, source: str = "log") -> list[Splat]:
     return [r.splat(source) for r in reports]
 
 
+_KMSG_RECORD = re.compile(r"^\d+,\d+,\d+,[^;]*;")
+_KMSG_KEY = re.compile(r"^ [A-Z_]+=")
+
+
+def kmsg_text(records: str) -> str:
+    """/dev/kmsg records ("PRIO,SEQ,USECS,FLAGS;text", then " KEY=value" lines) as dmesg
+    prints them, line for line (a key=value line becomes an empty one)."""
+    out = []
+    for line in records.splitlines():
+        head, sep, text = line.partition(";")
+        fields = head.split(",")
+        if line.startswith(" ") or not sep or len(fields) < 3 or not fields[2].isdigit():
+            out.append("")
+            continue
+        out.append(f"[{int(fields[2]) / 1e6:12.6f}] {text}")
+    return "\n".join(out) + "\n"
+
+
+def is_kmsg(text: str) -> bool:
+    """Whether ``text`` is /dev/kmsg's records (the lab's kmsg.log), not printk's lines."""
+    lines = text.splitlines()[:50]
+    records = sum(bool(_KMSG_RECORD.match(line)) for line in lines)
+    keys = sum(bool(_KMSG_KEY.match(line)) for line in lines)  # " SUBSYSTEM=net" after one
+    return records > 0 and records + keys > len(lines) / 2
+
+
+def read_log(path: Path) -> str:
+    """A kernel log as printk prints it, line for line (kmsg records converted)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return kmsg_text(text) if is_kmsg(text) else text
+
+
 def scan_files(paths: list[Path]) -> list[Splat]:
     found: list[Splat] = []
     for path in paths:
         if path.is_file():
-            found += scan(path.read_text(encoding="utf-8", errors="replace"), str(path))
+            found += scan(read_log(path), str(path))
     return found

@@ -20,6 +20,7 @@ Standard library and binutils only (``ntalab scan`` runs anywhere).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import shutil
@@ -45,11 +46,13 @@ _FRAME_LINE = re.compile(
 )
 _DISCRIMINATOR = re.compile(r" \(discriminator \d+\)$")
 # Where a kernel's sources were when it was built, up to the tree's root:
-# Debian's packages ("debian/build/build_amd64_none_amd64/net/core/dev.c") and
-# trees in the lab's cache (".../linux-source-6.1/net/core/dev.c",
+# Debian's packages ("debian/build/build_amd64_none_amd64/net/core/dev.c",
+# "/build/reproducible-path/linux-6.1.192/arch/x86/entry/entry_64.S") and trees
+# in the lab's cache (".../linux-source-6.1/net/core/dev.c",
 # ".../linux-headers-6.1.0-56-common/include/linux/skbuff.h").
 _TREE_ROOT = re.compile(
-    r"^(?:.*/)?(?:debian/build/build_[^/]+|linux-(?:headers|source|kbuild)-[^/]+)/|^\./"
+    r"^(?:.*/)?(?:debian/build/build_[^/]+|linux-(?:headers|source|kbuild)-[^/]+|linux-\d[^/]*)/"
+    r"|^\./"
 )
 
 
@@ -141,24 +144,54 @@ def need(*tools: str) -> None:
 class _Symbol:
     section: str  # "" in an executable (vmlinux): addresses are absolute
     address: int
-    size: int
+    size: int  # as the ELF symbol table says
+    span: int  # up to the next symbol: the size the kernel prints (kallsyms), padding and all
+
+    def fits(self, size: int) -> bool:
+        return size in (self.size, self.span)
+
+
+_SECTION = re.compile(
+    r"^\s*\[\s*(\d+)\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+[0-9a-f]+\s+(\w*)\s",
+    re.M,
+)
+_SYMBOL = re.compile(
+    r"^\s*\d+: ([0-9a-f]+)\s+(\d+) (FUNC|NOTYPE|OBJECT)\s+\w+\s+\w+\s+(\d+) (\S+)$", re.M
+)
 
 
 @functools.cache
 def _symbols(obj: Path) -> dict[str, list[_Symbol]]:
-    """Every function of ``obj`` by name (static functions may share one)."""
+    """The symbols of ``obj``'s code by name (static functions may share one)."""
     need("readelf")
     out = _run(["readelf", "-hSsW", str(obj)])
     relocatable = bool(re.search(r"^\s*Type:\s+REL ", out, re.M))
-    sections = {
-        int(m[1]): m[2]
-        for m in re.finditer(r"^\s*\[\s*(\d+)\]\s+(\S+)\s+(?:PROGBITS|NOBITS)", out, re.M)
+    code = {  # executable sections: index -> (name, start, end)
+        int(m[1]): (m[2], int(m[3], 16), int(m[3], 16) + int(m[4], 16))
+        for m in _SECTION.finditer(out)
+        if "X" in m[5]
     }
+    found = [
+        (int(m[4]), int(m[1], 16), int(m[2]), m[3], m[5])
+        for m in _SYMBOL.finditer(out)
+        if int(m[4]) in code
+    ]
+    # Each symbol's span, as kallsyms makes it: to the next symbol of its section.
+    starts: dict[int, list[int]] = {}
+    for ndx, address, *_ in found:
+        starts.setdefault(ndx, []).append(address)
+    for ndx in starts:
+        starts[ndx] = sorted(set(starts[ndx]))
     table: dict[str, list[_Symbol]] = {}
-    row = re.compile(r"^\s*\d+: ([0-9a-f]+)\s+(\d+) FUNC\s+\w+\s+\w+\s+(\d+) (\S+)$", re.M)
-    for m in row.finditer(out):
-        section = sections.get(int(m[3]), "") if relocatable else ""
-        table.setdefault(m[4], []).append(_Symbol(section, int(m[1], 16), int(m[2])))
+    for ndx, address, size, kind, name in found:
+        if kind == "OBJECT":
+            continue
+        section, base, end = code[ndx]
+        higher = starts[ndx][bisect.bisect_right(starts[ndx], address) :]
+        nxt = higher[0] if higher else (end - base if relocatable else end)
+        table.setdefault(name, []).append(
+            _Symbol(section if relocatable else "", address, size, nxt - address)
+        )
     return table
 
 
@@ -209,9 +242,9 @@ def decode(found: Iterable[Frame], objects: Objects) -> list[Decoded]:
             done[frame] = Decoded(frame, why=why)
             continue
         candidates = _symbols(path).get(frame.func, [])
-        sym = next((s for s in candidates if s.size == frame.size), None)
+        sym = next((s for s in candidates if s.fits(frame.size)), None)
         if sym is None:
-            sizes = ", ".join(f"{s.size:#x}" for s in candidates) or "none"
+            sizes = ", ".join(f"{s.span:#x}" for s in candidates) or "none"
             done[frame] = Decoded(
                 frame,
                 why=f"{frame.func} is {frame.size:#x} bytes in the log, {sizes} in {path}: "
@@ -225,13 +258,24 @@ def decode(found: Iterable[Frame], objects: Objects) -> list[Decoded]:
         module_dir = path.resolve().parent if path is not objects.vmlinux else None
         sources = _addr2line(path, section, sorted(by_address))
         for address, group in by_address.items():
-            found_sources = tuple(
+            found_sources = merged(
                 Source(s.func, _short(s.file, module_dir), s.line) for s in sources.get(address, [])
             )
             for frame in group:
                 why = "" if found_sources else f"{path} has no line for it"
                 done[frame] = Decoded(frame, found_sources, why)
     return list(done.values())
+
+
+def merged(sources: Iterable[Source]) -> tuple[Source, ...]:
+    """Inlining levels of one function as one: GCC may inline a function's body into an
+    out-of-line copy of itself, and addr2line then names it twice; the inner line is
+    where the address is."""
+    out: list[Source] = []
+    for s in sources:
+        if not out or out[-1].func != s.func:
+            out.append(s)
+    return tuple(out)
 
 
 def annotate(text: str, decoded: Sequence[Decoded]) -> str:

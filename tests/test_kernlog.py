@@ -149,6 +149,26 @@ def test_a_report_ends_at_its_end_and_not_with_the_log() -> None:
         assert "NIC Link is Up" not in got[0].text
 
 
+def test_the_labs_kmsg_log_reads_line_for_line(tmp_path: Path) -> None:
+    """/dev/kmsg's records (what the lab's kmsg.log holds, with the key=value lines the
+    kernel adds) read as dmesg prints them, at the same line numbers."""
+    lines = (SPLATS / "kmsan.log").read_text().splitlines()
+    prefix = re.compile(r"^(\[[^\]]*\]\s*)+")
+    records = "".join(
+        f"3,{100 + n},{87_733_076 + n},-;{prefix.sub('', line)}\n SUBSYSTEM=net\n"
+        for n, line in enumerate(lines)
+    )
+    log = tmp_path / "kmsg.log"
+    log.write_text(records)
+    assert kernlog.is_kmsg(records) and not kernlog.is_kmsg("\n".join(lines))
+    (s,) = kernlog.scan_files([log])
+    assert (s.kind, s.title, s.start, s.end) == ("kmsan", TITLES["kmsan"], 1, 49)
+    assert (
+        s.text.splitlines()[1]
+        == "[   87.733077] BUG: KMSAN: uninit-value in ppp_send_frame+0x28d/0x27c0"
+    )
+
+
 def test_a_report_reads_as_its_place_title_and_text() -> None:
     (s,) = kernlog.scan_files([SPLATS / "kmsan.log"])
     text = s.report().splitlines()
@@ -265,3 +285,19 @@ def test_a_splat_reads_as_where_kind_and_title() -> None:
         "k.log:7: [warning] WARNING in f"
     )
     assert str(kernlog.Splat("k.log", 7, "bug", "[ 1.0] BUG: x")) == "k.log:7: [bug] [ 1.0] BUG: x"
+
+
+def test_a_lab_guests_kmsg_log_with_ntas_frames() -> None:
+    """A debian-6.1 guest's kmsg.log, captured with 'ntalab boot --exec': nta_caller's
+    GFP_KERNEL allocation slept in NTA's fallback (fault_block_fallback=1) past the lab's
+    20 s hung-task timeout. One report, whole, its frames NTA's, nta_caller's and the
+    kernel's."""
+    log = DATA / "kmsg-debian-6.1-hung-nta.log"
+    (s,) = kernlog.scan_files([log])
+    assert (s.kind, s.title) == ("hung-task", "INFO: task sh:163 blocked for more than 21 seconds")
+    assert (s.start, s.end) == (536, 571)
+    text = s.text.splitlines()
+    assert text[0].endswith("INFO: task sh:163 blocked for more than 21 seconds.")
+    assert text[-1].endswith(" </TASK>")
+    assert "nta_fallback_gfp+0xb1/0xf0 [nta]" in s.text
+    assert "nta_caller_write+0x12c/0x1c0 [nta_caller]" in s.text

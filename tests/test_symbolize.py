@@ -93,6 +93,16 @@ def test_a_noreturn_call_that_ends_a_function_is_decoded_in_that_function(
     assert d.sources == (symbolize.Source("f", "kmod/t.c", 8),)
 
 
+def test_a_function_inlined_into_itself_is_one_frame() -> None:
+    """addr2line names the body GCC inlined into an out-of-line copy of the same function
+    as a level of its own; the inner line (the call) is the frame's."""
+    S = symbolize.Source
+    got = symbolize.merged(
+        [S("fallback", "kmod/h.c", 136), S("alloc", "kmod/h.c", 147), S("alloc", "kmod/h.c", 140)]
+    )
+    assert got == (S("fallback", "kmod/h.c", 136), S("alloc", "kmod/h.c", 147))
+
+
 # -- against a real module build --------------------------------------------------------
 
 
@@ -184,11 +194,33 @@ def test_an_inlined_call_is_its_own_frame(nta_ko: Path) -> None:
     )
 
 
+def kallsyms_size(ko: Path, func: str) -> int:
+    """The size the kernel prints: up to the next symbol (alignment padding included)."""
+    out = subprocess.run(["nm", "-n", str(ko)], capture_output=True, text=True).stdout
+    rows = [line.split() for line in out.splitlines() if len(line.split()) == 3]
+    text = [(int(a, 16), n) for a, t, n in rows if t in "tT"]
+    i = next(i for i, (_, n) in enumerate(text) if n == func)
+    return text[i + 1][0] - text[i][0]
+
+
+def test_the_size_the_kernel_prints_is_the_functions(nta_ko: Path) -> None:
+    """kallsyms prints a function's size up to the next symbol, padding included (0xf0
+    for a function of 235 bytes): that is the same build."""
+    padded = kallsyms_size(nta_ko, "nta_release")
+    assert padded > symbol_size(nta_ko, "nta_release")
+    ret = dict(calls(nta_ko, "nta_release"))["rtnl_lock"]
+    (d,) = symbolize.decode(
+        symbolize.frames(f" nta_release+{ret:#x}/{padded:#x} [nta]"),
+        Objects(modules={"nta": nta_ko}),
+    )
+    assert d.sources and d.sources[-1].file == "kmod/nta_dev.c", d.why
+
+
 def test_another_build_is_not_decoded(nta_ko: Path) -> None:
     """A function of another size than in the module given: another build ran, and its
     lines would be wrong."""
-    size = symbol_size(nta_ko, "nta_release")
-    line = f" nta_release+0x10/{size + 1:#x} [nta]\n"
+    size = kallsyms_size(nta_ko, "nta_release")
+    line = f" nta_release+0x10/{size + 16:#x} [nta]\n"
     (d,) = symbolize.decode(symbolize.frames(line), Objects(modules={"nta": nta_ko}))
     assert d.sources == () and "not the build that ran" in d.why
 
