@@ -482,7 +482,7 @@ def parser() -> argparse.ArgumentParser:
         help="run CMD instead of the scenario ($NTA_KO, $NTA_KERNEL, $NTA_RUN; exit 0 good, "
         "125 skip, else bad)",
     )
-    # Not REMAINDER: that would take the options after GOOD BAD too.
+    # Not REMAINDER: that would take the options after GOOD BAD too (see parse).
     bi.add_argument("pytest_args", nargs="*", help="after --: the scenario (pytest's -k EXPR)")
     bi.set_defaults(func=cmd_bisect)
 
@@ -495,8 +495,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line; what follows ``--`` is pytest's (the scenario selection), whatever
+    positionals come before it (argparse alone would give it to none after GOOD BAD)."""
+    head, tail = list(argv), []
+    if "--" in head:
+        i = head.index("--")
+        head, tail = head[:i], head[i + 1 :]
+    p = parser()
+    args = p.parse_args(head)
+    if tail:
+        if not hasattr(args, "pytest_args"):
+            p.error(f"unrecognized arguments: -- {' '.join(tail)}")
+        args.pytest_args = [*args.pytest_args, *tail]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except UsageError as e:

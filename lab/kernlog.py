@@ -453,7 +453,9 @@ class Splat:
 
     def report(self) -> str:
         """Where it is, its title, and its text, for a failure message or a terminal."""
-        where = f"{self.source}:{self.start}-{self.end}" if self.start else str(self)
+        where = f"{self.source}:" + (
+            f"{self.start}-{self.end}" if self.start else str(self.line_no)
+        )
         return f"{where}: [{self.kind}] {self.name}\n{self.text}".rstrip("\n")
 
     @classmethod

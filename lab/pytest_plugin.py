@@ -70,8 +70,6 @@ class _Session:
 
     def __init__(self, request: GuestRequest, outdir: Path) -> None:
         self.request = request
-        if request.kmod:  # a bisect step: the module of the commit under test
-            paths.use_kmod(Path(request.kmod))
         self.outdir = outdir
         outdir.mkdir(parents=True, exist_ok=True)
         self.events = EventLog(outdir / "events.jsonl", request.id)
@@ -127,6 +125,11 @@ def _request(config: pytest.Config) -> tuple[GuestRequest, Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    given = config.getoption("--lab-request", None)
+    if given:
+        kmod = GuestRequest.load(Path(given)).kmod
+        if kmod:  # a bisect step's module, for every build and read, from collection on
+            paths.use_kmod(Path(kmod))
     config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import main
+from lab.cli import main, parse
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,3 +70,13 @@ def test_images_list_shows_every_manifest_kernel_from_any_directory(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     names = [line.split()[0] for line in out.stdout.splitlines()]
     assert names == ["debian-6.1", "debian-6.12", "debian-6.1-kasan", "debian-6.12-kasan"]
+
+
+def test_what_follows_the_double_dash_is_the_scenario() -> None:
+    """Options may follow GOOD BAD, and pytest's own options follow --, as with run."""
+    args = parse(["bisect", "v1", "v2", "--repo", "r", "--repeat", "3", "--", "-k", "capture"])
+    assert (args.good, args.bad, args.repo, args.repeat) == ("v1", "v2", "r", 3)
+    assert args.pytest_args == ["-k", "capture"]
+    assert parse(["run", "-k", "debian-6.1", "--", "-k", "x"]).pytest_args == ["-k", "x"]
+    with pytest.raises(SystemExit):
+        parse(["scan", "a.log", "--", "-k", "x"])

@@ -174,6 +174,8 @@ def test_a_report_reads_as_its_place_title_and_text() -> None:
     text = s.report().splitlines()
     assert text[0] == f"{SPLATS / 'kmsan.log'}:1-25: [kmsan] {TITLES['kmsan']}"
     assert text[1:] == (SPLATS / "kmsan.log").read_text().splitlines()
+    made = kernlog.Splat("k.log", 7, "bug", "[ 1.0] BUG: x", text="[ 1.0] BUG: x\n")
+    assert made.report() == "k.log:7: [bug] [ 1.0] BUG: x\n[ 1.0] BUG: x"
 
 
 def test_a_splat_round_trips_through_json() -> None:
