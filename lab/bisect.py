@@ -111,17 +111,34 @@ def lab_fragments() -> list[str]:
 # -- the bisection ------------------------------------------------------------------
 
 
-def bisect(good: str, bad: str, repo: Path, step: Step, say: Print = print) -> Outcome:
-    """``git bisect run`` of ``step`` between ``good`` and ``bad`` of ``repo``, in a worktree
-    of its own; ``repo`` as it was, whatever happens."""
-    top = Path(git(repo, "rev-parse", "--show-toplevel"))
-    commits = []
-    for name, rev in (("GOOD", good), ("BAD", bad)):
+@dataclass(frozen=True)
+class Range:
+    """What is bisected: a repository's top directory, and two of its commits."""
+
+    top: Path
+    good: str
+    bad: str
+
+    @classmethod
+    def of(cls, repo: Path, good: str, bad: str) -> Range:
+        """Checked before anything is made: a typo costs nothing."""
         try:
-            commits.append(git(top, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"))
-        except LabError:
-            raise UsageError(f"{name} {rev!r} is no commit of {top}") from None
-    good_c, bad_c = commits
+            top = Path(git(repo, "rev-parse", "--show-toplevel"))
+        except LabError as e:
+            raise UsageError(f"{repo} is not a git checkout: {e}") from None
+        commits = []
+        for name, rev in (("GOOD", good), ("BAD", bad)):
+            try:
+                commits.append(git(top, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"))
+            except LabError:
+                raise UsageError(f"{name} {rev!r} is no commit of {top}") from None
+        return cls(top, *commits)
+
+
+def bisect(span: Range, step: Step, say: Print = print) -> Outcome:
+    """``git bisect run`` of ``step`` over ``span``, in a worktree of its own; the repository
+    as it was, whatever happens."""
+    top, good_c, bad_c = span.top, span.good, span.bad
     out = Path(step.out)
     out.mkdir(parents=True, exist_ok=True)
     step.save(out / STEP_FILE)

@@ -297,6 +297,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         if guest_kernel not in images.load_manifest():
             images.resolve(guest_kernel)  # a path must be a kernel
     nics.nic_set(args.nics)
+    span = bisect.Range.of(repo, args.good, args.bad)
     out = Path(args.out).resolve() if args.out else paths.new_results_dir("bisect")
     step = bisect.Step(
         mode="kernel" if kernel_mode else "module",
@@ -311,7 +312,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     )
     what = f"kernel tree {repo}" if kernel_mode else f"{repo} (NTA's kmod/)"
     print(f"bisecting {what} from {args.good} (good) to {args.bad} (bad); results in {out}")
-    outcome = bisect.bisect(args.good, args.bad, repo, step)
+    outcome = bisect.bisect(span, step)
     if outcome.first_bad:
         show = bisect.git(
             repo, "show", "--no-patch", "--format=%H%n%an, %ad%n%n    %s", outcome.first_bad

@@ -98,11 +98,13 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def ntalab(*args: str, cache: Path, session: bool = False) -> subprocess.Popen[str]:
-    env = dict(os.environ, NTALAB_CACHE=str(cache), **GIT_ENV)
+def ntalab(
+    *args: str, cache: Path, session: bool = False, cwd: Path = paths.IMPORT_ROOT
+) -> subprocess.Popen[str]:
+    env = dict(os.environ, NTALAB_CACHE=str(cache), PYTHONPATH=str(paths.IMPORT_ROOT), **GIT_ENV)
     return subprocess.Popen(
         [sys.executable, "-m", "lab", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env, cwd=paths.IMPORT_ROOT, start_new_session=session,
+        text=True, env=env, cwd=cwd, start_new_session=session,
     )  # fmt: skip
 
 
@@ -180,10 +182,12 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
         (["HEAD", "HEAD", "--repo", str(repo)], "name the scenario after --"),
         (["nosuch", "HEAD", "--repo", str(repo), "--probe", "true"], "GOOD 'nosuch' is no commit"),
         (["HEAD", "HEAD", "--repo", str(repo), "--probe", "true", "--repeat", "0"], "positive"),
+        (["HEAD", "HEAD", "--repo", str(tmp_path), "--probe", "true"], "is not a git checkout"),
     ]:
-        proc = ntalab("bisect", *args, cache=tmp_path)
+        proc = ntalab("bisect", *args, cache=tmp_path, cwd=tmp_path)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 2 and message in out, out
+    assert not (tmp_path / "results").exists()  # no results directory was made
 
 
 # -- the kernel's history, with a fake kernel build ----------------------------------------
