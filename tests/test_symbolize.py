@@ -283,3 +283,22 @@ def test_ntalab_scan_of_a_clean_log_exits_0(tmp_path: Path) -> None:
 def test_the_frame_module_is_what_the_object_lookup_uses() -> None:
     assert Frame(0, True, "f", 0, 1, "", False, (0, 1)).object == "vmlinux"
     assert Frame(0, True, "f", 0, 1, "e1000", False, (0, 1)).object == "e1000"
+
+
+def test_ntalab_scan_on_every_captured_log() -> None:
+    """Each captured log's reports, as the scanner makes them (extent, kind, title); their
+    kernels (syzkaller's) are none of the manifest's, and the decode says so."""
+    logs = sorted(SPLATS.glob("*.log"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab", "scan", *map(str, logs)],
+        capture_output=True, text=True, timeout=300, cwd=paths.IMPORT_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    out = proc.stdout.splitlines()
+    for log in logs:
+        splats = kernlog.scan_files([log])
+        n = len(splats)
+        assert f"{log}: {n} kernel report{'s' if n != 1 else ''}" in out
+        for s in splats:
+            assert f"{log}:{s.start}-{s.end}: [{s.kind}] {s.name}" in out
+    assert any("is no kernel of the manifest in the cache: pass --kernel" in line for line in out)
