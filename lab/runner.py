@@ -194,6 +194,9 @@ def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[
     return _Running(req, gdir, proc, EventTail(gdir / "events.jsonl"), time.monotonic())
 
 
+NOTHING_SELECTED = 5  # pytest's exit status when no test was collected
+
+
 def _finish(r: _Running) -> GuestResult:
     rc = r.proc.wait()
     path = r.dir / report.RESULTS
@@ -202,7 +205,10 @@ def _finish(r: _Running) -> GuestResult:
         seconds = time.monotonic() - r.start
         return GuestResult(r.req, [], None, f"pytest exited {rc} with no results:\n{log}", seconds)
     result = GuestResult.load(path)
-    if rc not in (0, 1) and not result.error:  # 1: tests failed, recorded as such
+    # 1: tests failed, recorded as such; 5: the selection (-k, the boot profile) left
+    # this guest nothing to run, which is no error (a run where no guest ran anything is
+    # no pass either: RunResult.passed).
+    if rc not in (0, 1, NOTHING_SELECTED) and not result.error:
         result = replace(result, error=f"pytest exited {rc}:\n{log}")
     return result
 
