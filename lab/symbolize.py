@@ -50,6 +50,9 @@ _DISCRIMINATOR = re.compile(r" \(discriminator \d+\)$")
 # "/build/reproducible-path/linux-6.1.192/arch/x86/entry/entry_64.S") and trees
 # in the lab's cache (".../linux-source-6.1/net/core/dev.c",
 # ".../linux-headers-6.1.0-56-common/include/linux/skbuff.h").
+# Where the lab builds NTA (lab.kbuild: <cache>/builds/<release>/<digest>/): a copy of
+# the module (a bundle keeps one) still names its sources there.
+_LAB_BUILD = re.compile(r"^.*/builds/[^/]+/[0-9a-f]{16}/(?=[^/]+$)")
 _TREE_ROOT = re.compile(
     r"^(?:.*/)?(?:debian/build/build_[^/]+|linux-(?:headers|source|kbuild)-[^/]+|linux-\d[^/]*)/"
     r"|^\./"
@@ -228,6 +231,8 @@ def _short(file: str, module_dir: Path | None) -> str:
     """A source path as a developer reads it: ``kmod/nta_dev.c``, ``net/core/dev.c``."""
     if module_dir is not None and file.startswith(f"{module_dir}/"):
         return "kmod/" + file.removeprefix(f"{module_dir}/")
+    if module_dir is not None and (m := _LAB_BUILD.match(file)):  # a copy (a bundle's)
+        return "kmod/" + file[m.end() :]
     return _TREE_ROOT.sub("", file)
 
 

@@ -216,6 +216,21 @@ def test_the_size_the_kernel_prints_is_the_functions(nta_ko: Path) -> None:
     assert d.sources and d.sources[-1].file == "kmod/nta_dev.c", d.why
 
 
+def test_a_copy_of_the_module_names_its_sources_as_the_build_does(
+    nta_ko: Path, tmp_path: Path
+) -> None:
+    """A bundle keeps a copy of the module it ran: its DWARF still names the build's
+    directory, which reads as kmod/ all the same."""
+    copy = tmp_path / "bundle" / "nta.ko"
+    copy.parent.mkdir()
+    shutil.copy(nta_ko, copy)
+    line = (
+        f"[   12.000000] RIP: 0010:nta_release+0x0/{symbol_size(nta_ko, 'nta_release'):#x} [nta]\n"
+    )
+    assert decode_line(line, copy) == decode_line(line, nta_ko)
+    assert "kmod/nta_dev.c:" in decode_line(line, copy)
+
+
 def test_another_build_is_not_decoded(nta_ko: Path) -> None:
     """A function of another size than in the module given: another build ran, and its
     lines would be wrong."""
