@@ -147,6 +147,23 @@ def test_one_run_a_step_misses_the_flaky_regression(
     assert f"first bad commit: {module_history['bad']}" in out
 
 
+def test_commits_the_lab_could_not_test_leave_candidates_and_exit_3(
+    module_history: dict[str, str], cache: Path, tmp_path: Path
+) -> None:
+    """The first bad commit comes right after one that does not build: git cannot tell
+    which of the two broke it, and the lab could not test the first (exit 3, not a pass)."""
+    probe = 'case "$(git log -1 --format=%s)" in good|unrelated) exit 0;; *) exit 1;; esac'
+    proc = ntalab(
+        "bisect", module_history["good"], module_history["bad"], "--repo",
+        module_history["repo"], "--out", str(tmp_path / "out"), "--probe", probe, cache=cache,
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 3, out
+    listed = out.split("no single first bad commit")[1].split()
+    assert {module_history["broken"], module_history["fixed"]} <= set(listed), out
+    assert "first bad commit:" not in out
+
+
 @pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_bisection_leaves_the_repository_as_it_was(
     module_history: dict[str, str], cache: Path, tmp_path: Path, signo: int

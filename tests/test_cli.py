@@ -107,6 +107,12 @@ BOOTED = GuestInfo("g", "debian-6.1", "6.1.0-56-amd64", ["e1000"], "tcg", "", []
         (Outcome.FAIL, "", 1, "verdict: finding: 1 test(s) failed (exit 1)"),
         (Outcome.ERROR, "", 3, "verdict: lab could not run: debian-6.1/e1000 (exit 3)"),
         (None, "guest did not boot", 3, "verdict: lab could not run: debian-6.1/e1000 (exit 3)"),
+        (
+            None,
+            "",
+            3,
+            "verdict: lab could not run: no test ran (the selection matched none) (exit 3)",
+        ),
     ],
 )
 def test_the_exit_status_tells_a_finding_from_the_lab_failing(

@@ -190,3 +190,20 @@ def test_report_runs_with_the_standard_library_alone(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "verdict: passed" in proc.stdout
     assert RunResult.load(tmp_path / "out") == RunResult([], 1.0, ["1/1"], "p")
+
+
+def test_scan_runs_with_the_standard_library_alone(tmp_path: Path) -> None:
+    """A kernel report in a log is a finding (1), a clean log none (0), a missing log bad
+    usage (2): all without scapy, pexpect or pytest."""
+    kasan = ROOT / "tests" / "data" / "splats" / "kasan.log"
+    proc = stdlib_only("scan", str(kasan), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    title = "KASAN: use-after-free Read in rhashtable_lookup_fast"
+    assert f"{kasan}:3-181: [kasan] {title}" in proc.stdout.splitlines()
+    clean = tmp_path / "clean.log"
+    clean.write_text("[    1.000000] e1000: eth0 NIC Link is Up\n")
+    proc = stdlib_only("scan", str(clean), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"{clean}: no kernel reports\n"), proc.stderr
+    proc = stdlib_only("scan", str(clean), str(tmp_path / "missing.log"), cwd=tmp_path)
+    assert proc.returncode == 2 and "missing.log: no such log" in proc.stderr
+    assert proc.stdout == ""  # checked before any log is read
