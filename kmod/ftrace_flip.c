@@ -85,6 +85,8 @@ static ssize_t ftrace_flip_write(struct file *file, const char __user *buf, size
 		err = ftrace_flip_once(flags);
 		if (!err)
 			ftrace_flip_done++;
+		/* On the console: how far a run got, should the kernel die on the way. */
+		pr_info("ftrace_flip: %s %lu of %lu\n", target, ftrace_flip_done, count);
 		cond_resched();
 	}
 	mutex_unlock(&ftrace_flip_lock);

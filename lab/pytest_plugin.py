@@ -150,6 +150,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
+    config.addinivalue_line(
+        "markers",
+        "investigation(name): a study, not part of the matrix: run only when -k names it",
+    )
     config.addinivalue_line("markers", "sanitizer_only: run on sanitizer kernels only")
     config.addinivalue_line(
         "markers",
@@ -202,6 +206,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 wanted = False
             if asked:
                 wanted = wanted and case_id(item) in asked
+            studied = item.get_closest_marker("investigation")
+            if studied is not None:
+                wanted = wanted and studied.args[0] in config.getoption("keyword")
             (keep if wanted else drop).append(item)
         else:
             keep.append(item)

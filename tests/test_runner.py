@@ -292,3 +292,34 @@ def test_a_guest_left_nothing_to_run_is_no_error_and_nothing_run_is_no_pass(
     assert [g.error for g in nothing] == ["", ""]
     assert RunResult(nothing, 0.0).verdict is Verdict.LAB  # no pass, and no finding
     assert "verdict: lab could not run: no test ran" in report.printable(RunResult(nothing, 0.0))
+
+
+STUDIES = """
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def test_in_the_matrix():
+    pass
+
+
+@pytest.mark.investigation("text_patching")
+def test_text_patching_a_study():
+    pass
+"""
+
+
+def test_a_study_runs_only_when_named(tmp_path: Path) -> None:
+    """An investigation (a long study, not a regression check) is left out of a run, and
+    runs when -k names it."""
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "test_studies.py").write_text(STUDIES)
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["e1000"], ["default"], "tcg")
+    progress = runner.Progress(lambda text: None)
+    ran = {}
+    for name, args in (("all", ()), ("named", ("-k", "text_patching"))):
+        guests = runner.run_guests(requests, tmp_path / name, 1, d, args, progress)
+        ran[name] = {c.scenario for g in guests for c in g.cases}
+    assert ran == {"all": {"in_the_matrix"}, "named": {"text_patching_a_study"}}
