@@ -1,9 +1,11 @@
 """``ntalab`` / ``python -m lab``: each stage of the lab, callable on its own.
 
-Exit status: 0 done (every test passed), 1 a finding (a scenario failed, a
-replayed bundle reproduced its report), 2 bad usage (an unknown option,
-kernel, NIC or shard), 3 the lab could not run (a guest that never booted, a
-build that failed, a missing tool or kernel), 130 interrupted.
+Exit status: 0 done (every test passed, a bisection named its commit), 1 a
+finding (a scenario failed in any run of a --repeat, a replayed bundle
+reproduced its report, a scanned log holds a kernel report), 2 bad usage (an
+unknown option, kernel, NIC or shard), 3 the lab could not run (a guest that
+never booted, a build that failed, a missing tool or kernel, a run that ran no
+test, a bisection left with untestable commits), 130 interrupted.
 """
 
 # Each command imports the stages it drives when it runs, not here: the parser,
@@ -15,20 +17,22 @@ build that failed, a missing tool or kernel), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shlex
 import sys
 import tempfile
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import ExitStatus, LabError, UsageError, exit_status
+from lab import ExitStatus, InfraError, LabError, UsageError, exit_status
 from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS
 
 # Commands that run with only the standard library importable.
-STDLIB_ONLY = ("report",)
+STDLIB_ONLY = ("report", "scan")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -139,10 +143,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lab import images, nics, paths, plan, report, runner
+    from lab import images, nics, paths, plan, repeat, report, runner
 
     if args.json and not args.list:
         raise UsageError("--json goes with --list")
+    repeat.check_times(args.repeat)
     shard = plan.Shard.parse(args.shard) if args.shard else None
     if args.plan and shard is None and not args.list:
         raise UsageError("--plan needs --shard I/N: which shard of it to run")
@@ -155,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if name not in manifest:
             images.resolve(name, manifest)  # a path must be a kernel
     jobs = args.jobs or os.cpu_count() or 1
-    pytest_args = [a for a in args.pytest_args if a != "--"]
+    pytest_args = list(args.pytest_args)
     scenarios = paths.sources().scenarios
     the_plan = plan.Plan.load(Path(args.plan)) if args.plan else None
     whole = (
@@ -185,14 +190,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     requests = the_plan.shard(shard) if the_plan is not None and shard is not None else whole
     out = Path(args.out).resolve() if args.out else paths.new_results_dir()
     runner.link_latest(out)
+    shard_name = str(shard) if shard else ""
+    digest = the_plan.digest if the_plan is not None else ""
+    if args.repeat > 1 or args.until_fail:
+        done = runner.run_repeated(
+            requests,
+            out,
+            jobs,
+            args.repeat,
+            args.until_fail,
+            pytest_args,
+            scenarios,
+            shard=shard_name,
+            plan_digest=digest,
+            left_out=left_out,
+        )
+        print(f"results: {out} (each run in its own directory, the record in {repeat.RECORD})")
+        return done.verdict.status
     result = runner.run_matrix(
         requests,
         out,
         jobs,
         pytest_args,
         scenarios,
-        shard=str(shard) if shard else "",
-        plan_digest=the_plan.digest if the_plan is not None else "",
+        shard=shard_name,
+        plan_digest=digest,
         left_out=left_out,
     )
     print(f"\n{report.printable(result)}\nresults: {out}  total: {result.elapsed_s:.0f}s")
@@ -250,10 +272,122 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Kernel reports in logs, whole, titled, their frames decoded to source lines.
+
+    Offline, on any kernel log; exit 1 if any log holds a report (a finding).
+    """
+    # Standard library only (with binutils): a CI's or a bug report's log can be
+    # scanned where nothing else of the lab is installed.
+    from lab import debuginfo, kernlog, symbolize
+
+    for name in args.logs:  # every log checked before any is read: a typo costs nothing
+        if not Path(name).is_file():
+            raise UsageError(f"{name}: no such log")
+    given: dict[str, Path] = {}
+    for ko in args.module:
+        given |= debuginfo.module_files(Path(ko))
+    said: set[str] = set()
+
+    def say(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            print(f"  {message}")
+
+    finder = debuginfo.Finder(args.fetch_debug, say)
+    found = 0
+    for name in args.logs:
+        path = Path(name)
+        text = kernlog.read_log(path)
+        splats = kernlog.scan(text, str(path))
+        found += len(splats)
+        print(f"{path}: {len(splats) or 'no'} kernel report{'s' if len(splats) != 1 else ''}")
+        for splat in splats:
+            print(f"\n{splat.source}:{splat.start}-{splat.end}: [{splat.kind}] {splat.name}")
+            frames = symbolize.frames(splat.text)
+            if args.no_decode or not frames:
+                print(textwrap.indent(splat.text, "  "), end="")
+                continue
+            release = debuginfo.release_of(splat.text) or debuginfo.release_of(text)
+            objects = finder.find(release, {f.object for f in frames}, args.kernel, given)
+            decoded = symbolize.decode(frames, objects)
+            print(textwrap.indent(symbolize.annotate(splat.text, decoded), "  "), end="")
+            print(f"  -- {sum(1 for d in decoded if d.sources)} of {len(frames)} frames decoded")
+            whys = collections.Counter(d.why for d in decoded if d.why)
+            for why, count in sorted(whys.items()):
+                print(f"  -- not decoded ({count}): {why}")
+    return ExitStatus.FINDING if found else ExitStatus.PASSED
+
+
+def cmd_bisect(args: argparse.Namespace) -> int:
+    """The first commit (of this repository, or of a kernel tree given with -k) that broke a
+    scenario: 0 once named; 3 if commits the lab could not test (their module or kernel does
+    not build, their guests ran nothing) leave several candidates, or a step broke the lab."""
+    from lab import bisect, images, nics, paths, repeat
+
+    selection = list(args.pytest_args)
+    if not selection and not args.probe:
+        raise UsageError("name the scenario after -- (e.g. -- -k delivers), or give --probe")
+    repeat.check_times(args.repeat)
+    tree = Path(args.kernel) if args.kernel else None
+    kernel_mode = tree is not None and bisect.is_kernel_tree(tree)
+    if kernel_mode:
+        assert tree is not None
+        repo, guest_kernel = tree, ""
+    else:
+        repo = Path(args.repo) if args.repo else paths.sources().root
+        manifest = images.load_manifest()
+        guest_kernel = args.kernel or images.default_kernels(manifest)[0]
+        if guest_kernel not in manifest:
+            images.resolve(guest_kernel, manifest)  # a path must be a kernel
+    nics.nic_set(args.nics)
+    span = bisect.Range.of(repo, args.good, args.bad)
+    out = Path(args.out).resolve() if args.out else paths.new_results_dir("bisect")
+    step = bisect.Step(
+        mode="kernel" if kernel_mode else "module",
+        kernel=guest_kernel,
+        nic_set=args.nics,
+        accel=args.accel,
+        times=args.repeat,
+        pytest_args=selection,
+        out=str(out),
+        probe=args.probe or "",
+        fragments=bisect.lab_fragments() if kernel_mode else [],
+    )
+    what = f"kernel tree {repo}" if kernel_mode else f"{repo} (NTA's kmod/)"
+    print(f"bisecting {what} from {args.good} (good) to {args.bad} (bad); results in {out}")
+    outcome = bisect.bisect(span, step)
+    if outcome.first_bad:
+        show = bisect.git(
+            repo, "show", "--no-patch", "--format=%H%n%an, %ad%n%n    %s", outcome.first_bad
+        )
+        print(f"\nfirst bad commit: {show}\nbisect log: {outcome.log}")
+        return ExitStatus.PASSED
+    if not outcome.candidates:
+        raise InfraError(f"the bisection stopped before it named a commit; log {outcome.log}")
+    listed = "\n  ".join(outcome.candidates)
+    print(f"\nno single first bad commit (commits the lab could not test between); any of:"
+          f"\n  {listed}")  # fmt: skip
+    return ExitStatus.LAB
+
+
 def cmd_repro(args: argparse.Namespace) -> int:
     from lab import repro
 
-    return repro.replay(Path(args.bundle), interactive=not args.no_shell, accel_override=args.accel)
+    return repro.replay(
+        Path(args.bundle),
+        interactive=not args.no_shell,
+        accel_override=args.accel,
+        times=args.repeat,
+        until_fail=args.until_fail,
+    )
+
+
+def _repeat_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help=what)
+    p.add_argument(
+        "--until-fail", action="store_true", help="with --repeat: stop at the first that fails"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -329,6 +463,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--timings", help="a results dir or summary.json to balance by (default results/latest)"
     )
+    _repeat_options(r, "run it N times, each in fresh guests; print how often it failed")
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest")
     r.set_defaults(func=cmd_run)
 
@@ -362,16 +497,83 @@ def parser() -> argparse.ArgumentParser:
     )
     be.set_defaults(func=cmd_bench)
 
+    sc = sub.add_parser(
+        "scan", help="kernel reports in logs, their frames decoded to source lines (offline)"
+    )
+    sc.add_argument("logs", nargs="+", metavar="LOG", help="console logs, dmesg, kmsg.log")
+    sc.add_argument(
+        "-k", "--kernel", help="manifest name, build tree or vmlinux (default: the log's release)"
+    )
+    sc.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="KO",
+        help="a module's .ko, or a directory of them (a build, a bundle); repeatable",
+    )
+    sc.add_argument(
+        "--fetch-debug",
+        action="store_true",
+        help="fetch a Debian kernel's -dbg package (about 1 GB) for its vmlinux and modules",
+    )
+    sc.add_argument("--no-decode", action="store_true", help="reports only")
+    sc.set_defaults(func=cmd_scan)
+
+    bi = sub.add_parser(
+        "bisect",
+        parents=[acc, out],
+        help="the first commit of NTA (or, -k KERNEL-TREE, of a kernel) that broke a scenario",
+    )
+    bi.add_argument("good", metavar="GOOD", help="a commit where the scenario passes")
+    bi.add_argument("bad", metavar="BAD", help="a commit where it fails")
+    bi.add_argument(
+        "-k",
+        "--kernel",
+        help="the guest kernel (manifest name, bzImage or build tree; default: the first "
+        "Debian kernel), or a kernel git tree: then the kernel is bisected",
+    )
+    bi.add_argument("--nics", default="all", help="NIC set or comma list")
+    bi.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="runs per step (bad at the first fail)"
+    )
+    bi.add_argument("--repo", help="the repository to bisect (default: this lab's checkout)")
+    bi.add_argument(
+        "--probe",
+        metavar="CMD",
+        help="run CMD instead of the scenario ($NTA_KO, $NTA_KERNEL, $NTA_RUN; exit 0 good, "
+        "125 skip, else bad)",
+    )
+    # Not REMAINDER: that would take the options after GOOD BAD too (see parse).
+    bi.add_argument("pytest_args", nargs="*", help="after --: the scenario (pytest's -k EXPR)")
+    bi.set_defaults(func=cmd_bisect)
+
     rp = sub.add_parser("repro", help="replay a failed scenario's reproducer bundle in a guest")
     rp.add_argument("bundle")
     rp.add_argument("--no-shell", action="store_true", help="replay, report, power off")
     rp.add_argument("--accel", choices=ACCELS, help="default: the bundle's")
+    _repeat_options(rp, "replay it N times, each in a fresh guest (no shell); print the rate")
     rp.set_defaults(func=cmd_repro)
     return p
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line; what follows ``--`` is pytest's (the scenario selection), whatever
+    positionals come before it (argparse alone would give it to none after GOOD BAD)."""
+    head, tail = list(argv), []
+    if "--" in head:
+        i = head.index("--")
+        head, tail = head[:i], head[i + 1 :]
+    p = parser()
+    args = p.parse_args(head)
+    if tail:
+        if not hasattr(args, "pytest_args"):
+            p.error(f"unrecognized arguments: -- {' '.join(tail)}")
+        args.pytest_args = [*args.pytest_args, *tail]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt as e:

@@ -48,7 +48,7 @@ from types import TracebackType
 
 import pexpect
 
-from lab import InfraError, LabError, judge, kconfig, paths
+from lab import InfraError, LabError, kconfig, kernlog, paths
 from lab.accel import Accel
 from lab.console import Console, clean
 from lab.images import Kernel
@@ -134,20 +134,6 @@ def build_argv(
     if qemu_opts:
         argv.append(f"--qemu-opts={shlex.join(qemu_opts)}")
     return argv
-
-
-def kmsg_text(records: str) -> str:
-    """/dev/kmsg records ("PRIO,SEQ,USECS,FLAGS;text", then " KEY=value" lines) as dmesg
-    prints them, line for line (a key=value line becomes an empty one)."""
-    out = []
-    for line in records.splitlines():
-        head, sep, text = line.partition(";")
-        fields = head.split(",")
-        if line.startswith(" ") or not sep or len(fields) < 3 or not fields[2].isdigit():
-            out.append("")
-            continue
-        out.append(f"[{int(fields[2]) / 1e6:12.6f}] {text}")
-    return "\n".join(out) + "\n"
 
 
 class ConsoleLog:
@@ -301,7 +287,7 @@ class Guest:
     def kmsg_log(self) -> Path:
         return self.outdir / "kmsg.log"
 
-    def new_splats(self) -> list[judge.Splat]:
+    def new_splats(self) -> list[kernlog.Splat]:
         """Splats in what the kernel logged (kmsg.log) and the console printed since the last
         call. Both files only grow, so each call reads on from where the last one stopped
         (whole lines only): a splat is reported once, by the test during which it came.
@@ -309,7 +295,7 @@ class Guest:
         self.sh.run("true")
         self.console_log.flush()
         found = []
-        for path, convert in ((self.kmsg_log, kmsg_text), (self.console_log.path, clean)):
+        for path, convert in ((self.kmsg_log, kernlog.kmsg_text), (self.console_log.path, clean)):
             if not path.is_file():
                 continue
             offset, lines = self._scanned.get(path, (0, 0))
@@ -318,7 +304,7 @@ class Guest:
                 data = f.read()
             data = data[: data.rfind(b"\n") + 1]
             text = convert(data.decode("utf-8", errors="replace"))
-            found += [replace(s, line_no=s.line_no + lines) for s in judge.scan(text, str(path))]
+            found += [s.shifted(lines) for s in kernlog.scan(text, str(path))]
             self._scanned[path] = (offset + len(data), lines + data.count(b"\n"))
         return found
 
@@ -370,7 +356,7 @@ class Guest:
         text = self.console_log.text()
         # The console has every kernel message up to debug (vng boots with
         # loglevel=7), so a report made while booting is in it.
-        splats = judge.scan(text, self.console_log.path.name) if outcome is BootOutcome.OK else []
+        splats = kernlog.scan(text, self.console_log.path.name) if outcome is BootOutcome.OK else []
         tail = text.splitlines()[-3:]
         return BootAttempt(
             outcome=BootOutcome.SPLAT if splats else outcome,

@@ -257,7 +257,7 @@ def provide(e: KernelEntry, progress: Progress = print, cache: Path | None = Non
     """The kernel of ``e``, fetched or built into the cache first if it is not there."""
     if is_ready(e, cache):
         return cached_kernel(e, cache)
-    with _locked(cache_dir(e, cache)):
+    with locked(cache_dir(e, cache)):
         if not is_ready(e, cache):  # another process may have made it meanwhile
             if isinstance(e, PackagedEntry):
                 _fetch(e, cache_dir(e, cache), progress)
@@ -267,7 +267,7 @@ def provide(e: KernelEntry, progress: Progress = print, cache: Path | None = Non
 
 
 @contextmanager
-def _locked(final: Path) -> Iterator[None]:
+def locked(final: Path) -> Iterator[None]:
     final.parent.mkdir(parents=True, exist_ok=True)
     with final.with_name(final.name + ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -281,14 +281,14 @@ def _stamp(root: Path, e: KernelEntry, note: str) -> None:
 # -- Debian binary packages -------------------------------------------------------
 
 
-def _need(*tools: str) -> None:
+def need(*tools: str) -> None:
     for tool in tools:
         if shutil.which(tool) is None:
             raise InfraError(f"{tool} is needed (a Debian or Ubuntu host): run 'make deps'")
 
 
 def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
-    _need("apt-get", "dpkg-deb")
+    need("apt-get", "dpkg-deb")
     progress(f"{e.name}: fetching {len(e.packages)} packages at {e.version}")
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
@@ -296,7 +296,7 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     debs.mkdir(parents=True)
     root.mkdir()
     pinned = [pkg if "=" in pkg else f"{pkg}={e.version}" for pkg in e.packages]
-    _apt_download(pinned, debs)
+    apt_download(pinned, debs)
     for deb in sorted(debs.glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)], debs)
     _fix_headers_makefile(root, final.resolve(), e.release)
@@ -311,7 +311,7 @@ def _fetch(e: PackagedEntry, final: Path, progress: Progress) -> None:
     progress(f"{e.name}: {kernel.vmlinuz}")
 
 
-def _apt_download(specs: list[str], cwd: Path) -> None:
+def apt_download(specs: list[str], cwd: Path) -> None:
     """``apt-get download`` of pinned versions, refreshing stale package lists once.
 
     A fresh machine's lists may predate the pinned version; as root the lab
@@ -367,14 +367,14 @@ def _fix_module_links(root: Path, release: str) -> None:
 def source_tree(source: str, version: str, progress: Progress) -> Path:
     """Debian's kernel source at ``version``, unpacked once into the cache and shared."""
     tree = paths.cache_root() / "src" / f"{source}_{version}"
-    with _locked(tree):
+    with locked(tree):
         if (tree / STAMP).is_file():
             return tree / source
-        _need("apt-get", "dpkg-deb", "tar", "xz")
+        need("apt-get", "dpkg-deb", "tar", "xz")
         progress(f"{source} {version}: downloading and unpacking")
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir(parents=True)
-        _apt_download([f"{source}={version}"], tree)
+        apt_download([f"{source}={version}"], tree)
         (deb,) = tree.glob("*.deb")
         # The package holds the tree as usr/src/<source>.tar.xz.
         inner = f"./usr/src/{source}.tar.xz"
@@ -422,22 +422,16 @@ def assemble_config(e: SourceEntry, src: Path, out: Path, log: Path) -> None:
 
 
 def _build(e: SourceEntry, final: Path, progress: Progress) -> None:
-    _need("make", "gcc", "flex", "bison", "bc")
+    need("make", "gcc", "flex", "bison", "bc")
     src = source_tree(e.source, e.version, progress)
     work = final.with_name(final.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     out, root = work / "build", work / "root"
     out.mkdir(parents=True)
     log = work / "build.log"
-    assemble_config(e, src, out, log)
-    jobs = str(os.cpu_count() or 1)
     start = time.monotonic()
-    progress(f"{e.name}: building {e.source} {e.version} with {jobs} jobs (log {log})")
-    _make_with_progress(
-        ["make", f"O={out}", f"-j{jobs}", "bzImage", "modules"], src, log, e.name, progress
-    )
-    # Known once the build has settled the config (LOCALVERSION included).
-    release = (out / "include" / "config" / "kernel.release").read_text().strip()
+    progress(f"{e.name}: building {e.source} {e.version} (log {log})")
+    release = build_tree(e, src, out, log, progress)
     _run(
         ["make", f"O={out}", f"INSTALL_MOD_PATH={root}", "INSTALL_MOD_STRIP=1", "modules_install"],
         src, log=log,
@@ -461,6 +455,18 @@ def _build(e: SourceEntry, final: Path, progress: Progress) -> None:
     root.rename(final)
     shutil.rmtree(work)
     progress(f"{e.name}: built {release} in {elapsed / 60:.1f} min")
+
+
+def build_tree(e: SourceEntry, src: Path, out: Path, log: Path, progress: Progress) -> str:
+    """Kernel source ``src`` configured as ``e`` says and built in ``out`` (bzImage and
+    modules; an ``out`` built before is built on, incrementally); its release."""
+    assemble_config(e, src, out, log)
+    jobs = str(os.cpu_count() or 1)
+    _make_with_progress(
+        ["make", f"O={out}", f"-j{jobs}", "bzImage", "modules"], src, log, e.name, progress
+    )
+    # Known once the build has settled the config (LOCALVERSION included).
+    return (out / "include" / "config" / "kernel.release").read_text().strip()
 
 
 def _make_with_progress(

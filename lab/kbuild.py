@@ -99,6 +99,16 @@ def build(
         return result
 
 
+def built(kernel: Kernel, src: Path | None = None, root: Path | None = None) -> BuildResult | None:
+    """The build of ``src`` (this checkout's kmod/) for ``kernel``, if it was made; nothing
+    is built."""
+    if kernel.headers is None:
+        return None
+    out = build_dir(kernel, root) / _digest(kernel, _sources(src or paths.sources().kmod))
+    done = out / "result.json"
+    return _load(kernel, out, json.loads(done.read_text())) if done.is_file() else None
+
+
 def _make(kernel: Kernel, out: Path, jobs: int) -> BuildResult:
     assert kernel.headers is not None
     argv = [

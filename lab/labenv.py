@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from lab import LabError, kbuild, paths, traffic
+from lab.checks import nic_took, quiet
 from lab.console import CmdResult
 from lab.events import EventLog
 from lab.guest import Guest
 from lab.guestnet import GuestNet, GuestNic
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
-from lab.judge import Splat, nic_took, quiet
+from lab.kernlog import Splat
 from lab.nta import NtaModule
 from lab.records import EventKind, RxCounts
 from lab.spawn import GuestProc, Spawner

@@ -36,7 +36,8 @@ class Sources:
 
     @property
     def kmod(self) -> Path:
-        return self.root / "kmod"
+        """NTA's sources: this checkout's, or a bisect step's for the whole process."""
+        return _KMOD or self.root / "kmod"
 
     @property
     def images(self) -> Path:
@@ -49,6 +50,17 @@ class Sources:
     @property
     def test_data(self) -> Path:
         return self.root / "tests" / "data"
+
+
+_KMOD: Path | None = None
+
+
+def use_kmod(path: Path) -> None:
+    """Build and read NTA from ``path`` instead of this checkout's kmod/, for the rest of the
+    process: a bisect step's guest runs the current lab's scenarios against the module of
+    the commit under test, and every build and header read of the scenarios must agree."""
+    global _KMOD
+    _KMOD = path.resolve()
 
 
 def sources() -> Sources:

@@ -67,15 +67,18 @@ def guests(
     profiles: Sequence[str],
     accel: str,
     sanitizers: Collection[str] = (),
+    kmod: Path | None = None,
 ) -> list[GuestRequest]:
     """Every guest of the matrix, whole, numbered, longest first.
 
     ``sanitizers`` names the sanitizer (KASAN) kernels: they boot with the
     default profile only, since KASAN catches all the debug profile's slab
-    poisoning does and more.
+    poisoning does and more. ``kmod``: NTA's sources every guest builds and
+    reads (a bisect step's), if not this checkout's.
     """
+    src = str(kmod.resolve()) if kmod is not None else ""
     every = [
-        GuestRequest(kernel, nic_set, profile, accel, sanitizer=kernel in sanitizers)
+        GuestRequest(kernel, nic_set, profile, accel, sanitizer=kernel in sanitizers, kmod=src)
         for kernel in kernels
         for nic_set in nic_sets
         for profile in profiles

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import InfraError, LabError, accel, images, kbuild, repro
+from lab import InfraError, LabError, accel, images, kbuild, paths, repro
 from lab.events import EventLog
 from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNic
@@ -66,6 +66,7 @@ REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 FIGURES = pytest.StashKey[dict[str, str]]()
 BUNDLE = pytest.StashKey[str]()
 INFRA = pytest.StashKey[bool]()  # the test failed because the lab did
+SPLATS = pytest.StashKey[list[str]]()  # titles of the kernel reports a test caused
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
@@ -141,6 +142,11 @@ def _request(config: pytest.Config) -> tuple[GuestRequest, Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    given = config.getoption("--lab-request", None)
+    if given:
+        kmod = GuestRequest.load(Path(given)).kmod
+        if kmod:  # a bisect step's module, for every build and read, from collection on
+            paths.use_kmod(Path(kmod))
     config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
@@ -359,14 +365,23 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     # kernel log all along, and a bundle saves dmesg.log as it is written.
     splats = env.unexpected_splats()
     call = request.node.stash.get(REPORTS, {}).get("call")
+    request.node.stash[SPLATS] = [s.name for s in splats]
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
-            env, request.node.name, env.pcaps[first_pcap:], reason, env.outdir.parent / "repro"
+            env,
+            request.node.name,
+            env.pcaps[first_pcap:],
+            reason,
+            env.outdir.parent / "repro",
+            splats=splats,
         )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
-    assert not splats, "kernel splats:\n" + "\n".join(map(str, splats))
+    # The titles first (the matrix shows the first line), then each whole report.
+    assert not splats, f"kernel splats: {'; '.join(s.name for s in splats)}\n\n" + "\n\n".join(
+        s.report() for s in splats
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -432,6 +447,7 @@ def _case(item: pytest.Item) -> CaseResult:
         message=message,
         figures=_figures(item),
         repro=item.stash.get(BUNDLE, ""),
+        splats=item.stash.get(SPLATS, []),
     )
 
 

@@ -192,6 +192,7 @@ class GuestRequest:
     sanitizer: bool = False
     cases: tuple[str, ...] = ()
     part: str = ""
+    kmod: str = ""  # NTA's sources to build, if not this checkout's (a bisect step's)
 
     @property
     def id(self) -> str:
@@ -245,6 +246,7 @@ class CaseResult:
     message: str = ""  # first line of the failure, or the skip reason
     figures: dict[str, str] = field(default_factory=dict)  # NIC variant -> key figure
     repro: str = ""  # reproducer bundle, for a failure
+    splats: list[str] = field(default_factory=list)  # titles of the kernel reports it caused
 
     @property
     def name(self) -> str:
@@ -323,13 +325,22 @@ class RunResult:
     @property
     def verdict(self) -> Verdict:
         """A finding wins: a retry of the lab would not make it go away. Then the lab's
-        own failures; a run that ran nothing, or merged without a shard, did not run."""
+        own failures; a run that ran nothing (no guest, or guests whose selection matched
+        no scenario: a typo after -k), or merged without a shard, did not run."""
         verdicts = {g.verdict for g in self.guests}
         if Verdict.FINDING in verdicts:
             return Verdict.FINDING
         if Verdict.LAB in verdicts or self.missing or not (self.guests or self.shards):
             return Verdict.LAB
+        if self.guests and not self.ran:
+            return Verdict.LAB
         return Verdict.PASSED
+
+    @property
+    def ran(self) -> bool:
+        """Some guest ran a test: a guest the selection (-k, the boot profile) leaves
+        nothing to run is no error of its own, but a run where none ran anything is no pass."""
+        return any(g.cases for g in self.guests)
 
     def save(self, out: Path) -> None:
         data = asdict(self) | {"verdict": self.verdict.value}

@@ -188,7 +188,10 @@ def verdict_lines(run: RunResult) -> list[str]:
     elif v is Verdict.LAB:
         broken = [g.request.id for g in run.guests if g.verdict is Verdict.LAB]
         why = f": {', '.join(dict.fromkeys(broken))}" if broken else ""
-        why = why or (": a shard is missing" if run.missing else ": no guest ran")
+        if not why and run.missing:
+            why = ": a shard is missing"
+        elif not why:
+            why = ": no test ran (the selection matched none)" if run.guests else ": no guest ran"
     lines.append(f"verdict: {v.value}{why} (exit {v.status.value})")
     return lines
 

@@ -1,27 +1,32 @@
 """Reproducer bundles: what a failed lab test needs to be replayed in a VM.
 
 A bundle is a directory holding ``bundle.json`` (kernel, NIC set, accelerator,
-kernel command line, module parameters, guest commands), a copy of the
+kernel command line, module parameters, guest commands, the kernel reports
+the test caused, each whole), a copy of the
 module build the test ran, the pcaps it injected in order, and its console
 and kernel logs. ``ntalab repro BUNDLE`` boots the same kernel with the same
 NICs, loads the same module, replays the pcaps NIC by NIC, runs the
 commands, and leaves the developer in the guest's shell (``--no-shell``:
 prints the splats the replay caused and exits 1 if there were any).
+``--repeat N`` replays it N times, each in a guest of its own, and prints
+how often it reproduced (``lab.repeat``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import ExitStatus, InfraError, UsageError, accel, images, nics, traffic
+from lab import ExitStatus, InfraError, UsageError, accel, images, nics, repeat, traffic
 from lab.guest import Guest, GuestSpec
+from lab.kernlog import Splat
 from lab.labenv import LabEnv
 
 BUNDLE_FILE = "bundle.json"
+REPLAYS = "replays.json"  # the record of repeated replays
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Bundle:
     injected: list[Injected]
     reason: str
     commands: list[str] = field(default_factory=list)  # shell, run after the pcaps
+    splats: list[Splat] = field(default_factory=list)  # the kernel reports, whole
 
 
 def write(
@@ -53,6 +59,7 @@ def write(
     root: Path,
     params: str | None = None,
     commands: Sequence[str] = (),
+    splats: Sequence[Splat] = (),
 ) -> Path:
     """Copy everything ``test`` used into ``root/<guest>-<test>``; the bundle's directory
     (named after the guest too: guests of one run share ``root``).
@@ -89,6 +96,7 @@ def write(
         injected=injected,
         reason=reason[-4000:],
         commands=list(commands),
+        splats=list(splats),
     )
     (out / BUNDLE_FILE).write_text(json.dumps(asdict(bundle), indent=2) + "\n")
     return out
@@ -99,12 +107,27 @@ def load(path: Path) -> Bundle:
     try:
         data = json.loads(file.read_text())
         data["injected"] = [Injected(**i) for i in data["injected"]]
+        data["splats"] = [Splat.from_dict(s) for s in data.get("splats", [])]
         return Bundle(**data)
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise UsageError(f"{file} is not a reproducer bundle: {e}") from e
 
 
-def replay(path: Path, interactive: bool = True, accel_override: str | None = None) -> int:
+Boot = Callable[[GuestSpec, Path], Guest]
+
+
+def replay(
+    path: Path,
+    interactive: bool = True,
+    accel_override: str | None = None,
+    times: int = 1,
+    until_fail: bool = False,
+    boot: Boot = Guest,
+) -> int:
+    """Replay a bundle in a guest: then its shell (``interactive``), or the kernel reports
+    it caused (exit 1 if any). Repeated (``times`` > 1 or ``until_fail``), each replay boots
+    a guest of its own, without a shell, and the rate is printed."""
+    repeat.check_times(times)  # before anything is fetched or booted
     bundle = load(path)
     root = path if path.is_dir() else path.parent
     kernel = images.kernel_for(bundle.kernel)
@@ -115,28 +138,48 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
     acc = accel.choose(accel_override) if accel_override else accel.Accel(bundle.accel, "bundle")
     spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
     print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
-    with Guest(spec, root / "replay") as guest:
-        env = LabEnv.up(guest, kernel, bundle.nic_set)
-        by_variant = {n.name: n for n in env.nics}
-        if bundle.module:
-            env.nta.load(root / bundle.module, bundle.module_params, bounce=env.nics)
-        for item in bundle.injected:
-            nic = env.net.use(by_variant[item.nic])
-            frames = traffic.read_pcap(root / item.pcap)
-            sent = traffic.inject(nic.host, frames, nic.rate)
-            print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
-        for command in bundle.commands:
-            result = env.cmd(command, check=False)
-            print(f"  $ {command}: exit {result.rc}")
-        if interactive:
+    if times > 1 or until_fail:
+
+        def once(n: int) -> repeat.Attempt:
+            out = root / f"replay-{n}"
+            splats = replay_once(bundle, root, spec, out, boot)
+            return repeat.Attempt(bool(splats), [s.name for s in splats], logs=str(out))
+
+        done = repeat.repeat(once, times, until_fail, record=root / REPLAYS)
+        return done.verdict.status
+    if interactive:
+        with boot(spec, root / "replay") as guest:
+            _drive(LabEnv.up(guest, kernel, bundle.nic_set), bundle, root)
             print("guest shell (no prompt); Ctrl-] leaves")
             child = guest.child_or_fail()
             child.logfile_read = None
             child.interact()
-            return 0
-        guest.save_dmesg("replay-dmesg.log")
-        splats = guest.new_splats()
+        return ExitStatus.PASSED
+    splats = replay_once(bundle, root, spec, root / "replay", boot)
     for splat in splats:
         print(f"  {splat}")
     print(f"replay {'reproduced splats' if splats else 'ran clean'}; logs in {root / 'replay'}")
     return ExitStatus.FINDING if splats else ExitStatus.PASSED
+
+
+def replay_once(bundle: Bundle, root: Path, spec: GuestSpec, out: Path, boot: Boot) -> list[Splat]:
+    """One replay in a fresh guest (its logs in ``out``): the kernel reports it caused."""
+    with boot(spec, out) as guest:
+        _drive(LabEnv.up(guest, spec.kernel, bundle.nic_set), bundle, root)
+        guest.save_dmesg("replay-dmesg.log")
+        return guest.new_splats()
+
+
+def _drive(env: LabEnv, bundle: Bundle, root: Path) -> None:
+    """The bundle's module, pcaps and commands, in a booted guest."""
+    by_variant = {n.name: n for n in env.nics}
+    if bundle.module:
+        env.nta.load(root / bundle.module, bundle.module_params, bounce=env.nics)
+    for item in bundle.injected:
+        nic = env.net.use(by_variant[item.nic])
+        frames = traffic.read_pcap(root / item.pcap)
+        sent = traffic.inject(nic.host, frames, nic.rate)
+        print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
+    for command in bundle.commands:
+        result = env.cmd(command, check=False)
+        print(f"  $ {command}: exit {result.rc}")

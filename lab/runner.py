@@ -7,7 +7,9 @@ guest, and each guest is one pytest process over the scenarios, given its
 first; ``--shard I/N`` runs the I-th shard of a plan (``lab.plan``) that
 spreads the guests' scenarios over N machines of a CI job matrix, and
 ``ntalab report`` merges what they wrote. While it runs, every guest's
-progress events are printed as lines with the elapsed time.
+progress events are printed as lines with the elapsed time. ``--repeat N``
+runs the same guests N times, each time booted afresh (``lab.repeat``
+counts).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import images, kbuild, paths, plan, report
+from lab import images, kbuild, paths, plan, repeat, report
 from lab.events import Event, EventTail
 from lab.records import (
     RESULTS,
@@ -44,8 +46,9 @@ def sanitizer_kernels(kernels: Sequence[str]) -> set[str]:
     return {name for name in kernels if images.has_kasan(name, manifest)}
 
 
-def build_modules(kernels: Sequence[str], say: Print) -> None:
-    """NTA for every kernel, before any guest boots.
+def build_modules(kernels: Sequence[str], say: Print, kmod: Path | None = None) -> None:
+    """NTA for every kernel, before any guest boots; from ``kmod`` if given (a bisect
+    step's sources), else from this checkout's.
 
     The scenarios would build it anyway, but then next to running guests:
     under TCG a compiler on the host starves their vCPUs, and a NIC without
@@ -53,7 +56,7 @@ def build_modules(kernels: Sequence[str], say: Print) -> None:
     scenarios.
     """
     for name in kernels:
-        result = kbuild.build(images.kernel_for(name, progress=say))
+        result = kbuild.build(images.kernel_for(name, progress=say), src=kmod)
         say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
     tool = kbuild.build_ntadump()
     say(f"ntadump: {tool.program}")
@@ -110,6 +113,9 @@ def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[
     return _Running(req, gdir, proc, EventTail(gdir / "events.jsonl"), time.monotonic())
 
 
+NOTHING_SELECTED = 5  # pytest's exit status when no test was collected
+
+
 def _finish(r: _Running) -> GuestResult:
     rc = r.proc.wait()
     path = r.dir / RESULTS
@@ -118,7 +124,10 @@ def _finish(r: _Running) -> GuestResult:
         seconds = time.monotonic() - r.start
         return GuestResult(r.req, [], None, f"pytest exited {rc} with no results:\n{log}", seconds)
     result = GuestResult.load(path)
-    if rc not in (0, 1) and not result.error:  # 1: tests failed, recorded as such
+    # 1: tests failed, recorded as such; 5: the selection (-k, the boot profile) left
+    # this guest nothing to run, which is no error (a run where no guest ran anything is
+    # no pass either: RunResult.verdict).
+    if rc not in (0, 1, NOTHING_SELECTED) and not result.error:
         result = replace(result, error=f"pytest exited {rc}:\n{log}")
     return result
 
@@ -205,6 +214,26 @@ def plan_shards(
     return plan.balance(whole, collected, count, timings)
 
 
+def _prepare(
+    requests: Sequence[GuestRequest],
+    out: Path,
+    jobs: int,
+    shard: str,
+    left_out: Sequence[LeftOut],
+    progress: Progress,
+) -> None:
+    """What a run says first (the kernels it leaves out), then every module built."""
+    for x in left_out:
+        progress.line(f"left out: {x.kernel} ({x.reason})")
+    for kmod in sorted({r.kmod for r in requests}):
+        kernels = sorted({r.kernel for r in requests if r.kmod == kmod})
+        build_modules(kernels, progress.line, Path(kmod) if kmod else None)
+    progress.line(
+        f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
+        f"results in {out}"
+    )
+
+
 def run_matrix(
     requests: Sequence[GuestRequest],
     out: Path,
@@ -218,13 +247,24 @@ def run_matrix(
 ) -> RunResult:
     """Run these guests (the matrix, or one shard of a plan) and write the reports in ``out``."""
     progress = Progress(lambda text: say(text))
-    for x in left_out:
-        progress.line(f"left out: {x.kernel} ({x.reason})")
-    build_modules(sorted({r.kernel for r in requests}), progress.line)
-    progress.line(
-        f"{len(requests)} guests" + (f" (shard {shard})" if shard else "") + f", {jobs} at a time; "
-        f"results in {out}"
+    _prepare(requests, out, jobs, shard, left_out, progress)
+    return _run_once(
+        requests, out, jobs, scenarios, pytest_args, progress, shard, plan_digest, left_out
     )
+
+
+def _run_once(
+    requests: Sequence[GuestRequest],
+    out: Path,
+    jobs: int,
+    scenarios: Path | None,
+    pytest_args: Sequence[str],
+    progress: Progress,
+    shard: str,
+    plan_digest: str,
+    left_out: Sequence[LeftOut],
+) -> RunResult:
+    """The guests run once (their modules built), the reports written in ``out``."""
     start = time.monotonic()
     guests = run_guests(
         requests, out, jobs, scenarios or paths.sources().scenarios, pytest_args, progress
@@ -238,6 +278,63 @@ def run_matrix(
     )
     report.write(result, out)
     return result
+
+
+def _attempt(result: RunResult, out: Path) -> repeat.Attempt:
+    """A run as one repetition: it reproduced if a test failed (a finding), or caused a
+    kernel report; a guest or test the lab could not run, or a run that ran no test, is the
+    lab's error (the run tells nothing)."""
+    splats = [t for g in result.guests for c in g.cases for t in c.splats]
+    failed = [
+        f"{g.request.id}: {c.name} {c.outcome.mark}"
+        for g in result.guests
+        for c in g.cases
+        if c.outcome is Outcome.FAIL and not c.splats
+    ]
+    errors = [f"{g.request.id}: {g.error.splitlines()[0]}" for g in result.guests if g.error]
+    errors += [
+        f"{g.request.id}: {c.name} {c.outcome.mark}: {c.message}"
+        for g in result.guests
+        for c in g.cases
+        if c.outcome is Outcome.ERROR
+    ]
+    if not result.ran and not errors:
+        errors.append("no test ran (the selection matched none)")
+    reproduced = bool(splats or failed)
+    return repeat.Attempt(reproduced, splats, failed, str(out), result.elapsed_s, errors)
+
+
+def run_repeated(
+    requests: Sequence[GuestRequest],
+    out: Path,
+    jobs: int,
+    times: int,
+    until_fail: bool,
+    pytest_args: Sequence[str] = (),
+    scenarios: Path | None = None,
+    say: Print = print,
+    shard: str = "",
+    plan_digest: str = "",
+    left_out: Sequence[LeftOut] = (),
+) -> repeat.Repeated:
+    """These guests (a scenario, with -k) ``times`` times, each time booted afresh, each
+    run's results in ``out/<n>`` (its own matrix, summary.json, bundles), the record in
+    ``out/repeat.json``: how often it failed. Modules are built once, before the first."""
+    repeat.check_times(times)
+    progress = Progress(lambda text: say(text))
+    _prepare(requests, out, jobs, shard, left_out, progress)
+
+    def once(n: int) -> repeat.Attempt:
+        run_out = out / str(n)
+        run_out.mkdir(parents=True, exist_ok=True)
+        progress.line(f"run {n} of {times}: results in {run_out}")
+        result = _run_once(
+            requests, run_out, jobs, scenarios, pytest_args, progress, shard, plan_digest,
+            left_out,
+        )  # fmt: skip
+        return _attempt(result, run_out)
+
+    return repeat.repeat(once, times, until_fail, out / repeat.RECORD, progress.line)
 
 
 def link_latest(out: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab import InfraError, LabError, UsageError, cli
-from lab.cli import main
+from lab.cli import main, parse
 from lab.console import CmdResult, CommandFailed
 from lab.guest import GuestBootError
 from lab.records import (
@@ -36,7 +36,8 @@ def ntalab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 
 @pytest.mark.parametrize(
-    "command", ["images", "build", "boot", "inject", "run", "report", "repro", "bench"]
+    "command",
+    ["images", "build", "boot", "inject", "run", "report", "repro", "bench", "scan", "bisect"],
 )
 def test_every_stage_has_help(command: str) -> None:
     out = ntalab(command, "--help")
@@ -106,6 +107,12 @@ BOOTED = GuestInfo("g", "debian-6.1", "6.1.0-56-amd64", ["e1000"], "tcg", "", []
         (Outcome.FAIL, "", 1, "verdict: finding: 1 test(s) failed (exit 1)"),
         (Outcome.ERROR, "", 3, "verdict: lab could not run: debian-6.1/e1000 (exit 3)"),
         (None, "guest did not boot", 3, "verdict: lab could not run: debian-6.1/e1000 (exit 3)"),
+        (
+            None,
+            "",
+            3,
+            "verdict: lab could not run: no test ran (the selection matched none) (exit 3)",
+        ),
     ],
 )
 def test_the_exit_status_tells_a_finding_from_the_lab_failing(
@@ -187,3 +194,13 @@ def test_a_default_run_says_which_kernels_it_leaves_out(
     assert out.startswith("shard 1/1: expected ")
     assert "  debian-6.1/all: 3 tests, expected 58s" in out.splitlines()  # 25 s boot + 3 x 11
     assert not (tmp_path / "cache" / "kernels").exists()
+
+
+def test_what_follows_the_double_dash_is_the_scenario() -> None:
+    """Options may follow GOOD BAD, and pytest's own options follow --, as with run."""
+    args = parse(["bisect", "v1", "v2", "--repo", "r", "--repeat", "3", "--", "-k", "capture"])
+    assert (args.good, args.bad, args.repo, args.repeat) == ("v1", "v2", "r", 3)
+    assert args.pytest_args == ["-k", "capture"]
+    assert parse(["run", "-k", "debian-6.1", "--", "-k", "x"]).pytest_args == ["-k", "x"]
+    with pytest.raises(SystemExit):
+        parse(["scan", "a.log", "--", "-k", "x"])

@@ -19,9 +19,10 @@ import pytest
 
 from lab import LabError, kconfig
 from lab.accel import Accel
-from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestSpec, kmsg_text
+from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestSpec
 from lab.guestnet import GuestNet
 from lab.images import Kernel
+from lab.kernlog import kmsg_text
 from lab.labenv import LabEnv
 from lab.records import GuestInfo
 from tests.conftest import FAKE_GUEST

@@ -28,12 +28,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "records": ("lab", "lab.records"),
     "host": (
         "lab.paths", "lab.wait", "lab.events", "lab.kconfig", "lab.accel", "lab.images",
-        "lab.kbuild", "lab.nics", "lab.judge", "lab.traffic", "lab.report",
+        "lab.kbuild", "lab.nics", "lab.kernlog", "lab.checks", "lab.symbolize",
+        "lab.debuginfo", "lab.repeat", "lab.traffic", "lab.report",
     ),
     "guest": ("lab.console", "lab.guest", "lab.guestnet", "lab.spawn", "lab.nta"),
     # repro: bundles are written by the plugin as a test fails, and replayed from the CLI.
     "scenario": ("lab.labenv", "lab.repro", "lab.pytest_plugin"),
-    "run": ("lab.plan", "lab.runner", "lab.bench", "lab.cli", "lab.__main__"),
+    "run": ("lab.plan", "lab.runner", "lab.bisect", "lab.bench", "lab.cli", "lab.__main__"),
 }  # fmt: skip
 ONLY = {"lab.report": {"lab", "lab.records"}}  # modules held to an explicit list
 GUEST_SIDE = ("lab.guestside", "pysniff")  # the guest's bare interpreter: stdlib only
@@ -128,9 +129,11 @@ def test_imports_point_one_way() -> None:
     [
         (("lab.records", "lab.guest"), "lab.records (records) imports lab.guest (guest)"),
         (("lab.report", "lab.nics"), "lab.report imports lab.nics: it may import only"),
-        (("lab.judge", "lab.guestnet"), "lab.judge (host) imports lab.guestnet (guest)"),
+        (("lab.checks", "lab.guestnet"), "lab.checks (host) imports lab.guestnet (guest)"),
+        (("lab.repro", "lab.runner"), "lab.repro (scenario) imports lab.runner (run)"),
+        (("lab.repro", "lab.bisect"), "lab.repro (scenario) imports lab.bisect (run)"),
         (("lab.guestside.capture", "lab.wait"), "lab.guestside.capture (guest side) imports"),
-        (("lab.kernlog", "re"), "lab.kernlog is in no layer"),
+        (("lab.unplaced", "re"), "lab.unplaced is in no layer"),
     ],
 )
 def test_the_layer_check_finds_a_wrong_way_import(planted: tuple[str, str], found: str) -> None:
@@ -187,3 +190,20 @@ def test_report_runs_with_the_standard_library_alone(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "verdict: passed" in proc.stdout
     assert RunResult.load(tmp_path / "out") == RunResult([], 1.0, ["1/1"], "p")
+
+
+def test_scan_runs_with_the_standard_library_alone(tmp_path: Path) -> None:
+    """A kernel report in a log is a finding (1), a clean log none (0), a missing log bad
+    usage (2): all without scapy, pexpect or pytest."""
+    kasan = ROOT / "tests" / "data" / "splats" / "kasan.log"
+    proc = stdlib_only("scan", str(kasan), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    title = "KASAN: use-after-free Read in rhashtable_lookup_fast"
+    assert f"{kasan}:3-181: [kasan] {title}" in proc.stdout.splitlines()
+    clean = tmp_path / "clean.log"
+    clean.write_text("[    1.000000] e1000: eth0 NIC Link is Up\n")
+    proc = stdlib_only("scan", str(clean), cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, f"{clean}: no kernel reports\n"), proc.stderr
+    proc = stdlib_only("scan", str(clean), str(tmp_path / "missing.log"), cwd=tmp_path)
+    assert proc.returncode == 2 and "missing.log: no such log" in proc.stderr
+    assert proc.stdout == ""  # checked before any log is read

@@ -271,6 +271,29 @@ def test_a_failure_of_the_lab_is_an_error_any_other_a_finding(tmp_path: Path) ->
     assert RunResult(lab_only, 1.0).verdict is Verdict.LAB
 
 
+def test_a_guest_left_nothing_to_run_is_no_error_and_nothing_run_is_no_pass(
+    tmp_path: Path, scenarios: Path
+) -> None:
+    """-k picks a scenario that runs in default guests only: the debug guest has nothing
+    to run, which is no error of the guest's; a selection no guest runs is no pass."""
+    tree = fake_tree(tmp_path, "tree-a")
+    requests = plan.guests([tree], ["all"], ["default", "debug"], "tcg")
+    progress = runner.Progress(lambda text: None)
+    guests = runner.run_guests(
+        requests, tmp_path / "out", 1, scenarios, ["-k", "once_per_guest"], progress
+    )
+    by_profile = {g.request.profile: g for g in guests}
+    assert by_profile["debug"].error == "" and by_profile["debug"].cases == []
+    assert [c.scenario for c in by_profile["default"].cases] == ["once_per_guest"]
+    assert RunResult(guests, 0.0).verdict is Verdict.PASSED
+    nothing = runner.run_guests(
+        requests, tmp_path / "none", 1, scenarios, ["-k", "no_such_scenario"], progress
+    )
+    assert [g.error for g in nothing] == ["", ""]
+    assert RunResult(nothing, 0.0).verdict is Verdict.LAB  # no pass, and no finding
+    assert "verdict: lab could not run: no test ran" in report.printable(RunResult(nothing, 0.0))
+
+
 STUDIES = """
 import pytest
 

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import LabEnv
 
@@ -45,6 +45,6 @@ def test_bad_frames_then_normal_delivery(lab_env: LabEnv, nic: GuestNic) -> None
     rx0 = lab_env.rx(nic)
     got = lab_env.capture_while(nic, run_id, batch)
     rx = lab_env.nic_took(nic, rx0, AFTER)
-    lost = judge.all_but_missed(nic.name, got.tally.of(nic.iface), AFTER, rx)
+    lost = checks.all_but_missed(nic.name, got.tally.of(nic.iface), AFTER, rx)
     sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
     assert got.crcs == sent, f"{nic.name}: frame bytes differ"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 from scapy.layers.l2 import Ether
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
 from lab.pytest_plugin import Figure
@@ -114,8 +114,8 @@ def exact(env: LabEnv, nic: GuestNic, count: int, tag: str) -> str:
     got = capture_both(env, nic, sent, tag)
     rx = env.nic_took(nic, rx0, len(sent))
     dev = got.report.dev_stats[nic.iface]
-    judge.accounted(nic.name, dev)
-    judge.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
+    checks.accounted(nic.name, dev)
+    checks.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
     if got.tcpdump_dropped == 0:
         assert dev.missed == dict.fromkeys(dev.missed, 0), f"{nic.name}: pysniff missed {dev}"
     if rx.missed == 0:
@@ -155,7 +155,7 @@ def test_gro_merged_frames_are_captured_as_tcpdump_sees_them(
     rx0 = nta.rx(nic)
     got = capture_both(nta, nic, flow, f"gro-{nic.name}")
     rx = nta.nic_took(nic, rx0, len(flow))
-    judge.same_frames(f"{nic.name}: pysniff against tcpdump, GRO on", got.pysniff, got.tcpdump)
+    checks.same_frames(f"{nic.name}: pysniff against tcpdump, GRO on", got.pysniff, got.tcpdump)
     d = got.report.stats_after - got.report.stats_before
     merged = len(got.pysniff)
     assert sum(len(f) - 14 - 20 - 20 for f in got.pysniff) == 1448 * (len(flow) - rx.missed)
@@ -174,7 +174,7 @@ def test_the_capture_check_fails_without_write_protection(nta: LabEnv, figure: F
     mix = mixed(nta, nic, PACED)
     got = capture_both(nta, nic, [m.frame for m in mix], "unprotected")
     with pytest.raises(AssertionError, match="pysniff against tcpdump"):
-        judge.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
+        checks.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
     kinds = differing_kinds(mix, got.pysniff)
     assert kinds, "no frame differs, yet the captures do"
     figure(nic, "rewritten: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))

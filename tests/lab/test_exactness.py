@@ -28,7 +28,7 @@ import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
 from lab.nta import DEBUGFS
@@ -148,8 +148,8 @@ def exact_against_tcpdump(
     took = {}
     for reader in READERS:
         got, dumped, rx = beside_tcpdump(env, nic, frames, f"{tag}-{reader}", reader)
-        judge.same_frames(f"{nic.name}: {reader} against tcpdump", got, dumped)
-        judge.subsequence(f"{nic.name}: {reader} against the wire", got, frames, rx.missed)
+        checks.same_frames(f"{nic.name}: {reader} against tcpdump", got, dumped)
+        checks.subsequence(f"{nic.name}: {reader} against the wire", got, frames, rx.missed)
         took[reader] = rx
     return took
 
@@ -204,7 +204,7 @@ def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figu
     got, dumped, rx = beside_tcpdump(nta, nic, frames, "trusting-tunnels", "pysniff")
     assert rx.missed == 0, rx
     with pytest.raises(AssertionError, match="against tcpdump"):
-        judge.same_frames(f"{nic.name}: pysniff against tcpdump", got, dumped)
+        checks.same_frames(f"{nic.name}: pysniff against tcpdump", got, dumped)
     rewritten, tunneled = inner_ce(got), len(got)
     assert inner_ce(dumped) == 0 and rewritten > 0, (inner_ce(dumped), rewritten)
 
@@ -269,7 +269,7 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
                 and s.outstanding == 0
             ),
         )
-        judge.balanced(s)
+        checks.balanced(s)
         assert s.in_use < 1 << 32, f"in_use wrapped: {s}"
     sn.stop()
     d = nta.nta.stats() - before

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.guestside.reports import ScribbleReport, WakeProbeReport
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
@@ -49,12 +49,12 @@ def test_a_reader_scribbling_over_its_ring(nta: LabEnv, figure: Figure) -> None:
     report = proc.result(ScribbleReport.from_json)
     assert report.rounds > 0 and report.kicks > 0, report
     stats = nta.nta.wait("the scribbler's chunks back", lambda s: s.outstanding == 0)
-    judge.balanced(stats)
+    checks.balanced(stats)
     run_id = nta.new_run_id()
     rx0 = nta.rx(nic)
     got = nta.sniff_while(nic, run_id, traffic.frames(run_id, 200, nta.addrs(nic), traffic.KINDS))
     assert got.verify is not None
-    judge.all_but_missed(nic.name, got.verify.of(nic.iface), 200, nta.nic_took(nic, rx0, 200))
+    checks.all_but_missed(nic.name, got.verify.of(nic.iface), 200, nta.nic_took(nic, rx0, 200))
     figure(nic, f"{report.bytes_scribbled} B scribbled in {report.rounds} rounds, {sent} frames")
     nta.quiesced()
 
@@ -144,7 +144,7 @@ def test_ntadump_delivers_every_frame(nta: LabEnv, nic: GuestNic, figure: Figure
     else:
         assert dump.wait(60) == 0, dump.log_tail()
     got = traffic.read_pcap(pcap)
-    judge.subsequence(f"{nic.name}: ntadump's pcap", got, batch, rx.missed)
+    checks.subsequence(f"{nic.name}: ntadump's pcap", got, batch, rx.missed)
     summary = dump.log.read_text()
     assert f"{rx.packets} received, {len(got)} captured, 0 not delivered" in summary, summary
     figure(nic, f"{len(got)}/{len(batch)}" + (f" (NIC missed {rx.missed})" if rx.missed else ""))

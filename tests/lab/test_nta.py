@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
 from lab.pytest_plugin import Figure
@@ -50,18 +50,18 @@ def delivered(env: LabEnv, nic: GuestNic, frames: int, rate: float = READER_RATE
     took = rx.packets
     d = got.stats_after - before
     dev = got.dev_stats[nic.iface]
-    judge.accounted(nic.name, dev)
+    checks.accounted(nic.name, dev)
     assert (dev.received, dev.published) == (took, took), f"{nic.name}: missed {dev.missed}"
     assert d.fallback == 0, f"{nic.name}: frames outside NTA chunks: {d}"
     assert (d.published, d.committed) == (took, took), (nic.name, d)
     assert got.verify is not None
-    lost = judge.all_but_missed(nic.name, got.verify.of(nic.iface), frames, rx)
+    lost = checks.all_but_missed(nic.name, got.verify.of(nic.iface), frames, rx)
     assert (got.committed, got.refused) == (took, 0), nic.name
-    judge.same_frames(
-        f"{nic.name}: pysniff's pcap", traffic.read_pcap(pcap), judge.wire_minus(batch, lost)
+    checks.same_frames(
+        f"{nic.name}: pysniff's pcap", traffic.read_pcap(pcap), checks.wire_minus(batch, lost)
     )
     assert got.stats_after.outstanding == 0, nic.name
-    judge.balanced(got.stats_after)
+    checks.balanced(got.stats_after)
     return f"{took}/{frames}" + (f" (NIC missed {rx.missed})" if rx.missed else "")
 
 
@@ -94,10 +94,10 @@ def sustained_run(
     received = env.nic_took(nic, rx0, len(batch)).packets
     d = got.stats_after - before
     dev = got.dev_stats[nic.iface]
-    judge.accounted(nic.name, dev)
+    checks.accounted(nic.name, dev)
     assert (dev.received, dev.unserved) == (received, 0), (received, dev)
     assert got.frames == dev.published == d.published == got.committed, (got, d)
-    judge.balanced(got.stats_after)
+    checks.balanced(got.stats_after)
     return received, sent.rate, dev
 
 
@@ -212,7 +212,7 @@ def test_nta_refuses_bad_commits(nta: LabEnv, nic: GuestNic, figure: Figure) -> 
         assert d.bad_commits["reserved"] == sent["reserved"] + sent["random"], (via, d)
         rx = nta.nic_took(nic, rx0, len(batch))
         assert got.verify is not None
-        judge.all_but_missed(nic.name, got.verify.of(nic.iface), len(batch), rx)
+        checks.all_but_missed(nic.name, got.verify.of(nic.iface), len(batch), rx)
         took = rx.packets
         assert (got.committed, d.committed, d.published) == (took,) * 3, (via, d)
         figures.append(f"{via} {sum(refused.values())}")

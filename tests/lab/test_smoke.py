@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from lab import judge, traffic
+from lab import checks, traffic
 from lab.guestnet import GuestNic
 from lab.labenv import LabEnv
 
@@ -22,7 +22,7 @@ def test_every_injected_frame_arrives(lab_env: LabEnv, nic: GuestNic) -> None:
     got = lab_env.capture_while(nic, run_id, batch)
 
     rx = lab_env.nic_took(nic, rx0, FRAMES)
-    lost = judge.all_but_missed(nic.name, got.tally.of(nic.iface), FRAMES, rx)
+    lost = checks.all_but_missed(nic.name, got.tally.of(nic.iface), FRAMES, rx)
     assert got.socket_drops == 0, nic.name
     sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
     assert got.crcs == sent, f"{nic.name}: frame bytes differ"

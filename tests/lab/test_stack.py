@@ -44,7 +44,7 @@ def test_guest_answers_every_ping(lab_env: LabEnv, nic: GuestNic) -> None:
         nic.host, requests, REQUESTS, traffic.icmp_reply_from(a.guest_ip), REQUEST_RATE
     )
 
-    # Every request the NIC took is answered (see judge.nic_took).
+    # Every request the NIC took is answered (see checks.nic_took).
     rx = lab_env.nic_took(nic, rx0, REQUESTS)
     replies = {Ether(f)[ICMP].seq: bytes(Ether(f)[ICMP].payload) for f in got}
     assert len(got) == rx.packets, nic.name
