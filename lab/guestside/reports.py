@@ -78,6 +78,53 @@ class MeterReport(FlatReport):
 
 
 @dataclass(frozen=True)
+class NtadumpIface:
+    """One interface of ``ntadump --json``: what it captured, and the module's counts of the
+    device while attached (NTA_IOC_DEV_STATS; None where the module would not say)."""
+
+    captured: int
+    received: int | None = None
+    published: int | None = None
+    unserved: int | None = None
+    not_shared: int | None = None
+    ring_full: int | None = None
+    skipped: int | None = None
+    fault_dropped: int | None = None
+    gone: bool = False
+
+    @property
+    def missed(self) -> int | None:
+        """Frames the device received that the reader did not get (None: not counted)."""
+        parts = (self.unserved, self.not_shared, self.ring_full, self.skipped, self.fault_dropped)
+        return None if any(p is None for p in parts) else sum(p or 0 for p in parts)
+
+
+@dataclass(frozen=True)
+class NtadumpReport:
+    """``ntadump --json``: the summary it prints on stdout at exit (kmod/ntadump/ntadump.c).
+
+    ``wakeups``, ``records`` and ``committed`` are the module's counts for
+    this reader (NTA_IOC_READER_STATS), ``refused`` the module's bad-commit
+    counters by reason (NTA_IOC_STATS): None where the module would not say.
+    """
+
+    frames: int
+    bytes: int
+    syscalls: int  # its own count, from the capture's start
+    wakeups: int | None
+    records: int | None
+    committed: int | None
+    refused: dict[str, int] | None
+    interfaces: dict[str, NtadumpIface]
+
+    @classmethod
+    def from_json(cls, text: str) -> NtadumpReport:
+        data: dict[str, Any] = json.loads(text)
+        data["interfaces"] = {k: NtadumpIface(**v) for k, v in data["interfaces"].items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class SocketMemory:
     """One socket's receive memory, as the kernel accounts it (SO_MEMINFO)."""
 
