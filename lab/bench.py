@@ -350,7 +350,7 @@ def run_trial(
     if report.exit not in (0, None):
         raise LabError(f"{sniffer} exited {report.exit}: {report.stderr[-2000:]}")
     rx = rx_packets(env, where.iface) - rx0
-    cpu = report.cpu_s
+    b, a = report.stat_before, report.stat_after
     injected = rx if load.web else sent
     own = sniffer_figures(sniffer, report, rx, where.iface)
     process = sniffer not in NO_PROCESS
@@ -363,8 +363,8 @@ def run_trial(
         rx=rx,
         delivered=own.delivered,
         sniffer_cpu_s=report.sniffer_cpu_s,
-        softirq_s=float(cpu["softirq"]),
-        busy_s=round(sum(v for k, v in cpu.items() if k not in ("idle", "iowait")), 3),
+        softirq_s=(a.softirq - b.softirq) / a.hz,
+        busy_s=round(report.elapsed_s * a.cpus - (a.idle + a.iowait - b.idle - b.iowait) / a.hz, 3),
         window_s=round(report.elapsed_s, 3),
         syscalls=report.syscalls,
         wakeups=report.voluntary_switches if process else None,

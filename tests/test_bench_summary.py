@@ -29,7 +29,7 @@ from lab.bench import (
     targets,
 )
 from lab.cli import main
-from lab.guestside.reports import AfpacketReport, MeterReport
+from lab.guestside.reports import AfpacketReport, CpuStat, MeterReport
 from pysniff.abi import ReaderStats, Stats
 from pysniff.report import SniffReport
 
@@ -272,7 +272,8 @@ def test_sniffer_commands() -> None:
 
 
 def meter_report(stdout: str = "", stderr: str = "") -> MeterReport:
-    return MeterReport(0, 0.1, 1.0, {"softirq": 0.1}, stdout, stderr)
+    stat = CpuStat(0, 0, 0, 0, 0, 0, 0, 0, 2, 100)
+    return MeterReport(0, 0.1, 1.0, stat, stat, stdout, stderr)
 
 
 def test_what_each_sniffer_says_of_itself() -> None:

@@ -60,21 +60,61 @@ class AfpacketReport(FlatReport):
 
 
 @dataclass(frozen=True)
-class MeterReport(FlatReport):
-    """lab.guestside.meter: one sniffer's CPU and context switches over a measured window."""
+class CpuStat:
+    """/proc/stat's first line (every CPU together, in USER_HZ ticks) and the CPUs online.
 
-    exit: int | None
-    sniffer_cpu_s: float
-    elapsed_s: float
-    cpu_s: dict[str, float]  # /proc/stat column -> seconds, all CPUs
+    With NO_HZ (Debian's kernels) ``idle`` and ``iowait`` come from the idle
+    periods themselves, measured in ns and only printed in ticks; the other
+    columns are sampled at each tick.
+    """
+
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+    steal: int
+    cpus: int  # the "cpuN" lines: the CPUs online
+    hz: int  # USER_HZ: ticks per second
+
+    @classmethod
+    def parse(cls, text: str, hz: int) -> CpuStat:
+        lines = text.splitlines()
+        head = lines[0].split() if lines else []
+        if len(head) < 9 or head[0] != "cpu":
+            raise ValueError(f"not /proc/stat: {text[:80]!r}")
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, head[1:9])
+        cpus = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+        return cls(user, nice, system, idle, iowait, irq, softirq, steal, cpus, hz)
+
+
+@dataclass(frozen=True)
+class MeterReport:
+    """lab.guestside.meter: one sniffer's costs, and the whole guest's, over a measured window."""
+
+    exit: int | None  # the sniffer's exit status (None: no sniffer)
+    sniffer_cpu_s: float  # its CPU time over the window (the scheduler's runtime)
+    elapsed_s: float  # the window, between the two reads of /proc/stat
+    stat_before: CpuStat
+    stat_after: CpuStat
     stdout: str
     stderr: str
+    rx_packets: int | None = None  # the NIC's received frames over the window (--iface)
     voluntary_switches: int = 0
     involuntary_switches: int = 0
     syscalls: int | None = None  # counted by the kernel's tracing, where it can
     extra: dict[str, Any] = field(default_factory=dict)
     sniffer_user_ticks: int = 0  # clock ticks charged to its own code ...
     sniffer_system_ticks: int = 0  # ... and to the kernel on its behalf
+
+    @classmethod
+    def from_json(cls, text: str) -> MeterReport:
+        data: dict[str, Any] = json.loads(text)
+        data["stat_before"] = CpuStat(**data["stat_before"])
+        data["stat_after"] = CpuStat(**data["stat_after"])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
