@@ -485,6 +485,15 @@ def resolve(spec: str, manifest: dict[str, KernelEntry] | None = None) -> Kernel
     )
 
 
+def kernel_for(spec: str, progress: Progress = print) -> Kernel:
+    """The kernel a command asked for: a manifest kernel fetched or built first if it is
+    not in the cache yet, else a bzImage or build tree (``resolve``)."""
+    manifest = load_manifest()
+    if spec in manifest:
+        return provide(manifest[spec], progress)
+    return resolve(spec, manifest)
+
+
 def bzimage_release(path: Path) -> str:
     """The release string a bzImage carries in its setup header (Documentation/x86/boot)."""
     with path.open("rb") as f:

@@ -109,13 +109,8 @@ def build_modules(kernels: Sequence[str], say: Print) -> None:
     flow control misses frames. A failed build is reported here and by the
     scenarios.
     """
-    manifest = images.load_manifest()
     for name in kernels:
-        kernel = (
-            images.provide(manifest[name], progress=say)
-            if name in manifest
-            else images.resolve(name, manifest)
-        )
+        kernel = images.kernel_for(name, progress=say)
         result = kbuild.build(kernel)
         say(f"nta for {name}: {result.status.value} in {result.elapsed:.0f}s")
     tool = kbuild.build_ntadump()
@@ -141,6 +136,8 @@ class Progress:
             + (" after an infrastructure retry (boot stalled)" if e.outcome == "retried" else ""),
             "test": f"{e.guest}: {e.test}",
             "nic": f"{e.guest}: {e.test} on {e.nic}",
+            "retry": f"{e.guest}: {e.test}: set-up failed, retried once (infrastructure): "
+            f"{e.detail}",
             "done": f"{e.guest}: {e.test} {report.OUTCOME_MARK.get(e.outcome, e.outcome)}"
             + (f" ({e.detail})" if e.detail else ""),
             "guest-done": f"{e.guest}: finished",
