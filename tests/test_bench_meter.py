@@ -276,6 +276,7 @@ def test_stop_waits_for_the_frames_the_nic_must_take(
             s.sendto(b"x", ("127.0.0.1", 9))
     report = m.report()
     assert report.rx_packets is not None and report.rx_packets >= 2000
+    assert report.ip_packets is not None and report.ip_packets >= 2000  # the stack got them
     assert report.elapsed_s >= 1.0
 
 

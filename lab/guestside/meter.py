@@ -13,7 +13,9 @@ Over the window, from its start to the sniffer's exit (or to SIGTERM):
 - the whole guest's busy CPU time, from /proc/stat read at both ends: every
   CPU, every context (user, system, softirq, hardirq, kworkers), as elapsed
   x CPUs online - idle - iowait (the host does that sum, from both reads);
-- the NIC's received frames (``--iface``), from its statistics;
+- the NIC's received frames (``--iface``), from its statistics, and the IP
+  packets the stack received (/proc/net/snmp's InReceives: after GRO, so
+  under a TCP load it says how many merged frames the wire's became);
 - the sniffer's CPU time, read from /proc/<pid>/schedstat (at exit, before
   the zombie is reaped), so its start-up is not charged to it;
 - its system calls, counted by the kernel's tracing (a hist trigger on
@@ -79,6 +81,16 @@ def cpu_stat() -> tuple[float, CpuStat]:
     text = Path("/proc/stat").read_text()
     t1 = time.monotonic()
     return (t0 + t1) / 2, CpuStat.parse(text, USER_HZ)
+
+
+def ip_packets() -> int | None:
+    """IP packets the stack received so far (every interface): one per skb, after GRO."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return None
+    names, values = (line for line in lines if line and line[0] == "Ip:")
+    return int(values[names.index("InReceives")])
 
 
 def rx_packets(iface: str | None) -> int | None:
@@ -382,7 +394,7 @@ def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
     cpu0 = process_cpu(pid) if pid is not None else 0.0
     ticks0 = ticks(pid) if pid is not None else (0, 0)
     switches0 = switches(pid) if pid is not None else (0, 0)
-    rx0 = rx_packets(args.iface)
+    rx0, ip0 = rx_packets(args.iface), ip_packets()
     t0, before = cpu_stat()
     (args.hold or args.ready).write_text("ready\n")
     while not sig.stop and not (pid is not None and exited(pid)):
@@ -400,7 +412,7 @@ def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
         now = switches(pid)
         vol, invol = now[0] - switches0[0], now[1] - switches0[1]
     t1, after = cpu_stat()
-    rx1 = rx_packets(args.iface)
+    rx1, ip1 = rx_packets(args.iface), ip_packets()
     extra: dict[str, str] = {}
     syscalls = None
     if counter is not None:
@@ -418,6 +430,7 @@ def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
         stdout=out.read_text(errors="replace") if out.exists() else "",
         stderr=tail(err),
         rx_packets=None if rx0 is None or rx1 is None else rx1 - rx0,
+        ip_packets=None if ip0 is None or ip1 is None else ip1 - ip0,
         voluntary_switches=vol,
         involuntary_switches=invol,
         syscalls=syscalls,

@@ -102,6 +102,7 @@ class MeterReport:
     stdout: str
     stderr: str
     rx_packets: int | None = None  # the NIC's received frames over the window (--iface)
+    ip_packets: int | None = None  # IP packets the stack received (after GRO), every NIC
     voluntary_switches: int = 0
     involuntary_switches: int = 0
     syscalls: int | None = None  # counted by the kernel's tracing, where it can
