@@ -225,7 +225,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         loads=bench_loads(args),
         sniffers=tuple(bench.sniffers.parse(args.sniffers)),
         accel=args.accel,
-        icount=args.icount,
     )
     out = Path(args.out).resolve() if args.out else paths.new_results_dir("bench")
     return bench.run_bench(config, out)

@@ -51,7 +51,6 @@ class BenchConfig:
     loads: tuple[Load, ...]
     sniffers: tuple[Sniffer, ...]
     accel: str | None = None
-    icount: int | None = None  # TCG: guest time counts emulated instructions (2^N ns each)
 
 
 def run_bench(config: BenchConfig, out: Path, say: Callable[[str], None] = print) -> int:
@@ -64,8 +63,6 @@ def run_bench(config: BenchConfig, out: Path, say: Callable[[str], None] = print
     tools, module = build(kernel, sniffers)
     user = UserNet.plan(ld.guest_port for ld in config.loads if ld.guest_port is not None)
     opts = user.qemu_opts() if user.forwards else ()
-    if config.icount is not None and acc.name == "tcg":
-        opts += ("-icount", f"shift={config.icount},sleep=on")
     spec = GuestSpec(kernel, nics.nic_set("e1000"), acc, name="ntalab-bench", qemu_opts=opts)
     trials: list[Trial] = []
     events("boot", detail=f"{kernel.release}, {acc.name}")
