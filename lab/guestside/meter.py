@@ -43,7 +43,10 @@ sniffer's stdout and stderr in it. Without a command it measures the window
 alone: the no-sniffer baseline.
 
     python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE] [--iface IFACE]
-        [--expect-rx N] [--wait-file F | --wait-line TEXT] [--module MODULE] [-- ARGS...]
+        [--expect-rx N] [--wait-file F | --wait-line TEXT] [--module MODULE]
+        [--tracefs DIR] [-- ARGS...]
+
+(``--tracefs``: where tracefs is; host tests give a directory of their own.)
 """
 
 from __future__ import annotations
