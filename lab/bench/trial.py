@@ -133,18 +133,17 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
     env, nic = bench.env, bench.nics[load.nic]
     tag = f"bench-{load.name}-{sniffer.name}-{rnd}"
     ready, started = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.started"
-    launch = sniffer.launch(
-        nic.iface, load.frames, env.outdir / f"{tag}.sniffer-ready", bench.tools
-    )
+    inner, out = env.outdir / f"{tag}.sniffer-ready", env.outdir / f"{tag}.json"
+    for path in (ready, started, inner, out):
+        path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
+    launch = sniffer.launch(nic.iface, load.frames, inner, bench.tools)
     argv: list[object] = [ready, "--hold", started, "--iface", nic.iface]
     argv += ["--expect-rx", load.frames or 0, *(launch.meter_args() if launch else [])]
     with env.test_scope(tag):
         with setting_up("NTA " + ("loaded" if sniffer.needs_module else "unloaded")):
             bench.module.want(sniffer.needs_module)
         with setting_up(f"{sniffer.name}, under the meter"):
-            meter = env.bkg(
-                tag, "lab.guestside.meter", *argv, ready=ready, out=env.outdir / f"{tag}.json"
-            )
+            meter = env.bkg(tag, "lab.guestside.meter", *argv, ready=ready, out=out)
         with setting_up(f"{nic.iface}'s link"):
             env.net.bounce([nic])
         with setting_up("the measured window"):
