@@ -27,9 +27,13 @@ import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab import ExitStatus, InfraError, LabError, UsageError, exit_status
 from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS
+
+if TYPE_CHECKING:
+    from lab.bench.loads import Load
 
 # Commands that run with only the standard library importable.
 STDLIB_ONLY = ("report", "scan")
@@ -244,32 +248,57 @@ def cmd_report(args: argparse.Namespace) -> int:
     return merged.verdict.status
 
 
+def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
+    """The loads the options ask for, in the order they run; UsageError for bad ones."""
+    from lab import bench
+
+    for name in ("rounds", "frames", "rate", "max_frames", "sweep_frames", "web_requests",
+                 "bulk_mib", "bulk_connections"):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
+    try:
+        sizes = [int(s) for s in args.sweep_sizes.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--sweep-sizes takes a comma list of bytes, not {args.sweep_sizes!r}"
+        ) from None
+    for size in sizes:
+        if not bench.SWEEP_MIN <= size <= bench.SWEEP_MAX:
+            raise UsageError(
+                f"--sweep-sizes: {size} is not a frame size ({bench.SWEEP_MIN}..{bench.SWEEP_MAX})"
+            )
+    every: list[bench.Load] = [
+        bench.FrameLoad("fixed", args.frames, args.rate),
+        *(bench.FrameLoad(f"fixed-{n}", args.sweep_frames, args.rate, n) for n in sizes),
+        bench.FrameLoad("max", args.max_frames or 3 * args.frames, None),
+        bench.WebLoad(args.web_requests),
+        bench.BulkLoad(args.bulk_mib, args.bulk_connections),
+    ]
+    by_name = {ld.name: ld for ld in every}
+    wanted = (
+        [n.strip() for n in args.loads.split(",") if n.strip()] if args.loads else list(by_name)
+    )
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown or not wanted:
+        what = f"unknown load {unknown[0]!r}" if unknown else "no load given"
+        raise UsageError(f"--loads: {what}; known: {', '.join(by_name)}")
+    return tuple(ld for ld in every if ld.name in wanted)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from lab import bench, paths
 
     # Checked before anything is built or booted: a typo costs nothing.
-    sniffers = bench.parse_sniffers(args.sniffers or ",".join(bench.SNIFFERS))
-    for name in ("rounds", "frames", "rate", "max_frames"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, not {value}")
-    if args.web_requests < 0:
-        raise UsageError(f"--web-requests must not be negative, not {args.web_requests}")
-    loads = [
-        bench.Load("fixed", args.frames, args.rate),
-        bench.Load("max", args.max_frames or 3 * args.frames, None),
-    ]
-    if args.web_requests:
-        loads.append(bench.Load("web", args.web_requests, None, web=True))
-    out = Path(args.out) if args.out else paths.new_results_dir("bench")
-    return bench.run_bench(
-        args.kernel[0] if args.kernel else "debian-6.1",
-        args.rounds,
-        loads,
-        sniffers,
-        args.accel,
-        out,
+    config = bench.BenchConfig(
+        kernel=args.kernel,
+        rounds=args.rounds,
+        loads=bench_loads(args),
+        sniffers=tuple(bench.sniffers.parse(args.sniffers or ",".join(bench.SNIFFERS))),
+        accel=args.accel,
     )
+    out = Path(args.out).resolve() if args.out else paths.new_results_dir("bench")
+    return bench.run_bench(config, out)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -475,25 +504,33 @@ def parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser(
         "bench",
-        parents=[kernels, acc, out],
-        help="NTA's readers vs AF_PACKET's and tcpdump: CPU, syscalls, wakeups per frame",
+        parents=[acc, out],
+        help="what capture costs the guest: NTA's readers vs AF_PACKET's and tcpdump",
     )
-    be.add_argument("--rounds", type=int, default=2, help="A B A B rounds per load")
-    be.add_argument("--frames", type=int, default=20000, help="frames per fixed-rate trial")
-    be.add_argument("--rate", type=float, default=2000.0, help="the fixed load, frames/s")
+    be.add_argument("-k", "--kernel", default="debian-6.1", help="manifest name, bzImage or tree")
+    be.add_argument("--rounds", type=int, default=3, help="A B A B rounds per load")
     be.add_argument(
-        "--max-frames",
-        type=int,
-        help="frames per flat-out trial (default 3 x --frames: seconds long too, for the "
-        "tick-sampled softirq column)",
+        "--loads",
+        help="comma list of fixed, fixed-<size> (the sweep), max, web, bulk (default: all)",
     )
     be.add_argument(
         "--sniffers",
         help="comma list of none, none-loaded, afpacket, tcpdump, pysniff, ntadump (default: "
         "all); each round runs them in that order",
     )
+    be.add_argument("--frames", type=int, default=20000, help="frames per fixed-rate trial")
+    be.add_argument("--rate", type=float, default=2000.0, help="the fixed loads, frames/s")
     be.add_argument(
-        "--web-requests", type=int, default=600, help="HTTP requests per web trial (0: none)"
+        "--sweep-sizes", default="64,512,1514", help="frame sizes of the sweep (bytes, no FCS)"
+    )
+    be.add_argument("--sweep-frames", type=int, default=10000, help="frames per sweep trial")
+    be.add_argument(
+        "--max-frames", type=int, help="frames per flat-out trial (default 3 x --frames)"
+    )
+    be.add_argument("--web-requests", type=int, default=600, help="HTTP requests per web trial")
+    be.add_argument("--bulk-mib", type=int, default=24, help="MiB downloaded per bulk trial")
+    be.add_argument(
+        "--bulk-connections", type=int, default=4, help="TCP connections of the bulk load"
     )
     be.set_defaults(func=cmd_bench)
 

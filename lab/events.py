@@ -3,13 +3,15 @@
 The pytest process driving a guest appends one JSON line per event to its
 ``events.jsonl``; ``ntalab run`` follows every guest's file and prints a line
 per event with the elapsed time, so progress reads the same on a terminal
-and in a CI log.
+and in a CI log. ``ntalab bench`` drives its guest in its own process: its
+log also hands each event to the same printer as it is written (``echo``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,15 +37,18 @@ class Event:
 class EventLog:
     """Appends events to a file, a line each, flushed at once."""
 
-    def __init__(self, path: Path, guest: str) -> None:
+    def __init__(self, path: Path, guest: str, echo: Callable[[Event], None] | None = None) -> None:
         self.path = path
         self.guest = guest
+        self.echo = echo
         self._file: TextIO = path.open("a", encoding="utf-8")
 
     def __call__(self, kind: EventKind, **fields: str) -> None:
         event = Event(time.time(), self.guest, kind, **fields)
         self._file.write(json.dumps(asdict(event)) + "\n")
         self._file.flush()
+        if self.echo is not None:
+            self.echo(event)
 
     def close(self) -> None:
         self._file.close()

@@ -91,7 +91,7 @@ class GuestSpec:
     rwdirs: tuple[Path, ...] = ()  # host dirs the guest may write (results)
     name: str = "ntalab"
     guest_no: int = 0  # makes MACs unique across the guests of one run
-    qemu_opts: tuple[str, ...] = ()  # more QEMU arguments (the benchmark's web NIC)
+    qemu_opts: tuple[str, ...] = ()  # more QEMU arguments (the benchmark's user-mode NIC)
 
 
 def vng_binary() -> str:

@@ -11,6 +11,11 @@ e1000 and e1000-cb0 share the e1000 driver, whose copybreak is module-wide
 but read for every frame and writable: ``use`` sets the driver parameters
 of the NIC a test is about to use (the NICs sharing the driver are idle
 meanwhile).
+
+A NIC on QEMU's user-mode network (the benchmark's web and bulk loads) is
+not one of the lab's: it has no host end, and QEMU's slirp answers ARP for
+its gateway. ``adopt`` finds and sets it up as the lab's own NICs are, and
+links, bounces and counters treat both kinds alike.
 """
 
 from __future__ import annotations
@@ -60,6 +65,20 @@ class GuestNic:
         return cls(plan.variant, iface, plan.mac, plan.guest_ip, plan.host_ip, host, plan.index)
 
 
+@dataclass(frozen=True)
+class UserNic:
+    """A NIC on QEMU's user-mode network, set up by ``GuestNet.adopt``."""
+
+    iface: str
+    mac: str
+    guest_ip: str
+    name: str = "user"
+
+
+# What links, bounces and counters work on: either kind of NIC.
+Link = GuestNic | UserNic
+
+
 class GuestNet:
     """The guest's side of the lab NICs, through its console."""
 
@@ -103,6 +122,15 @@ class GuestNet:
             self.use(next(n for n in out if n.variant.driver == driver))
         return out
 
+    def adopt(self, mac: str, driver: str, guest_ip: str, name: str = "user") -> UserNic:
+        """A user-mode network NIC, found by MAC and driver, set up as the lab's NICs are
+        (not promiscuous: it only ever receives its own traffic)."""
+        found = self.sh.run(find_iface_cmd(mac, driver)).stdout.split()
+        if len(found) != 1:
+            raise LabError(f"NIC {name} (mac {mac}) has no {driver} interface in the guest")
+        self.configure(found[0], f"{guest_ip}/24", promisc=False)
+        return UserNic(found[0], mac, guest_ip, name)
+
     def configure(self, iface: str, address: str, promisc: bool) -> None:
         """IPv6 off where the kernel has it, GRO and VLAN stripping off, address, link up."""
         if self.features.ipv6:
@@ -136,23 +164,21 @@ class GuestNet:
                 self._params[(driver, param)] = value
         return nic
 
-    def set_gro(self, nic: GuestNic, on: bool) -> None:
+    def set_gro(self, nic: Link, on: bool) -> None:
         self.sh.run(f"ethtool -K {nic.iface} gro {'on' if on else 'off'}")
 
     @staticmethod
     def _neighbour_cmd(nic: GuestNic) -> str:
         return f"ip neigh replace {nic.host_ip} lladdr {HOST_MAC} dev {nic.iface} nud permanent"
 
-    def links_down(self, nics: Sequence[GuestNic]) -> None:
+    def links_down(self, nics: Sequence[Link]) -> None:
         self.sh.run("; ".join(f"ip link set {n.iface} down" for n in nics))
 
-    def links_up(self, nics: Sequence[GuestNic]) -> None:
-        """Up again, with the host's neighbour entry (a link going down flushes its
-        neighbours, permanent ones too), once each has carrier: frames sent before
-        that wait in QEMU (e1000) or are missed (rtl8139)."""
-        self.sh.run(
-            " && ".join(f"ip link set {n.iface} up && {self._neighbour_cmd(n)}" for n in nics)
-        )
+    def links_up(self, nics: Sequence[Link]) -> None:
+        """Up again, with the host's neighbour entry for a lab NIC (a link going down
+        flushes its neighbours, permanent ones too), once each has carrier: frames sent
+        before that wait in QEMU (e1000) or are missed (rtl8139)."""
+        self.sh.run(" && ".join(self._up_cmd(n) for n in nics))
         carriers = " ".join(f"/sys/class/net/{n.iface}/carrier" for n in nics)
         wait_until(
             lambda: set(self.sh.run(f"cat {carriers}").stdout.split()) == {"1"},
@@ -161,12 +187,16 @@ class GuestNet:
             interval=0.1,
         )
 
-    def bounce(self, nics: Sequence[GuestNic]) -> None:
+    def _up_cmd(self, nic: Link) -> str:
+        up = f"ip link set {nic.iface} up"
+        return f"{up} && {self._neighbour_cmd(nic)}" if isinstance(nic, GuestNic) else up
+
+    def bounce(self, nics: Sequence[Link]) -> None:
         """Links down and up: the drivers refill their receive rings from scratch."""
         self.links_down(nics)
         self.links_up(nics)
 
-    def rx_counts(self, nic: GuestNic) -> RxCounts:
+    def rx_counts(self, nic: Link) -> RxCounts:
         stats = f"/sys/class/net/{nic.iface}/statistics"
         out = self.sh.run(f"cat {stats}/rx_packets {stats}/rx_missed_errors").stdout
         packets, missed = map(int, out.split())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lab import LabError
 from lab.console import CmdResult, Console
-from lab.guestnet import GuestNet, GuestNic
+from lab.guestnet import GuestNet, GuestNic, Link
 from lab.wait import wait_until
 from pysniff.abi import ABI_VERSION, DevStats, Stats
 
@@ -39,7 +39,7 @@ class NtaModule:
         self.net = net
         self.loaded: Loaded | None = None
 
-    def load(self, module: Path, params: str, bounce: Sequence[GuestNic] = ()) -> None:
+    def load(self, module: Path, params: str, bounce: Sequence[Link] = ()) -> None:
         """insmod, then bounce ``bounce``: their receive rings refill from NTA's chunks.
 
         The drivers filled those rings before NTA existed.
@@ -60,7 +60,7 @@ class NtaModule:
             self.loaded = None
         return result
 
-    def unload(self, bounce: Sequence[GuestNic] = ()) -> None:
+    def unload(self, bounce: Sequence[Link] = ()) -> None:
         """rmmod (an error if refused), then bounce: the rings refill from the kernel's."""
         result = self.rmmod()
         if result.rc != 0:

@@ -83,6 +83,7 @@ class EventKind(StrEnum):
     BOOTED = "booted"
     TEST = "test"
     NIC = "nic"  # a test moved on to one of the guest's NICs
+    RETRY = "retry"  # a bench trial's set-up failed: retried once (infrastructure)
     DONE = "done"  # a test ended
     GUEST_DONE = "guest-done"
 

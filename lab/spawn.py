@@ -66,7 +66,7 @@ class GuestProc:
         wait_until(
             path.exists,
             timeout,
-            f"{self.name} to be ready",
+            f"{self.name} to be ready ({path.name})",
             failed=self._ended,
         )
 

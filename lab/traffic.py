@@ -144,6 +144,23 @@ def frames(
     return out
 
 
+def filler(
+    addrs: Addresses, count: int, sizes: Sequence[int] | None = None, seed: int = 0
+) -> list[bytes]:
+    """``count`` UDP frames to the guest's discard port, unsigned: load for the benchmark,
+    not a delivery check, so as short as UDP allows (42 bytes). Sizes cycle through
+    ``sizes``, else random in 60..1514."""
+    rng = random.Random(seed)
+    head = _headers("udp4", addrs)
+    out = []
+    for i in range(count):
+        size = sizes[i % len(sizes)] if sizes else rng.randint(MIN_FRAME, MAX_FRAME)
+        if not len(head) <= size <= MAX_FRAME:
+            raise LabError(f"frame size {size} outside {len(head)}..{MAX_FRAME}")
+        out.append(bytes(head / Raw(rng.randbytes(size - len(head)))))
+    return out
+
+
 def bad_frames(addrs: Addresses, seed: int = 0) -> dict[str, list[bytes]]:
     """Frames no sane sender makes, by kind: what the wire can throw at a receiver."""
     rng = random.Random(seed)

@@ -1,21 +1,27 @@
 """The bench's guest-side meter, on the host: syscall counting by hist trigger, and a window.
 
 No kernel tracing is touched: the tracefs the meter writes to is a directory
-made here, its ``hist`` file filled with text as a 6.1 kernel prints it.
+made here, its ``hist`` file filled with text as a 6.1 kernel prints it. The
+meter blocks signals in its process, so it runs as a process of its own.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
-import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lab import paths
 from lab.guestside import meter
 from lab.guestside.reports import MeterReport
+from lab.wait import wait_until
 
 INFO = "hist:keys=common_pid:vals=hitcount:sort=hitcount:size=2048 if common_pid == 1234"
 
@@ -113,44 +119,193 @@ def test_options_in_any_order() -> None:
 
 
 @pytest.fixture
-def fake_tracefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    event = tmp_path / "tracefs" / meter.SYS_ENTER
+def fake_tracefs(tmp_path: Path) -> Path:
+    root = tmp_path / "tracefs"
+    event = root / meter.SYS_ENTER
     event.mkdir(parents=True)
     (event / "trigger").write_text("")
     (event / "hist").write_text(HIST_EMPTY)
-    monkeypatch.setattr(meter, "TRACEFS", tmp_path / "tracefs")
-    return event
+    return root
+
+
+class Meter:
+    """The meter in a process of its own, as the spawner runs it in a guest."""
+
+    def __init__(self, tmp: Path, tracefs: Path, *argv: str, prelude: str = "") -> None:
+        self.ready, self.started = tmp / "ready", tmp / "started"
+        args = [str(self.ready), "--hold", str(self.started), "--tracefs", str(tracefs), *argv]
+        # ``prelude`` runs first in the meter's interpreter (a test's changed timing).
+        code = (
+            f"{prelude}\nimport sys\nfrom lab.guestside import meter\n"
+            f"sys.exit(meter.main({args!r}))"
+        )
+        env = {**os.environ, "PYTHONPATH": str(paths.IMPORT_ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        )  # fmt: skip
+
+    def wait_for(self, path: Path, timeout: float = 20) -> None:
+        wait_until(path.exists, timeout, f"the meter to write {path.name}", failed=self._ended)
+
+    def _ended(self) -> str | None:
+        return None if self.proc.poll() is None else f"exited {self.proc.returncode}"
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def report(self, timeout: float = 20) -> MeterReport:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        return MeterReport.from_json(out)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@pytest.fixture
+def meters(tmp_path: Path, fake_tracefs: Path) -> Iterator[list[Meter]]:
+    started: list[Meter] = []
+    yield started
+    for m in started:
+        m.kill()
 
 
 def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
-    tmp_path: Path, fake_tracefs: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    ready, started, sniffer_ready = tmp_path / "ready", tmp_path / "started", tmp_path / "sr"
-    # Ready at once; 0.4 s of CPU, mostly in its own code, once the window is open
-    # (SIGUSR1 at 0.2 s).
+    sniffer_ready = tmp_path / "sr"
+    # Ready at once; 0.4 s of CPU, mostly in its own code, once the window is open.
     code = (
         f"import pathlib, time; pathlib.Path({str(sniffer_ready)!r}).touch(); time.sleep(0.5)\n"
         "t = time.process_time()\n"
         "while time.process_time() - t < 0.4: sum(range(20000))\n"
-        "time.sleep(0.2)"
+        "print('out'); time.sleep(0.2)"
     )
-    go = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        go.start()
-        argv = [str(ready), "--hold", str(started), "--wait-file", str(sniffer_ready)]
-        assert meter.main([*argv, "--", sys.executable, "-S", "-c", code]) == 0
-    finally:
-        go.cancel()
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-    report = MeterReport.from_json(capsys.readouterr().out)
-    assert ready.exists() and started.exists()
+    m = Meter(tmp_path, fake_tracefs, "--wait-file", str(sniffer_ready), "--",
+              sys.executable, "-S", "-c", code)  # fmt: skip
+    meters.append(m)
+    m.wait_for(m.ready)
+    time.sleep(0.2)
+    assert not m.started.exists()  # held until told
+    m.signal(signal.SIGUSR1)
+    report = m.report()
+    assert m.started.exists()
     assert 0.3 < report.elapsed_s < 5  # from the signal to the exit, not from the start
     assert report.exit == 0 and report.syscalls == 0  # the fake histogram's count
+    assert report.stdout == "out\n"
+    assert 0.35 < report.sniffer_cpu_s < 2, report
     assert report.voluntary_switches >= 1  # it slept
     # Ticks are sampled (100 a second): about 40 in its own code, few in the kernel.
     assert report.sniffer_user_ticks >= 20, report
     assert report.sniffer_system_ticks < report.sniffer_user_ticks, report
-    trigger = (fake_tracefs / "trigger").read_text().splitlines()
+    # The whole host's CPU over the window: at least the sniffer's own.
+    busy = (
+        report.elapsed_s * report.stat_after.cpus
+        - (
+            (report.stat_after.idle + report.stat_after.iowait)
+            - (report.stat_before.idle + report.stat_before.iowait)
+        )
+        / report.stat_after.hz
+    )
+    assert busy > 0.3, report
+    trigger = (fake_tracefs / meter.SYS_ENTER / "trigger").read_text().splitlines()
     assert len(trigger) == 2 and trigger[1] == "!" + trigger[0]
+
+
+# threading.Event.wait() as it is at its worst: holding its Condition's lock
+# while it waits. A signal that comes then, handled by a Python handler that
+# calls Event.set(), deadlocks (set() takes the lock the waiter holds): the
+# old meter's ready file was written and its window never opened ("to be
+# ready: not within 60s" while the ready file existed).
+LOCKED_EVENT = """
+import threading, time
+def wait(self, timeout=None):
+    with self._cond:
+        time.sleep(0.05 if timeout is None else min(timeout, 0.05))
+        return self._flag
+threading.Event.wait = wait
+"""
+
+
+def test_a_signal_at_any_moment_opens_and_closes_the_window(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    m = Meter(tmp_path, fake_tracefs, prelude=LOCKED_EVENT)
+    meters.append(m)
+    m.wait_for(m.ready)
+    m.signal(signal.SIGUSR1)
+    m.wait_for(m.started, 10)
+    m.signal(signal.SIGTERM)
+    report = m.report(10)
+    assert report.exit is None and report.sniffer_cpu_s == 0
+
+
+def test_a_go_sent_before_the_meter_waits_is_not_lost(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    sniffer_ready = tmp_path / "sr"
+    # The sniffer is ready only after a second: the host's SIGUSR1 comes first.
+    code = f"import pathlib, time; time.sleep(1); pathlib.Path({str(sniffer_ready)!r}).touch()"
+    m = Meter(tmp_path, fake_tracefs, "--wait-file", str(sniffer_ready), "--",
+              sys.executable, "-S", "-c", code)  # fmt: skip
+    meters.append(m)
+    time.sleep(0.3)
+    m.signal(signal.SIGUSR1)
+    report = m.report()
+    assert m.started.exists() and report.exit == 0
+
+
+def test_stop_waits_for_the_frames_the_nic_must_take(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    """SIGTERM ends the window only once ``--iface`` has received ``--expect-rx`` frames
+    (here the host's loopback, sent datagrams to itself a second after the stop)."""
+    m = Meter(tmp_path, fake_tracefs, "--iface", "lo", "--expect-rx", "2000")
+    meters.append(m)
+    m.wait_for(m.ready)
+    m.signal(signal.SIGUSR1)
+    m.wait_for(m.started)
+    m.signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert m.proc.poll() is None  # still waiting for the frames
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(2000):
+            s.sendto(b"x", ("127.0.0.1", 9))
+    report = m.report()
+    assert report.rx_packets is not None and report.rx_packets >= 2000
+    assert report.ip_packets is not None and report.ip_packets >= 2000  # the stack got them
+    assert report.elapsed_s >= 1.0
+
+
+def test_a_module_sniffer_runs_forked_and_reports(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    sniffer_ready = tmp_path / "sr"
+    argv = ["--wait-file", str(sniffer_ready), "--module", "lab.guestside.tcplisten", "--"]
+    m = Meter(tmp_path, fake_tracefs, *argv, "127.0.0.1", "0", str(sniffer_ready))
+    meters.append(m)
+    m.wait_for(m.ready)
+    m.signal(signal.SIGUSR1)
+    m.wait_for(m.started)
+    m.signal(signal.SIGTERM)  # the meter gives it SIGINT, as it gives every sniffer
+    report = m.report()
+    # The module ran in the forked child (there is no program of that name to execute),
+    # listening until the meter's SIGINT ended it (tcplisten keeps SIGINT's default).
+    assert report.exit == -signal.SIGINT and report.stderr == "", report
+
+
+def test_a_sniffer_that_dies_before_it_is_ready_is_named(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    dies = "import sys; sys.exit('no such device: eth9')"
+    m = Meter(
+        tmp_path, fake_tracefs, "--wait-line", "listening on", "--", sys.executable, "-c", dies
+    )
+    meters.append(m)
+    m.proc.wait(20)
+    err = m.proc.stderr.read() if m.proc.stderr else ""
+    assert m.proc.returncode == 1 and not m.ready.exists()
+    assert "the sniffer exited before it was ready (status 1): no such device: eth9" in err

@@ -62,7 +62,7 @@ def test_leaving_the_with_stops_a_child_still_running(spawner: Spawner, tmp_path
 
 def test_a_ready_file_that_never_comes_names_the_exit(spawner: Spawner, tmp_path: Path) -> None:
     bad = spawn(spawner, tmp_path, "bad", "pysniff", "--no-such-flag")
-    with pytest.raises(LabError, match=r"(?s)bad to be ready: exited 2: .*no-such-flag"):
+    with pytest.raises(LabError, match=r"(?s)bad to be ready \(never\): exited 2: .*no-such-flag"):
         bad.wait_file(tmp_path / "never", 60)
 
 

@@ -5,7 +5,7 @@
  * place from its pool and written to a pcap file, the chunks handed back
  * through the commit ring.
  *
- *	ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [-D DEVICE]
+ *	ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [--json] [-D DEVICE]
  *
  * IFACE is a name or an interface index (as "ip link" numbers them).
  *
@@ -14,20 +14,37 @@
  * buffer of its own), then every chunk goes back as an entry in the commit
  * ring (a store: no system call unless the module sets
  * NTA_COMMIT_NEED_WAKEUP). The only system call per batch is the poll()
- * that waits for it. Without -w it writes nothing; without -q and -w it
- * prints a line per frame. SIGINT and SIGTERM end the capture; the summary
- * on stderr says, per interface, what the device received and what this
- * reader did not get, and why (as tcpdump's "dropped by kernel"). It also
- * ends, with the summary and exit status 1, when every interface it
+ * that waits for it. Without -w it writes nothing; without -q, -w and
+ * --json it prints a line per frame. SIGINT and SIGTERM end the capture; the
+ * summary on stderr says, per interface, what the device received and what
+ * this reader did not get, and why (as tcpdump's "dropped by kernel"). It
+ * also ends, with the summary and exit status 1, when every interface it
  * attached is gone (as tcpdump does; what was still in the ring is taken
  * first) and when its output cannot be written (a reader of -w gone). A
  * frame it cannot write (see frame_check) is said, counted, and committed.
+ *
+ * With --json the same summary is also printed on stdout as one JSON
+ * object, for programs (the lab's benchmark reads it):
+ *
+ *	{"frames": N, "bytes": N, "rejected": N, "syscalls": N, "wakeups": N,
+ *	 "records": N, "committed": N, "refused": {"length": N, ...},
+ *	 "interfaces": {"eth0": {"captured": N, "received": N, "published": N,
+ *	   "unserved": N, "not_shared": N, "ring_full": N, "skipped": N,
+ *	   "fault_dropped": N, "gone": false}}}
+ *
+ * bytes are the captured frames' lengths on the wire (the pcap records'
+ * len), rejected the frames it could not write. wakeups, records and
+ * committed are the module's counts for this reader (NTA_IOC_READER_STATS),
+ * refused its bad-commit counters by reason (NTA_IOC_STATS), the
+ * interfaces' counters NTA_IOC_DEV_STATS: null where the module would not
+ * say.
  *
  * Built with the host's compiler from kmod/nta_uapi.h alone (ntalab build).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <net/if.h>
 #include <poll.h>
@@ -54,6 +71,7 @@ typedef __s32 s32;
 
 #define MAX_IFACES	8
 #define GONE_CHECK_POLLS	2	/* idle polls (of 1 s) between looks at NTA_DEV_GONE */
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 #define IOV_BATCH	1024	/* writev's IOV_MAX */
 /* A frame's buffers in one batch: its pcap header, its pieces, and a piece split by the tag. */
 #define MAX_PIECES	(IOV_BATCH - 3)
@@ -96,6 +114,7 @@ struct reader {
 	unsigned long rejected;		/* frames not written (reject_frame) */
 	int write_errno;		/* why writing the output failed: the capture ends */
 	unsigned int idle_polls;	/* polls in a row that timed out */
+	unsigned long long bytes;	/* of the frames captured, as long as on the wire */
 	bool copy_writes;		/* writev() from the pool failed: copy (write_copied) */
 };
 
@@ -123,7 +142,7 @@ static void die(const char *what)
 static void bad_usage(void)
 {
 	fprintf(stderr,
-		"usage: ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [-D DEVICE]\n");
+		"usage: ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [--json] [-D DEVICE]\n");
 	exit(2);
 }
 
@@ -522,6 +541,7 @@ static unsigned long take_frames(struct reader *r, struct batch *b, int out, boo
 			batch_flush(b, r, out);
 		add_frame(r, b, r->cons, pieces);
 		add_commits(r, b, out, r->cons, pieces);
+		r->bytes += b->hdr[b->nhdr - 1].len;
 		ifc = iface_of(ifs, nifs, first->ifindex);
 		if (ifc)
 			ifc->captured++;
@@ -565,35 +585,142 @@ static bool interfaces_gone(struct reader *r, int polled, short revents,
 	return true;
 }
 
-static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long frames)
+/* The bad-commit reasons, as enum nta_bad_commit numbers them (JSON keys). */
+static const char *const refusal_names[] = {
+	"length", "node", "offset", "state", "generation", "reserved", "ring",
+};
+
+/* What the module says of this reader and its devices, read once at the end. */
+struct counts {
+	struct nta_reader_stats reader;
+	bool reader_ok;
+	struct nta_stats module;
+	bool module_ok;
+	struct nta_dev_stats dev[MAX_IFACES];
+	bool dev_ok[MAX_IFACES];
+};
+
+static void json_string(const char *s)
 {
-	struct nta_reader_stats rs;
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void json_count(const char *key, bool known, unsigned long long value)
+{
+	if (known)
+		printf("\"%s\": %llu", key, value);
+	else
+		printf("\"%s\": null", key);
+}
+
+static void summary_json(const struct reader *r, const struct iface *ifs, int nifs,
+			 unsigned long frames, const struct counts *c)
+{
+	unsigned int k;
 	int i;
 
+	printf("{\"frames\": %lu, \"bytes\": %llu, \"rejected\": %lu, \"syscalls\": %lu, ", frames,
+	       r->bytes, r->rejected, r->syscalls);
+	json_count("wakeups", c->reader_ok, c->reader.wakeups);
+	printf(", ");
+	json_count("records", c->reader_ok, c->reader.records);
+	printf(", ");
+	json_count("committed", c->reader_ok, c->reader.committed);
+	printf(", \"refused\": ");
+	if (c->module_ok) {
+		printf("{");
+		for (k = 0; k < ARRAY_SIZE(refusal_names); k++)
+			printf("%s\"%s\": %llu", k ? ", " : "", refusal_names[k],
+			       (unsigned long long)c->module.bad_commits[k]);
+		printf("}");
+	} else {
+		printf("null");
+	}
+	printf(", \"interfaces\": {");
+	for (i = 0; i < nifs; i++) {
+		const struct nta_dev_stats *d = &c->dev[i];
+		bool ok = c->dev_ok[i];
+
+		printf("%s", i ? ", " : "");
+		json_string(ifs[i].name);
+		printf(": {\"captured\": %lu, ", ifs[i].captured);
+		json_count("received", ok, d->received);
+		printf(", ");
+		json_count("published", ok, d->published);
+		printf(", ");
+		json_count("unserved", ok, d->unserved);
+		printf(", ");
+		json_count("not_shared", ok, d->not_shared);
+		printf(", ");
+		json_count("ring_full", ok, d->ring_full);
+		printf(", ");
+		json_count("skipped", ok, d->skipped);
+		printf(", ");
+		json_count("fault_dropped", ok, d->fault_dropped);
+		printf(", \"gone\": %s}", ok && (d->flags & NTA_DEV_GONE) ? "true" : "false");
+	}
+	printf("}}\n");
+	fflush(stdout);
+}
+
+static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long frames,
+		    bool json)
+{
+	static struct counts c;
+	unsigned long long refused = 0;
+	unsigned int k;
+	int i;
+
+	c.reader_ok = !ioctl(r->fd, NTA_IOC_READER_STATS, &c.reader);
+	c.module_ok = !ioctl(r->fd, NTA_IOC_STATS, &c.module);
 	fprintf(stderr, "%lu frames captured, %lu system calls", frames, r->syscalls);
-	if (!ioctl(r->fd, NTA_IOC_READER_STATS, &rs))
-		fprintf(stderr, ", %llu wakeups", (unsigned long long)rs.wakeups);
+	if (c.reader_ok)
+		fprintf(stderr, ", %llu wakeups", (unsigned long long)c.reader.wakeups);
 	fputc('\n', stderr);
 	for (i = 0; i < nifs; i++) {
-		struct nta_dev_stats d = { .ifindex = ifs[i].ifindex };
+		struct nta_dev_stats *d = &c.dev[i];
 		unsigned long long missed;
 
-		if (ioctl(r->fd, NTA_IOC_DEV_STATS, &d))
+		d->ifindex = ifs[i].ifindex;
+		c.dev_ok[i] = !ioctl(r->fd, NTA_IOC_DEV_STATS, d);
+		if (!c.dev_ok[i])
 			continue;
-		missed = d.unserved + d.not_shared + d.ring_full + d.skipped + d.fault_dropped;
+		missed = d->unserved + d->not_shared + d->ring_full + d->skipped + d->fault_dropped;
 		fprintf(stderr, "%s: %llu received, %lu captured, %llu not delivered to ntadump",
-			ifs[i].name, (unsigned long long)d.received, ifs[i].captured, missed);
+			ifs[i].name, (unsigned long long)d->received, ifs[i].captured, missed);
 		if (missed)
 			fprintf(stderr, " (unserved %llu, not_shared %llu, ring_full %llu,",
-				(unsigned long long)d.unserved, (unsigned long long)d.not_shared,
-				(unsigned long long)d.ring_full);
+				(unsigned long long)d->unserved, (unsigned long long)d->not_shared,
+				(unsigned long long)d->ring_full);
 		if (missed)
 			fprintf(stderr, " skipped %llu, fault_dropped %llu)",
-				(unsigned long long)d.skipped, (unsigned long long)d.fault_dropped);
-		if (d.flags & NTA_DEV_GONE)
+				(unsigned long long)d->skipped,
+				(unsigned long long)d->fault_dropped);
+		if (d->flags & NTA_DEV_GONE)
 			fprintf(stderr, "; the device is gone");
 		fputc('\n', stderr);
 	}
+	for (k = 0; c.module_ok && k < ARRAY_SIZE(refusal_names); k++)
+		refused += c.module.bad_commits[k];
+	if (refused) {
+		fprintf(stderr, "the module refused %llu commits (all readers):", refused);
+		for (k = 0; k < ARRAY_SIZE(refusal_names); k++)
+			if (c.module.bad_commits[k])
+				fprintf(stderr, " %s %llu", refusal_names[k],
+					(unsigned long long)c.module.bad_commits[k]);
+		fputc('\n', stderr);
+	}
+	if (json)
+		summary_json(r, ifs, nifs, frames, &c);
 }
 
 static int open_output(const char *path)
@@ -621,11 +748,15 @@ int main(int argc, char **argv)
 	const char *device = "/dev/" NTA_DEVICE_NAME, *path = NULL;
 	unsigned long count = 0, frames = 0;
 	struct sigaction sa = { .sa_handler = on_signal };
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'J' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct reader r = { 0 };
-	bool quiet = false, gone = false;
+	bool quiet = false, gone = false, json = false;
 	int nifs = 0, opt, out = -1, i;
 
-	while ((opt = getopt(argc, argv, "i:c:w:qD:")) != -1) {
+	while ((opt = getopt_long(argc, argv, "i:c:w:qD:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'i':
 			if (nifs == MAX_IFACES || strlen(optarg) >= IF_NAMESIZE)
@@ -646,6 +777,9 @@ int main(int argc, char **argv)
 			break;
 		case 'D':
 			device = optarg;
+			break;
+		case 'J':
+			json = true;
 			break;
 		default:
 			bad_usage();
@@ -677,11 +811,11 @@ int main(int argc, char **argv)
 		r.syscalls++;
 		/* Gone: nothing more comes, so what is in the ring is taken, to the last. */
 		gone = interfaces_gone(&r, polled, pfd.revents, ifs, nifs);
-		frames += take_frames(&r, &batch, out, !quiet && !path, ifs, nifs,
+		frames += take_frames(&r, &batch, out, !quiet && !path && !json, ifs, nifs,
 				      count ? count - frames : (unsigned long)-1, gone);
 		batch_flush(&batch, &r, out);
 	}
-	summary(&r, ifs, nifs, frames);
+	summary(&r, ifs, nifs, frames, json);
 	if (r.rejected)
 		fprintf(stderr, "%lu frames not written (see above)\n", r.rejected);
 	if (r.write_errno)

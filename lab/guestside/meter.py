@@ -1,4 +1,4 @@
-"""Runs inside a guest: measure one sniffer's cost over a window while the host injects.
+"""Runs inside a guest: measure what capture costs over a window while the host loads the NIC.
 
 Starts the sniffer, waits until it is ready (a file it creates, or a line on
 its stderr such as tcpdump's "listening on"), then writes READY_FILE. With
@@ -8,52 +8,98 @@ the sniffer's readiness and the load (the link bounce that makes an NTA
 reader's device receive into its pool) outside the window. Without it, the
 window starts as READY_FILE is written.
 
-Over the window, from its start to the sniffer's exit:
+Over the window, from its start to the sniffer's exit (or to SIGTERM):
 
+- the whole guest's busy CPU time, from /proc/stat read at both ends: every
+  CPU, every context (user, system, softirq, hardirq, kworkers), as elapsed
+  x CPUs online - idle - iowait (the host does that sum, from both reads);
+- the NIC's received frames (``--iface``), from its statistics, and the IP
+  packets the stack received (/proc/net/snmp's InReceives: after GRO, so
+  under a TCP load it says how many merged frames the wire's became);
 - the sniffer's CPU time, read from /proc/<pid>/schedstat (at exit, before
-  the zombie is reaped), so interpreter start-up, slow under TCG, is not
-  charged to it;
+  the zombie is reaped), so its start-up is not charged to it;
 - its system calls, counted by the kernel's tracing (a hist trigger on
   raw_syscalls:sys_enter filtered by its pid): the same count for any
   sniffer, C or Python, NTA or AF_PACKET, whatever the sniffer says of
   itself. None where tracefs or hist triggers are missing;
 - its voluntary context switches: each is a sleep, so for a reader blocking
-  in poll() one per wakeup; and the involuntary ones;
-- the guest's /proc/stat deltas (softirq above all).
+  in poll() one per wakeup; and the involuntary ones.
 
-On SIGTERM the sniffer gets SIGINT, so it reports and exits as tcpdump does.
-Prints one JSON object (MeterReport), the sniffer's stdout and stderr in it.
-Without a command it measures the window alone: the no-sniffer baseline.
+The meter itself costs nothing in the window: it sleeps in sigwaitinfo()
+until the sniffer exits (SIGCHLD) or the host stops it (SIGTERM), so every
+trial's window holds the same meter, asleep. Signals are blocked and taken
+synchronously, never by a Python handler: a handler that sets a
+threading.Event deadlocks when it runs while the main thread holds that
+Event's lock in wait() (what left a trial's window unopened, its READY_FILE
+written, until the host gave up). On SIGTERM the meter first waits (briefly,
+polling) until the NIC has received ``--expect-rx`` frames since the window
+began, then gives the sniffer SIGINT, so it reports and exits as tcpdump does.
 
-    python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE]
-        [--wait-file F | --wait-line TEXT] [-- CMD...]
+A Python sniffer (``--module``) is forked from this warm interpreter, as the
+spawner starts the lab's programs (a fresh Python takes seconds under TCG);
+any other is executed. Its stdout and stderr go to files in the guest's /tmp
+(no 9p traffic in the window). Prints one JSON object (MeterReport), the
+sniffer's stdout and stderr in it. Without a command it measures the window
+alone: the no-sniffer baseline.
+
+    python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE] [--iface IFACE]
+        [--expect-rx N] [--wait-file F | --wait-line TEXT] [--module MODULE]
+        [--tracefs DIR] [-- ARGS...]
+
+(``--tracefs``: where tracefs is; host tests give a directory of their own.)
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from lab.guestside.reports import MeterReport, dumps
+from lab.guestside import spawner
+from lab.guestside.reports import CpuStat, MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
-COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
 TRACEFS = Path("/sys/kernel/tracing")
 SYS_ENTER = "events/raw_syscalls/sys_enter"
+# The signals the meter acts on, all blocked and taken with sigtimedwait().
+GO, STOP, CHILD = signal.SIGUSR1, signal.SIGTERM, signal.SIGCHLD
+WATCHED = frozenset({GO, STOP, CHILD})
+READY_POLL_S = 0.02  # before the window: how often a ready file or line is looked for
+SETTLE_POLL_S = 0.01  # after SIGTERM: how often the NIC's count is read
+SETTLE_S = 30.0  # ... and for how long at most
+EXIT_S = 30.0  # a sniffer given SIGINT has this long to report, then SIGKILL
 
 
-def cpu_times() -> dict[str, float]:
-    """Seconds in each /proc/stat column, all CPUs together."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:8]
-    return {n: int(v) / USER_HZ for n, v in zip(COLUMNS, fields, strict=True)}
+def cpu_stat() -> tuple[float, CpuStat]:
+    """/proc/stat now, and when: the monotonic time halfway through its read (under TCG
+    a read of /proc/stat takes milliseconds)."""
+    t0 = time.monotonic()
+    text = Path("/proc/stat").read_text()
+    t1 = time.monotonic()
+    return (t0 + t1) / 2, CpuStat.parse(text, USER_HZ)
+
+
+def ip_packets() -> int | None:
+    """IP packets the stack received so far (every interface): one per skb, after GRO."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return None
+    names, values = (line for line in lines if line and line[0] == "Ip:")
+    return int(values[names.index("InReceives")])
+
+
+def rx_packets(iface: str | None) -> int | None:
+    if iface is None:
+        return None
+    return int(Path(f"/sys/class/net/{iface}/statistics/rx_packets").read_text())
 
 
 def process_cpu(pid: int) -> float:
@@ -179,6 +225,36 @@ class SyscallCounter:
         return count
 
 
+# -- signals, taken synchronously ----------------------------------------------------------
+
+
+class Signals:
+    """GO, STOP and CHILD, blocked from the meter's start and taken with sigtimedwait().
+
+    Nothing runs asynchronously: a signal is only ever looked at where the
+    meter waits, so none can land in the middle of anything (see the module
+    docstring). Blocked from the start, none is lost either: one sent before
+    the meter waits for it stays pending until it does.
+    """
+
+    def __init__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        self.go = False
+        self.stop = False
+
+    def wait(self, timeout: float | None) -> None:
+        """Until one of them comes (or ``timeout`` passes); notes every one pending."""
+        info = (
+            signal.sigwaitinfo(WATCHED)
+            if timeout is None
+            else signal.sigtimedwait(WATCHED, timeout)
+        )
+        while info is not None:
+            self.go |= info.si_signo == GO
+            self.stop |= info.si_signo == STOP
+            info = signal.sigtimedwait(WATCHED, 0)
+
+
 # -- the sniffer ----------------------------------------------------------------------------
 
 
@@ -187,119 +263,183 @@ def exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-def collect(stream: IO[str], into: list[str], marker: str | None, seen: threading.Event) -> None:
-    for line in stream:
-        into.append(line)
-        if marker and marker in line:
-            seen.set()
-
-
 @dataclass
 class Args:
     ready: Path
     hold: Path | None = None
+    iface: str | None = None
+    expect_rx: int = 0
     wait_file: Path | None = None
     wait_line: str | None = None
-    cmd: tuple[str, ...] = ()
+    module: str | None = None
+    tracefs: Path = TRACEFS  # host tests point it at a directory of their own
+    cmd: tuple[str, ...] = ()  # the command, or with ``module`` its arguments
+
+    @property
+    def sniffer(self) -> bool:
+        return self.module is not None or bool(self.cmd)
 
 
 def parse_args(argv: list[str]) -> Args:
     args = Args(Path(argv[0]))
     rest = argv[1:]
     while rest and rest[0] != "--":
+        if len(rest) < 2:
+            raise SystemExit(f"meter: {rest[0]} needs a value")
         opt, value, rest = rest[0], rest[1], rest[2:]
         if opt == "--hold":
             args.hold = Path(value)
+        elif opt == "--iface":
+            args.iface = value
+        elif opt == "--expect-rx":
+            args.expect_rx = int(value)
         elif opt == "--wait-file":
             args.wait_file = Path(value)
         elif opt == "--wait-line":
             args.wait_line = value
+        elif opt == "--module":
+            args.module = value
+        elif opt == "--tracefs":
+            args.tracefs = Path(value)
         else:
             raise SystemExit(f"meter: unknown option {opt}")
     args.cmd = tuple(rest[1:])
     return args
 
 
+def launch(args: Args, out: Path, err: Path) -> int:
+    """The sniffer, forked: a module of this warm interpreter, or a program executed."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
+        if args.module is not None:
+            spawner.child(str(out), str(err), args.module, list(args.cmd))  # never returns
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores it; a program must not
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+        os.dup2(null, 0)
+        os.execvp(args.cmd[0], list(args.cmd))
+    except BaseException as e:
+        os.write(2, f"meter: cannot run {args.cmd[:1]}: {e}\n".encode())
+    os._exit(127)
+
+
+def tail(path: Path, limit: int = 4000) -> str:
+    return path.read_text(errors="replace")[-limit:] if path.exists() else ""
+
+
+def is_ready(args: Args, err: Path) -> bool:
+    if args.wait_file is not None:
+        return args.wait_file.exists()
+    if args.wait_line is not None:
+        return args.wait_line in tail(err, 1 << 20)
+    return True
+
+
+def end_sniffer(pid: int, sig: Signals) -> None:
+    """SIGINT (it reports and exits), SIGKILL if it has not after EXIT_S; unreaped."""
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + EXIT_S
+    while not exited(pid):
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            return
+        sig.wait(1.0)
+
+
+def settle(args: Args, rx0: int | None, sig: Signals) -> None:
+    """After SIGTERM: until the NIC has received ``--expect-rx`` frames in the window."""
+    if rx0 is None or args.expect_rx <= 0:
+        return
+    deadline = time.monotonic() + SETTLE_S
+    while (rx_packets(args.iface) or 0) - rx0 < args.expect_rx and time.monotonic() < deadline:
+        sig.wait(SETTLE_POLL_S)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    stop, go = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: go.set())
-    proc = None
-    out: list[str] = []
-    err: list[str] = []
-    readers: list[threading.Thread] = []
-    if args.cmd:
-        proc = subprocess.Popen(
-            list(args.cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        seen = threading.Event()
-        assert proc.stdout is not None and proc.stderr is not None
-        readers = [
-            threading.Thread(target=collect, args=(proc.stdout, out, None, seen)),
-            threading.Thread(target=collect, args=(proc.stderr, err, args.wait_line, seen)),
-        ]
-        for t in readers:
-            t.start()
-        waits = args.wait_file or args.wait_line
-        while not exited(proc.pid) and not stop.is_set():
-            if (args.wait_file and args.wait_file.exists()) or seen.is_set() or not waits:
-                break
-            time.sleep(0.02)
+    sig = Signals()  # first: from here on no GO or STOP is lost, and none interrupts
+    scratch = Path(tempfile.mkdtemp(prefix="ntalab-meter-"))
+    out, err = scratch / "stdout", scratch / "stderr"
+    try:
+        return measure(args, sig, out, err)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
+    pid = launch(args, out, err) if args.sniffer else None
+    while pid is not None and not is_ready(args, err):
+        if exited(pid) or sig.stop:
+            why = "stopped" if sig.stop else "exited"
+            if not exited(pid):
+                end_sniffer(pid, sig)
+            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            print(
+                f"meter: the sniffer {why} before it was ready (status {status}): {tail(err)}",
+                file=sys.stderr,
+            )
+            return 1
+        sig.wait(READY_POLL_S)
     if args.hold is not None:
         args.ready.write_text("ready\n")
-        while not go.wait(0.05) and not stop.is_set():
-            if proc is not None and exited(proc.pid):
-                break
+        while not (sig.go or sig.stop or (pid is not None and exited(pid))):
+            sig.wait(None)
     # The window starts: the syscall trigger first (arming it takes a moment),
     # then the counters it is measured by, read as close together as can be.
-    counter = SyscallCounter(proc.pid, TRACEFS) if proc is not None else None
+    counter = SyscallCounter(pid, args.tracefs) if pid is not None else None
     if counter is not None:
         counter.start()
-    cpu_at_start = process_cpu(proc.pid) if proc is not None else 0.0
-    ticks_at_start = ticks(proc.pid) if proc is not None else (0, 0)
-    switches_at_start = switches(proc.pid) if proc is not None else (0, 0)
-    before = cpu_times()
-    start = time.monotonic()
+    cpu0 = process_cpu(pid) if pid is not None else 0.0
+    ticks0 = ticks(pid) if pid is not None else (0, 0)
+    switches0 = switches(pid) if pid is not None else (0, 0)
+    rx0, ip0 = rx_packets(args.iface), ip_packets()
+    t0, before = cpu_stat()
     (args.hold or args.ready).write_text("ready\n")
-    while not stop.wait(0.05):
-        if proc is not None and exited(proc.pid):
-            break
-    rc, cpu, vol, invol, syscalls = None, 0.0, 0, 0, None
-    user = system = 0
-    if proc is not None:
-        if not exited(proc.pid):
-            proc.send_signal(signal.SIGINT)
-            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    while not sig.stop and not (pid is not None and exited(pid)):
+        sig.wait(None)  # asleep: the window holds no work of the meter's
+    if sig.stop:
+        settle(args, rx0, sig)
+        if pid is not None and not exited(pid):
+            end_sniffer(pid, sig)
+    rc: int | None = None
+    cpu, vol, invol, user, system = 0.0, 0, 0, 0, 0
+    if pid is not None:
         # Still unreaped: the zombie's /proc/<pid> holds its final times and switches.
-        cpu = process_cpu(proc.pid) - cpu_at_start
-        user, system = (b - a for a, b in zip(ticks_at_start, ticks(proc.pid), strict=True))
-        now = switches(proc.pid)
-        vol, invol = now[0] - switches_at_start[0], now[1] - switches_at_start[1]
-    after = cpu_times()
-    elapsed = time.monotonic() - start
+        cpu = process_cpu(pid) - cpu0
+        user, system = (b - a for a, b in zip(ticks0, ticks(pid), strict=True))
+        now = switches(pid)
+        vol, invol = now[0] - switches0[0], now[1] - switches0[1]
+    t1, after = cpu_stat()
+    rx1, ip1 = rx_packets(args.iface), ip_packets()
     extra: dict[str, str] = {}
+    syscalls = None
     if counter is not None:
         syscalls = counter.stop()  # a zombie makes no calls: read after its exit is the same
         if counter.error:
             extra["syscalls_error"] = counter.error
-    if proc is not None:
-        rc = proc.wait()
-        for t in readers:
-            t.join(timeout=10)
+    if pid is not None:
+        rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     report = MeterReport(
         exit=rc,
         sniffer_cpu_s=cpu,
-        sniffer_user_ticks=user,
-        sniffer_system_ticks=system,
-        elapsed_s=elapsed,
-        cpu_s={k: round(after[k] - before[k], 3) for k in COLUMNS},
-        stdout="".join(out),
-        stderr="".join(err)[-4000:],
+        elapsed_s=t1 - t0,
+        stat_before=before,
+        stat_after=after,
+        stdout=out.read_text(errors="replace") if out.exists() else "",
+        stderr=tail(err),
+        rx_packets=None if rx0 is None or rx1 is None else rx1 - rx0,
+        ip_packets=None if ip0 is None or ip1 is None else ip1 - ip0,
         voluntary_switches=vol,
         involuntary_switches=invol,
         syscalls=syscalls,
         extra=extra,
+        sniffer_user_ticks=user,
+        sniffer_system_ticks=system,
     )
     print(dumps(report))
     return 0

@@ -60,21 +60,110 @@ class AfpacketReport(FlatReport):
 
 
 @dataclass(frozen=True)
-class MeterReport(FlatReport):
-    """lab.guestside.meter: one sniffer's CPU and context switches over a measured window."""
+class CpuStat:
+    """/proc/stat's first line (every CPU together, in USER_HZ ticks) and the CPUs online.
 
-    exit: int | None
-    sniffer_cpu_s: float
-    elapsed_s: float
-    cpu_s: dict[str, float]  # /proc/stat column -> seconds, all CPUs
+    With NO_HZ (Debian's kernels) ``idle`` and ``iowait`` come from the idle
+    periods themselves, measured in ns and only printed in ticks; the other
+    columns are sampled at each tick.
+    """
+
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+    steal: int
+    cpus: int  # the "cpuN" lines: the CPUs online
+    hz: int  # USER_HZ: ticks per second
+
+    @classmethod
+    def parse(cls, text: str, hz: int) -> CpuStat:
+        lines = text.splitlines()
+        head = lines[0].split() if lines else []
+        if len(head) < 9 or head[0] != "cpu":
+            raise ValueError(f"not /proc/stat: {text[:80]!r}")
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, head[1:9])
+        cpus = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+        return cls(user, nice, system, idle, iowait, irq, softirq, steal, cpus, hz)
+
+
+@dataclass(frozen=True)
+class MeterReport:
+    """lab.guestside.meter: one sniffer's costs, and the whole guest's, over a measured window."""
+
+    exit: int | None  # the sniffer's exit status (None: no sniffer)
+    sniffer_cpu_s: float  # its CPU time over the window (the scheduler's runtime)
+    elapsed_s: float  # the window, between the two reads of /proc/stat
+    stat_before: CpuStat
+    stat_after: CpuStat
     stdout: str
     stderr: str
+    rx_packets: int | None = None  # the NIC's received frames over the window (--iface)
+    ip_packets: int | None = None  # IP packets the stack received (after GRO), every NIC
     voluntary_switches: int = 0
     involuntary_switches: int = 0
     syscalls: int | None = None  # counted by the kernel's tracing, where it can
     extra: dict[str, Any] = field(default_factory=dict)
     sniffer_user_ticks: int = 0  # clock ticks charged to its own code ...
     sniffer_system_ticks: int = 0  # ... and to the kernel on its behalf
+
+    @classmethod
+    def from_json(cls, text: str) -> MeterReport:
+        data: dict[str, Any] = json.loads(text)
+        data["stat_before"] = CpuStat(**data["stat_before"])
+        data["stat_after"] = CpuStat(**data["stat_after"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class NtadumpIface:
+    """One interface of ``ntadump --json``: what it captured, and the module's counts of the
+    device while attached (NTA_IOC_DEV_STATS; None where the module would not say)."""
+
+    captured: int
+    received: int | None = None
+    published: int | None = None
+    unserved: int | None = None
+    not_shared: int | None = None
+    ring_full: int | None = None
+    skipped: int | None = None
+    fault_dropped: int | None = None
+    gone: bool = False
+
+    @property
+    def missed(self) -> int | None:
+        """Frames the device received that the reader did not get (None: not counted)."""
+        parts = (self.unserved, self.not_shared, self.ring_full, self.skipped, self.fault_dropped)
+        return None if any(p is None for p in parts) else sum(p or 0 for p in parts)
+
+
+@dataclass(frozen=True)
+class NtadumpReport:
+    """``ntadump --json``: the summary it prints on stdout at exit (kmod/ntadump/ntadump.c).
+
+    ``wakeups``, ``records`` and ``committed`` are the module's counts for
+    this reader (NTA_IOC_READER_STATS), ``refused`` the module's bad-commit
+    counters by reason (NTA_IOC_STATS): None where the module would not say.
+    """
+
+    frames: int
+    bytes: int  # of the frames captured, as long as on the wire
+    rejected: int  # frames it could not write (said on stderr, committed all the same)
+    syscalls: int  # its own count, from the capture's start
+    wakeups: int | None
+    records: int | None
+    committed: int | None
+    refused: dict[str, int] | None
+    interfaces: dict[str, NtadumpIface]
+
+    @classmethod
+    def from_json(cls, text: str) -> NtadumpReport:
+        data: dict[str, Any] = json.loads(text)
+        data["interfaces"] = {k: NtadumpIface(**v) for k, v in data["interfaces"].items()}
+        return cls(**data)
 
 
 @dataclass(frozen=True)

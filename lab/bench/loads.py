@@ -1,0 +1,311 @@
+"""The loads a sniffer meets, each driven from the host; one load runs through all its rounds.
+
+- ``FrameLoad``: UDP frames injected into the lab's e1000 at a fixed rate
+  (``fixed``: 2000/s, mixed sizes; ``fixed-64``, ``fixed-512``,
+  ``fixed-1514``: the frame-size sweep) or as fast as the NIC takes them
+  (``max``: e1000's back-pressure).
+- ``WebLoad``: a small HTTP server in the guest answering 8 KiB pages to 8
+  host clients, a connection per request (the seed's httperf run).
+- ``BulkLoad``: a bulk TCP download into the guest, several connections at
+  once, big writes, with GRO on (the kernel's default on every real NIC,
+  turned off for every other load and test): each connection's segments are
+  merged into frames of up to 64 KiB before anything sees them.
+
+The web and bulk loads reach the guest through a second e1000 on QEMU's
+user-mode network (``UserNet``), whose only traffic is loopback ports of the
+host QEMU forwards to the guest. ``restrict=on`` keeps the guest from
+reaching anything, the host included, except through those forwards; so the
+bulk load's sender connects from the host (its data flows into the guest as
+a download's does) rather than the guest connecting out to the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from lab import LabError, traffic
+from lab.guestnet import GuestNic, Link
+from lab.labenv import LabEnv
+
+# After a load that sniffers cannot count (web, bulk), before they are stopped:
+# longer than any sniffer's batching delay (libpcap's block timeout in tcpdump
+# is 1 s, NTA's default wakeup 200 ms), so each has taken every frame.
+SETTLE_S = 1.5
+
+
+class Nic(Enum):
+    """The NIC a load arrives on."""
+
+    LAB = "lab"  # the lab's e1000: frames injected through its host end
+    USER = "user"  # the e1000 on QEMU's user-mode network: forwarded loopback ports
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a load did in one trial, in its own unit."""
+
+    count: int
+    unit: str  # frames, requests, bytes
+    seconds: float
+
+
+Drive = Callable[[], Sent]
+
+
+class Load(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def nic(self) -> Nic: ...
+
+    @property
+    def frames(self) -> int | None:
+        """Frames each trial sends, which sniffers stop at (None: they run until stopped)."""
+        ...
+
+    @property
+    def guest_port(self) -> int | None:
+        """The guest TCP port the user-mode network forwards to it, if any."""
+        ...
+
+    def describe(self) -> str: ...
+
+    def running(
+        self, env: LabEnv, nic: Link, host_port: int | None
+    ) -> contextlib.AbstractContextManager[Drive]:
+        """Its guest side set up for all its rounds; the function that makes one trial's load."""
+        ...
+
+
+# -- the user-mode network --------------------------------------------------------------------
+
+USER_MAC = "52:54:00:4e:fe:00"
+USER_NET = "10.77.254"
+USER_GUEST_IP = f"{USER_NET}.2"
+
+
+@dataclass(frozen=True)
+class UserNet:
+    """An e1000 on QEMU's user-mode network: only forwarded host loopback ports reach it."""
+
+    forwards: tuple[tuple[int, int], ...]  # (guest port, host loopback port)
+
+    @classmethod
+    def plan(cls, guest_ports: Iterable[int]) -> UserNet:
+        return cls(tuple((port, free_loopback_port()) for port in guest_ports))
+
+    def host_port(self, guest_port: int) -> int:
+        return dict(self.forwards)[guest_port]
+
+    def qemu_opts(self) -> tuple[str, ...]:
+        fwd = "".join(
+            f",hostfwd=tcp:127.0.0.1:{host}-{USER_GUEST_IP}:{guest}"
+            for guest, host in self.forwards
+        )
+        netdev = f"user,id=user,net={USER_NET}.0/24,host={USER_NET}.1,restrict=on{fwd}"
+        return ("-netdev", netdev, "-device", f"e1000,netdev=user,mac={USER_MAC}")
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# -- frames injected ----------------------------------------------------------------------------
+
+DISTINCT = 1000  # frames built per load, sent over again: load, not a delivery check
+
+
+@dataclass(frozen=True)
+class FrameLoad:
+    """``frames`` UDP frames per trial at ``rate`` (None: as fast as the NIC takes them),
+    of ``size`` bytes (None: random sizes, 60..1514)."""
+
+    name: str
+    frames: int
+    rate: float | None
+    size: int | None = None
+    nic: Nic = Nic.LAB
+    guest_port: int | None = None
+
+    def describe(self) -> str:
+        rate = f"{self.rate:.0f}/s" if self.rate else "as fast as the NIC takes them"
+        size = f"{self.size} B" if self.size else "60..1514 B"
+        return f"{self.frames} UDP frames of {size} at {rate}"
+
+    @contextlib.contextmanager
+    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+        if not isinstance(nic, GuestNic):
+            raise LabError(f"load {self.name}: frames are injected into a lab NIC, not {nic.name}")
+        sizes = (self.size,) if self.size else None
+        distinct = traffic.filler(env.addrs(nic), min(self.frames, DISTINCT), sizes, seed=1)
+        env.save_pcap(nic, f"bench-{self.name}", distinct)
+        batch = (distinct * (self.frames // len(distinct) + 1))[: self.frames]
+
+        def drive() -> Sent:
+            done = traffic.inject(nic.host, batch, self.rate)
+            return Sent(done.sent, "frames", done.elapsed)
+
+        yield drive
+
+
+# -- the web server -------------------------------------------------------------------------------
+
+WEB_PORT = 8080
+WEB_CLIENTS = 8
+PAGE = 8192  # lab.guestside.httpd's page
+
+
+@dataclass(frozen=True)
+class WebLoad:
+    """``requests`` GETs of an 8 KiB page per trial, ``clients`` at a time."""
+
+    requests: int
+    clients: int = WEB_CLIENTS
+    name: str = "web"
+    nic: Nic = Nic.USER
+    frames: int | None = None
+    guest_port: int | None = WEB_PORT
+
+    def describe(self) -> str:
+        return f"{self.requests} HTTP requests for 8 KiB, {self.clients} clients, a connection each"
+
+    @contextlib.contextmanager
+    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+        assert host_port is not None
+        ready = env.outdir / "ready-httpd"
+        args = (nic.guest_ip, WEB_PORT, ready)
+        with env.spawn("httpd", "lab.guestside.httpd", *args) as server:
+            server.wait_file(ready)
+            # One request first: slirp and the guest's ARP entry for it are set
+            # up before anything is measured.
+            if fetch_pages(host_port, 1).count != 1:
+                raise LabError(f"the guest's HTTP server does not answer on 127.0.0.1:{host_port}")
+
+            def drive() -> Sent:
+                done = fetch_pages(host_port, self.requests, self.clients)
+                if done.count < self.requests:
+                    raise LabError(f"web: {self.requests - done.count} requests failed")
+                return done
+
+            yield drive
+
+
+def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> Sent:
+    """``requests`` GETs over ``clients`` connections at a time, one connection each; the
+    requests answered with the whole page."""
+    left = iter(range(requests))
+    lock = threading.Lock()
+    done = 0
+    errors: Counter[str] = Counter()
+
+    def client() -> None:
+        nonlocal done
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", "/")
+                body = conn.getresponse().read()
+            except OSError as err:  # counted as not done
+                with lock:
+                    errors[type(err).__name__] += 1
+                continue
+            finally:
+                conn.close()
+            if len(body) == PAGE:
+                with lock:
+                    done += 1
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Sent(done, "requests", time.monotonic() - start)
+
+
+# -- the bulk download ------------------------------------------------------------------------
+
+BULK_PORT = 8081
+BULK_CONNECTIONS = 4
+WRITE = 1 << 18  # bytes per send: big writes, full-sized segments
+
+
+@dataclass(frozen=True)
+class BulkLoad:
+    """``mib`` MiB per trial into the guest over ``connections`` TCP connections at once,
+    GRO on for the NIC meanwhile."""
+
+    mib: int
+    connections: int = BULK_CONNECTIONS
+    name: str = "bulk"
+    nic: Nic = Nic.USER
+    frames: int | None = None
+    guest_port: int | None = BULK_PORT
+
+    def describe(self) -> str:
+        return f"{self.mib} MiB downloaded over {self.connections} TCP connections, GRO on"
+
+    @contextlib.contextmanager
+    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+        assert host_port is not None
+        ready = env.outdir / "ready-tcpsink"
+        args = (nic.guest_ip, BULK_PORT, ready)
+        env.net.set_gro(nic, True)
+        try:
+            with env.spawn("tcpsink", "lab.guestside.tcpsink", *args) as sink:
+                sink.wait_file(ready)
+                push(host_port, 1 << 16, 1)  # slirp and ARP set up before anything is measured
+                each = self.mib * (1 << 20) // self.connections
+
+                def drive() -> Sent:
+                    return push(host_port, each, self.connections)
+
+                yield drive
+        finally:
+            env.net.set_gro(nic, False)
+
+
+def push(port: int, each: int, connections: int) -> Sent:
+    """``each`` bytes over each of ``connections`` connections at once; returns once the
+    guest's sink has read them all (it closes a connection at its end)."""
+    errors: list[str] = []
+    data = memoryview(bytes(WRITE))
+
+    def send() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+                left = each
+                while left > 0:
+                    left -= s.send(data[: min(left, WRITE)])
+                s.shutdown(socket.SHUT_WR)
+                if s.recv(1):  # the sink never writes: b"" once it closed
+                    errors.append("the sink answered")
+        except OSError as e:
+            errors.append(f"{type(e).__name__}: {e}")
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=send) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise LabError(f"bulk: {len(errors)} of {connections} connections failed: {errors[0]}")
+    return Sent(each * connections, "bytes", time.monotonic() - start)

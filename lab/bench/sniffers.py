@@ -1,0 +1,234 @@
+"""The sniffers the benchmark compares: one class each, found by name in ``SNIFFERS``.
+
+A sniffer says how the guest-side meter starts it and knows it is ready
+(``launch``), and what it says of its own run (``figures``): frames seen,
+frames it says it missed, its own counts. Every sniffer takes received
+frames only (NTA publishes nothing else; AF_PACKET is set to ignore
+outgoing ones, tcpdump runs with ``-Q in``). The Python readers do the same
+work per frame (a CRC32 over its bytes, read in place), as do the native
+ones (write it to /dev/null), so each pair differs only by the path the
+bytes take.
+
+- ``none``: no sniffer, NTA not loaded: the baseline every cost is measured from;
+- ``none-loaded``: no sniffer, NTA loaded but serving no device: what the
+  module costs a device it does not serve;
+- ``afpacket``: a TPACKET_V3 mmap ring (what libpcap uses) read in Python;
+- ``tcpdump``: ``tcpdump -Q in -w /dev/null`` itself (the host's: the guest
+  runs the host's userspace);
+- ``pysniff``: NTA's Python reader, bulk path, reading its chunks in place;
+- ``ntadump``: NTA's native reader, ``-w /dev/null --json``.
+
+NTA is loaded with its default parameters for every sniffer but ``none``; it
+serves a device only once a reader attaches it, so under ``afpacket`` and
+``tcpdump`` it is loaded and idle, as under ``none-loaded``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from lab import LabError, UsageError
+from lab.guestside.reports import AfpacketReport, MeterReport, NtadumpReport
+from pysniff.report import SniffReport
+
+# NTA's chunk: a page. Each record of a reader's ring is one.
+NTA_CHUNK = 4096
+# A sniffer under a load with no frame count runs until it is stopped.
+UNTIL_STOPPED = 10**9
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The programs the native sniffers run (the host's: the guest runs its userspace)."""
+
+    ntadump: str
+    tcpdump: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the meter starts a sniffer, and how it knows the sniffer is ready."""
+
+    args: tuple[str, ...]  # the command; with ``module``, the module's arguments
+    module: str | None = None  # a Python module, forked from the guest's warm interpreter
+    ready_file: Path | None = None  # the sniffer creates it once ready
+    ready_line: str | None = None  # ... or prints this on stderr
+
+    def meter_args(self) -> list[str]:
+        out: list[str] = []
+        if self.ready_file is not None:
+            out += ["--wait-file", str(self.ready_file)]
+        if self.ready_line is not None:
+            out += ["--wait-line", self.ready_line]
+        if self.module is not None:
+            out += ["--module", self.module]
+        return [*out, "--", *self.args]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a sniffer says of its own run, beside what the meter measured."""
+
+    seen: int  # frames it captured (GRO on: merged frames, as it saw them)
+    missed: int | None = None  # frames it says the kernel had and did not give it
+    buf_bytes: int | None = None  # NTA: a chunk per record; AF_PACKET: block bytes filled
+    own_syscalls: int | None = None  # NTA readers' own counts, to cross-check the meter's
+    own_wakeups: int | None = None
+
+
+class Sniffer(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_module(self) -> bool:
+        """NTA loaded during its trials."""
+        ...
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch | None:
+        """How the meter starts it on ``iface``, stopping after ``count`` frames (None: when
+        stopped); None: no process, the window alone."""
+        ...
+
+    def figures(self, report: MeterReport, iface: str) -> Figures: ...
+
+
+@dataclass(frozen=True)
+class Idle:
+    """No sniffer: what receiving costs alone, with NTA loaded or not."""
+
+    name: str
+    needs_module: bool
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch | None:
+        return None
+
+    def figures(self, report: MeterReport, iface: str) -> Figures:
+        return Figures(seen=report.rx_packets or 0)
+
+
+class Afpacket:
+    name = "afpacket"
+    needs_module = True
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+        args = (iface, str(count or UNTIL_STOPPED), "3600", str(ready))
+        return Launch(args, module="lab.guestside.afpacket", ready_file=ready)
+
+    def figures(self, report: MeterReport, iface: str) -> Figures:
+        afp = AfpacketReport.from_json(report.stdout)
+        return Figures(afp.frames, afp.kernel_drops, buf_bytes=afp.bytes_in_blocks)
+
+
+@dataclass(frozen=True)
+class TcpdumpStats:
+    """The counts tcpdump prints on stderr at exit (libpcap's pcap_stats)."""
+
+    captured: int
+    received_by_filter: int | None
+    dropped_by_kernel: int | None
+
+
+_TCPDUMP_COUNT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)$")
+
+
+def parse_tcpdump(stderr: str) -> TcpdumpStats:
+    """tcpdump's own counts: the only figures still read from a program's text (it is not
+    ours); a LabError if it printed none."""
+    counts = {}
+    for line in stderr.splitlines():
+        if m := _TCPDUMP_COUNT.match(line.strip()):
+            counts[m.group(2)] = int(m.group(1))
+    if "captured" not in counts:
+        raise LabError(f"tcpdump printed no capture count: {stderr[-500:]!r}")
+    return TcpdumpStats(
+        counts["captured"], counts.get("received by filter"), counts.get("dropped by kernel")
+    )
+
+
+class Tcpdump:
+    name = "tcpdump"
+    needs_module = True
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+        args = [tools.tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null"]
+        args += ["-B", "2048"]  # 2 MiB, as the AF_PACKET reader's ring
+        if count is not None:
+            args += ["-c", str(count)]
+        return Launch(tuple(args), ready_line="listening on")
+
+    def figures(self, report: MeterReport, iface: str) -> Figures:
+        stats = parse_tcpdump(report.stderr)
+        return Figures(stats.captured, stats.dropped_by_kernel)
+
+
+class Pysniff:
+    name = "pysniff"
+    needs_module = True
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+        # The module's default wakeup policy: what a reader gets without asking.
+        args = ["-i", iface, "--json", "--ready-file", str(ready), "--bulk"]
+        if count is not None:
+            args += ["-c", str(count)]
+        return Launch(tuple(args), module="pysniff.cli", ready_file=ready)
+
+    def figures(self, report: MeterReport, iface: str) -> Figures:
+        sn = SniffReport.from_json(report.stdout)
+        return Figures(
+            sn.frames,
+            sn.missed(iface),
+            buf_bytes=NTA_CHUNK * sn.reader.records,
+            own_syscalls=sn.syscalls,
+            own_wakeups=sn.reader.wakeups,
+        )
+
+
+class Ntadump:
+    name = "ntadump"
+    needs_module = True
+
+    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+        args = [tools.ntadump, "-i", iface, "-w", "/dev/null", "--json"]
+        if count is not None:
+            args += ["-c", str(count)]
+        return Launch(tuple(args), ready_line="ntadump: listening on")
+
+    def figures(self, report: MeterReport, iface: str) -> Figures:
+        nd = NtadumpReport.from_json(report.stdout)
+        dev = nd.interfaces.get(iface)
+        return Figures(
+            nd.frames,
+            dev.missed if dev is not None else None,
+            buf_bytes=NTA_CHUNK * nd.records if nd.records is not None else None,
+            own_syscalls=nd.syscalls,
+            own_wakeups=nd.wakeups,
+        )
+
+
+SNIFFERS: dict[str, Sniffer] = {
+    s.name: s
+    for s in (
+        Idle("none", needs_module=False),
+        Idle("none-loaded", needs_module=True),
+        Afpacket(),
+        Tcpdump(),
+        Pysniff(),
+        Ntadump(),
+    )
+}
+IDLE = ("none", "none-loaded")  # no sniffer process: the window alone
+
+
+def parse(text: str) -> list[Sniffer]:
+    """A comma list of sniffer names, in the registry's order (none first, so NTA is
+    unloaded and loaded once a round); a UsageError names an unknown one."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SNIFFERS]
+    if unknown or not names:
+        what = f"unknown sniffer {unknown[0]!r}" if unknown else "no sniffer given"
+        raise UsageError(f"--sniffers: {what}; known: {', '.join(SNIFFERS)}")
+    return [s for name, s in SNIFFERS.items() if name in names]

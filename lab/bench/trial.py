@@ -1,0 +1,232 @@
+"""One trial: one sniffer under one load, one round, on the lab's own guest.
+
+A trial runs inside ``env.test_scope``: its meter (and so its sniffer) is a
+background program of the test (``env.bkg``), stopped when the trial ends
+whatever happens. Its steps:
+
+1. NTA loaded or not, as the sniffer needs (unloading bounces the links: the
+   rings may hold NTA's buffers);
+2. the meter starts the sniffer and says when it is ready (an NTA reader has
+   attached its device);
+3. the link bounces (``GuestNet.bounce``): the driver refills its ring, from
+   the reader's pool for an NTA reader; every trial bounces, so all go
+   through the same steps, and none pays for it: it is outside the window;
+4. SIGUSR1: the meter opens the window; then the load;
+5. the window ends when the sniffer has taken the load's frames and exited,
+   or, for a load it cannot count (web, bulk) and for no sniffer, when the
+   host stops the meter (after ``loads.SETTLE_S`` for those loads; the meter
+   then waits until the NIC took every frame sent).
+
+Steps 1 to 4 are set-up: a failure there (a program not ready, a link
+without carrier) is the infrastructure's, not a finding. The trial is tried
+once more, and the retry is recorded (in bench.json and the table); a
+second failure is an error that names what was not ready and why, both
+times. Nothing after the window opened is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lab import LabError
+from lab.bench import host
+from lab.bench.loads import SETTLE_S, Drive, Load, Nic
+from lab.bench.sniffers import Sniffer, Tools
+from lab.bench.stats import Trial, busy_seconds
+from lab.events import EventLog
+from lab.guestnet import Link
+from lab.guestside.reports import MeterReport
+from lab.labenv import LabEnv
+from lab.records import EventKind
+from lab.wait import WaitTimeout
+
+STARTED_S = 60.0  # SIGUSR1 to the window open: the meter only reads a few files
+EXIT_S = 20.0  # after the load, for a sniffer to take its last frames and exit (tcpdump: 1 s)
+RESULT_S = 120.0  # after the window, for the meter's report
+
+
+class SetupError(LabError):
+    """A trial's set-up failed: ``what`` was not ready, ``why``."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} was not ready: {why}")
+        self.what = what
+        self.why = why
+
+
+@contextlib.contextmanager
+def setting_up(what: str) -> Iterator[None]:
+    """A LabError in the block is a set-up failure of ``what``."""
+    try:
+        yield
+    except SetupError:
+        raise
+    except LabError as e:
+        raise SetupError(what, str(e)) from e
+
+
+class ModuleState:
+    """NTA loaded or not, as each sniffer needs it.
+
+    Unloaded, the links bounce (their rings may hold buffers NTA handed them);
+    loaded, they need not: without attach= NTA serves no device until a reader
+    attaches it, and each trial bounces its own NIC anyway.
+    """
+
+    def __init__(self, env: LabEnv, module: Path | None, links: Sequence[Link]) -> None:
+        self.env = env
+        self.module = module
+        self.links = links
+
+    def want(self, loaded: bool) -> None:
+        if loaded == (self.env.nta.loaded is not None):
+            return
+        if not loaded:
+            self.env.nta.unload(bounce=self.links)
+        elif self.module is None:
+            raise LabError("NTA was not built, but a sniffer needs it loaded")
+        else:
+            self.env.nta.load(self.module, "")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every trial of a run needs."""
+
+    env: LabEnv
+    nics: dict[Nic, Link]
+    module: ModuleState
+    tools: Tools
+    rounds: int
+    events: EventLog
+
+
+def retried_once(attempt: Callable[[], Trial], retrying: Callable[[str], None]) -> Trial:
+    """``attempt``, and once more if its set-up failed (``retrying`` says why first); the
+    trial records the first failure. A second set-up failure names both."""
+    try:
+        return attempt()
+    except SetupError as first:
+        retrying(str(first))
+        try:
+            trial = attempt()
+        except SetupError as second:
+            raise LabError(f"{second}; the first time: {first.why}") from second
+        return replace(trial, retries=(str(first),))
+
+
+def run_trial(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) -> Trial:
+    name = f"{load.name} {sniffer.name} round {rnd + 1}/{bench.rounds}"
+    bench.events(EventKind.TEST, test=name)
+    trial = retried_once(
+        lambda: attempt(bench, load, drive, sniffer, rnd),
+        lambda why: bench.events(EventKind.RETRY, test=name, detail=why),
+    )
+    bench.events(EventKind.DONE, test=name, outcome="pass", detail=progress_detail(trial))
+    return trial
+
+
+def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) -> Trial:
+    env, nic = bench.env, bench.nics[load.nic]
+    tag = f"bench-{load.name}-{sniffer.name}-{rnd}"
+    ready, started = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.started"
+    inner, out = env.outdir / f"{tag}.sniffer-ready", env.outdir / f"{tag}.json"
+    for path in (ready, started, inner, out):
+        path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
+    launch = sniffer.launch(nic.iface, load.frames, inner, bench.tools)
+    argv: list[object] = [ready, "--hold", started, "--iface", nic.iface]
+    argv += ["--expect-rx", load.frames or 0, *(launch.meter_args() if launch else [])]
+    with env.test_scope(tag):
+        with setting_up("NTA " + ("loaded" if sniffer.needs_module else "unloaded")):
+            bench.module.want(sniffer.needs_module)
+        with setting_up(f"{sniffer.name}, under the meter"):
+            meter = env.bkg(tag, "lab.guestside.meter", *argv, ready=ready, out=out)
+        with setting_up(f"{nic.iface}'s link"):
+            env.net.bounce([nic])
+        with setting_up("the measured window"):
+            meter.signal("USR1")
+            meter.wait_file(started, STARTED_S)
+        host0, t0 = host.Snapshot.take(), time.monotonic()
+        sent = drive()
+        if launch is not None and load.frames is not None:
+            # It stops at the load's count; one that missed frames is stopped.
+            with contextlib.suppress(WaitTimeout):
+                meter.wait(EXIT_S)
+        elif load.frames is None:
+            # Settled, so that a batching sniffer has taken the last frames; the
+            # same wait for every sniffer under this load, none included.
+            settle()
+        if meter.poll() is None:
+            meter.signal("TERM")
+        report = meter.result(MeterReport.from_json, RESULT_S)
+        contention = host.others(host0, host.Snapshot.take(), time.monotonic() - t0)
+    trial = trial_of(tag, load, sniffer, rnd, report, sent.count, sent.unit, sent.seconds, nic)
+    return replace(trial, host_others=contention)
+
+
+def settle() -> None:
+    """SETTLE_S of nothing: longer than any sniffer's batching delay (a fixed time, not a
+    poll: what the sniffers hold is not visible from outside until they exit)."""
+    time.sleep(SETTLE_S)
+
+
+def trial_of(
+    tag: str, load: Load, sniffer: Sniffer, rnd: int, report: MeterReport,
+    sent: int, unit: str, sent_s: float, nic: Link,
+) -> Trial:  # fmt: skip
+    """The trial's record, from the meter's report and what the sniffer says."""
+    if report.exit not in (0, None):
+        raise LabError(f"{tag}: {sniffer.name} exited {report.exit}: {report.stderr[-1500:]}")
+    rx = report.rx_packets
+    if rx is None:
+        raise LabError(f"{tag}: the meter counted no frames on {nic.iface}")
+    if load.frames is not None and rx < load.frames:
+        raise LabError(f"{tag}: {nic.iface} received {rx} of the {load.frames} frames sent")
+    figures = sniffer.figures(report, nic.iface)
+    before, after = report.stat_before, report.stat_after
+    process = report.exit is not None
+    return Trial(
+        load=load.name,
+        sniffer=sniffer.name,
+        round=rnd,
+        process=process,
+        sent=sent,
+        sent_unit=unit,
+        sent_s=round(sent_s, 3),
+        rx=rx,
+        stack=report.ip_packets,
+        seen=figures.seen,
+        missed=figures.missed,
+        window_s=round(report.elapsed_s, 4),
+        busy_s=round(busy_seconds(before, after, report.elapsed_s), 4),
+        softirq_s=(after.softirq - before.softirq) / after.hz,
+        sniffer_cpu_s=report.sniffer_cpu_s,
+        module_loaded=sniffer.needs_module,
+        syscalls=report.syscalls if process else None,
+        wakeups=report.voluntary_switches if process else None,
+        involuntary=report.involuntary_switches if process else None,
+        buf_bytes=figures.buf_bytes,
+        own_syscalls=figures.own_syscalls,
+        own_wakeups=figures.own_wakeups,
+        user_ticks=report.sniffer_user_ticks,
+        system_ticks=report.sniffer_system_ticks,
+    )
+
+
+def progress_detail(t: Trial) -> str:
+    """A trial's key figures, for its progress line."""
+    frames = max(t.rx, 1)
+    parts = [f"{t.seen}/{t.rx} frames", f"guest busy {t.busy_s / frames * 1e6:.1f} us/frame"]
+    if t.process:
+        parts.append(f"sniffer {t.sniffer_cpu_s / frames * 1e6:.1f} us/frame")
+        if t.syscalls is not None:
+            parts.append(f"{t.syscalls / frames * 1000:.1f} syscalls/1k")
+        if t.wakeups is not None:
+            parts.append(f"{t.wakeups / frames * 1000:.1f} wakeups/1k")
+    if t.missed:
+        parts.append(f"missed {t.missed}")
+    return ", ".join(parts)

@@ -1,0 +1,92 @@
+"""The bench's loads on the host: the guest-side servers run here, on loopback, against
+the drivers the host uses; the user-mode network's QEMU arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import LabError, traffic
+from lab.bench import loads
+from lab.bench.loads import BulkLoad, FrameLoad, UserNet, WebLoad
+from lab.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+Start = Callable[[str], int]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Start]:
+    """Starts a guest-side server module on host loopback: ``server(module)`` -> port."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(module: str) -> int:
+        port = loads.free_loopback_port()
+        ready = tmp_path / f"ready-{module}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "127.0.0.1", str(port), str(ready)], cwd=REPO
+        )
+        procs.append(proc)
+        wait_until(
+            ready.exists, 30, module, failed=lambda: None if proc.poll() is None else "exited"
+        )
+        return port
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_every_request_gets_the_whole_page(server: Start) -> None:
+    port = server("lab.guestside.httpd")
+    done = loads.fetch_pages(port, 40, clients=4)
+    assert (done.count, done.unit) == (40, "requests")
+
+
+def test_the_bulk_sender_returns_once_the_sink_read_every_byte(server: Start) -> None:
+    port = server("lab.guestside.tcpsink")
+    done = loads.push(port, 3 * (1 << 20) + 17, 3)
+    assert (done.count, done.unit) == (3 * (3 * (1 << 20) + 17), "bytes")
+
+
+def test_a_bulk_connection_refused_is_an_error() -> None:
+    port = loads.free_loopback_port()  # nothing listens there
+    with pytest.raises(LabError, match="bulk: 2 of 2 connections failed: ConnectionRefusedError"):
+        loads.push(port, 100, 2)
+
+
+def test_the_user_network_forwards_only_host_loopback_ports() -> None:
+    net = UserNet(((8080, 41234), (8081, 41235)))
+    opts = net.qemu_opts()
+    assert opts[0] == "-netdev" and opts[2] == "-device"
+    netdev = opts[1]
+    assert "restrict=on" in netdev  # the guest reaches nothing, the host included
+    assert "hostfwd=tcp:127.0.0.1:41234-10.77.254.2:8080" in netdev
+    assert "hostfwd=tcp:127.0.0.1:41235-10.77.254.2:8081" in netdev
+    assert netdev.count("hostfwd=") == 2 and "guestfwd" not in netdev
+    assert opts[3] == f"e1000,netdev=user,mac={loads.USER_MAC}"
+    assert net.host_port(8081) == 41235
+    planned = UserNet.plan([8080, 8081])
+    assert [g for g, _ in planned.forwards] == [8080, 8081]
+
+
+def test_load_shapes() -> None:
+    sweep = FrameLoad("fixed-64", 10000, 2000.0, 64)
+    assert sweep.describe() == "10000 UDP frames of 64 B at 2000/s"
+    assert FrameLoad("max", 60000, None).describe().endswith("as fast as the NIC takes them")
+    assert (sweep.frames, sweep.guest_port) == (10000, None)
+    assert (WebLoad(600).frames, WebLoad(600).guest_port) == (None, loads.WEB_PORT)
+    bulk = BulkLoad(24)
+    assert (bulk.frames, bulk.guest_port, bulk.connections) == (None, loads.BULK_PORT, 4)
+    assert bulk.describe() == "24 MiB downloaded over 4 TCP connections, GRO on"
+    sizes = {len(f) for f in traffic.filler(traffic.Addresses("52:54:00:4e:00:00"), 50, (64,))}
+    assert sizes == {64}
+    with pytest.raises(LabError, match=r"frame size 41 outside 42\.\.1514"):
+        traffic.filler(traffic.Addresses("52:54:00:4e:00:00"), 1, (41,))

@@ -1,0 +1,100 @@
+"""The bench's sniffers: how the meter starts each, and what each says of its own run
+(tcpdump's text on its real output; the NTA readers' and AF_PACKET's typed reports)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from lab import LabError, UsageError
+from lab.bench import sniffers
+from lab.bench.sniffers import SNIFFERS, Tools, parse, parse_tcpdump
+from lab.guestside.reports import AfpacketReport, CpuStat, MeterReport
+from pysniff.abi import DevStats, ReaderStats, Stats
+from pysniff.report import SniffReport
+
+DATA = Path(__file__).parent / "data" / "tcpdump"
+TOOLS = Tools(ntadump="/b/ntadump", tcpdump="/usr/bin/tcpdump")
+READY = Path("/r/ready")
+
+
+def meter(stdout: str = "", stderr: str = "", rx: int | None = 77) -> MeterReport:
+    stat = CpuStat(0, 0, 0, 0, 0, 0, 0, 0, 2, 100)
+    return MeterReport(0, 0.1, 1.0, stat, stat, stdout, stderr, rx_packets=rx)
+
+
+def test_the_registry_in_its_order_and_names_checked() -> None:
+    assert list(SNIFFERS) == ["none", "none-loaded", "afpacket", "tcpdump", "pysniff", "ntadump"]
+    assert [s.name for s in parse("ntadump,none,pysniff")] == ["none", "pysniff", "ntadump"]
+    with pytest.raises(UsageError, match="unknown sniffer 'nta'; known: none, none-loaded"):
+        parse("none,nta")
+    with pytest.raises(UsageError, match="no sniffer given"):
+        parse(",")
+    assert [s.needs_module for s in SNIFFERS.values()] == [False, True, True, True, True, True]
+
+
+def test_how_the_meter_starts_each() -> None:
+    def args(name: str, count: int | None) -> list[str]:
+        launch = SNIFFERS[name].launch("eth1", count, READY, TOOLS)
+        return launch.meter_args() if launch is not None else []
+
+    assert args("none", 5) == [] and args("none-loaded", None) == []
+    assert args("tcpdump", 5) == [
+        "--wait-line", "listening on", "--", "/usr/bin/tcpdump", "-i", "eth1", "-n", "-Q", "in",
+        "-w", "/dev/null", "-B", "2048", "-c", "5",
+    ]  # fmt: skip
+    assert "-c" not in args("tcpdump", None)  # runs until stopped
+    assert args("ntadump", 5) == [
+        "--wait-line", "ntadump: listening on", "--", "/b/ntadump", "-i", "eth1",
+        "-w", "/dev/null", "--json", "-c", "5",
+    ]  # fmt: skip
+    assert args("pysniff", None) == [
+        "--wait-file", "/r/ready", "--module", "pysniff.cli", "--", "-i", "eth1", "--json",
+        "--ready-file", "/r/ready", "--bulk",
+    ]  # fmt: skip
+    assert args("afpacket", 5) == [
+        "--wait-file", "/r/ready", "--module", "lab.guestside.afpacket", "--", "eth1", "5",
+        "3600", "/r/ready",
+    ]  # fmt: skip
+    assert args("afpacket", None)[-3] == str(sniffers.UNTIL_STOPPED)
+
+
+def test_tcpdump_counts_from_its_real_output() -> None:
+    counted = parse_tcpdump((DATA / "count-reached.txt").read_text())
+    assert (counted.captured, counted.received_by_filter, counted.dropped_by_kernel) == (20, 60, 0)
+    dropped = parse_tcpdump((DATA / "dropped.txt").read_text())
+    assert (dropped.captured, dropped.dropped_by_kernel) == (16960, 6080)
+    figures = SNIFFERS["tcpdump"].figures(meter(stderr=(DATA / "interrupted.txt").read_text()), "e")
+    assert (figures.seen, figures.missed, figures.buf_bytes) == (7, 0, None)
+    with pytest.raises(LabError, match="tcpdump printed no capture count"):
+        parse_tcpdump("tcpdump: listening on lo\n")
+
+
+def test_nta_readers_and_afpacket_from_their_reports() -> None:
+    nd = {
+        "frames": 20000, "bytes": 1, "rejected": 0, "syscalls": 812, "wakeups": 405,
+        "records": 20010, "committed": 20010, "refused": None,
+        "interfaces": {"eth1": {"captured": 20000, "received": 20010, "published": 20000,
+                                "unserved": 0, "not_shared": 0, "ring_full": 10, "skipped": 0,
+                                "fault_dropped": 0, "gone": False}},
+    }  # fmt: skip
+    got = SNIFFERS["ntadump"].figures(meter(json.dumps(nd)), "eth1")
+    assert (got.seen, got.missed, got.own_syscalls, got.own_wakeups) == (20000, 10, 812, 405)
+    assert got.buf_bytes == 20010 * 4096
+    sn = SniffReport(
+        frames=50, bytes=3200, per_interface={"eth1": 50}, committed=50, refused=0, pending=0,
+        crc_sum=0, max_wait_us=0, elapsed_s=1.0, syscalls=9, stats_before=Stats(),
+        stats_after=Stats(), reader=ReaderStats(records=52, wakeups=4),
+        dev_stats={"eth1": DevStats(received=53, published=50, not_shared=3)},
+    )  # fmt: skip
+    py = SNIFFERS["pysniff"].figures(meter(sn.to_json()), "eth1")
+    assert (py.seen, py.missed, py.buf_bytes, py.own_syscalls, py.own_wakeups) == (
+        50, 3, 52 * 4096, 9, 4,
+    )  # fmt: skip
+    afp = AfpacketReport(100, 6400, 0, 2, 1.0, 0.1, 0.1, blocks=3, bytes_in_blocks=9000)
+    a = SNIFFERS["afpacket"].figures(meter(json.dumps(asdict(afp))), "e")
+    assert (a.seen, a.missed, a.buf_bytes) == (100, 2, 9000)
+    assert SNIFFERS["none-loaded"].figures(meter(rx=77), "e").seen == 77
