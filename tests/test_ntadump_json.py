@@ -1,151 +1,189 @@
-"""``ntadump --json``: the real ntadump, on records laid out here, prints the summary the
-bench reads (lab.guestside.reports.NtadumpReport).
+"""``ntadump --json``: the summary the bench reads (lab.guestside.reports.NtadumpReport),
+from the real ntadump on pysniff's fake module (tests/fakenta.py).
 
-The device is a file laid out as the module's mappings (meta page, ring
-mapping, pool) and a preloaded shim (tests/data/fakedev/nta_shim.c) answers
-what a file cannot: NTA's ioctls, from counters this test writes, and
-poll(), at once. The capture loop, the pcap and the summary are ntadump's own.
+Every figure is checked exactly against what ntadump did (its pcap) and what
+the fake module said when ntadump asked (the fake's state once ntadump has
+gone: nothing drains its commits after that). Each check is shown to fail on
+a bug planted in ntadump.c's JSON.
 """
 
 from __future__ import annotations
 
+import errno
 import json
-import mmap
+import os
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from lab import kbuild, paths, traffic
 from lab.guestside.reports import NtadumpIface, NtadumpReport
 from pysniff import abi
+from pysniff.fake import PAGE, FakeDevice, FakeNta
+from tests.fakenta import Finished, Ntadump, build_ntadump, build_preload
+from tests.shapes import deliver, patch, read_pcap, records_of, shapes, signed
 
-PAGE = mmap.PAGESIZE
-RING_AT, NODES_AT = PAGE, 2 * PAGE  # file offsets of the ring mapping and the pool
-RECORDS_AT, COMMITS_AT = 512, 2048  # in the ring mapping
-ENTRIES = 16
-HEADROOM = 66
-LO = 1  # the host's loopback: ntadump resolves -i by name
-
-
-@pytest.fixture(scope="module")
-def ntadump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kbuild.build_ntadump(root=tmp_path_factory.mktemp("builds")).program
+WAIT_S = 10  # a run here takes well under a second; a planted bug may hang it
+REFUSALS = ("length", "node", "offset", "state", "generation", "reserved", "ring")
 
 
 @pytest.fixture(scope="module")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("shim") / "nta_shim.so"
-    src = paths.sources()
-    subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(src.kmod),
-         "-o", str(out), str(src.test_data / "fakedev" / "nta_shim.c"), "-ldl"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return out
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ntadump-json")
 
 
-def frames() -> list[bytes]:
-    addrs = traffic.Addresses("52:54:00:4e:00:00")
-    return traffic.frames(7, 5, addrs, ("udp4",), sizes=(60, 1514, 300, 999, 64))
+@pytest.fixture(scope="module")
+def preload(builds: Path) -> Path:
+    return build_preload(builds)
 
 
-def fake_device(path: Path, batch: list[bytes]) -> None:
-    """The module's mappings for one reader that was published ``batch``, a chunk each."""
-    meta = abi.META.pack(
-        magic=abi.MAGIC, abi_version=abi.ABI_VERSION, meta_size=abi.META.size,
-        record_size=abi.RECORD.size, commit_size=abi.COMMIT.size, page_size=PAGE,
-        node_count=1, node_size=ENTRIES * PAGE, chunk_size=PAGE, ring_entries=ENTRIES,
-        commit_entries=ENTRIES, max_shared=ENTRIES, max_commit_batch=ENTRIES,
-        ring_mmap_offset=RING_AT, ring_mmap_size=PAGE, nodes_mmap_offset=NODES_AT,
-        nodes_mmap_size=ENTRIES * PAGE, ring_producer_offset=0, ring_consumer_offset=64,
-        ring_records_offset=RECORDS_AT, commit_producer_offset=128, commit_consumer_offset=192,
-        commit_flags_offset=256, commit_entries_offset=COMMITS_AT,
-    )  # fmt: skip
-    image = bytearray((2 + ENTRIES) * PAGE)
-    image[: len(meta)] = meta
-    image[RING_AT : RING_AT + 8] = len(batch).to_bytes(8, "little")  # the producer index
-    for i, frame in enumerate(batch):
-        record = abi.RECORD.pack(
-            node=0, offset=i * PAGE + HEADROOM, len=len(frame), generation=3, seq=i,
-            tstamp_ns=1_700_000_000_123_456_789 + i, ifindex=LO, protocol=0x0800,
-            frame_len=len(frame),
-        )  # fmt: skip
-        at = RING_AT + RECORDS_AT + i * abi.RECORD.size
-        image[at : at + len(record)] = record
-        chunk = NODES_AT + i * PAGE + HEADROOM
-        image[chunk : chunk + len(frame)] = frame
-    path.write_bytes(image)
+@pytest.fixture(scope="module")
+def ntadump(builds: Path) -> Path:
+    return build_ntadump(builds / "clean")
 
 
-def answers(path: Path, received: int) -> None:
-    """What the shim says the module counted: the reader's, the module's, lo's."""
-    reader = abi.READER_STATS.pack(records=5, committed=5, ring_commits=5, wakeups=2)
-    stats = abi.STATS.pack(bad_commits_1=2, bad_commits_6=1)
-    dev = abi.DEV_STATS.pack(
-        ifindex=LO, received=received, published=5, not_shared=3, ring_full=1, flags=0
-    )
-    path.write_bytes(reader + stats + dev)
+def capture(
+    program: Path, preload: Path, tmp_path: Path, *args: str
+) -> tuple[Finished, Ntadump, FakeNta]:
+    """Every frame shape on ifindex 1, after a frame ntadump cannot write (its record names
+    bytes outside the pool) and one too long for a chunk (the module skips it), and two
+    commits another reader had refused."""
+    nta = FakeNta(ring_entries=64)
+    frames = shapes()
+    with Ntadump(program, preload, nta, ["-i", "1", "-c", str(len(frames)), *args]) as run:
+
+        def plant() -> None:
+            nta.bad_commits[abi.BadCommit.NODE] = 2
+            nta.deliver(1, signed(20, 60))
+            patch(run.dev, 0, offset=0xFFFFF000, len=0x2000)
+            assert nta.deliver(1, signed(21, PAGE)) is None  # skipped
+            for f in frames:
+                deliver(nta, 1, f)
+
+        run.soon(plant)
+        done = run.wait(WAIT_S)
+    return done, run, nta
 
 
-def run(ntadump: Path, shim: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    device, counters = tmp / "nta", tmp / "answers"
-    batch = frames()
-    fake_device(device, batch)
-    answers(counters, received=len(batch) + 4)
-    env = {"LD_PRELOAD": str(shim), "NTA_SHIM_ANSWERS": str(counters)}
-    return subprocess.run(
-        [str(ntadump), "-i", "lo", "-D", str(device), "-c", str(len(batch)), *args],
-        capture_output=True, text=True, timeout=20, env=env,
-    )  # fmt: skip
-
-
-def test_json_summary_with_a_pcap(ntadump: Path, shim: Path, tmp_path: Path) -> None:
+def check_summary(program: Path, preload: Path, tmp_path: Path) -> None:
     pcap = tmp_path / "out.pcap"
-    proc = run(ntadump, shim, tmp_path, "-w", str(pcap), "--json")
-    assert proc.returncode == 0, proc.stderr
-    batch = frames()
-    report = NtadumpReport.from_json(proc.stdout)  # the whole of stdout is one object
+    done, run, nta = capture(program, preload, tmp_path, "-w", str(pcap), "--json")
+    assert done.returncode == 0, done.stderr
+    frames = shapes()
+    report = NtadumpReport.from_json(done.stdout.decode())  # the whole of stdout is one object
     assert report == NtadumpReport(
-        frames=5, bytes=sum(map(len, batch)), rejected=0, syscalls=report.syscalls, wakeups=2,
-        records=5,
-        committed=5,
-        refused={"length": 0, "node": 2, "offset": 0, "state": 0, "generation": 0,
-                 "reserved": 0, "ring": 1},
-        interfaces={"lo": NtadumpIface(captured=5, received=9, published=5, unserved=0,
-                                       not_shared=3, ring_full=1, skipped=0, fault_dropped=0)},
+        frames=len(frames),
+        bytes=sum(len(f.wire) for f in frames),  # tags put back: as long as on the wire
+        rejected=1,
+        syscalls=report.syscalls,
+        wakeups=run.dev.counters["wakeups"],
+        records=run.dev.counters["records"],
+        committed=run.dev.committed,
+        refused=dict(zip(REFUSALS, nta.bad_commits, strict=False)),
+        interfaces={
+            "1": NtadumpIface(
+                captured=len(frames), received=len(frames) + 2, published=len(frames) + 1,
+                unserved=0, not_shared=0, ring_full=0, skipped=1, fault_dropped=0,
+            )
+        },
     )  # fmt: skip
-    assert report.interfaces["lo"].missed == 4
-    assert 1 <= report.syscalls <= 3  # a poll and a writev, all it needs for 5 frames
-    assert traffic.read_pcap(pcap) == batch
+    # What the module said is not what ntadump counted itself: the JSON keeps them apart.
+    assert report.records == 1 + sum(records_of(f) for f in frames)
+    assert report.committed is not None and report.committed < report.records
+    assert report.refused is not None and report.refused["node"] == 2
+    assert report.interfaces["1"].missed == 1
+    assert 1 <= report.syscalls <= 3  # a poll and a writev, all it needs
+    assert [r.data for r in read_pcap(pcap)] == [f.wire for f in frames]
     # The human summary is still on stderr, as before.
-    assert "lo: 9 received, 5 captured, 4 not delivered to ntadump" in proc.stderr
-    assert "the module refused 3 commits (all readers): node 2 ring 1" in proc.stderr
+    assert f"1: {len(frames) + 2} received, {len(frames)} captured, 1 not delivered" in done.stderr
+    assert "the module refused 2 commits (all readers): node 2" in done.stderr
+    assert "1 frames not written (see above)" in done.stderr
 
 
-def test_json_alone_prints_no_frame_lines(ntadump: Path, shim: Path, tmp_path: Path) -> None:
-    proc = run(ntadump, shim, tmp_path, "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["frames"] == 5
-    assert proc.stdout.count("\n") == 1
-    without = run(ntadump, shim, tmp_path)  # the same without --json: a line per frame
-    assert without.stdout.count(" lo length ") == 5
+def check_json_alone(program: Path, preload: Path, tmp_path: Path) -> None:
+    """Without -w, --json is all of stdout: no per-frame lines (they are the default)."""
+    done, _, _ = capture(program, preload, tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"\n") == 1
+    assert json.loads(done.stdout)["frames"] == len(shapes())
+    without, _, _ = capture(program, preload, tmp_path)
+    assert without.stdout.count(b" 1 length ") == len(shapes())
 
 
-def test_counters_the_module_would_not_give_are_null(
-    ntadump: Path, shim: Path, tmp_path: Path
+def check_counters_refused(program: Path, preload: Path, tmp_path: Path) -> None:
+    """A module that will not give its counters (every counter ioctl EIO): null, not 0."""
+    counted = (abi.IOC_STATS, abi.IOC_READER_STATS, abi.IOC_DEV_STATS)
+    answer = FakeDevice.ioctl
+
+    def refusing(dev: FakeDevice, request: int, arg: bytearray) -> None:
+        if request in counted:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        answer(dev, request, arg)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FakeDevice, "ioctl", refusing)
+        done, _, _ = capture(program, preload, tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    report = NtadumpReport.from_json(done.stdout.decode())
+    assert (report.frames, report.rejected) == (len(shapes()), 1)
+    assert (report.wakeups, report.records, report.committed, report.refused) == (None,) * 4
+    assert report.interfaces["1"] == NtadumpIface(captured=len(shapes()))
+    assert report.interfaces["1"].missed is None
+
+
+Check = Callable[[Path, Path, Path], None]
+
+
+@pytest.mark.parametrize("check", [check_summary, check_json_alone, check_counters_refused])
+def test_json_summary(check: Check, ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    check(ntadump, preload, tmp_path)
+
+
+# (the bug, planted as (text of ntadump.c, its replacement), the check that must catch it)
+PLANTED: list[tuple[str, tuple[str, str], Check]] = [
+    (
+        "the reader's records given as committed",
+        ("c->reader_ok, c->reader.committed)", "c->reader_ok, c->reader.records)"),
+        check_summary,
+    ),
+    (
+        "frames it could not write not reported",
+        ("frames,\n\t       r->bytes, r->rejected,", "frames,\n\t       r->bytes, 0UL,"),
+        check_summary,
+    ),
+    (
+        "bytes without the tag put back",
+        ("r->bytes += b->hdr[b->nhdr - 1].len;", "r->bytes += first->frame_len;"),
+        check_summary,
+    ),
+    (
+        "per-frame lines under --json",
+        ("!quiet && !path && !json", "!quiet && !path"),
+        check_json_alone,
+    ),
+    (
+        "a refused counter printed as 0",
+        ('json_count("received", ok, d->received)', 'json_count("received", true, d->received)'),
+        check_counters_refused,
+    ),
+]
+
+
+@pytest.mark.parametrize(("bug", "change", "check"), PLANTED, ids=[p[0] for p in PLANTED])
+def test_a_planted_bug_is_caught(
+    bug: str,
+    change: tuple[str, str],
+    check: Check,
+    preload: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    device = tmp_path / "nta"
-    fake_device(device, frames())
-    # No answers file: the shim refuses every counter ioctl (EIO), as a module might.
-    proc = subprocess.run(
-        [str(ntadump), "-i", "lo", "-D", str(device), "-c", "5", "--json"],
-        capture_output=True, text=True, timeout=20, env={"LD_PRELOAD": str(shim)},
-    )  # fmt: skip
-    report = NtadumpReport.from_json(proc.stdout)
-    assert (report.frames, report.wakeups, report.records, report.refused) == (5, None, None, None)
-    assert report.interfaces["lo"] == NtadumpIface(captured=5)
-    assert report.interfaces["lo"].missed is None
+    monkeypatch.setattr(sys.modules[__name__], "WAIT_S", 4)  # some bugs hang it: no need to wait
+    planted = build_ntadump(tmp_path / "planted", change)
+    with pytest.raises((AssertionError, subprocess.TimeoutExpired)):
+        check(planted, preload, tmp_path)
 
 
 def test_report_parses_the_documented_object() -> None:
