@@ -208,7 +208,9 @@ def test_frames_a_bridge_forwards_into_a_marking_qdisc_are_captured_as_sent(
     after = shaper(nta, nic)
     sent, marked = after.sent - before.sent, after.ce_marks - before.ce_marks
     assert after.dropped == before.dropped and 0 < marked <= sent, (before, after)
-    figure(nic, f"{sent} of {received} forwarded, {marked} marked CE, captured as sent")
+    figure(
+        nic, f"{received} received, the shaper sent {sent}, {marked} marked CE; captured as sent"
+    )
     nta.quiesced()
 
 
