@@ -358,8 +358,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     env: LabEnv = request.getfixturevalue("lab_env")
-    first_pcap = len(env.pcaps)
-    with env.test_scope(request.node.name):
+    with env.test_scope(request.node.name) as journal:
         yield
     # No dmesg.log per test (half a second each under TCG): kmsg.log streams the
     # kernel log all along, and a bundle saves dmesg.log as it is written.
@@ -369,12 +368,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
-            env,
-            request.node.name,
-            env.pcaps[first_pcap:],
-            reason,
-            env.outdir.parent / "repro",
-            splats=splats,
+            env, request.node.name, journal, reason, env.outdir.parent / "repro", splats=splats
         )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
