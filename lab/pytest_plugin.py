@@ -18,7 +18,7 @@ marked ``@pytest.mark.sanitizers`` (or ``sanitizer_only``) run. After every
 test its cleanups run (see ``LabEnv.test_scope``), what the kernel logged
 during it is scanned for splats (a report the test expected, see
 ``LabEnv.expect_splat``, is the test's own), and a failure or a splat
-leaves a reproducer bundle.
+leaves a reproducer bundle: the test's journal (``lab.journal``).
 
 A test that fails is a finding (``Outcome.FAIL``), unless what failed was
 the lab itself (an ``InfraError``: the guest did not boot or set its NICs
