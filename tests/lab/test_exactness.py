@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP
@@ -124,7 +125,7 @@ def beside_tcpdump(
         sn = env.ntadump([nic], f"ntadump-{tag}", "-w", mine, "-c", len(frames))
         env.net.bounce([nic])
     rx0 = env.rx(nic)
-    env.inject(nic, frames, f"injected-{tag}")
+    env.inject(nic, frames)
     rx = env.nic_took(nic, rx0, len(frames))
     if rx.missed:
         sn.stop()  # it waits for the frames the NIC missed
@@ -262,24 +263,20 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
         rps = f"/sys/class/net/{n.iface}/queues/rx-0/rps_cpus"
         nta.cmd(f"echo 3 > {rps}")
         nta.defer(nta.cmd, f"echo 0 > {rps}")
-    loop = nta.guest.sh.bg(f"while :; do cat {DEBUGFS}/stats > /dev/null; done", "/dev/null")
-    nta.defer(nta.cmd, f"kill -TERM {loop}", 10, False)
+    nta.bg(f"while :; do cat {DEBUGFS}/stats > /dev/null; done", Path("/dev/null"))
     ifaces = [a for n in nics for a in ("-i", n.iface)]
     ready = nta.outdir / "ready-small-pool"
     sn = nta.bkg("small-pool", "pysniff", *ifaces, "--bulk", "--json", "--ready-file", ready,
                  ready=ready)  # fmt: skip
     nta.net.bounce(nics)
     before = nta.nta.stats()
-    for rnd in range(ROUNDS):
+    for _ in range(ROUNDS):
         batches = {
             n: traffic.gro_flow(nta.addrs(n), SEGMENTS, nta.new_run_id(), flows=FLOWS)
             + tunnel_mix(nta, n)
             for n in nics
         }
-        senders = [
-            threading.Thread(target=nta.inject, args=(n, b, f"injected-small-{n.name}-{rnd}"))
-            for n, b in batches.items()
-        ]
+        senders = [threading.Thread(target=nta.inject, args=(n, b)) for n, b in batches.items()]
         for t in senders:
             t.start()
         for t in senders:

@@ -134,7 +134,7 @@ def test_nta_reader_that_stops_committing(nta: LabEnv, nic: GuestNic, figure: Fi
     sn = nta.pysniff(nic, f"stall-{nic.name}", "--pause-commits", "-c", LIMIT + len(after_resume))
 
     rx0 = nta.rx(nic)
-    nta.inject(nic, stalled, f"injected-stall-{nic.name}")
+    nta.inject(nic, stalled)
     took = nta.nic_took(nic, rx0, SHORT_RUN).packets
     rx0 = nta.rx(nic)
     replies = traffic.converse(
@@ -150,7 +150,7 @@ def test_nta_reader_that_stops_committing(nta: LabEnv, nic: GuestNic, figure: Fi
     sn.signal("USR1")
     sn.wait_line("pysniff: resumed commits")
     # Fewer frames than the smallest ring (rtl8139's 64): none can be missed.
-    nta.inject(nic, after_resume, f"injected-resume-{nic.name}")
+    nta.inject(nic, after_resume)
     got = sn.result(SniffReport.from_json)
 
     d = got.stats_after - before
@@ -170,7 +170,7 @@ def test_nta_reader_killed(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
     before = nta.nta.stats()
     sn = nta.pysniff(nic, f"killed-{nic.name}", "--no-commit")
     rx0 = nta.rx(nic)
-    nta.inject(nic, batch, f"injected-killed-{nic.name}")
+    nta.inject(nic, batch)
     took = nta.nic_took(nic, rx0, SHORT_RUN).packets
     nta.nta.wait(f"outstanding {took}", lambda s: s.outstanding - before.outstanding == took)
 
@@ -265,7 +265,6 @@ def test_nta_unload_under_fire(nta: LabEnv, figure: Figure) -> None:
     assert loaded is not None
     rate = nic.rate or 2000.0
     burst = traffic.frames(nta.new_run_id(), SHORT_RUN, nta.addrs(nic), ("udp4",), seed=6)
-    nta.save_pcap(nic, "injected-unload-burst", burst)
     stop = threading.Event()
 
     def fire() -> None:
