@@ -76,9 +76,10 @@ class Console:
         self.on_stuck = on_stuck
         self._ids = itertools.count(1)
         self._token = secrets.token_hex(3)
-        # Set once the kernel panicked: every later command fails at once with
-        # it, instead of each waiting out its timeout on a dead console.
-        self.panicked: GuestPanicked | None = None
+        # Set once the kernel panicked, or once a stuck command could not be
+        # interrupted: every later command fails at once with it, instead of
+        # each waiting out its timeout on a console that will not answer.
+        self.panicked: ConsoleTimeout | None = None
 
     def setup(self, timeout: float = 30.0) -> None:
         """Quiet the shell once it is up: no echo, no prompt, kernel messages off the console.
@@ -153,14 +154,40 @@ class Console:
                 raise self.panicked
         except pexpect.TIMEOUT:
             kernel = self.on_stuck() if self.on_stuck is not None else ""
-            raise ConsoleTimeout(
+            error = ConsoleTimeout(
                 f"no answer from the guest within {timeout:.0f}s to: {what}\n"
                 f"console tail:\n{self._tail()}{kernel}"
-            ) from None
+            )
+            if not self._interrupt():
+                self.panicked = ConsoleTimeout(
+                    f"the console stopped answering at: {what} (Ctrl-C did not free it)"
+                )
+            raise error from None
         except pexpect.EOF:
             raise ConsoleTimeout(
                 f"the guest went away while running: {what}\nconsole tail:\n{self._tail()}"
             ) from None
+
+    def _interrupt(self) -> bool:
+        """Free the shell from a command that does not return; whether it answers again.
+
+        Without this, every later command queues behind the stuck one and times
+        out in turn: one hung program would fail every scenario after it. Ctrl-C
+        signals the shell's foreground job and flushes the lines typed ahead;
+        a fresh marker shows the shell reads again. Background jobs never get it
+        (they ignore SIGINT), so a scenario's own programs are not disturbed.
+        """
+        marker = f"@@ntalab-free-{self._token}-{next(self._ids)}@@"
+        self.log.write("\n# ntalab> ^C (the command did not return)\n")
+        try:
+            for _ in range(2):
+                self.child.send("\x03")
+                self._send(f"echo {marker[:8]}''{marker[8:]}")
+                if self.child.expect([re.escape(marker) + r"\r*\n", pexpect.TIMEOUT], 10) == 0:
+                    return True
+        except pexpect.EOF:
+            pass
+        return False
 
     def _tail(self) -> str:
         return self.tail.tail() if self.tail is not None else clean(self.child.before)[-3000:]

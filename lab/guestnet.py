@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 from lab import LabError
 from lab.console import Console
+from lab.journal import Journal
 from lab.kconfig import Features
 from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd
 from lab.records import RxCounts
+from lab.steps import Command, Links
 from lab.wait import wait_until
 
 # e1000 reports carrier from its watchdog, up to 2 s after the link is set up.
@@ -88,6 +90,7 @@ class GuestNet:
         # (driver, parameter) -> the value set in the guest now, and at boot.
         self._params: dict[tuple[str, str], str] = {}
         self._defaults: dict[tuple[str, str], str] = {}
+        self.journal: Journal | None = None  # a test's (LabEnv.test_scope): links down and up
 
     def setup(
         self, plans: Sequence[NicPlan], ends: Sequence[HostEnd], promisc: bool = True
@@ -165,19 +168,26 @@ class GuestNet:
         return nic
 
     def set_gro(self, nic: Link, on: bool) -> None:
-        self.sh.run(f"ethtool -K {nic.iface} gro {'on' if on else 'off'}")
+        cmd = f"ethtool -K {nic.iface} gro {'on' if on else 'off'}"
+        if self.journal is not None:
+            self.journal.add(Command(cmd))
+        self.sh.run(cmd)
 
     @staticmethod
     def _neighbour_cmd(nic: GuestNic) -> str:
         return f"ip neigh replace {nic.host_ip} lladdr {HOST_MAC} dev {nic.iface} nud permanent"
 
     def links_down(self, nics: Sequence[Link]) -> None:
+        if self.journal is not None:
+            self.journal.add(Links(tuple(n.name for n in nics), up=False))
         self.sh.run("; ".join(f"ip link set {n.iface} down" for n in nics))
 
     def links_up(self, nics: Sequence[Link]) -> None:
         """Up again, with the host's neighbour entry for a lab NIC (a link going down
         flushes its neighbours, permanent ones too), once each has carrier: frames sent
         before that wait in QEMU (e1000) or are missed (rtl8139)."""
+        if self.journal is not None:
+            self.journal.add(Links(tuple(n.name for n in nics), up=True))
         self.sh.run(" && ".join(self._up_cmd(n) for n in nics))
         carriers = " ".join(f"/sys/class/net/{n.iface}/carrier" for n in nics)
         wait_until(

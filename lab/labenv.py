@@ -6,8 +6,10 @@ steps below. Every test gets a fresh cleanup stack (``defer``): background
 programs (``bkg``), module parameters (``set_param``) and links taken down
 (``links_down``) are put back when the test ends, whether it passed or not,
 so a failed test never leaves a reader attached or a limit lowered for the
-next one. It also keeps every artefact a failure needs to be replayed (the
-injected pcaps, the module build and its parameters) for ``lab.repro``.
+next one. Each test also gets a journal (``lab.journal``): every frame sent
+to the guest, every module load, unload and parameter change, every link
+change, command and program started, in order, recorded where each happens;
+a failed test's reproducer bundle (``lab.repro``) is that journal.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from lab.guest import Guest
 from lab.guestnet import GuestNet, GuestNic
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
+from lab.journal import Journal
 from lab.kernlog import Splat
 from lab.nta import NtaModule
 from lab.records import EventKind, RxCounts
 from lab.spawn import GuestProc, Spawner
+from lab.steps import Command, Links, Load, Spawn, Step
 from lab.wait import wait_until
 from pysniff.abi import Stats
 from pysniff.report import SniffReport
@@ -80,8 +84,7 @@ class LabEnv:
         self.nic_set = nic_set
         self.outdir = outdir
         self.events = events
-        # Every pcap injected, in order, with the NIC variant it went to.
-        self.pcaps: list[tuple[str, Path]] = []
+        self.journal: Journal | None = None  # the current test's
         self._rng = random.Random()
         self._spawner: Spawner | None = None
         self._stack: contextlib.ExitStack | None = None
@@ -107,15 +110,45 @@ class LabEnv:
     # -- a test's life --------------------------------------------------------------
 
     @contextlib.contextmanager
-    def test_scope(self, name: str) -> Iterator[None]:
-        """Runs every cleanup deferred during the test when it ends, pass or fail."""
+    def test_scope(self, name: str) -> Iterator[Journal]:
+        """Runs every cleanup deferred during the test when it ends, pass or fail; the
+        test's journal (its cleanups in it too), closed once they ran."""
         self.test = name
-        with contextlib.ExitStack() as stack:
-            self._stack = stack
-            try:
-                yield
-            finally:
-                self._stack = None
+        safe = name.replace("/", "_").replace("[", "-").rstrip("]")
+        journal = Journal(name, self.outdir, self.outdir / "journal" / safe, self._state())
+        self._attach(journal)
+        try:
+            with contextlib.ExitStack() as stack:
+                self._stack = stack
+                try:
+                    yield journal
+                finally:
+                    self._stack = None
+        finally:
+            self._attach(None)
+            journal.close()
+
+    def _state(self) -> list[Step]:
+        """What a test begins with, as steps: the module the session loaded (then the links
+        bounced, as every load here does)."""
+        if self.nta.loaded is None:
+            return []
+        names = tuple(n.name for n in self.nics)
+        loaded = self.nta.loaded
+        bounce = [Links(names, up=False), Links(names, up=True)] if names else []
+        return [Load(str(loaded.module), loaded.params), *bounce]
+
+    def _attach(self, journal: Journal | None) -> None:
+        """The choke points record into ``journal`` (None: into nothing)."""
+        self.journal = journal
+        self.nta.journal = journal
+        self.net.journal = journal
+        for nic in self.nics:
+            nic.host.journal = journal
+
+    def _record(self, step: Step) -> None:
+        if self.journal is not None:
+            self.journal.add(step)
 
     def expect_splat(self, kind: str, timeout: float = 30.0) -> list[Splat]:
         """Wait for a kernel report of ``kind`` (a planted bug's); the reports of that kind.
@@ -218,8 +251,18 @@ class LabEnv:
     # -- programs in the guest -----------------------------------------------------------
 
     def cmd(self, command: str, timeout: float = 60.0, check: bool = True) -> CmdResult:
-        """A shell command in the guest."""
+        """A shell command in the guest (a step of the test's journal)."""
+        self._record(Command(command))
         return self.guest.sh.run(command, timeout=timeout, check=check)
+
+    def bg(self, command: str, log: Path) -> int:
+        """A shell command in the background, its output to ``log``, killed when the test
+        ends if still running; its pid (for ``kill -0``: the test's own kills go by the
+        stop it deferred, since a replay's pids differ)."""
+        self._record(Command(command, background=True, log=str(log)))
+        pid = self.guest.sh.bg(command, str(log))
+        self.defer(self.guest.sh.run, f"kill -TERM {pid} 2>/dev/null", 10.0, False)
+        return pid
 
     def spawn(self, name: str, module: str, *args: object, out: Path | None = None) -> GuestProc:
         """One of the lab's stdlib-only programs (pysniff, lab.guestside.*) in the guest.
@@ -229,10 +272,17 @@ class LabEnv:
         goes to ``out`` (default ``<outdir>/<name>.out``), its stderr to
         ``<outdir>/<name>.log``. Prefer ``bkg``, which stops it with the test.
         """
+        return self._spawn(Spawn(name, module, tuple(map(str, args))), out)
+
+    def _spawn(self, step: Spawn, out: Path | None) -> GuestProc:
+        """The program ``step`` names, started (a step of the test's journal)."""
         if self._spawner is None:
             self._spawner = Spawner(self.guest.sh, guest_python(), self.outdir / "spawner")
-        out = out or self.outdir / f"{name}.out"
-        return self._spawner.spawn(name, module, *args, out=out, log=self.outdir / f"{name}.log")
+        self._record(step)
+        return self._spawner.spawn(
+            step.name, step.module, *step.args,
+            out=out or self.outdir / f"{step.name}.out", log=self.outdir / f"{step.name}.log",
+        )  # fmt: skip
 
     def bkg(
         self,
@@ -246,7 +296,8 @@ class LabEnv:
 
         With ``ready``, the program is given that path and this returns once it exists.
         """
-        proc = self.spawn(name, module, *args, out=out)
+        step = Spawn(name, module, tuple(map(str, args)), str(ready) if ready else None)
+        proc = self._spawn(step, out)
         self.defer(proc.stop)
         if ready is not None:
             proc.wait_file(ready)
@@ -296,7 +347,6 @@ class LabEnv:
         seconds, not at a timeout.
         """
         tag = f"nta-{nic.name}-{run_id}"
-        self.save_pcap(nic, f"injected-{tag}", batch)
         sn = self.pysniff(
             nic, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
             "-c", len(batch), "--idle", IDLE_S, "--first-frame-timeout", FIRST_FRAME_S, *args,
@@ -313,7 +363,6 @@ class LabEnv:
         """
         tag = f"{nic.name}-{run_id}"
         out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
-        self.save_pcap(nic, f"injected-{tag}", batch)
         proc = self.bkg(
             f"capture-{tag}", "lab.guestside.capture", nic.iface, run_id, len(batch), out, ready,
             120, ready=ready,
@@ -330,16 +379,8 @@ class LabEnv:
     def addrs(nic: GuestNic) -> traffic.Addresses:
         return traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
 
-    def save_pcap(self, nic: GuestNic, name: str, batch: list[bytes]) -> Path:
-        """Keep what is about to be injected into ``nic``, for reproducers."""
-        path = self.outdir / f"{name}.pcap"
-        traffic.write_pcap(path, batch)
-        self.pcaps.append((nic.name, path))
-        return path
-
     def inject(
-        self, nic: GuestNic, batch: list[bytes], name: str, rate: float | None = None
+        self, nic: GuestNic, batch: list[bytes], rate: float | None = None
     ) -> traffic.InjectResult:
-        """Saved, then sent at ``rate`` (default: the NIC's lossless rate)."""
-        self.save_pcap(nic, name, batch)
+        """Sent at ``rate`` (default: the NIC's lossless rate); the journal keeps them."""
         return traffic.inject(nic.host, batch, rate or nic.rate)

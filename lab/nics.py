@@ -28,12 +28,16 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab import InfraError, LabError, UsageError
 from lab.records import set_names
+
+if TYPE_CHECKING:
+    from lab.journal import FrameBatch, Journal
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,10 @@ class HostEnd:
     retries at once, for ever: a host end nobody reads would have QEMU's main
     loop spin and the guest crawl (seen here: ICMP errors for the lab's UDP
     frames, unread, cost the guest most of its speed).
+
+    ``send`` is the one way frames reach the guest, so it is where a test's
+    journal (``journal``, set by ``LabEnv.test_scope``) records them: every
+    sender, threads included, is recorded without asking it to.
     """
 
     def __init__(self, nic: NicPlan) -> None:
@@ -168,6 +176,8 @@ class HostEnd:
         self.sock.setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT_S, 0)
         )
+        self.journal: Journal | None = None
+        self._batch = threading.local()  # each sending thread's open send call
         self._got: deque[bytes] = deque(maxlen=RECV_KEEP)
         self._ready = threading.Condition()
         self._closed = threading.Event()
@@ -190,6 +200,21 @@ class HostEnd:
                     self._got.append(frame)
                     self._ready.notify_all()
 
+    @contextlib.contextmanager
+    def batch(self, rate: float | None) -> Iterator[None]:
+        """One send call (``lab.traffic.inject``): the frames this thread sends meanwhile
+        are one step of the journal, paced at ``rate``."""
+        journal = self.journal
+        if journal is None:
+            yield
+            return
+        with journal.frames(self.nic.variant.name, rate) as batch:
+            self._batch.open = batch
+            try:
+                yield
+            finally:
+                self._batch.open = None
+
     def send(self, frame: bytes) -> None:
         """Blocks while QEMU is not reading: the guest ran out of receive buffers."""
         try:
@@ -200,6 +225,16 @@ class HostEnd:
             raise LabError(
                 f"NIC {self.nic.netdev_id}: the guest took no frame for {SEND_TIMEOUT_S} s"
             ) from None
+        self._record(frame)
+
+    def _record(self, frame: bytes) -> None:
+        """Into this thread's open send call, else a step of its own."""
+        batch: FrameBatch | None = getattr(self._batch, "open", None)
+        if batch is not None:
+            batch.add(frame)
+        elif self.journal is not None:
+            with self.journal.frames(self.nic.variant.name, None) as one:
+                one.add(frame)
 
     def recv(self, timeout: float) -> bytes | None:
         """The oldest frame the guest sent that nobody took yet, waiting up to ``timeout``."""

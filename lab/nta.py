@@ -5,7 +5,8 @@ module's parameters in /sys/module/nta/parameters, and its counters in
 /sys/kernel/debug/nta (the same names as NTA_IOC_STATS). Counters come back
 typed (``pysniff.abi.Stats``/``DevStats``). Chunks come back by the
 module's reclaim, so settled figures are waited for (``wait``), not read
-once.
+once. Loads, unloads and parameter changes are steps of the test's journal
+(``journal``, set by ``LabEnv.test_scope``), recorded before they run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from lab import LabError
 from lab.console import CmdResult, Console
 from lab.guestnet import GuestNet, GuestNic, Link
+from lab.journal import Journal
+from lab.steps import Load, Param, Step, Unload
 from lab.wait import wait_until
 from pysniff.abi import ABI_VERSION, DevStats, Stats
 
@@ -38,12 +41,18 @@ class NtaModule:
         self.sh = sh
         self.net = net
         self.loaded: Loaded | None = None
+        self.journal: Journal | None = None
+
+    def _record(self, step: Step) -> None:
+        if self.journal is not None:
+            self.journal.add(step)
 
     def load(self, module: Path, params: str, bounce: Sequence[Link] = ()) -> None:
         """insmod, then bounce ``bounce``: their receive rings refill from NTA's chunks.
 
         The drivers filled those rings before NTA existed.
         """
+        self._record(Load(str(module), params))
         self.sh.run(f"insmod {shlex.quote(str(module))} {params}")
         self.loaded = Loaded(module, params)
         self.sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
@@ -55,6 +64,7 @@ class NtaModule:
 
     def rmmod(self) -> CmdResult:
         """rmmod as it comes: the caller judges a refusal. Unloaded on success."""
+        self._record(Unload())
         result = self.sh.run("rmmod nta", check=False)
         if result.rc == 0:
             self.loaded = None
@@ -103,5 +113,6 @@ class NtaModule:
     def set_param(self, name: str, value: int) -> int:
         """Set one of the module's writable parameters; its previous value."""
         old = self.param(name)
+        self._record(Param(name, value))
         self.sh.run(f"echo {value} > {PARAMS}/{name}")
         return old

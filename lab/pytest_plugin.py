@@ -18,7 +18,7 @@ marked ``@pytest.mark.sanitizers`` (or ``sanitizer_only``) run. After every
 test its cleanups run (see ``LabEnv.test_scope``), what the kernel logged
 during it is scanned for splats (a report the test expected, see
 ``LabEnv.expect_splat``, is the test's own), and a failure or a splat
-leaves a reproducer bundle.
+leaves a reproducer bundle: the test's journal (``lab.journal``).
 
 A test that fails is a finding (``Outcome.FAIL``), unless what failed was
 the lab itself (an ``InfraError``: the guest did not boot or set its NICs
@@ -358,8 +358,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     env: LabEnv = request.getfixturevalue("lab_env")
-    first_pcap = len(env.pcaps)
-    with env.test_scope(request.node.name):
+    with env.test_scope(request.node.name) as journal:
         yield
     # No dmesg.log per test (half a second each under TCG): kmsg.log streams the
     # kernel log all along, and a bundle saves dmesg.log as it is written.
@@ -369,12 +368,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
         bundle = repro.write(
-            env,
-            request.node.name,
-            env.pcaps[first_pcap:],
-            reason,
-            env.outdir.parent / "repro",
-            splats=splats,
+            env, request.node.name, journal, reason, env.outdir.parent / "repro", splats=splats
         )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")

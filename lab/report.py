@@ -162,9 +162,12 @@ def guest_lines(run: RunResult) -> list[str]:
     out = []
     for g in run.guests:
         name = g.request.id + (f" part {g.request.part}" if g.request.part else "")
+        if g.info is None and not g.error:
+            # The selection (-k, the boot profile) left it nothing: it never booted.
+            out.append(f"guest {name}: nothing selected to run, not booted")
+            continue
         if g.info is None:
-            first = g.error.splitlines()[0] if g.error else "?"
-            out.append(f"guest {name}: did not boot: {first}")
+            out.append(f"guest {name}: did not boot: {g.error.splitlines()[0]}")
             continue
         i = g.info
         note = "".join(f"; boot retried: {a.retry_reason}" for a in i.retries)

@@ -1,38 +1,52 @@
-"""Reproducer bundles: what a failed lab test needs to be replayed in a VM.
+"""Reproducer bundles: what a failed lab test did, replayable in a VM.
 
-A bundle is a directory holding ``bundle.json`` (kernel, NIC set, accelerator,
-kernel command line, module parameters, guest commands, the kernel reports
-the test caused, each whole), a copy of the
-module build the test ran, the pcaps it injected in order, and its console
-and kernel logs. ``ntalab repro BUNDLE`` boots the same kernel with the same
-NICs, loads the same module, replays the pcaps NIC by NIC, runs the
-commands, and leaves the developer in the guest's shell (``--no-shell``:
-prints the splats the replay caused and exits 1 if there were any).
-``--repeat N`` replays it N times, each in a guest of its own, and prints
-how often it reproduced (``lab.repeat``).
+A bundle is a directory holding ``bundle.json`` (kernel, NIC set,
+accelerator, kernel command line, the kernel reports the test caused, each
+whole, and the test's journal: its steps in order, see ``lab.steps``), the
+pcap of every send call the journal lists, a copy of each module build it
+loaded, and the test's console and kernel logs. Nothing in it is there
+because a test remembered to save it: the journal is recorded at the choke
+points (``lab.journal``).
+
+``ntalab repro BUNDLE`` boots the same kernel with the same NICs and replays
+the steps in order: the module loaded, unloaded and its parameters set as
+the test did, links taken down and up, frames sent per NIC at the rate they
+were sent (in the background where the test sent them from a thread while
+it went on), commands run and programs started (in the background where the
+test started them so); then leaves the developer in the guest's shell
+(``--no-shell``: prints the splats the replay caused and exits 1 if there
+were any). ``--repeat N`` replays it N times, each in a guest of its own,
+and prints how often it reproduced (``lab.repeat``). The replay's own
+journal is in ``replay/journal/``: the same steps, as the replay did them.
+
+Bundles of labs before the journal (pcaps and commands) are refused, with
+a message that says so: run the test again for a bundle that replays it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, assert_never
 
-from lab import ExitStatus, InfraError, UsageError, accel, images, nics, repeat, traffic
+from lab import ExitStatus, InfraError, UsageError, accel, images, nics, repeat, steps, traffic
+from lab.console import CommandFailed
 from lab.guest import Guest, GuestSpec
+from lab.guestnet import GuestNic
+from lab.journal import Journal
 from lab.kernlog import Splat
 from lab.labenv import LabEnv
+from lab.steps import Command, Frames, Links, Load, Param, Spawn, Step, Unload
 
 BUNDLE_FILE = "bundle.json"
 REPLAYS = "replays.json"  # the record of repeated replays
-
-
-@dataclass(frozen=True)
-class Injected:
-    nic: str  # variant name
-    pcap: str  # file name inside the bundle
+FORMAT = 2  # 1: the pcaps tests saved, and commands run after them (no "format" field)
+COMMAND_TIMEOUT_S = 300.0  # a replayed command's (the test's own timeout is not recorded)
 
 
 @dataclass(frozen=True)
@@ -43,44 +57,42 @@ class Bundle:
     nic_set: str
     accel: str
     append: list[str]
-    module: str | None  # file name inside the bundle
-    module_params: str
-    injected: list[Injected]
     reason: str
-    commands: list[str] = field(default_factory=list)  # shell, run after the pcaps
+    outdir: str  # the guest results dir the test ran in: paths under it are the replay's
+    steps: list[Step] = field(default_factory=list)  # the test's journal
     splats: list[Splat] = field(default_factory=list)  # the kernel reports, whole
+    format: int = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"steps": [steps.to_dict(s) for s in self.steps]}
 
 
 def write(
     env: LabEnv,
     test: str,
-    pcaps: list[tuple[str, Path]],
+    journal: Journal,
     reason: str,
     root: Path,
-    params: str | None = None,
-    commands: Sequence[str] = (),
     splats: Sequence[Splat] = (),
 ) -> Path:
-    """Copy everything ``test`` used into ``root/<guest>-<test>``; the bundle's directory
-    (named after the guest too: guests of one run share ``root``).
-
-    ``params`` replaces the parameters the module was loaded with (a test that
-    set one later says so); ``commands`` are what the guest must run to trigger
-    the failure once the pcaps are replayed.
-    """
+    """The steps of ``journal`` so far, with everything they use, in ``root/<guest>-<test>``;
+    the bundle's directory (named after the guest too: guests of one run share ``root``)."""
     safe = test.replace("/", "_").replace("[", "-").rstrip("]")
     out = root / f"{env.outdir.name}-{safe}"
     out.mkdir(parents=True, exist_ok=True)
-    injected = []
-    for n, (nic, pcap) in enumerate(pcaps):
-        name = f"{n:03d}-{pcap.name}"
-        shutil.copy2(pcap, out / name)
-        injected.append(Injected(nic, name))
-    module = None
-    if env.nta.loaded is not None:
-        module = env.nta.loaded.module.name
-        params = env.nta.loaded.params if params is None else params
-        shutil.copy2(env.nta.loaded.module, out / module)
+    modules: dict[str, str] = {}  # a build's path -> its file name in the bundle
+    kept: list[Step] = []
+    for step in journal.steps:
+        if isinstance(step, Frames):
+            shutil.copy2(journal.directory / step.pcap, out / step.pcap)
+        elif isinstance(step, Load):
+            if step.module not in modules:
+                name = Path(step.module).name
+                name = f"{len(modules)}-{name}" if name in modules.values() else name
+                shutil.copy2(step.module, out / name)
+                modules[step.module] = name
+            step = Load(modules[step.module], step.params, step.t)
+        kept.append(step)
     for log in (env.guest.console_log.path, env.guest.save_dmesg()):
         if log.is_file():
             shutil.copy2(log, out / log.name)
@@ -91,14 +103,12 @@ def write(
         nic_set=env.nic_set,
         accel=env.guest.spec.accel.name,
         append=list(env.guest.spec.append),
-        module=module,
-        module_params=params or "",
-        injected=injected,
         reason=reason[-4000:],
-        commands=list(commands),
+        outdir=str(env.outdir),
+        steps=kept,
         splats=list(splats),
     )
-    (out / BUNDLE_FILE).write_text(json.dumps(asdict(bundle), indent=2) + "\n")
+    (out / BUNDLE_FILE).write_text(json.dumps(bundle.to_dict(), indent=2) + "\n")
     return out
 
 
@@ -106,7 +116,13 @@ def load(path: Path) -> Bundle:
     file = path / BUNDLE_FILE if path.is_dir() else path
     try:
         data = json.loads(file.read_text())
-        data["injected"] = [Injected(**i) for i in data["injected"]]
+        if data.get("format", 1) != FORMAT:
+            raise UsageError(
+                f"{file} is a bundle of an older lab (format {data.get('format', 1)}: the pcaps "
+                f"a test saved and commands, no journal); this lab replays format {FORMAT} "
+                "only: run the test again for a bundle that replays all it did"
+            )
+        data["steps"] = [steps.from_dict(s) for s in data["steps"]]
         data["splats"] = [Splat.from_dict(s) for s in data.get("splats", [])]
         return Bundle(**data)
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -171,15 +187,90 @@ def replay_once(bundle: Bundle, root: Path, spec: GuestSpec, out: Path, boot: Bo
 
 
 def _drive(env: LabEnv, bundle: Bundle, root: Path) -> None:
-    """The bundle's module, pcaps and commands, in a booted guest."""
-    by_variant = {n.name: n for n in env.nics}
-    if bundle.module:
-        env.nta.load(root / bundle.module, bundle.module_params, bounce=env.nics)
-    for item in bundle.injected:
-        nic = env.net.use(by_variant[item.nic])
-        frames = traffic.read_pcap(root / item.pcap)
-        sent = traffic.inject(nic.host, frames, nic.rate)
-        print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
-    for command in bundle.commands:
-        result = env.cmd(command, check=False)
-        print(f"  $ {command}: exit {result.rc}")
+    """The bundle's steps, in order, in a booted guest (in a test scope of its own: what the
+    replay starts is stopped at its end, and its journal is in ``<outdir>/journal``)."""
+    with env.test_scope(f"replay-{Path(bundle.outdir).name}-{bundle.test}"):
+        player = _Player(env, bundle, root)
+        try:
+            for n, step in enumerate(bundle.steps):
+                player.play(n, step)
+        finally:
+            player.join()
+
+
+class _Player:
+    """Replays steps one by one; frames the test sent from a thread, from a thread."""
+
+    def __init__(self, env: LabEnv, bundle: Bundle, root: Path) -> None:
+        self.env = env
+        self.bundle = bundle
+        self.root = root
+        self.by_variant = {n.name: n for n in env.nics}
+        self.senders: dict[str, threading.Thread] = {}  # per NIC: its background frames
+
+    def nic(self, name: str) -> GuestNic:
+        try:
+            return self.by_variant[name]
+        except KeyError:
+            raise UsageError(
+                f"the bundle sends to NIC {name}; the guest has {', '.join(self.by_variant)}"
+            ) from None
+
+    def here(self, text: str) -> str:
+        """Paths into the test's results dir, into the replay's (the test's artefacts stay
+        as they are); the dir's name whole, not a prefix of another name."""
+        old = re.escape(self.bundle.outdir.rstrip("/")) + r"(?![\w.-])"
+        return re.sub(old, lambda _: str(self.env.outdir), text)
+
+    def join(self, nic: str | None = None) -> None:
+        """Until the background frames of ``nic`` (default: every NIC's) are sent."""
+        for name in [nic] if nic is not None else list(self.senders):
+            sender = self.senders.pop(name, None)
+            if sender is not None:
+                sender.join()
+
+    def play(self, n: int, step: Step) -> None:
+        say = f"  [{n:3d} +{step.t:7.2f}s]"
+        try:
+            print(f"{say} {self._play(step)}", flush=True)
+        except CommandFailed as e:  # the test may have failed there too: go on, as it did
+            print(f"{say} failed ({e.result.rc}): {e.result.cmd}", flush=True)
+
+    def _play(self, step: Step) -> str:
+        env = self.env
+        if isinstance(step, Frames):
+            self.join(step.nic)  # one send call at a time per NIC, as in the test
+            nic = env.net.use(self.nic(step.nic))
+            frames = traffic.read_pcap(self.root / step.pcap)
+            rate = f"{step.rate:g}/s" if step.rate else "as fast as taken"
+            what = f"{nic.iface} ({step.nic}): {len(frames)} frames, {rate}, from {step.pcap}"
+            if step.background:
+                sender = threading.Thread(target=traffic.inject, args=(nic.host, frames, step.rate))
+                sender.start()
+                self.senders[step.nic] = sender
+                return what + " (background)"
+            sent = traffic.inject(nic.host, frames, step.rate)
+            return what + f": {sent.sent} sent"
+        if isinstance(step, Load):
+            env.nta.load(self.root / step.module, step.params)
+            return f"insmod {step.module} {step.params}"
+        if isinstance(step, Unload):
+            return f"rmmod nta: exit {env.nta.rmmod().rc}"
+        if isinstance(step, Param):
+            env.nta.set_param(step.name, step.value)
+            return f"{step.name}={step.value}"
+        if isinstance(step, Links):
+            links = [self.nic(name) for name in step.nics]
+            (env.net.links_up if step.up else env.net.links_down)(links)
+            return f"links {'up' if step.up else 'down'}: {', '.join(n.iface for n in links)}"
+        if isinstance(step, Command):
+            cmd = self.here(step.cmd)
+            if step.background:
+                return f"$ {cmd} & (pid {env.bg(cmd, Path(self.here(step.log)))})"
+            return f"$ {cmd}: exit {env.cmd(cmd, COMMAND_TIMEOUT_S, check=False).rc}"
+        if isinstance(step, Spawn):
+            args = [self.here(a) for a in step.args]
+            ready = Path(self.here(step.ready)) if step.ready else None
+            proc = env.bkg(step.name, step.module, *args, ready=ready)
+            return f"{step.module} {' '.join(args)} & (pid {proc.pid})"
+        assert_never(step)

@@ -107,7 +107,8 @@ def _start(req: GuestRequest, out: Path, scenarios: Path, pytest_args: Sequence[
     argv = plan.pytest_argv(gdir / "request.json", scenarios, pytest_args)
     (gdir / "pytest-argv.txt").write_text(" ".join(argv) + "\n")
     with (gdir / "pytest.log").open("wb") as log:
-        # A session of its own: its QEMU goes with it when the run is stopped (_stop).
+        # A session of its own, killed whole when the run is stopped (_stop); its QEMU
+        # is in the console pty's session, found by kill_qemu_of.
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, cwd=paths.IMPORT_ROOT,
             start_new_session=True,
@@ -148,8 +149,35 @@ def _stop(running: Sequence[_Running]) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             r.proc.wait(max(0.0, deadline - time.monotonic()))
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(r.proc.pid, signal.SIGKILL)  # QEMU, should the guest outlive pytest
+            os.killpg(r.proc.pid, signal.SIGKILL)
         r.proc.wait()
+        kill_qemu_of(r.dir)
+
+
+def kill_qemu_of(gdir: Path) -> list[int]:
+    """SIGKILL every QEMU still running for the guest whose results are in ``gdir``; their pids.
+
+    pexpect starts vng (which forks QEMU) in a session of its own, the console's
+    pty, so killing pytest's process group does not reach QEMU: a guest wedged
+    past STOP_WAIT_S outlived ``ntalab run``. Its command line names ``gdir``
+    (the guest's writable results directory), which finds it.
+    """
+    killed = []
+    mark = str(gdir.resolve()).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if b"qemu" in Path(argv[0].decode(errors="replace")).name.encode() and any(
+            mark in a for a in argv
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
 
 
 def _interrupt(_signo: int, _frame: object) -> None:

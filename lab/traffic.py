@@ -226,13 +226,14 @@ def inject(end: HostEnd, batch: Iterable[bytes], rate: float | None = None) -> I
     """Send frames to a guest NIC, paced at ``rate`` frames/s or as fast as it takes them."""
     start = time.monotonic()
     sent = 0
-    for frame in batch:
-        if rate:
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        end.send(frame)
-        sent += 1
+    with end.batch(rate):  # one step of the test's journal
+        for frame in batch:
+            if rate:
+                delay = start + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            end.send(frame)
+            sent += 1
     return InjectResult(sent, time.monotonic() - start)
 
 

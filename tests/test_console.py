@@ -42,6 +42,25 @@ def test_timeout_names_the_command_and_shows_the_tail(console: Console) -> None:
     assert "started" in str(e.value)
 
 
+def test_after_a_timeout_the_stuck_command_is_interrupted_and_the_next_one_runs(
+    console: Console,
+) -> None:
+    """One hung program must not fail every command after it (the cascade CI met)."""
+    with pytest.raises(ConsoleTimeout):
+        console.run("sleep 600", timeout=1)
+    assert console.run("echo next", timeout=10).stdout == "next\n"
+    assert "^C (the command did not return)" in str(console.log.getvalue())  # type: ignore[attr-defined]
+
+
+def test_a_command_deaf_to_ctrl_c_fails_every_later_one_at_once(console: Console) -> None:
+    start = time.monotonic()
+    with pytest.raises(ConsoleTimeout, match="within 1s"):
+        console.run("trap '' INT; sleep 600", timeout=1)
+    with pytest.raises(ConsoleTimeout, match=r"stopped answering at: trap '' INT; sleep 600"):
+        console.run("echo after", timeout=60)
+    assert time.monotonic() - start < 40
+
+
 def test_a_panic_fails_this_command_at_once_and_every_later_one(console: Console) -> None:
     """A dead kernel answers nothing: the command that saw the panic and all after it fail
     with it, without waiting out their timeouts."""

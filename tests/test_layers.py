@@ -25,11 +25,11 @@ from lab.records import RunResult
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "records": ("lab", "lab.records"),
+    "records": ("lab", "lab.records", "lab.steps"),
     "host": (
         "lab.paths", "lab.wait", "lab.events", "lab.kconfig", "lab.accel", "lab.images",
         "lab.kbuild", "lab.nics", "lab.kernlog", "lab.checks", "lab.symbolize",
-        "lab.debuginfo", "lab.repeat", "lab.traffic", "lab.report",
+        "lab.debuginfo", "lab.repeat", "lab.journal", "lab.traffic", "lab.report",
     ),
     "guest": ("lab.console", "lab.guest", "lab.guestnet", "lab.spawn", "lab.nta"),
     # repro: bundles are written by the plugin as a test fails, and replayed from the CLI.

@@ -18,6 +18,7 @@ from lab.images import Kernel
 from lab.kernlog import Splat
 from lab.records import Verdict
 from lab.repeat import RECORD, Attempt, Repeated, repeat
+from lab.steps import Command
 from tests.conftest import FAKE_GUEST
 
 SPLATS = Path(__file__).parent / "data" / "splats"
@@ -89,10 +90,9 @@ def bundle(tmp_path: Path, reproduces_on: str) -> Path:
     root.mkdir()
     b = repro.Bundle(
         test="flaky[e1000]", kernel="fake", release="0.0-fake", nic_set="e1000", accel="tcg",
-        append=[], module=None, module_params="", injected=[], reason="x",
-        commands=[str(script)],
+        append=[], reason="x", outdir="/results/g0", steps=[Command(str(script))],
     )  # fmt: skip
-    (root / repro.BUNDLE_FILE).write_text(json.dumps(asdict(b)))
+    (root / repro.BUNDLE_FILE).write_text(json.dumps(b.to_dict()))
     return root
 
 

@@ -113,6 +113,14 @@ def test_guest_lines_name_a_boot_retry() -> None:
     assert lines[2].startswith("guest debian-6.12/e1000: did not boot: guest did not boot")
 
 
+def test_a_guest_left_nothing_to_run_is_not_called_unbooted() -> None:
+    idle = GuestResult(GuestRequest("debian-6.1", "all", "debug"), [], None, "", 0.0)
+    run = replace(sample(), guests=[idle])
+    assert report.guest_lines(run) == [
+        "guest debian-6.1/all/debug: nothing selected to run, not booted"
+    ]
+
+
 def test_summary_round_trips(tmp_path: Path) -> None:
     run = sample()
     report.write(run, tmp_path)

@@ -151,7 +151,6 @@ class FrameLoad:
             raise LabError(f"load {self.name}: frames are injected into a lab NIC, not {nic.name}")
         sizes = (self.size,) if self.size else None
         distinct = traffic.filler(env.addrs(nic), min(self.frames, DISTINCT), sizes, seed=1)
-        env.save_pcap(nic, f"bench-{self.name}", distinct)
         batch = (distinct * (self.frames // len(distinct) + 1))[: self.frames]
 
         def drive() -> Sent:

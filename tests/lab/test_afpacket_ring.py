@@ -25,7 +25,7 @@ def test_tpacket_v3_ring_sees_every_frame(lab_env: LabEnv) -> None:
         ready=ready, out=out,
     )  # fmt: skip
 
-    lab_env.inject(nic, batch, f"injected-afpacket-{run_id}")
+    lab_env.inject(nic, batch)
 
     got = proc.result(AfpacketReport.from_json, 180)
     assert (got.frames, got.kernel_drops) == (FRAMES, 0)

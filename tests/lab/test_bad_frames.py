@@ -34,7 +34,7 @@ def test_bad_frames_then_normal_delivery(lab_env: LabEnv, nic: GuestNic) -> None
     taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
     counted = len(junk) if COUNTS_TOO_LONG_AS_MISSED[nic.variant.qemu_device] else taken
     rx0 = lab_env.rx(nic)
-    lab_env.inject(nic, junk, f"injected-{nic.name}-bad")
+    lab_env.inject(nic, junk)
     rx = lab_env.nic_took(nic, rx0, counted)
     (lab_env.outdir / f"bad-frames-{nic.name}.json").write_text(
         json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx": dataclasses.asdict(rx)})

@@ -70,7 +70,6 @@ def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> C
         nic, f"pysniff-{tag}", "-w", sniff_pcap, "--idle", IDLE_S,
         "--first-frame-timeout", FIRST_FRAME_S,
     )  # fmt: skip
-    env.save_pcap(nic, f"injected-{tag}", frames)
     matchers = traffic.answered_by(a)
     answers: Counter[str] = Counter()
 

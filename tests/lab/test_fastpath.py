@@ -70,9 +70,9 @@ def test_need_wakeup_is_set_when_starved_and_cleared_when_chunks_return(
                    ready=ready)  # fmt: skip
     nta.net.bounce([nic])
     a = nta.addrs(nic)
-    nta.inject(nic, traffic.frames(1, LIMIT * 2, a, ("udp4",), seed=1), "injected-starve")
+    nta.inject(nic, traffic.frames(1, LIMIT * 2, a, ("udp4",), seed=1))
     proc.wait_file(starved)
-    nta.inject(nic, traffic.frames(2, AFTER, a, ("udp4",), seed=2), "injected-after-starve")
+    nta.inject(nic, traffic.frames(2, AFTER, a, ("udp4",), seed=2))
     r = proc.result(WakeProbeReport.from_json)
     assert r.held_when_set == LIMIT, r
     assert r.cleared_by_commit and r.syscalls_to_clear == 1, r
@@ -83,7 +83,7 @@ def test_need_wakeup_is_set_when_starved_and_cleared_when_chunks_return(
 def spaced(env: LabEnv, nic: GuestNic, tag: str, *args: object) -> SniffReport:
     sn = env.pysniff(nic, tag, "-c", SPACED, "--idle", IDLE_S + 1 / SPACED_RATE,
                      "--first-frame-timeout", FIRST_FRAME_S, *args)  # fmt: skip
-    env.inject(nic, traffic.frames(3, SPACED, env.addrs(nic), ("udp4",), seed=3), tag,
+    env.inject(nic, traffic.frames(3, SPACED, env.addrs(nic), ("udp4",), seed=3),
                rate=SPACED_RATE)  # fmt: skip
     return sn.result(SniffReport.from_json)
 
@@ -114,7 +114,7 @@ def test_wakeups_come_within_the_policy(nta: LabEnv, figure: Figure) -> None:
     sn = nta.pysniff(nic, "wake-burst", "--bulk", "-c", DUMP_FRAMES, "--idle", IDLE_S,
                      "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
     rx0 = nta.rx(nic)
-    nta.inject(nic, traffic.frames(4, DUMP_FRAMES, nta.addrs(nic), ("udp4",), seed=4), "burst",
+    nta.inject(nic, traffic.frames(4, DUMP_FRAMES, nta.addrs(nic), ("udp4",), seed=4),
                rate=None)  # fmt: skip
     took = nta.nic_took(nic, rx0, DUMP_FRAMES).packets
     burst = sn.result(SniffReport.from_json)
@@ -137,7 +137,7 @@ def test_ntadump_delivers_every_frame(nta: LabEnv, nic: GuestNic, figure: Figure
     dump = nta.ntadump([nic], f"ntadump-{nic.name}", "-w", pcap, "-c", DUMP_FRAMES)
     nta.net.bounce([nic])
     rx0 = nta.rx(nic)
-    nta.inject(nic, batch, f"injected-ntadump-{nic.name}")
+    nta.inject(nic, batch)
     rx = nta.nic_took(nic, rx0, len(batch))
     if rx.missed:
         dump.stop()  # it waits for the frames the NIC missed

@@ -127,8 +127,7 @@ def test_e1000_refills_in_every_context_served_and_unserved(nta: LabEnv, figure:
     assert all(calls.values()), f"{served.iface}, served: {calls}"
     nta.net.links_up([served])
     rx0 = nta.rx(served)
-    nta.inject(served, traffic.frames(5, LIFECYCLE_FRAMES, nta.addrs(served), ("udp4",)),
-               "injected-refills")  # fmt: skip
+    nta.inject(served, traffic.frames(5, LIFECYCLE_FRAMES, nta.addrs(served), ("udp4",)))
     took = nta.nic_took(served, rx0, LIFECYCLE_FRAMES).packets
     got = sn.result(SniffReport.from_json)
     assert got.frames == took == LIFECYCLE_FRAMES, got
@@ -153,7 +152,7 @@ def test_a_reader_attaches_detaches_and_hears_its_devices_go(nta: LabEnv, figure
         if name == "cycles":
             nta.net.bounce([nic])
         rx0 = nta.rx(nic)
-        nta.inject(nic, traffic.frames(n, LIFECYCLE_FRAMES, a, ("udp4",)), f"injected-{name}")
+        nta.inject(nic, traffic.frames(n, LIFECYCLE_FRAMES, a, ("udp4",)))
         nta.nic_took(nic, rx0, LIFECYCLE_FRAMES)
         (steps / f"{name}-done").write_text("")
     proc.wait_file(steps / "going")
@@ -189,12 +188,12 @@ def test_the_last_frame_before_silence_wakes_the_reader_in_time(
                      "--idle", 3 * SILENCE_S + IDLE_S,
                      "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
     a, rng = nta.addrs(nic), random.Random(nta.new_run_id())
-    for p in range(PAIRS):
+    for _ in range(PAIRS):
         first, second = (traffic.udp_request(a, 9, rng.randrange(1024, 65536), b"pair" * 8)
                          for _ in range(2))  # fmt: skip
-        nta.inject(nic, [first], f"injected-pair-{p}-first", rate=None)
+        nta.inject(nic, [first], rate=None)
         time.sleep(PAIR_GAP_S)
-        nta.inject(nic, [second], f"injected-pair-{p}-second", rate=None)
+        nta.inject(nic, [second], rate=None)
         time.sleep(SILENCE_S)
     got = sn.result(SniffReport.from_json)
     assert got.frames == 2 * PAIRS, got

@@ -27,16 +27,15 @@ def test_a_planted_use_after_free_is_caught(nta: LabEnv, figure: Figure) -> None
     KASAN reports it, naming NTA's release path. The test leaves a reproducer bundle
     that ``ntalab repro --no-shell`` replays to the same report."""
     nic = nta.use(nta.nics[0])
-    loaded = nta.nta.loaded
-    assert loaded is not None
     nta.set_param("fault_uaf_on_close", 1)
-    trigger = "sh -c ': < /dev/nta'"  # a reader opens and closes: the planted read
-    nta.cmd(trigger)
+    nta.cmd("sh -c ': < /dev/nta'")  # a reader opens and closes: the planted read
     reports = nta.expect_splat("kasan")
     assert "use-after-free" in reports[0].title and "nta_" in reports[0].title, reports
+    assert nta.journal is not None
+    # Expected, so no failure writes it: the journal so far (module, parameter, command).
     bundle = repro.write(
-        nta, f"planted-uaf-{nic.name}", [], str(reports[0]), nta.outdir.parent / "repro",
-        params=f"{loaded.params} fault_uaf_on_close=1", commands=[trigger],
+        nta, f"planted-uaf-{nic.name}", nta.journal, str(reports[0]), nta.outdir.parent / "repro",
+        splats=reports,
     )  # fmt: skip
     figure(nic, f"{reports[0].title}; bundle {bundle.name}")
 

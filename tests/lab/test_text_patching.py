@@ -9,7 +9,7 @@ scenarios ask whose fault that is. NTA's unload under traffic, again and again;
 and the same site patched the same way with NTA not loaded at all, by
 kmod/ftrace_flip.c, a do-nothing ftrace ops registered and removed (IPMODIFY as
 NTA's, and plain) while e1000 receives as fast as it can. ``ntalab run --repeat
-N -- -k text_patching`` turns them into rates (docs/known-issues.md). A study, not part
+N -- -k text_patching`` turns them into rates (README, "Shortfalls"). A study, not part
 of the matrix: they run only when ``-k`` names them.
 """
 
