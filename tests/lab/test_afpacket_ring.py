@@ -11,6 +11,10 @@ from lab.guestside.reports import AfpacketReport
 from lab.labenv import LabEnv
 
 FRAMES = 3000
+# The bench's fixed rate. Flat out, a Python reader sharing a 2-core TCG host with another
+# guest fell behind its ring (609 of 3000 dropped in one matrix run): a finding about
+# the host, not about whether the reader counts and checks what it is given.
+RATE = 2000.0
 
 
 @pytest.mark.lab
@@ -25,7 +29,7 @@ def test_tpacket_v3_ring_sees_every_frame(lab_env: LabEnv) -> None:
         ready=ready, out=out,
     )  # fmt: skip
 
-    lab_env.inject(nic, batch)
+    lab_env.inject(nic, batch, RATE)
 
     got = proc.result(AfpacketReport.from_json, 180)
     assert (got.frames, got.kernel_drops) == (FRAMES, 0)
