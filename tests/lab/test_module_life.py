@@ -169,6 +169,7 @@ def test_a_reader_attaches_detaches_and_hears_its_devices_go(nta: LabEnv, figure
 
 
 @pytest.mark.lab
+@pytest.mark.sanitizers
 def test_the_last_frame_before_silence_wakes_the_reader_in_time(
     nta: LabEnv, figure: Figure
 ) -> None:
