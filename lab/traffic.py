@@ -7,11 +7,12 @@ check it frame by frame. Frame sizes are Ethernet sizes without FCS.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +236,33 @@ def inject(end: HostEnd, batch: Iterable[bytes], rate: float | None = None) -> I
             end.send(frame)
             sent += 1
     return InjectResult(sent, time.monotonic() - start)
+
+
+class Sustained:
+    """Frames sent by ``sustained``'s thread so far."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+
+@contextlib.contextmanager
+def sustained(end: HostEnd, batch: Sequence[bytes], rate: float | None) -> Iterator[Sustained]:
+    """``batch`` sent again and again from a thread of its own until the block ends (traffic
+    under which a test does something else); the thread is joined before the block returns."""
+    done = Sustained()
+    stop = threading.Event()
+
+    def fire() -> None:
+        while not stop.is_set():
+            done.sent += inject(end, batch, rate).sent
+
+    sender = threading.Thread(target=fire)
+    sender.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        sender.join()
 
 
 def converse(

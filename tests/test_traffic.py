@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -83,6 +84,30 @@ def test_inject_delivers_every_frame_in_order(tmp_path: Path) -> None:
         guest.close()
     assert result.sent == 100
     assert got == batch
+
+
+def test_sustained_sends_whole_batches_until_the_block_ends(tmp_path: Path) -> None:
+    guest = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    guest.bind(str(tmp_path / "g.sock"))
+    guest.settimeout(5)
+    plan = NicPlan(0, variant("e1000"), ADDRS.guest_mac, tmp_path / "g.sock", tmp_path / "h.sock")
+    end = HostEnd(plan)
+    batch = traffic.frames(3, 10, ADDRS, seed=3)
+    got: list[bytes] = []
+    try:
+        with traffic.sustained(end, batch, 2000) as sending:
+            while len(got) < 3 * len(batch):
+                got.append(guest.recv(2048))
+        # Joined on leaving: nothing more is sent, and every frame sent was the batch's.
+        guest.settimeout(0.2)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(guest.recv(2048))
+    finally:
+        end.close()
+        guest.close()
+    assert sending.sent == len(got) and sending.sent % len(batch) == 0
+    assert got == batch * (len(got) // len(batch))
 
 
 def test_inject_without_qemu_is_a_clear_error(tmp_path: Path) -> None:

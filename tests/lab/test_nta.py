@@ -9,8 +9,6 @@ After each, the module's counters must balance to the chunk.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from lab import checks, traffic
@@ -265,29 +263,20 @@ def test_nta_unload_under_fire(nta: LabEnv, figure: Figure) -> None:
     assert loaded is not None
     rate = nic.rate or 2000.0
     burst = traffic.frames(nta.new_run_id(), SHORT_RUN, nta.addrs(nic), ("udp4",), seed=6)
-    stop = threading.Event()
-
-    def fire() -> None:
-        while not stop.is_set():
-            traffic.inject(nic.host, burst, rate)
-
     sn = nta.pysniff(nic, "unload-holder", "--no-commit")
-    sender = threading.Thread(target=fire)
-    sender.start()
     try:
-        nta.nta.wait("a reader holding chunks", lambda s: s.outstanding >= SHORT_RUN)
-        busy = nta.nta.rmmod()
-        assert busy.rc != 0 and "in use" in busy.stderr, busy
-        sn.signal("KILL")
-        sn.wait(60)
-        rx = nta.rx(nic).packets
-        assert nta.nta.rmmod().rc == 0
-        assert nta.rx(nic).packets > rx, "no traffic during rmmod: not under fire"
-        unloaded = nta.cmd("dmesg | grep 'nta: unloaded' | tail -1").stdout
-        assert "in_use" in unloaded, unloaded
+        with traffic.sustained(nic.host, burst, rate):
+            nta.nta.wait("a reader holding chunks", lambda s: s.outstanding >= SHORT_RUN)
+            busy = nta.nta.rmmod()
+            assert busy.rc != 0 and "in use" in busy.stderr, busy
+            sn.signal("KILL")
+            sn.wait(60)
+            rx = nta.rx(nic).packets
+            assert nta.nta.rmmod().rc == 0
+            assert nta.rx(nic).packets > rx, "no traffic during rmmod: not under fire"
+            unloaded = nta.cmd("dmesg | grep 'nta: unloaded' | tail -1").stdout
+            assert "in_use" in unloaded, unloaded
     finally:
-        stop.set()
-        sender.join()
         # Loaded again whatever failed above, so the guest's later scenarios find it.
         if nta.nta.loaded is None:
             nta.net.bounce(nta.nics)

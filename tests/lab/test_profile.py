@@ -14,8 +14,6 @@ their call chains) cover the same traffic, beside the ``none`` trial's.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from lab import traffic
@@ -53,22 +51,10 @@ def test_where_capture_time_goes(nta: LabEnv, sniffer: str, figure: Figure) -> N
     batch = traffic.frames(nta.new_run_id(), FRAMES, nta.addrs(nic), ("udp4",), seed=9)
     data = f"/tmp/perf-{sniffer}.data"
     nta.defer(nta.cmd, f"rm -f {data}")
-    stop = threading.Event()
-    sent = [0]
-
-    def fire() -> None:
-        while not stop.is_set():
-            sent[0] += traffic.inject(nic.host, batch, RATE).sent
-
     rx0 = nta.rx(nic)
-    sender = threading.Thread(target=fire)
-    sender.start()
-    try:
+    with traffic.sustained(nic.host, batch, RATE) as sent:
         nta.cmd(f"{PERF} record -a -g -e cpu-clock -F 499 -o {data} -- sleep {SECONDS}",
                 timeout=SECONDS + 120)  # fmt: skip
-    finally:
-        stop.set()
-        sender.join()
     took = nta.rx(nic).packets - rx0.packets
     perf = f"{PERF} report -i {data} --stdio --no-children --sort comm,sym 2>/dev/null"
     report = nta.cmd(
@@ -76,7 +62,7 @@ def test_where_capture_time_goes(nta: LabEnv, sniffer: str, figure: Figure) -> N
         timeout=300,
     ).stdout
     out = nta.outdir / f"profile-{sniffer}.txt"
-    out.write_text(f"# {sniffer}: {sent[0]} frames sent, {took} received, {SECONDS} s\n{report}")
+    out.write_text(f"# {sniffer}: {sent.sent} frames sent, {took} received, {SECONDS} s\n{report}")
     callers = nta.cmd(f"{perf} --percent-limit 2 -g graph,1,callee | head -{CALLERS}", timeout=300)
     (nta.outdir / f"callers-{sniffer}.txt").write_text(callers.stdout)
     lines = [" ".join(line.split()) for line in report.splitlines()]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -244,25 +243,14 @@ def test_a_fault_parameter_set_to_zero_under_traffic(nta: LabEnv) -> None:
     nic = nta.use(nta.nics[0])
     sn = nta.pysniff(nic, "fault-writes", "--bulk", "--idle", IDLE_S,
                      "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
-    stop = threading.Event()
     batch = traffic.frames(2, 300, nta.addrs(nic), ("udp4",), seed=2)
-
-    def fire() -> None:
-        while not stop.is_set():
-            traffic.inject(nic.host, batch, None)
-
-    sender = threading.Thread(target=fire)
-    sender.start()
-    try:
+    with traffic.sustained(nic.host, batch, None):
         loop = " ".join(
             f"echo {v} > {PARAMS}/{p};"
             for p in ("fault_drop_record_every", "fault_leak_every")
             for v in (3, 0)
         )
         nta.cmd(f"for i in $(seq 200); do {loop} done", timeout=120)
-    finally:
-        stop.set()
-        sender.join()
     sn.stop()
     assert nta.nta.param("fault_drop_record_every") == 0
     nta.quiesced()

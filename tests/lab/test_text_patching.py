@@ -16,9 +16,7 @@ of the matrix: they run only when ``-k`` names them.
 from __future__ import annotations
 
 import shlex
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -34,23 +32,9 @@ TRACING = "/sys/kernel/tracing"
 TARGET = "__netdev_alloc_frag_align"
 
 
-@contextmanager
-def receiving(env: LabEnv, nic: GuestNic) -> Iterator[None]:
+def receiving(env: LabEnv, nic: GuestNic) -> AbstractContextManager[traffic.Sustained]:
     """Frames sent to ``nic`` as fast as it takes them until the block ends."""
-    batch = traffic.frames(1, 300, env.addrs(nic))
-    stop = threading.Event()
-
-    def fire() -> None:
-        while not stop.is_set():
-            traffic.inject(nic.host, batch, nic.rate)
-
-    sender = threading.Thread(target=fire)
-    sender.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        sender.join()
+    return traffic.sustained(nic.host, traffic.frames(1, 300, env.addrs(nic)), nic.rate)
 
 
 def frag_path_nic(env: LabEnv) -> GuestNic:
