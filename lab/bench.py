@@ -84,8 +84,9 @@ from typing import Any
 from lab import LabError, UsageError, accel, images, kbuild, nics, traffic
 from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNic
+from lab.guestside.protocol import Afpacket, Httpd, Meter
 from lab.guestside.reports import AfpacketReport, MeterReport
-from lab.labenv import LabEnv
+from lab.testbed import Testbed
 from pysniff.report import SniffReport
 
 SNIFFERS = ("none", "none-loaded", "afpacket", "tcpdump", "pysniff", "ntadump")
@@ -215,29 +216,29 @@ class Trial:
     system_ticks: int = 0  # ... and in the kernel on its behalf (system calls)
 
 
-def sniffer_argv(
-    name: str, iface: str, count: int, ready: Path, ntadump: str = "ntadump"
-) -> list[str]:
-    """The meter's arguments for one sniffer: how to wait for it, and its command."""
-    py = [sys.executable, "-S"]  # both Python sniffers use the standard library only
+def sniffer_request(
+    name: str, iface: str, count: int, started: Path, ntadump: str = "ntadump"
+) -> Meter:
+    """The meter's request for one sniffer: its command, and how it says it is ready (the
+    Python ones through the lab's protocol, the native ones by a line on stderr)."""
+    py = (sys.executable, "-S")  # both Python sniffers use the standard library only
     if name in NO_PROCESS:
-        return []
+        return Meter(hold=started)
     if name == "afpacket":
-        cmd = [*py, "-m", "lab.guestside.afpacket", iface, str(count), "600", str(ready)]
-        return ["--wait-file", str(ready), "--", *cmd]
+        argv = Afpacket(iface, count, duration=600).to_argv()
+        return Meter(hold=started, cmd=(*py, "-m", Afpacket.MODULE, *argv))
     if name == "tcpdump":
         tcpdump = shutil.which("tcpdump") or "tcpdump"
-        cmd = [tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null", "-c", str(count)]
-        cmd += ["-B", "2048"]  # 2 MiB, as the AF_PACKET reader's ring
-        return ["--wait-line", "listening on", "--", *cmd]
+        cmd: tuple[str, ...] = (tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null")
+        cmd += ("-c", str(count), "-B", "2048")  # 2 MiB, as the AF_PACKET reader's ring
+        return Meter(hold=started, wait_line="listening on", cmd=cmd)
     if name == "pysniff":
         # The module's default wakeup policy: what a reader gets without asking.
-        cmd = [*py, "-m", "pysniff", "-i", iface, "-c", str(count), "--json"]
-        cmd += ["--ready-file", str(ready), "--bulk"]
-        return ["--wait-file", str(ready), "--", *cmd]
+        cmd = (*py, "-m", "pysniff", "-i", iface, "-c", str(count), "--json", "--bulk")
+        return Meter(hold=started, cmd=cmd)
     if name == "ntadump":
-        cmd = [ntadump, "-i", iface, "-c", str(count), "-w", "/dev/null"]
-        return ["--wait-line", "ntadump: listening on", "--", *cmd]
+        cmd = (ntadump, "-i", iface, "-c", str(count), "-w", "/dev/null")
+        return Meter(hold=started, wait_line="ntadump: listening on", cmd=cmd)
     raise UsageError(f"unknown sniffer {name!r}; known: {', '.join(SNIFFERS)}")
 
 
@@ -307,7 +308,7 @@ class Where:
 
 
 def run_trial(
-    env: LabEnv,
+    env: Testbed,
     where: Where,
     sniffer: str,
     load: Load,
@@ -318,13 +319,12 @@ def run_trial(
     """One sniffer under one load. ``drive`` makes the load; it returns the frames the
     NIC must have received before the sniffer is stopped (0: whatever came)."""
     tag = f"bench-{load.name}-{sniffer}-{rnd}"
-    ready, started = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.started"
-    inner, out = env.outdir / f"{tag}.sniffer-ready", env.outdir / f"{tag}.json"
+    started, out = env.outdir / f"{tag}.started", env.outdir / f"{tag}.json"
     # A web load has no frame count to stop at: the sniffer runs until stopped.
     count = 10**9 if load.web else load.frames
-    argv = sniffer_argv(sniffer, where.iface, count, inner, ntadump)
-    meter = env.spawn(tag, "lab.guestside.meter", ready, "--hold", started, *argv, out=out)
-    meter.wait_file(ready)
+    request = sniffer_request(sniffer, where.iface, count, started, ntadump)
+    meter = env.start(tag, request, ready=True, out=out)
+    meter.wait_ready()
     # The sniffer is ready (an NTA reader has attached): the ring refills, from
     # its pool for an NTA reader. Outside the window: no sniffer pays for it.
     where.refill()
@@ -379,7 +379,7 @@ def run_trial(
     )
 
 
-def rx_packets(env: LabEnv, iface: str) -> int:
+def rx_packets(env: Testbed, iface: str) -> int:
     return int(env.cmd(f"cat /sys/class/net/{iface}/statistics/rx_packets").stdout)
 
 
@@ -749,7 +749,7 @@ class ModuleState:
     until a reader attaches it, and each trial bounces its own NIC anyway.
     """
 
-    def __init__(self, env: LabEnv, module: Path | None, bounce_all: Callable[[], None]):
+    def __init__(self, env: Testbed, module: Path | None, bounce_all: Callable[[], None]):
         self.env = env
         self.module = module
         self.bounce_all = bounce_all
@@ -766,7 +766,7 @@ class ModuleState:
             self.bounce_all()
 
 
-def bounce_iface(env: LabEnv, iface: str) -> None:
+def bounce_iface(env: Testbed, iface: str) -> None:
     """Link down and up for a NIC that is not one of the lab's (the web load's), once it
     has carrier again: its ring refills from scratch."""
     carrier = f"/sys/class/net/{iface}/carrier"
@@ -831,7 +831,7 @@ def run_bench(
 
     with Guest(spec, out / "guest") as guest:
         boot_s = guest.boot_seconds
-        env = LabEnv.up(guest, kernel, "e1000")
+        env = Testbed.up(guest, kernel, "e1000")
         gn = env.nics[0]
         web_iface = setup_web_nic(env) if web_port is not None else None
 
@@ -875,18 +875,19 @@ def run_bench(
     return 0
 
 
-def frame_driver(env: LabEnv, gn: GuestNic, load: Load) -> Callable[[], int]:
+def frame_driver(env: Testbed, gn: GuestNic, load: Load) -> Callable[[], int]:
     # Load, not a delivery check: a thousand distinct frames, sent over again.
-    distinct = traffic.frames(1, min(load.frames, 1000), env.addrs(gn), ("udp4",), seed=1)
+    addrs = traffic.Addresses(gn.mac, gn.guest_ip, gn.host_ip)
+    distinct = traffic.frames(1, min(load.frames, 1000), addrs, ("udp4",), seed=1)
     batch = (distinct * (load.frames // len(distinct) + 1))[: load.frames]
 
     def drive() -> int:
-        return traffic.inject(gn.host, batch, load.rate).sent
+        return env.send(gn, batch, load.rate).sent
 
     return drive
 
 
-def setup_web_nic(env: LabEnv) -> str:
+def setup_web_nic(env: Testbed) -> str:
     """The user-mode NIC: found by MAC and driver, set up as the lab's own NICs are."""
     found = env.cmd(nics.find_iface_cmd(WEB_MAC, "e1000")).stdout.split()
     if len(found) != 1:
@@ -896,11 +897,10 @@ def setup_web_nic(env: LabEnv) -> str:
     return iface
 
 
-def web_driver(env: LabEnv, load: Load, port: int) -> Callable[[], int]:
+def web_driver(env: Testbed, load: Load, port: int) -> Callable[[], int]:
     """Starts the guest's HTTP server once; each call fetches ``load.frames`` pages."""
-    ready = env.outdir / "ready-httpd"
-    proc = env.spawn("httpd", "lab.guestside.httpd", f"{WEB_NET}.2", WEB_PORT, ready)
-    proc.wait_file(ready)
+    proc = env.start("httpd", Httpd(f"{WEB_NET}.2", WEB_PORT), ready=True)
+    proc.wait_ready()
     # One request first: slirp and the guest's ARP entry for it are set up
     # before anything is measured.
     if fetch_pages(port, 1).sent != 1:

@@ -99,7 +99,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     )
     with Guest(spec, outdir) as guest:
         net = GuestNet(guest.sh, guest.features)
-        for nic in net.setup(guest.nics, guest.host_ends, promisc=True):
+        for nic in net.setup(guest.nics, promisc=True):
             print(f"  {nic.name}: guest {nic.iface} mac {nic.mac}")
             print(f"    inject: ntalab inject --guest-sock {guest.nics[nic.index].guest_sock} "
                   f"--mac {nic.mac} --count 100")  # fmt: skip

@@ -83,6 +83,7 @@ class EventKind(StrEnum):
     BOOTED = "booted"
     TEST = "test"
     NIC = "nic"  # a test moved on to one of the guest's NICs
+    RESTORED = "restored"  # the guest put back in its documented state before a test
     DONE = "done"  # a test ended
     GUEST_DONE = "guest-done"
 
@@ -245,6 +246,9 @@ class CaseResult:
     message: str = ""  # first line of the failure, or the skip reason
     figures: dict[str, str] = field(default_factory=dict)  # NIC variant -> key figure
     repro: str = ""  # reproducer bundle, for a failure
+    # What of the guest's documented state was put back before it, and after which test
+    # ("restored after test_x: eth1 down"): a test before it broke the guest.
+    restored: str = ""
 
     @property
     def name(self) -> str:

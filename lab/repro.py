@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lab import ExitStatus, InfraError, UsageError, accel, images, nics, traffic
 from lab.guest import Guest, GuestSpec
-from lab.labenv import LabEnv
+from lab.testbed import Testbed
 
 BUNDLE_FILE = "bundle.json"
 
@@ -46,7 +46,7 @@ class Bundle:
 
 
 def write(
-    env: LabEnv,
+    env: Testbed,
     test: str,
     pcaps: list[tuple[str, Path]],
     reason: str,
@@ -116,14 +116,14 @@ def replay(path: Path, interactive: bool = True, accel_override: str | None = No
     spec = GuestSpec(kernel, nics.nic_set(bundle.nic_set), acc, append=tuple(bundle.append))
     print(f"replaying {bundle.test} on {kernel.release} ({bundle.nic_set}, {acc.name})")
     with Guest(spec, root / "replay") as guest:
-        env = LabEnv.up(guest, kernel, bundle.nic_set)
+        env = Testbed.up(guest, kernel, bundle.nic_set)
         by_variant = {n.name: n for n in env.nics}
         if bundle.module:
             env.nta.load(root / bundle.module, bundle.module_params, bounce=env.nics)
         for item in bundle.injected:
             nic = env.net.use(by_variant[item.nic])
             frames = traffic.read_pcap(root / item.pcap)
-            sent = traffic.inject(nic.host, frames, nic.rate)
+            sent = env.send(nic, frames, nic.rate)
             print(f"  {nic.iface} ({item.nic}): {sent.sent} frames from {item.pcap}")
         for command in bundle.commands:
             result = env.cmd(command, check=False)

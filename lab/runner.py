@@ -79,6 +79,7 @@ class Progress:
             EventKind.BOOTED: f"{e.guest}: up in {e.detail}{retried}",
             EventKind.TEST: f"{e.guest}: {e.test}",
             EventKind.NIC: f"{e.guest}: {e.test} on {e.nic}",
+            EventKind.RESTORED: f"{e.guest}: {e.test}: {e.detail}",
             EventKind.DONE: f"{e.guest}: {e.test}{done}" + (f" ({e.detail})" if e.detail else ""),
             EventKind.GUEST_DONE: f"{e.guest}: finished",
         }[e.kind]

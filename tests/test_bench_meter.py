@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.guestside import meter
+from lab.guestside.protocol import READY_ENV, Meter
 from lab.guestside.reports import MeterReport
 
 INFO = "hist:keys=common_pid:vals=hitcount:sort=hitcount:size=2048 if common_pid == 1234"
@@ -106,10 +107,11 @@ def test_no_tracefs_is_no_count_not_a_failure(tmp_path: Path) -> None:
 
 
 def test_options_in_any_order() -> None:
-    args = meter.parse_args(["R", "--wait-line", "listening on", "--hold", "S", "--", "x", "-y"])
-    assert (args.ready, args.hold, args.wait_line) == (Path("R"), Path("S"), "listening on")
+    args = Meter.from_argv(["--wait-line", "listening on", "--hold", "S", "--", "x", "-y"])
+    assert (args.hold, args.wait_line) == (Path("S"), "listening on")
     assert args.cmd == ("x", "-y")
-    assert meter.parse_args(["R"]).cmd == ()
+    assert Meter.from_argv([]) == Meter()
+    assert Meter.from_argv(args.to_argv()) == args
 
 
 @pytest.fixture
@@ -123,13 +125,18 @@ def fake_tracefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
-    tmp_path: Path, fake_tracefs: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    fake_tracefs: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ready, started, sniffer_ready = tmp_path / "ready", tmp_path / "started", tmp_path / "sr"
-    # Ready at once; 0.4 s of CPU, mostly in its own code, once the window is open
-    # (SIGUSR1 at 0.2 s).
+    ready, started = tmp_path / "ready", tmp_path / "started"
+    monkeypatch.setenv(READY_ENV, str(ready))
+    # Ready at once (the protocol: the meter gave it a ready file of its own); 0.4 s of
+    # CPU, mostly in its own code, once the window is open (SIGUSR1 at 0.2 s).
     code = (
-        f"import pathlib, time; pathlib.Path({str(sniffer_ready)!r}).touch(); time.sleep(0.5)\n"
+        f"import os, pathlib, time; pathlib.Path(os.environ[{READY_ENV!r}]).touch()\n"
+        "time.sleep(0.5)\n"
         "t = time.process_time()\n"
         "while time.process_time() - t < 0.4: sum(range(20000))\n"
         "time.sleep(0.2)"
@@ -138,14 +145,15 @@ def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         go.start()
-        argv = [str(ready), "--hold", str(started), "--wait-file", str(sniffer_ready)]
-        assert meter.main([*argv, "--", sys.executable, "-S", "-c", code]) == 0
+        request = Meter(hold=started, cmd=(sys.executable, "-S", "-c", code))
+        assert meter.main(request.to_argv()) == 0
     finally:
         go.cancel()
         for s, handler in saved.items():
             signal.signal(s, handler)
     report = MeterReport.from_json(capsys.readouterr().out)
     assert ready.exists() and started.exists()
+    assert Path(f"{ready}.sniffer").exists()  # the sniffer's, apart from the meter's own
     assert 0.3 < report.elapsed_s < 5  # from the signal to the exit, not from the start
     assert report.exit == 0 and report.syscalls == 0  # the fake histogram's count
     assert report.voluntary_switches >= 1  # it slept

@@ -22,13 +22,14 @@ from lab.bench import (
     progress_head,
     progress_tail,
     report_text,
-    sniffer_argv,
     sniffer_figures,
+    sniffer_request,
     summarize,
     table,
     targets,
 )
 from lab.cli import main
+from lab.guestside.protocol import Meter
 from lab.guestside.reports import AfpacketReport, MeterReport
 from pysniff.abi import ReaderStats, Stats
 from pysniff.report import SniffReport
@@ -252,23 +253,24 @@ def test_cli_refuses_an_unknown_sniffer_with_2_before_anything_runs(
 
 
 def test_sniffer_commands() -> None:
-    ready = Path("/r")
-    pysniff = sniffer_argv("pysniff", "eth1", 20000, ready)
-    assert pysniff[:3] == ["--wait-file", "/r", "--"]
-    assert pysniff[-9:] == [
-        "pysniff", "-i", "eth1", "-c", "20000", "--json", "--ready-file", "/r", "--bulk",
-    ]  # fmt: skip
-    assert "--coalesce" not in pysniff  # the module's default wakeup policy
-    ntadump = sniffer_argv("ntadump", "eth1", 5, ready, "/b/ntadump")
-    assert ntadump == [
-        "--wait-line", "ntadump: listening on", "--",
-        "/b/ntadump", "-i", "eth1", "-c", "5", "-w", "/dev/null",
-    ]  # fmt: skip
-    tcpdump = sniffer_argv("tcpdump", "eth1", 5, ready)
-    assert tcpdump[-10:] == ["eth1", "-n", "-Q", "in", "-w", "/dev/null", "-c", "5", "-B", "2048"]
-    assert sniffer_argv("none", "eth1", 5, ready) == sniffer_argv("none-loaded", "eth1", 5, ready)
+    started = Path("/s")
+    pysniff = sniffer_request("pysniff", "eth1", 20000, started)
+    # Ready through the lab's protocol (the meter's own ready file), not a line.
+    assert (pysniff.hold, pysniff.wait_line) == (started, None)
+    assert pysniff.cmd[-7:] == ("pysniff", "-i", "eth1", "-c", "20000", "--json", "--bulk")
+    assert "--coalesce" not in pysniff.cmd  # the module's default wakeup policy
+    afpacket = sniffer_request("afpacket", "eth1", 5, started)
+    assert afpacket.wait_line is None and "lab.guestside.afpacket" in afpacket.cmd
+    ntadump = sniffer_request("ntadump", "eth1", 5, started, "/b/ntadump")
+    assert ntadump.wait_line == "ntadump: listening on"
+    assert ntadump.cmd == ("/b/ntadump", "-i", "eth1", "-c", "5", "-w", "/dev/null")
+    tcpdump = sniffer_request("tcpdump", "eth1", 5, started)
+    assert tcpdump.cmd[-10:] == ("eth1", "-n", "-Q", "in", "-w", "/dev/null", "-c", "5", "-B",
+                                 "2048")  # fmt: skip
+    assert sniffer_request("none", "eth1", 5, started) == Meter(hold=started)
+    assert sniffer_request("none-loaded", "eth1", 5, started) == Meter(hold=started)
     with pytest.raises(UsageError):
-        sniffer_argv("nta", "eth1", 5, ready)
+        sniffer_request("nta", "eth1", 5, started)
 
 
 def meter_report(stdout: str = "", stderr: str = "") -> MeterReport:

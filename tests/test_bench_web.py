@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from lab import bench
+from lab.guestside.protocol import READY_ENV, Httpd
 from lab.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,8 +18,9 @@ def test_every_request_gets_the_whole_page(tmp_path: Path) -> None:
     port = bench.free_loopback_port()
     ready = tmp_path / "ready"
     server = subprocess.Popen(
-        [sys.executable, "-m", "lab.guestside.httpd", "127.0.0.1", str(port), str(ready)], cwd=REPO
-    )
+        [sys.executable, "-m", Httpd.MODULE, *Httpd("127.0.0.1", port).to_argv()],
+        cwd=REPO, env={**os.environ, READY_ENV: str(ready)},
+    )  # fmt: skip
     try:
         wait_until(
             ready.exists, 30, "httpd", failed=lambda: None if server.poll() is None else "exited"

@@ -28,11 +28,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "records": ("lab", "lab.records"),
     "host": (
         "lab.paths", "lab.wait", "lab.events", "lab.kconfig", "lab.accel", "lab.images",
-        "lab.kbuild", "lab.nics", "lab.judge", "lab.traffic", "lab.report",
+        "lab.kbuild", "lab.nics", "lab.judge", "lab.traffic", "lab.report", "lab.effects",
     ),
     "guest": ("lab.console", "lab.guest", "lab.guestnet", "lab.spawn", "lab.nta"),
     # repro: bundles are written by the plugin as a test fails, and replayed from the CLI.
-    "scenario": ("lab.labenv", "lab.repro", "lab.pytest_plugin"),
+    "scenario": (
+        "lab.testbed", "lab.repro", "lab.labenv", "lab.pytest_plugin", "lab.scenario",
+    ),
     "run": ("lab.plan", "lab.runner", "lab.bench", "lab.cli", "lab.__main__"),
 }  # fmt: skip
 ONLY = {"lab.report": {"lab", "lab.records"}}  # modules held to an explicit list

@@ -1,6 +1,6 @@
 """Runs inside a guest: a small HTTP server, the benchmark's web-server load.
 
-    python -m lab.guestside.httpd ADDRESS PORT READY_FILE
+    python -m lab.guestside.httpd --address A --port P   (protocol.Httpd)
 
 Answers every GET with a fixed 8 KiB page, a thread per connection, HTTP/1.0
 (one connection per request, as httperf drives a server by default), until
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+
+from lab.guestside import protocol
 
 PAGE = bytes(range(256)) * 32
 
@@ -37,10 +38,10 @@ class Server(ThreadingHTTPServer):
 
 
 def main(argv: list[str]) -> int:
-    address, port, ready = argv
-    server = Server((address, int(port)), Page)
+    req = protocol.Httpd.from_argv(argv)
+    server = Server((req.address, req.port), Page)
     server.daemon_threads = True
-    Path(ready).write_text("ready\n")
+    protocol.ready()
     server.serve_forever()
     return 0
 

@@ -1,12 +1,13 @@
 """Runs inside a guest: measure one sniffer's cost over a window while the host injects.
 
-Starts the sniffer, waits until it is ready (a file it creates, or a line on
-its stderr such as tcpdump's "listening on"), then writes READY_FILE. With
-``--hold STARTED_FILE`` it then waits for SIGUSR1 before the window starts
-(and writes STARTED_FILE when it has): the host does what must come between
-the sniffer's readiness and the load (the link bounce that makes an NTA
-reader's device receive into its pool) outside the window. Without it, the
-window starts as READY_FILE is written.
+Starts the sniffer, waits until it is ready (through the lab's protocol,
+``protocol.ready()``, which pysniff and the AF_PACKET reader speak, or a
+line on its stderr such as tcpdump's "listening on"), then is ready itself
+(the same protocol). With ``--hold STARTED_FILE`` it then waits for SIGUSR1
+before the window starts (and writes STARTED_FILE when it has): the host
+does what must come between the sniffer's readiness and the load (the link
+bounce that makes an NTA reader's device receive into its pool) outside the
+window. Without it, the window starts as it is ready.
 
 Over the window, from its start to the sniffer's exit:
 
@@ -25,8 +26,9 @@ On SIGTERM the sniffer gets SIGINT, so it reports and exits as tcpdump does.
 Prints one JSON object (MeterReport), the sniffer's stdout and stderr in it.
 Without a command it measures the window alone: the no-sniffer baseline.
 
-    python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE]
-        [--wait-file F | --wait-line TEXT] [-- CMD...]
+    python -m lab.guestside.meter [--hold STARTED_FILE] [--wait-line TEXT] [-- CMD...]
+
+(``protocol.Meter``).
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from lab.guestside import protocol
 from lab.guestside.reports import MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
@@ -194,34 +198,17 @@ def collect(stream: IO[str], into: list[str], marker: str | None, seen: threadin
             seen.set()
 
 
-@dataclass
-class Args:
-    ready: Path
-    hold: Path | None = None
-    wait_file: Path | None = None
-    wait_line: str | None = None
-    cmd: tuple[str, ...] = ()
-
-
-def parse_args(argv: list[str]) -> Args:
-    args = Args(Path(argv[0]))
-    rest = argv[1:]
-    while rest and rest[0] != "--":
-        opt, value, rest = rest[0], rest[1], rest[2:]
-        if opt == "--hold":
-            args.hold = Path(value)
-        elif opt == "--wait-file":
-            args.wait_file = Path(value)
-        elif opt == "--wait-line":
-            args.wait_line = value
-        else:
-            raise SystemExit(f"meter: unknown option {opt}")
-    args.cmd = tuple(rest[1:])
-    return args
+def sniffer_ready_file() -> Path:
+    """Where the sniffer says it is ready (the protocol, one level down): beside this
+    program's own ready file, else in a directory of its own."""
+    own = os.environ.get(protocol.READY_ENV)
+    path = Path(f"{own}.sniffer") if own else Path(tempfile.mkdtemp(prefix="meter-")) / "ready"
+    path.unlink(missing_ok=True)
+    return path
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    args = protocol.Meter.from_argv(argv)
     stop, go = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: go.set())
@@ -230,8 +217,13 @@ def main(argv: list[str]) -> int:
     err: list[str] = []
     readers: list[threading.Thread] = []
     if args.cmd:
+        # A sniffer that speaks the protocol tells this program, not the host.
+        wait_file = None if args.wait_line else sniffer_ready_file()
+        env = protocol.without_ready()
+        if wait_file is not None:
+            env[protocol.READY_ENV] = str(wait_file)
         proc = subprocess.Popen(
-            list(args.cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            list(args.cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         seen = threading.Event()
         assert proc.stdout is not None and proc.stderr is not None
@@ -241,13 +233,12 @@ def main(argv: list[str]) -> int:
         ]
         for t in readers:
             t.start()
-        waits = args.wait_file or args.wait_line
         while not exited(proc.pid) and not stop.is_set():
-            if (args.wait_file and args.wait_file.exists()) or seen.is_set() or not waits:
+            if (wait_file and wait_file.exists()) or seen.is_set():
                 break
             time.sleep(0.02)
     if args.hold is not None:
-        args.ready.write_text("ready\n")
+        protocol.ready()
         while not go.wait(0.05) and not stop.is_set():
             if proc is not None and exited(proc.pid):
                 break
@@ -261,7 +252,10 @@ def main(argv: list[str]) -> int:
     switches_at_start = switches(proc.pid) if proc is not None else (0, 0)
     before = cpu_times()
     start = time.monotonic()
-    (args.hold or args.ready).write_text("ready\n")
+    if args.hold is not None:
+        args.hold.write_text("started\n")
+    else:
+        protocol.ready()
     while not stop.wait(0.05):
         if proc is not None and exited(proc.pid):
             break
