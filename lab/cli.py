@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import ExitStatus, LabError, UsageError, exit_status
-from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS
+from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS, SUMMARY, RunResult
 
 # Commands that run with only the standard library importable.
-STDLIB_ONLY = ("report",)
+STDLIB_ONLY = ("report", "measurements")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -201,17 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lab import paths, report
-    from lab.records import SUMMARY, RunResult
 
-    runs = []
-    for d in args.dirs:
-        path = Path(d)
-        if not (path / SUMMARY).is_file():
-            raise UsageError(f"{path} has no {SUMMARY}: not an 'ntalab run' results dir")
-        try:
-            runs.append(RunResult.load(path))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{path / SUMMARY} is not an 'ntalab run' summary: {e!r}") from None
+    runs = _runs(args.dirs)
     try:
         merged = report.merge(runs)
     except ValueError as e:
@@ -220,6 +211,46 @@ def cmd_report(args: argparse.Namespace) -> int:
     report.write(merged, out)
     print(f"{report.printable(merged)}\nmerged {len(runs)} runs into {out}")
     return merged.verdict.status
+
+
+def _runs(dirs: Sequence[str]) -> list[RunResult]:
+    """The RunResult of each ``ntalab run`` results dir, or a UsageError naming the bad one."""
+    runs = []
+    for d in dirs:
+        path = Path(d)
+        if not (path / SUMMARY).is_file():
+            raise UsageError(f"{path} has no {SUMMARY}: not an 'ntalab run' results dir")
+        try:
+            runs.append(RunResult.load(path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{path / SUMMARY} is not an 'ntalab run' summary: {e!r}") from None
+    return runs
+
+
+def cmd_measurements(args: argparse.Namespace) -> int:
+    from lab import measurements, paths, report
+
+    if not args.dirs and not args.bench:
+        raise UsageError("give results dirs of 'ntalab run', a --bench bench.json, or both")
+    run = None
+    if args.dirs:
+        try:
+            run = report.merge(_runs(args.dirs))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    bench = None
+    if args.bench:
+        try:
+            bench = measurements.load_bench(Path(args.bench))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out else paths.sources().root / "docs" / "measurements.md"
+    command = shlex.join(["ntalab", "measurements", *args.dirs]
+                         + (["--bench", args.bench] if args.bench else []))  # fmt: skip
+    text = measurements.document(run, args.dirs, bench, args.bench or "", command)
+    out.write_text(text)
+    print(f"wrote {out}")
+    return ExitStatus.PASSED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -337,6 +368,15 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("dirs", nargs="+", help="results directories of 'ntalab run'")
     rep.set_defaults(func=cmd_report)
+
+    me = sub.add_parser(
+        "measurements",
+        help="write docs/measurements.md from results dirs (summary.json) and a bench.json",
+    )
+    me.add_argument("dirs", nargs="*", help="results directories of 'ntalab run' (merged)")
+    me.add_argument("--bench", help="a bench.json of 'ntalab bench'")
+    me.add_argument("-o", "--out", help="the file to write (default: the checkout's docs/)")
+    me.set_defaults(func=cmd_measurements)
 
     be = sub.add_parser(
         "bench",

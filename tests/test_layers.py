@@ -29,6 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "host": (
         "lab.paths", "lab.wait", "lab.events", "lab.kconfig", "lab.accel", "lab.images",
         "lab.kbuild", "lab.nics", "lab.judge", "lab.traffic", "lab.report", "lab.effects",
+        "lab.measurements",
     ),
     "guest": ("lab.console", "lab.guest", "lab.guestnet", "lab.spawn", "lab.nta"),
     # repro: bundles are written by the plugin as a test fails, and replayed from the CLI.
