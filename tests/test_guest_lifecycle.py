@@ -190,7 +190,7 @@ def test_a_failed_test_leaves_nothing_running_for_the_next(bed: Testbed) -> None
         listen(env, "second", port)  # would fail: the port is still held
 
 
-def test_without_the_test_scope_the_next_test_fails(bed: Testbed) -> None:
+def test_without_the_undo_the_next_test_fails(bed: Testbed) -> None:
     """The check above can fail: a program not stopped holds its port for the next test."""
     port = free_port()
     leaked = bed.start("leak", TcpListen("127.0.0.1", port), ready=True)

@@ -149,7 +149,7 @@ def test_gro_merged_frames_are_captured_as_tcpdump_sees_them(
 def test_the_capture_check_fails_without_write_protection(nta_env: LabEnv, figure: Figure) -> None:
     """fault_no_protect=1 publishes frames without holding their data: the stack's writes
     then show in what pysniff reads, and the comparison with tcpdump fails. The kinds
-    that differ are the stack's writers on this kernel (the README lists them)."""
+    that differ are the stack's writers on this kernel (kmod/README.md lists them)."""
     env = nta_env
     nic = env.with_driver_settings(env.nics[0])
     env.module.set_param("fault_no_protect", 1)

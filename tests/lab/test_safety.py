@@ -244,7 +244,7 @@ def marked(env: LabEnv, nic: GuestNic, marker: bytes, count: int) -> list[bytes]
 def test_a_reader_sees_its_own_devices_only(nta_env: LabEnv, figure: Figure) -> None:
     """Two readers on two devices: a marker received only on one is nowhere in the other's
     mapping; a reader gets no counters of a device it did not attach; kernel addresses
-    appear in a pool only inside skb_shared_info (what the README's isolation model
+    appear in a pool only inside skb_shared_info (what kmod/README.md's isolation model
     says a reader can see). Who may attach: not a user who cannot open /dev/nta, not
     root without CAP_NET_RAW, not a device of another network namespace."""
     env = nta_env
