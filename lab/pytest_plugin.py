@@ -328,7 +328,8 @@ def lab_testbed(pytestconfig: pytest.Config) -> Iterator[Testbed]:
             state.events(
                 EventKind.BOOTED,
                 detail=f"{info.boot_s:.0f}s",
-                outcome="retried" if info.retries else "",
+                # How the attempt retried ended (a stall, a splat), if one was.
+                outcome=info.retries[0].outcome if info.retries else "",
             )
             if guest.features.kasan != req.sanitizer:
                 raise InfraError(
@@ -353,7 +354,7 @@ def lab_testbed(pytestconfig: pytest.Config) -> Iterator[Testbed]:
 
 
 @pytest.fixture(scope="session")
-def nta_loaded(lab_testbed: Testbed) -> Iterator[RunModule]:
+def nta_loaded(pytestconfig: pytest.Config, lab_testbed: Testbed) -> Iterator[RunModule]:
     """NTA built for the guest's kernel (W=1, warning-free) and loaded, serving every NIC
     from load on (``attach=``), defaults otherwise: the run's module, part of the
     documented state from then on. At the end no chunk may have leaked. The plugin's
@@ -365,9 +366,13 @@ def nta_loaded(lab_testbed: Testbed) -> Iterator[RunModule]:
     assert built.status is kbuild.BuildStatus.OK, built.warnings  # W=1 warnings: the code's
     attach = ",".join(n.iface for n in bed.nics)
     yield bed.load_run_module(built.module, f"attach={attach}")
-    if bed.nta.loaded is None:
-        return  # the leak check unloaded it, as the last test of the guest
-    with LabEnv(bed, "the run's end") as env:
+    end = "the run's end"
+    found = bed.restore(with_module=True)  # the leak check needs what the last test broke back
+    if found:
+        _session(pytestconfig).events(
+            EventKind.RESTORED, test=end, detail=describe(found, bed.last_test)
+        )
+    with LabEnv(bed, end) as env:
         env.quiesced()
     bed.nta.unload(bounce=bed.nics)
 
@@ -520,5 +525,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or session.config.getoption("--lab-collect"):
         return
     state.save()
-    state.events(EventKind.GUEST_DONE, outcome="pass" if not state.error else "error")
+    state.events(EventKind.GUEST_DONE, outcome=Outcome.ERROR if state.error else Outcome.PASS)
     state.events.close()

@@ -204,28 +204,28 @@ class FakeKernel:
                     *(["UP", "LOWER_UP"] if lk.up else []),
                 ],
                 **({"master": lk.master} if lk.master else {}),
+                "addr_info": [
+                    {"family": "inet", "local": a.split("/")[0], "prefixlen": int(a.split("/")[1])}
+                    for a in sorted(lk.addresses)
+                ],
             }
             for name, lk in self.links.items()
         ]
-        addrs = [
-            {"ifname": name, "addr_info": [
-                {"family": "inet", "local": a.split("/")[0], "prefixlen": int(a.split("/")[1])}
-                for a in sorted(lk.addresses)
-            ]}
-            for name, lk in self.links.items()
-        ]  # fmt: skip
         neigh = [{"dst": ip, "dev": dev, "lladdr": mac, "state": ["PERMANENT"]}
                  for dev, ip, mac in sorted(self.neighbours)]  # fmt: skip
         per_nic = [
-            f"{n} {'on' if lk.gro else 'off'} {lk.rps}" for n, lk in self.links.items() if n != "lo"
+            f"@nic {n}\nFeatures for {n}:\ngeneric-receive-offload: {'on' if lk.gro else 'off'}"
+            f"\nrps_cpus: {lk.rps}"
+            for n, lk in self.links.items()
+            if n.startswith("eth")
         ]
         module = (
-            ["loaded", *(f"{PARAMS}/{k}:{v}" for k, v in self.module.items())]
+            ["loaded", *(f"{k}:{v}" for k, v in self.module.items())]
             if (self.module is not None)
             else []
         )
-        parts = [json.dumps(links), json.dumps(addrs), json.dumps(neigh),
-                 "\n".join(sorted(self.netns)), "\n".join(per_nic), "\n".join(module)]  # fmt: skip
+        parts = [json.dumps(links), json.dumps(neigh), "\n".join(sorted(self.netns)),
+                 "\n".join(per_nic), "\n".join(module)]  # fmt: skip
         return "".join(f"{p}\n@@ntalab-facts@@\n" for p in parts[:-1]) + parts[-1] + "\n"
 
     # -- as a test breaks it, behind the door -------------------------------------------

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from lab import images, kconfig, paths, plan, report, runner
-from lab.records import GuestRequest, LeftOut, Outcome, RunResult, Verdict
+from lab.events import Event
+from lab.records import (
+    BootOutcome,
+    EventKind,
+    GuestRequest,
+    LeftOut,
+    Outcome,
+    RunResult,
+    Verdict,
+)
 from lab.wait import wait_until
 
 SCENARIOS = """
@@ -269,3 +278,24 @@ def test_a_failure_of_the_lab_is_an_error_any_other_a_finding(tmp_path: Path) ->
     lab_only = [replace(g, cases=[c for c in g.cases if c.outcome is Outcome.ERROR])
                 for g in result.guests]  # fmt: skip
     assert RunResult(lab_only, 1.0).verdict is Verdict.LAB
+
+
+def test_progress_says_why_a_boot_was_retried_and_what_was_restored() -> None:
+    lines: list[str] = []
+    progress = runner.Progress(lines.append)
+    guest = "debian-6.1/all"
+    for event in (
+        Event(0.0, guest, EventKind.BOOTED, detail="70s", outcome=BootOutcome.STALL),
+        Event(0.0, guest, EventKind.BOOTED, detail="24s", outcome=BootOutcome.SPLAT),
+        Event(0.0, guest, EventKind.BOOTED, detail="24s"),
+        Event(0.0, guest, EventKind.RESTORED, test="test_b", detail="restored after test_a: x"),
+        Event(0.0, guest, EventKind.DONE, test="test_b", outcome=Outcome.PASS, detail="1/1"),
+    ):
+        progress.event(event)
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"{guest}: up in 70s after an infrastructure retry (boot stalled)",
+        f"{guest}: up in 24s after an infrastructure retry (kernel bug during boot)",
+        f"{guest}: up in 24s",
+        f"{guest}: test_b: restored after test_a: x",
+        f"{guest}: test_b ok (1/1)",
+    ]

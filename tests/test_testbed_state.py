@@ -10,6 +10,7 @@ the format ``grep -H`` prints, as no NTA was loaded on that host.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,22 @@ def test_a_guest_that_cannot_be_put_back_is_the_labs_failure(tmp_path: Path) -> 
     fake.undeletable.add("ntabr9")
     with pytest.raises(InfraError, match=r"could not be put back .*: ntabr9 left over"):
         bed.restore(with_module=False)
+
+
+def test_a_tunnel_modules_fallback_devices_are_the_kernels_own() -> None:
+    """Loading ipip or ip_gre (a test making a tunnel does) creates tunl0, gre0, gretap0 and
+    erspan0, which ``ip link del`` leaves in place: part of the guest, not left over. A
+    tunnel with an endpoint, as a test makes one, is left over until deleted.
+
+    tests/data/fallback-tunnels.json: the four as a debian-6.1 guest's ``ip -j -d`` printed
+    them; the test's own tunnel is gre0 given the endpoints ``ip link add`` gives it."""
+    fallback = json.loads((Path(__file__).parent / "data" / "fallback-tunnels.json").read_text())
+    gre0 = next(e for e in fallback if e["ifname"] == "gre0")
+    mine = {**gre0, "ifname": "ntagre0",
+            "linkinfo": {"info_kind": "gre", "info_data": {"remote": "10.77.0.1",
+                                                            "local": "10.77.0.2"}}}  # fmt: skip
+    text = "\n@@ntalab-facts@@\n".join([json.dumps([*fallback, mine]), "[]", "", "", ""])
+    facts = GuestFacts.parse(text)
+    assert facts.kernel_own == {"tunl0", "gre0", "gretap0", "erspan0"}
+    doc = Documented((), frozenset(), frozenset())
+    assert departures(facts, doc) == [Departure(Drift.LEFTOVER_LINK, "ntagre0")]
