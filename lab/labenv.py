@@ -28,8 +28,9 @@ scenario's to use (``tests/test_scenario_door.py`` holds the scenarios to
 this, and the state check before each test catches what slips through).
 
 Every change reaches the guest through ``_change`` (shell commands),
-``_keep`` (frames) or ``ModuleHandle._changed`` (the module): the places
-where a reproducer's journal records them, in order.
+``_net`` (links and driver settings), ``_keep`` (frames) or
+``ModuleHandle._changed`` (the module, before each of its changes): the
+places where a reproducer's journal records them, in order.
 """
 
 from __future__ import annotations
@@ -193,8 +194,13 @@ class LabEnv:
         return result
 
     def _change(self, command: str, timeout: float, check: bool) -> CmdResult:
-        """Every guest command that changes state goes through here (a journal's one line)."""
+        """Every shell command that changes state goes through here (a journal's one line)."""
         return self._bed.cmd(command, timeout, check)
+
+    def _net(self, change: Callable[..., object], *args: Any) -> None:
+        """Every change of the guest's links and driver settings goes through here (the
+        testbed's GuestNet; a journal's one line)."""
+        change(*args)
 
     def write(self, path: str, value: object) -> None:
         """A sysfs or procfs value for the rest of the test."""
@@ -216,7 +222,8 @@ class LabEnv:
         """
         if self._bed.events is not None:
             self._bed.events(EventKind.NIC, test=self.test, nic=nic.name)
-        return self._bed.net.use(nic)
+        self._net(self._bed.net.use, nic)
+        return nic
 
     def each_nic(self) -> Iterator[GuestNic]:
         for nic in self.nics:
@@ -244,27 +251,27 @@ class LabEnv:
 
     def links_down(self, nics: Sequence[GuestNic]) -> None:
         """Links down until the test ends (or ``links_up``)."""
-        self._bed.net.links_down(nics)
-        self.defer(self._bed.net.links_up, nics)
+        self._net(self._bed.net.links_down, nics)
+        self.defer(self._net, self._bed.net.links_up, nics)
 
     def links_up(self, nics: Sequence[GuestNic]) -> None:
         """Up, with the host as neighbour and carrier: as the documented state has them."""
-        self._bed.net.links_up(nics)
+        self._net(self._bed.net.links_up, nics)
 
     def bounce(self, nics: Sequence[GuestNic]) -> None:
         """Links down and up: the drivers refill their receive rings from scratch."""
-        self._bed.net.bounce(nics)
+        self._net(self._bed.net.bounce, nics)
 
     def set_gro(self, nic: GuestNic, on: bool) -> None:
         """GRO on or off for the rest of the test (off in the documented state)."""
-        self._bed.net.set_gro(nic, on)
-        self._once(f"gro {nic.iface}", lambda: self._bed.net.set_gro(nic, False))
+        self._net(self._bed.net.set_gro, nic, on)
+        self._once(f"gro {nic.iface}", lambda: self._net(self._bed.net.set_gro, nic, False))
 
     def set_rps_cpus(self, nic: GuestNic, mask: str) -> None:
         """Receive packet steering over the CPUs of ``mask`` (hex), for the rest of the test."""
         old = self._bed.net.rps_cpus(nic)
-        self._bed.net.set_rps_cpus(nic, mask)
-        self._once(f"rps {nic.iface}", lambda: self._bed.net.set_rps_cpus(nic, old))
+        self._net(self._bed.net.set_rps_cpus, nic, mask)
+        self._once(f"rps {nic.iface}", lambda: self._net(self._bed.net.set_rps_cpus, nic, old))
 
     def add_link(self, name: str, spec: str) -> str:
         """``ip link add NAME SPEC`` (a veth, a bridge, a tunnel), deleted when the test ends
@@ -285,7 +292,7 @@ class LabEnv:
         """``nic`` a port of ``master`` (a bridge ``add_link`` made) until the test ends,
         then free and up again with its neighbour."""
         self._change(f"ip link set {nic.iface} master {master}", 60.0, True)
-        self.defer(self._bed.net.links_up, [nic])
+        self.defer(self._net, self._bed.net.links_up, [nic])
         self.defer(self._change, f"ip link set {nic.iface} nomaster", 60.0, True)
 
     def insmod(self, module: Path, params: str = "") -> KernelModule:
@@ -472,13 +479,13 @@ class LabEnv:
         nta, net = self._bed.nta, self._bed.net
         if leaked is None:
             leaked = nta.stats().fault_leaked
-        net.links_down(self.nics)
+        self._net(net.links_down, self.nics)
         try:
             stats = nta.wait(f"in_use {leaked}", lambda s: s.in_use == leaked, timeout)
         except LabError:  # judged below, with the figures
             stats = nta.stats()
         finally:
-            net.links_up(self.nics)
+            self._net(net.links_up, self.nics)
         quiet(stats, leaked)
         return stats
 
@@ -519,7 +526,8 @@ class ModuleHandle:
     # -- changing -----------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        """Before any change of the module's state: its undo, once (a journal's one line)."""
+        """Before every change of the module (a journal's one line): the undo of its load
+        state, once (the parameters each have theirs)."""
         start = self._bed.nta.loaded
         self._env._once("module", lambda: self._put_back(start))
 
@@ -534,6 +542,7 @@ class ModuleHandle:
 
     def set_param(self, name: str, value: int) -> None:
         """One of NTA's writable parameters, for the rest of the test."""
+        self._changed()
         old = self._bed.nta.set_param(name, value)
         self._env._once(f"param {name}", lambda: self._restore_param(name, old))
 
@@ -545,6 +554,7 @@ class ModuleHandle:
         """Each parameter of ``values`` written each of its values in turn, ``rounds`` times,
         in one guest command (as fast as the guest's shell writes); each put back to its
         value before the test when it ends."""
+        self._changed()
         for name in values:
             old = self._bed.nta.param(name)
             self._env._once(f"param {name}", functools.partial(self._restore_param, name, old))
