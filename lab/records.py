@@ -202,8 +202,10 @@ class GuestRequest:
 
     @property
     def dirname(self) -> str:
+        """Its results directory: no '/', and no ',' (a NIC set given as a list), which
+        virtme-ng's --rwdir takes as a separator and refuses."""
         part = f".part{self.part.replace('/', 'of')}" if self.part else ""
-        return self.id.replace("/", "_") + part
+        return self.id.replace("/", "_").replace(",", "+") + part
 
     def row(self, nic: str) -> str:
         """The matrix row of one of its NICs: kernel/variant[/profile]."""

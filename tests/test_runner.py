@@ -299,3 +299,11 @@ def test_progress_says_why_a_boot_was_retried_and_what_was_restored() -> None:
         f"{guest}: test_b: restored after test_a: x",
         f"{guest}: test_b ok (1/1)",
     ]
+
+
+def test_a_guest_of_a_nic_list_gets_a_directory_virtme_ng_takes() -> None:
+    """vng --rwdir takes a comma as a separator: 'ntalab run --nics e1000,rtl8139' could
+    not boot its guest (seen: "invalid --rwdir parameter")."""
+    req = GuestRequest(kernel="debian-6.1", nic_set="e1000,rtl8139", part="2/3")
+    assert req.dirname == "debian-6.1_e1000+rtl8139.part2of3"
+    assert "," not in req.dirname and "/" not in req.dirname
