@@ -36,7 +36,7 @@ from lab.guestside.reports import (
     WakeProbeReport,
 )
 from lab.labenv import KernelModule, LabEnv, ModuleHandle, Pace
-from lab.nta import DEBUGFS, PARAMS
+from lab.nta import DEBUGFS
 from lab.pytest_plugin import KMEMLEAK, Figure
 from lab.records import RxCounts
 from lab.spawn import GuestProc
@@ -50,7 +50,6 @@ __all__ = [
     "FIRST_FRAME_S",
     "IDLE_S",
     "KMEMLEAK",
-    "PARAMS",
     "Afpacket",
     "AfpacketReport",
     "CaptureReport",
