@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab import ExitStatus, InfraError, LabError, UsageError, exit_status
-from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS
+from lab.records import ACCELS, BOOT_PROFILES, NIC_SETS, SUMMARY, RunResult
 
 if TYPE_CHECKING:
     from lab.bench.loads import Load
 
 # Commands that run with only the standard library importable.
-STDLIB_ONLY = ("report", "scan")
+STDLIB_ONLY = ("report", "scan", "measurements")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -107,7 +107,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     )
     with Guest(spec, outdir) as guest:
         net = GuestNet(guest.sh, guest.features)
-        for nic in net.setup(guest.nics, guest.host_ends, promisc=True):
+        for nic in net.setup(guest.nics, promisc=True):
             print(f"  {nic.name}: guest {nic.iface} mac {nic.mac}")
             print(f"    inject: ntalab inject --guest-sock {guest.nics[nic.index].guest_sock} "
                   f"--mac {nic.mac} --count 100")  # fmt: skip
@@ -227,17 +227,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from lab import paths, report
-    from lab.records import SUMMARY, RunResult
 
-    runs = []
-    for d in args.dirs:
-        path = Path(d)
-        if not (path / SUMMARY).is_file():
-            raise UsageError(f"{path} has no {SUMMARY}: not an 'ntalab run' results dir")
-        try:
-            runs.append(RunResult.load(path))
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"{path / SUMMARY} is not an 'ntalab run' summary: {e!r}") from None
+    runs = _runs(args.dirs)
     try:
         merged = report.merge(runs)
     except ValueError as e:
@@ -284,6 +275,52 @@ def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
         what = f"unknown load {unknown[0]!r}" if unknown else "no load given"
         raise UsageError(f"--loads: {what}; known: {', '.join(by_name)}")
     return tuple(ld for ld in every if ld.name in wanted)
+
+
+def _runs(dirs: Sequence[str]) -> list[RunResult]:
+    """The RunResult of each ``ntalab run`` results dir, or a UsageError naming the bad one."""
+    runs = []
+    for d in dirs:
+        path = Path(d)
+        if not (path / SUMMARY).is_file():
+            raise UsageError(f"{path} has no {SUMMARY}: not an 'ntalab run' results dir")
+        try:
+            runs.append(RunResult.load(path))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{path / SUMMARY} is not an 'ntalab run' summary: {e!r}") from None
+    return runs
+
+
+def cmd_measurements(args: argparse.Namespace) -> int:
+    from lab import measurements, paths, report
+
+    if not args.dirs and not args.bench:
+        raise UsageError("give results dirs of 'ntalab run', a --bench bench.json, or both")
+    run: RunResult | None = None
+    reruns: list[measurements.Rerun] = []
+    if args.rerun and not args.dirs:
+        raise UsageError("--rerun re-runs tests of the results dirs given: give them")
+    if args.dirs:
+        try:
+            run = report.merge(_runs(args.dirs))
+            again = list(zip(args.rerun, _runs(args.rerun), strict=True))
+            run, reruns = measurements.rerun(run, again)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    bench = None
+    if args.bench:
+        try:
+            bench = measurements.load_bench(Path(args.bench))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    out = Path(args.out) if args.out else paths.sources().root / "docs" / "measurements.md"
+    command = shlex.join(["ntalab", "measurements", *args.dirs]
+                         + [a for d in args.rerun for a in ("--rerun", d)]
+                         + (["--bench", args.bench] if args.bench else []))  # fmt: skip
+    text = measurements.document(run, args.dirs, bench, args.bench or "", command, reruns)
+    out.write_text(text)
+    print(f"wrote {out}")
+    return ExitStatus.PASSED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -501,6 +538,18 @@ def parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("dirs", nargs="+", help="results directories of 'ntalab run'")
     rep.set_defaults(func=cmd_report)
+
+    me = sub.add_parser(
+        "measurements",
+        help="write docs/measurements.md from results dirs (summary.json) and a bench.json",
+    )
+    me.add_argument("dirs", nargs="*", help="results directories of 'ntalab run' (merged)")
+    me.add_argument("--rerun", action="append", default=[], metavar="DIR",
+                    help="results dir of a re-run of some of their tests: its cases replace "
+                    "theirs, and are listed as re-run (repeatable)")  # fmt: skip
+    me.add_argument("--bench", help="a bench.json of 'ntalab bench'")
+    me.add_argument("-o", "--out", help="the file to write (default: the checkout's docs/)")
+    me.set_defaults(func=cmd_measurements)
 
     be = sub.add_parser(
         "bench",

@@ -26,7 +26,7 @@ class Event:
     kind: EventKind
     test: str = ""
     nic: str = ""
-    outcome: str = ""  # a test's Outcome; "retried" for a boot retried
+    outcome: str = ""  # a test's or a guest's Outcome; a boot retried: its BootOutcome
     detail: str = ""
 
     @classmethod

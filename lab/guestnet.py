@@ -27,7 +27,7 @@ from lab import LabError
 from lab.console import Console
 from lab.journal import Journal
 from lab.kconfig import Features
-from lab.nics import HOST_MAC, HostEnd, NicPlan, NicVariant, find_iface_cmd
+from lab.nics import HOST_MAC, NicPlan, NicVariant, find_iface_cmd
 from lab.records import RxCounts
 from lab.steps import Command, Links
 from lab.wait import wait_until
@@ -38,14 +38,17 @@ CARRIER_S = 30.0
 
 @dataclass(frozen=True)
 class GuestNic:
-    """One lab NIC: its variant, its interface in the guest, its addresses, its host end."""
+    """One lab NIC: its variant, its interface in the guest, its addresses.
+
+    Its host end (where frames are sent from) is the testbed's: a scenario
+    sends through ``LabEnv.send``, which keeps what it sent.
+    """
 
     variant: NicVariant
     iface: str
     mac: str
     guest_ip: str
     host_ip: str
-    host: HostEnd
     index: int
 
     @property
@@ -62,9 +65,14 @@ class GuestNic:
     def flow_control(self) -> bool:
         return self.variant.flow_control
 
+    @property
+    def address(self) -> str:
+        """Its address in the guest, with the prefix (its own /24)."""
+        return f"{self.guest_ip}/24"
+
     @classmethod
-    def of(cls, plan: NicPlan, iface: str, host: HostEnd) -> GuestNic:
-        return cls(plan.variant, iface, plan.mac, plan.guest_ip, plan.host_ip, host, plan.index)
+    def of(cls, plan: NicPlan, iface: str) -> GuestNic:
+        return cls(plan.variant, iface, plan.mac, plan.guest_ip, plan.host_ip, plan.index)
 
 
 @dataclass(frozen=True)
@@ -92,13 +100,11 @@ class GuestNet:
         self._defaults: dict[tuple[str, str], str] = {}
         self.journal: Journal | None = None  # a test's (LabEnv.test_scope): links down and up
 
-    def setup(
-        self, plans: Sequence[NicPlan], ends: Sequence[HostEnd], promisc: bool = True
-    ) -> list[GuestNic]:
+    def setup(self, plans: Sequence[NicPlan], promisc: bool = True) -> list[GuestNic]:
         """Every NIC up and configured; in plan order."""
         loaded: set[str] = set()
         out = []
-        for plan, end in zip(plans, ends, strict=True):
+        for plan in plans:
             v = plan.variant
             if v.driver not in loaded:
                 self.sh.run(f"modprobe {v.driver}")
@@ -114,8 +120,8 @@ class GuestNet:
                     f"NIC {v.name} (mac {plan.mac}) has no interface bound to {v.driver} "
                     f"in the guest; interfaces:\n{listing}"
                 )
-            nic = GuestNic.of(plan, found[0], end)
-            self.configure(nic.iface, f"{nic.guest_ip}/24", promisc)
+            nic = GuestNic.of(plan, found[0])
+            self.configure(nic.iface, nic.address, promisc)
             self.sh.run(self._neighbour_cmd(nic))
             out.append(nic)
         self._read_driver_defaults({n.variant for n in out})
@@ -172,6 +178,28 @@ class GuestNet:
         if self.journal is not None:
             self.journal.add(Command(cmd))
         self.sh.run(cmd)
+
+    def rps_cpus(self, nic: GuestNic) -> str:
+        """The CPUs (a hex mask) that receive packet steering spreads its queue over."""
+        return self.sh.run(f"cat {self._rps(nic)}").stdout.strip()
+
+    def set_rps_cpus(self, nic: GuestNic, mask: str) -> None:
+        self.sh.run(f"echo {mask} > {self._rps(nic)}")
+
+    @staticmethod
+    def _rps(nic: GuestNic) -> str:
+        return f"/sys/class/net/{nic.iface}/queues/rx-0/rps_cpus"
+
+    def reset(self, nics: Sequence[GuestNic]) -> None:
+        """As ``setup`` left them: in no bridge, GRO and RPS off, promiscuous, their
+        address, up with the host as neighbour, with carrier."""
+        for n in nics:
+            self.sh.run(
+                f"ip link set {n.iface} nomaster && ethtool -K {n.iface} gro off && "
+                f"echo 0 > {self._rps(n)} && ip link set {n.iface} promisc on && "
+                f"ip addr replace {n.address} dev {n.iface}"
+            )
+        self.links_up(nics)
 
     @staticmethod
     def _neighbour_cmd(nic: GuestNic) -> str:

@@ -1,154 +1,139 @@
-"""The environment a lab test runs against: one booted guest, its NICs, NTA, its results dir.
+"""The scenario door: everything a lab test does to its guest, each change undone at its end.
 
-As the kernel net selftest library's environment object, it is the one door
-tests use: ``env.net`` (the guest's NICs), ``env.nta`` (the module), and the
-steps below. Every test gets a fresh cleanup stack (``defer``): background
-programs (``bkg``), module parameters (``set_param``) and links taken down
-(``links_down``) are put back when the test ends, whether it passed or not,
-so a failed test never leaves a reader attached or a limit lowered for the
-next one. Each test also gets a journal (``lab.journal``): every frame sent
-to the guest, every module load, unload and parameter change, every link
-change, command and program started, in order, recorded where each happens;
-a failed test's reproducer bundle (``lab.repro``) is that journal.
+As the kernel net selftests' environment object, a ``LabEnv`` is the one
+door a scenario has to its guest: the ``lab_env`` and ``nta_env`` fixtures
+hand one to each test, over the guest's ``lab.testbed.Testbed``. Every call
+that changes the guest registers its own undo, run when the test ends, pass
+or fail, last change first; a value changed twice is put back once, to what
+the test found:
+
+- the module: ``env.module`` (``set_param``, ``unload``, ``rmmod``, ``load``,
+  ``try_load``, ``reload_with``, ``churn_params``); at the end NTA is loaded
+  (or not) as the test found it, every parameter at its value;
+- links and driver settings: ``links_down``, ``bounce``, ``set_gro``,
+  ``set_rps_cpus``, ``with_driver_settings`` (a variant's driver parameters,
+  set before the NIC is used), ``sysctl``, ``write`` (any sysfs value);
+- objects in the guest's network: ``add_link`` (veths, bridges, tunnels),
+  ``add_netns``, ``enslave``; other kernel modules: ``insmod``;
+- programs: ``bkg`` (a typed request, ``lab.guestside.protocol``),
+  ``pysniff``, ``ntadump``, ``tcpdump``, stopped at the end if still running;
+- traffic: ``send``, ``converse``, ``sending``;
+- any other guest command with an effect: ``act(command, undo=...)``.
+
+Reading is free: ``cmd`` runs a command that changes nothing (it refuses
+one that visibly does: ``lab.effects``), ``rx``, ``settled_rx``,
+``module.stats`` and the like. The testbed behind the door is not a
+scenario's to use (``tests/test_scenario_door.py`` holds the scenarios to
+this, and the state check before each test catches what slips through).
+
+Each test has a journal (``lab.journal``), opened as its door is: every
+command and program the door runs, and below it every frame sent
+(``nics.HostEnd``), module load, unload and parameter (``lab.nta``) and link
+change (``lab.guestnet``), recorded in order where each happens. A failed
+test's reproducer bundle (``lab.repro``) is that journal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
-import sys
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from lab import LabError, kbuild, paths, traffic
+from lab import LabError, kbuild, repro, traffic
 from lab.checks import nic_took, quiet
 from lab.console import CmdResult
-from lab.events import EventLog
-from lab.guest import Guest
-from lab.guestnet import GuestNet, GuestNic
+from lab.effects import effect
+from lab.guestnet import GuestNic
+from lab.guestside.protocol import FIRST_FRAME_S, IDLE_S, Capture, Execute, Request
 from lab.guestside.reports import CaptureReport
 from lab.images import Kernel
 from lab.journal import Journal
+from lab.kconfig import Features
 from lab.kernlog import Splat
-from lab.nta import NtaModule
+from lab.nta import PARAMS, Loaded
 from lab.records import EventKind, RxCounts
-from lab.spawn import GuestProc, Spawner
-from lab.steps import Command, Links, Load, Spawn, Step
+from lab.spawn import GuestProc
+from lab.steps import Command, Spawn
+from lab.testbed import Testbed
 from lab.wait import wait_until
-from pysniff.abi import Stats
+from pysniff.abi import DevStats, Stats
 from pysniff.report import SniffReport
 
-# Seconds without a frame after which a reader waiting for more gives up, and
-# how long it waits for the first (the link bounce after attaching comes first).
-# Neither is paid when all goes well: a reader given a count stops at its last
-# frame, and waits IDLE_S only for frames that never come (a NIC without flow
-# control missed them, or the pool had no chunk). A reader without a count
-# (capture_both in tests/lab/test_capture.py, beside tcpdump) does pay it, once:
-# tcpdump hands frames over in TPACKET_V3 blocks retired after 1 s (libpcap's
-# default timeout), so that is the time its last block needs to reach its
-# file before it is stopped.
-IDLE_S = 3
-FIRST_FRAME_S = 60
 
+class Pace(Enum):
+    """How fast frames are sent, when not at a given rate in frames/s."""
 
-def guest_python() -> list[str]:
-    """The command that runs one of the lab's Python modules in the guest (``+ [module]``).
-
-    The guest sees the host's filesystem, so the host's interpreter and the
-    lab's packages work there unchanged. One simple command (``env``, no
-    ``cd &&``), so that run in the background its pid is the program's. The
-    programs run this way (the spawner, and what it forks: pysniff and
-    lab.guestside.*) use the standard library only, so they skip
-    site-packages (-S) and find the lab's packages by PYTHONPATH.
-    """
-    return ["env", f"PYTHONPATH={paths.IMPORT_ROOT}", sys.executable, "-S", "-m"]
+    LOSSLESS = "lossless"  # the NIC's lossless rate: paced where it has no flow control
+    FLAT_OUT = "flat out"  # as fast as the host sends: a NIC without flow control misses
 
 
 class LabEnv:
-    def __init__(
-        self,
-        guest: Guest,
-        nics: list[GuestNic],
-        net: GuestNet,
-        kernel: Kernel,
-        nic_set: str,
-        outdir: Path,
-        events: EventLog | None = None,
-    ) -> None:
-        self.guest = guest
-        self.nics = nics
-        self.net = net
-        self.nta = NtaModule(guest.sh, net)
-        self.kernel = kernel
-        self.nic_set = nic_set
-        self.outdir = outdir
-        self.events = events
-        self.journal: Journal | None = None  # the current test's
-        self._rng = random.Random()
-        self._spawner: Spawner | None = None
-        self._stack: contextlib.ExitStack | None = None
+    """One test's door to its guest (see the module's docstring); a context manager whose
+    end runs the test's undos."""
+
+    def __init__(self, bed: Testbed, test: str) -> None:
+        self._bed = bed
+        self.test = test
+        self.module = ModuleHandle(self, bed)
+        self.journal: Journal | None = None  # open from __enter__ on
+        self._stack = contextlib.ExitStack()
+        self._saved: set[str] = set()  # what the test changed, its undo registered once
         self._splats: list[Splat] = []  # seen by expect_splat, not of the kind expected
-        self.test = ""
+        self._rng = random.Random()
 
-    @classmethod
-    def up(
-        cls, guest: Guest, kernel: Kernel, nic_set: str, events: EventLog | None = None
-    ) -> LabEnv:
-        """The environment of a booted guest, its NICs set up."""
-        net = GuestNet(guest.sh, guest.features)
-        nics = net.setup(guest.nics, guest.host_ends, promisc=True)
-        return cls(guest, nics, net, kernel, nic_set, guest.outdir, events)
+    def __enter__(self) -> LabEnv:
+        self.journal = self._bed.open_journal(self.test)
+        return self
 
-    def close(self) -> None:
-        """Ends the guest programs the lab started (a guest that powers off ends them too;
-        a fake guest on the host would not)."""
-        if self._spawner is not None:
-            self._spawner.stop()
-            self._spawner = None
-
-    # -- a test's life --------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def test_scope(self, name: str) -> Iterator[Journal]:
-        """Runs every cleanup deferred during the test when it ends, pass or fail; the
-        test's journal (its cleanups in it too), closed once they ran."""
-        self.test = name
-        safe = name.replace("/", "_").replace("[", "-").rstrip("]")
-        journal = Journal(name, self.outdir, self.outdir / "journal" / safe, self._state())
-        self._attach(journal)
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
-            with contextlib.ExitStack() as stack:
-                self._stack = stack
-                try:
-                    yield journal
-                finally:
-                    self._stack = None
+            self._stack.close()  # the undos are steps of the journal too
         finally:
-            self._attach(None)
-            journal.close()
+            self._bed.close_journal()
 
-    def _state(self) -> list[Step]:
-        """What a test begins with, as steps: the module the session loaded (then the links
-        bounced, as every load here does)."""
-        if self.nta.loaded is None:
-            return []
-        names = tuple(n.name for n in self.nics)
-        loaded = self.nta.loaded
-        bounce = [Links(names, up=False), Links(names, up=True)] if names else []
-        return [Load(str(loaded.module), loaded.params), *bounce]
+    # -- what the test runs on (read-only) ----------------------------------------------
 
-    def _attach(self, journal: Journal | None) -> None:
-        """The choke points record into ``journal`` (None: into nothing)."""
-        self.journal = journal
-        self.nta.journal = journal
-        self.net.journal = journal
-        for nic in self.nics:
-            nic.host.journal = journal
+    @property
+    def nics(self) -> tuple[GuestNic, ...]:
+        return self._bed.nics
 
-    def _record(self, step: Step) -> None:
-        if self.journal is not None:
-            self.journal.add(step)
+    @property
+    def kernel(self) -> Kernel:
+        return self._bed.kernel
+
+    @property
+    def features(self) -> Features:
+        return self._bed.guest.features
+
+    @property
+    def outdir(self) -> Path:
+        return self._bed.outdir
+
+    @property
+    def ntadump_program(self) -> str:
+        """ntadump, built on the host (the guest runs the host's userspace)."""
+        return str(kbuild.build_ntadump().program)
+
+    # -- the test's life ---------------------------------------------------------------
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` when the test ends (last deferred, first run)."""
+        self._stack.callback(fn, *args)
+
+    def _once(self, key: str, undo: Callable[[], Any]) -> None:
+        """``undo`` deferred, unless ``key`` was changed before in this test: the first
+        change's undo puts back what the test found."""
+        if key not in self._saved:
+            self._saved.add(key)
+            self.defer(undo)
 
     def expect_splat(self, kind: str, timeout: float = 30.0) -> list[Splat]:
         """Wait for a kernel report of ``kind`` (a planted bug's); the reports of that kind.
@@ -159,7 +144,7 @@ class LabEnv:
         got: list[Splat] = []
 
         def seen() -> list[Splat]:
-            for s in self.guest.new_splats():
+            for s in self._bed.new_splats():
                 (got if s.kind == kind else self._splats).append(s)
             return got
 
@@ -167,38 +152,89 @@ class LabEnv:
 
     def unexpected_splats(self) -> list[Splat]:
         """Every kernel report since the last look that no test expected."""
-        found = self._splats + self.guest.new_splats()
+        found = self._splats + self._bed.new_splats()
         self._splats = []
         return found
 
-    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` when the current test ends (last deferred, first run)."""
-        if self._stack is None:
-            raise LabError("defer() outside a test")
-        self._stack.callback(fn, *args)
+    def keep_reproducer(self, name: str, reason: str, splats: Sequence[Splat] = ()) -> Path:
+        """A reproducer bundle of the journal so far (``ntalab repro``), for a failure the test
+        expected and so does not fail on (a planted bug's report); its directory."""
+        assert self.journal is not None
+        root = self.outdir.parent / "repro"
+        return repro.write(self._bed, name, self.journal, reason, root, splats)
 
-    def progress(self, kind: EventKind, **fields: str) -> None:
-        if self.events is not None:
-            self.events(kind, test=self.test, **fields)
+    # -- guest commands --------------------------------------------------------------------
 
-    # -- NICs ---------------------------------------------------------------------
+    def cmd(self, command: str, timeout: float = 60.0, check: bool = True) -> CmdResult:
+        """A guest command that changes nothing (a LabError for one that visibly does)."""
+        why = effect(command)
+        if why is not None:
+            raise LabError(
+                f"env.cmd is for commands that change nothing, and {why}: {command!r}. Use "
+                "env.act(command, undo=...) or the door's call for it (links_down, set_gro, "
+                "sysctl, write, add_link, module.set_param...)"
+            )
+        self._record(Command(command))
+        return self._bed.cmd(command, timeout, check)
 
-    def use(self, nic: GuestNic) -> GuestNic:
-        """``nic`` with its variant's driver settings in force (see GuestNet.use)."""
-        self.progress(EventKind.NIC, nic=nic.name)
-        return self.net.use(nic)
+    def _record(self, step: Command | Spawn) -> None:
+        self._bed.record(step)
+
+    def act(
+        self, command: str, *, undo: str | None, timeout: float = 60.0, check: bool = True
+    ) -> CmdResult:
+        """A guest command with an effect, and the command that undoes it when the test
+        ends (``undo=None``: nothing to undo, it says so)."""
+        result = self._change(command, timeout, check)
+        if undo is not None:
+            self.defer(self._change, undo, 60.0, False)
+        return result
+
+    def _change(self, command: str, timeout: float, check: bool) -> CmdResult:
+        """Every shell command that changes state goes through here."""
+        self._record(Command(command))
+        return self._bed.cmd(command, timeout, check)
+
+    def _net(self, change: Callable[..., object], *args: Any) -> None:
+        """Every change of the guest's links and driver settings goes through here (the
+        testbed's GuestNet, which records it)."""
+        change(*args)
+
+    def write(self, path: str, value: object) -> None:
+        """A sysfs or procfs value for the rest of the test."""
+        old = self._bed.cmd(f"cat {path}").stdout.strip()
+        self._change(f"echo {value} > {path}", 60.0, True)
+        self._once(f"write {path}", lambda: self._change(f"echo {old} > {path}", 60.0, True))
+
+    def sysctl(self, name: str, value: object) -> None:
+        """A sysctl for the rest of the test."""
+        self.write("/proc/sys/" + name.replace(".", "/"), value)
+
+    # -- NICs -------------------------------------------------------------------------------
+
+    def with_driver_settings(self, nic: GuestNic) -> GuestNic:
+        """``nic``, its variant's driver parameters in force (e1000's copybreak, read per
+        frame and driver-wide: the NICs sharing the driver must be idle meanwhile).
+
+        Set before every use, not undone: each use sets what it needs.
+        """
+        if self._bed.events is not None:
+            self._bed.events(EventKind.NIC, test=self.test, nic=nic.name)
+        self._net(self._bed.net.use, nic)
+        return nic
 
     def each_nic(self) -> Iterator[GuestNic]:
         for nic in self.nics:
-            yield self.use(nic)
+            yield self.with_driver_settings(nic)
 
     def rx(self, nic: GuestNic) -> RxCounts:
-        return self.net.rx_counts(nic)
+        return self._bed.rx(nic)
 
-    def nic_took(
+    def settled_rx(
         self, nic: GuestNic, before: RxCounts, sent: int, timeout: float = 30.0
     ) -> RxCounts:
-        """What the NIC did with the ``sent`` frames injected since ``before``, once it is done."""
+        """What the NIC did with the ``sent`` frames sent since ``before``, once it is done
+        (each received or missed), judged (``checks.nic_took``)."""
 
         def settled() -> bool:
             d = self.rx(nic) - before
@@ -211,17 +247,198 @@ class LabEnv:
         nic_took(nic.name, sent, rx, nic.flow_control)
         return rx
 
-    def links_down(self, nics: list[GuestNic]) -> None:
-        """Links down until the test ends (or ``net.links_up``)."""
-        self.net.links_down(nics)
-        self.defer(self.net.links_up, nics)
+    def links_down(self, nics: Sequence[GuestNic]) -> None:
+        """Links down until the test ends (or ``links_up``)."""
+        self._net(self._bed.net.links_down, nics)
+        self.defer(self._net, self._bed.net.links_up, nics)
 
-    # -- the module -----------------------------------------------------------------
+    def links_up(self, nics: Sequence[GuestNic]) -> None:
+        """Up, with the host as neighbour and carrier: as the documented state has them."""
+        self._net(self._bed.net.links_up, nics)
 
-    def set_param(self, name: str, value: int) -> None:
-        """One of NTA's writable parameters, for the rest of the test."""
-        old = self.nta.set_param(name, value)
-        self.defer(self._restore_param, name, old)
+    def bounce(self, nics: Sequence[GuestNic]) -> None:
+        """Links down and up: the drivers refill their receive rings from scratch."""
+        self._net(self._bed.net.bounce, nics)
+
+    def set_gro(self, nic: GuestNic, on: bool) -> None:
+        """GRO on or off for the rest of the test (off in the documented state)."""
+        self._net(self._bed.net.set_gro, nic, on)
+        self._once(f"gro {nic.iface}", lambda: self._net(self._bed.net.set_gro, nic, False))
+
+    def set_rps_cpus(self, nic: GuestNic, mask: str) -> None:
+        """Receive packet steering over the CPUs of ``mask`` (hex), for the rest of the test."""
+        old = self._bed.net.rps_cpus(nic)
+        self._net(self._bed.net.set_rps_cpus, nic, mask)
+        self._once(f"rps {nic.iface}", lambda: self._net(self._bed.net.set_rps_cpus, nic, old))
+
+    def add_link(self, name: str, spec: str) -> str:
+        """``ip link add NAME SPEC`` (a veth, a bridge, a tunnel), deleted when the test ends
+        (a veth's peer with it); its name."""
+        self.act(f"ip link add {name} {spec}", undo=f"ip link del {name}")
+        return name
+
+    def delete_link(self, name: str) -> None:
+        """A link ``add_link`` made, deleted now (its undo then finds nothing to do)."""
+        self._change(f"ip link del {name}", 60.0, True)
+
+    def add_netns(self, name: str) -> str:
+        """A network namespace, deleted when the test ends; its name."""
+        self.act(f"ip netns add {name}", undo=f"ip netns del {name}")
+        return name
+
+    def enslave(self, nic: GuestNic, master: str) -> None:
+        """``nic`` a port of ``master`` (a bridge ``add_link`` made) until the test ends,
+        then free and up again with its neighbour."""
+        self._change(f"ip link set {nic.iface} master {master}", 60.0, True)
+        self.defer(self._net, self._bed.net.links_up, [nic])
+        self.defer(self._change, f"ip link set {nic.iface} nomaster", 60.0, True)
+
+    def insmod(self, module: Path, params: str = "") -> KernelModule:
+        """Another kernel module (a test module, a minimal build), removed when the test
+        ends if still loaded."""
+        km = KernelModule(self, module.stem)
+        self._change(f"insmod {shlex.quote(str(module))} {params}", 60.0, True)
+        self.defer(km.remove)
+        return km
+
+    # -- programs in the guest ---------------------------------------------------------------
+
+    def bkg(
+        self, name: str, request: Request, ready: bool = False, out: Path | None = None
+    ) -> GuestProc:
+        """A guest program in the background, stopped when the test ends if still running.
+
+        With ``ready``, this returns once the program said it is ready (the
+        protocol of ``lab.guestside.protocol``).
+        """
+        return self._start(name, request.MODULE, request.to_argv(), ready, out)
+
+    def _start(
+        self, name: str, module: str, argv: Sequence[str], ready: bool, out: Path | None
+    ) -> GuestProc:
+        args = tuple(str(a) for a in argv)
+        self._record(Spawn(name, module, args, ready))
+        proc = self._bed.spawn(name, module, args, ready, out)
+        self.defer(proc.stop)
+        if ready:
+            proc.wait_ready()
+        return proc
+
+    def pysniff(
+        self,
+        nic: GuestNic | str,
+        tag: str,
+        *flags: object,
+        idle: float | None = None,
+        refill: bool = True,
+    ) -> GuestProc:
+        """pysniff on ``nic`` (a lab NIC, or any interface by name) in the background
+        (``flags``: its own), attached and mapped when this returns; its --json report is
+        ``proc.result(SniffReport.from_json)``.
+
+        With ``idle``, it stops once no frame came for that long (it waits
+        FIRST_FRAME_S for the first): a frame that never comes fails the
+        caller's checks in seconds, not at a timeout. Each reader has a pool
+        of its own, and a device it attaches has its receive ring full of
+        buffers it got before: with ``refill`` the link is bounced once the
+        reader is attached, so that every frame after this lands in the
+        reader's pool.
+        """
+        iface = nic if isinstance(nic, str) else nic.iface
+        argv: list[object] = ["-i", iface, "--json", *flags]
+        if idle is not None:
+            argv += ["--idle", idle, "--first-frame-timeout", FIRST_FRAME_S]
+        proc = self._start(tag, "pysniff", list(map(str, argv)), True, self.outdir / f"{tag}.json")
+        if refill and not isinstance(nic, str):
+            self.bounce([nic])
+        return proc
+
+    def ntadump(self, nics: Sequence[GuestNic], tag: str, *flags: object) -> GuestProc:
+        """ntadump on ``nics`` in the background, attached when this returns (its summary
+        is on stderr, ``proc.log``)."""
+        ifaces = [a for n in nics for a in ("-i", n.iface)]
+        cmd = (self.ntadump_program, *ifaces, *map(str, flags))
+        return self.bkg(tag, Execute("ntadump: listening on", cmd), ready=True)
+
+    def tcpdump(self, nic: GuestNic, tag: str, *flags: object) -> GuestProc:
+        """tcpdump on ``nic`` in the background, capturing when this returns (its counts
+        are on stderr once it is stopped)."""
+        cmd = ("tcpdump", "-i", nic.iface, *map(str, flags))
+        return self.bkg(tag, Execute("listening on", cmd), ready=True)
+
+    def sniff_while(
+        self,
+        nic: GuestNic,
+        run_id: int,
+        batch: list[bytes],
+        *flags: object,
+        rate: float | Pace = Pace.LOSSLESS,
+    ) -> SniffReport:
+        """Send ``batch`` while pysniff reads and verifies it from NTA; its report.
+
+        pysniff stops after the whole batch, or once frames stop coming: a
+        frame that never comes fails the caller's checks in seconds.
+        """
+        tag = f"nta-{nic.name}-{run_id}"
+        sn = self.pysniff(
+            nic, tag, "--run-id", run_id, "--expect", len(batch), "--verify", "-c", len(batch),
+            *flags, idle=IDLE_S,
+        )  # fmt: skip
+        self.send(nic, batch, rate)
+        return sn.result(SniffReport.from_json)
+
+    def capture_while(
+        self, nic: GuestNic, run_id: int, batch: list[bytes], rate: float | Pace = Pace.LOSSLESS
+    ) -> CaptureReport:
+        """Send ``batch`` while the guest's AF_PACKET capture checks every frame."""
+        tag = f"capture-{nic.name}-{run_id}"
+        proc = self.bkg(tag, Capture(nic.iface, run_id, len(batch)), ready=True)
+        self.send(nic, batch, rate)
+        return proc.result(CaptureReport.from_json, 180)
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def new_run_id(self) -> int:
+        return self._rng.randrange(1, 1 << 32)
+
+    @staticmethod
+    def addrs(nic: GuestNic) -> traffic.Addresses:
+        return traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
+
+    @staticmethod
+    def _rate(nic: GuestNic, rate: float | Pace) -> float | None:
+        if rate is Pace.LOSSLESS:
+            return nic.rate
+        return None if rate is Pace.FLAT_OUT else float(rate)
+
+    def send(
+        self, nic: GuestNic, frames: Sequence[bytes], rate: float | Pace = Pace.LOSSLESS
+    ) -> traffic.InjectResult:
+        """Frames into ``nic`` from the host."""
+        return self._bed.send(nic, frames, self._rate(nic, rate))
+
+    def converse(
+        self,
+        nic: GuestNic,
+        frames: Sequence[bytes],
+        count: int,
+        want: Callable[[bytes], bool],
+        rate: float | Pace = Pace.LOSSLESS,
+        timeout: float = 30.0,
+        quiet: float | None = None,
+    ) -> list[bytes]:
+        """Send ``frames`` and collect up to ``count`` frames the guest sends back that
+        ``want`` (see ``traffic.converse``)."""
+        return self._bed.converse(nic, frames, count, want, self._rate(nic, rate), timeout, quiet)
+
+    def sending(
+        self, nic: GuestNic, frames: Sequence[bytes], rate: float | Pace = Pace.LOSSLESS
+    ) -> contextlib.AbstractContextManager[traffic.Sustained]:
+        """``frames`` sent over and over from a thread until the block ends (traffic under
+        which the test does something else); how many went so far."""
+        return self._bed.sustained(nic, frames, self._rate(nic, rate))
+
+    # -- the module, settled ---------------------------------------------------------------
 
     def quiesced(self, leaked: int | None = None, timeout: float = 30.0) -> Stats:
         """No chunk leaked: with the links down, only ``leaked`` chunks are still in use
@@ -232,155 +449,143 @@ class LabEnv:
         here: 574, 575, 574). Taking the links down frees them all, so in_use
         has one exact expected value.
         """
+        nta, net = self._bed.nta, self._bed.net
         if leaked is None:
-            leaked = self.nta.stats().fault_leaked
-        self.net.links_down(self.nics)
+            leaked = nta.stats().fault_leaked
+        self._net(net.links_down, self.nics)
         try:
-            stats = self.nta.wait(f"in_use {leaked}", lambda s: s.in_use == leaked, timeout)
+            stats = nta.wait(f"in_use {leaked}", lambda s: s.in_use == leaked, timeout)
         except LabError:  # judged below, with the figures
-            stats = self.nta.stats()
+            stats = nta.stats()
         finally:
-            self.net.links_up(self.nics)
+            self._net(net.links_up, self.nics)
         quiet(stats, leaked)
         return stats
 
-    def _restore_param(self, name: str, value: int) -> None:
-        if self.nta.loaded is not None:
-            self.nta.set_param(name, value)
 
-    # -- programs in the guest -----------------------------------------------------------
+class ModuleHandle:
+    """NTA in the guest, for one test: its counters, and changes that undo themselves.
 
-    def cmd(self, command: str, timeout: float = 60.0, check: bool = True) -> CmdResult:
-        """A shell command in the guest (a step of the test's journal)."""
-        self._record(Command(command))
-        return self.guest.sh.run(command, timeout=timeout, check=check)
+    The first change a test makes to the module's state registers its undo:
+    at the end NTA is loaded (or not) as the test found it, with the same
+    build and parameters; unloading in a test schedules the reload. Each
+    parameter a test sets is put back to its value before the test.
+    """
 
-    def bg(self, command: str, log: Path) -> int:
-        """A shell command in the background, its output to ``log``, killed when the test
-        ends if still running; its pid (for ``kill -0``: the test's own kills go by the
-        stop it deferred, since a replay's pids differ)."""
-        self._record(Command(command, background=True, log=str(log)))
-        pid = self.guest.sh.bg(command, str(log))
-        self.defer(self.guest.sh.run, f"kill -TERM {pid} 2>/dev/null", 10.0, False)
-        return pid
+    def __init__(self, env: LabEnv, bed: Testbed) -> None:
+        self._env = env
+        self._bed = bed
 
-    def spawn(self, name: str, module: str, *args: object, out: Path | None = None) -> GuestProc:
-        """One of the lab's stdlib-only programs (pysniff, lab.guestside.*) in the guest.
-
-        Forked from a warm interpreter (lab.guestside.spawner): it runs within
-        milliseconds, where a fresh Python takes seconds under TCG. Its stdout
-        goes to ``out`` (default ``<outdir>/<name>.out``), its stderr to
-        ``<outdir>/<name>.log``. Prefer ``bkg``, which stops it with the test.
-        """
-        return self._spawn(Spawn(name, module, tuple(map(str, args))), out)
-
-    def _spawn(self, step: Spawn, out: Path | None) -> GuestProc:
-        """The program ``step`` names, started (a step of the test's journal)."""
-        if self._spawner is None:
-            self._spawner = Spawner(self.guest.sh, guest_python(), self.outdir / "spawner")
-        self._record(step)
-        return self._spawner.spawn(
-            step.name, step.module, *step.args,
-            out=out or self.outdir / f"{step.name}.out", log=self.outdir / f"{step.name}.log",
-        )  # fmt: skip
-
-    def bkg(
-        self,
-        name: str,
-        module: str,
-        *args: object,
-        ready: Path | None = None,
-        out: Path | None = None,
-    ) -> GuestProc:
-        """A program in the background, stopped when the test ends if still running.
-
-        With ``ready``, the program is given that path and this returns once it exists.
-        """
-        step = Spawn(name, module, tuple(map(str, args)), str(ready) if ready else None)
-        proc = self._spawn(step, out)
-        self.defer(proc.stop)
-        if ready is not None:
-            proc.wait_file(ready)
-        return proc
-
-    def pysniff(self, nic: GuestNic, tag: str, *args: object, refill: bool = True) -> GuestProc:
-        """pysniff on ``nic`` in the background, attached and mapped when this returns.
-
-        Each reader has a pool of its own, and a device it attaches has its
-        receive ring full of buffers it got before: with ``refill`` the link
-        is bounced once the reader is attached, so that every frame after
-        this lands in the reader's pool. Its --json report is
-        ``proc.result(SniffReport.from_json)``.
-        """
-        ready = self.outdir / f"ready-{tag}"
-        argv: list[object] = ["-i", nic.iface, "--json", "--ready-file", ready, *args]
-        proc = self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
-        if refill:
-            self.net.bounce([nic])
-        return proc
+    # -- reading ----------------------------------------------------------------------------
 
     @property
-    def ntadump_program(self) -> str:
-        """ntadump, built on the host (the guest runs the host's userspace)."""
-        return str(kbuild.build_ntadump().program)
+    def loaded(self) -> Loaded | None:
+        """The build loaded, and its load parameters; None when NTA is not loaded."""
+        return self._bed.nta.loaded
 
-    def ntadump(self, nics: list[GuestNic], tag: str, *args: object) -> GuestProc:
-        """ntadump on ``nics`` in the background, attached when this returns (its summary
-        is on stderr, ``proc.log``)."""
-        ifaces = [a for n in nics for a in ("-i", n.iface)]
-        proc = self.bkg(tag, "lab.guestside.execute", self.ntadump_program, *ifaces, *args)
-        proc.wait_line("ntadump: listening on")
-        return proc
+    def stats(self) -> Stats:
+        return self._bed.nta.stats()
 
-    def sniff_while(
-        self,
-        nic: GuestNic,
-        run_id: int,
-        batch: list[bytes],
-        *args: object,
-        rate: float | None = None,
-    ) -> SniffReport:
-        """Inject ``batch`` while pysniff reads and verifies it from NTA; its report.
+    def wait(self, what: str, cond: Callable[[Stats], bool], timeout: float = 30.0) -> Stats:
+        """The counters, once ``cond`` holds of them."""
+        return self._bed.nta.wait(what, cond, timeout)
 
-        pysniff stops after the whole batch, or once frames stop coming
-        (--idle): a frame that never comes fails the caller's checks in
-        seconds, not at a timeout.
-        """
-        tag = f"nta-{nic.name}-{run_id}"
-        sn = self.pysniff(
-            nic, tag, "--run-id", run_id, "--expect", len(batch), "--verify",
-            "-c", len(batch), "--idle", IDLE_S, "--first-frame-timeout", FIRST_FRAME_S, *args,
-        )  # fmt: skip
-        traffic.inject(nic.host, batch, rate or nic.rate)
-        return sn.result(SniffReport.from_json)
+    def dev_stats(self, nic: GuestNic) -> DevStats:
+        return self._bed.nta.dev_stats(nic)
 
-    def capture_while(
-        self, nic: GuestNic, run_id: int, batch: list[bytes], rate: float | None = None
-    ) -> CaptureReport:
-        """Inject ``batch`` while the guest's AF_PACKET capture checks every frame.
+    def param(self, name: str) -> int:
+        return self._bed.nta.param(name)
 
-        Without a ``rate``, at the NIC's lossless rate.
-        """
-        tag = f"{nic.name}-{run_id}"
-        out, ready = self.outdir / f"capture-{tag}.json", self.outdir / f"ready-{tag}"
-        proc = self.bkg(
-            f"capture-{tag}", "lab.guestside.capture", nic.iface, run_id, len(batch), out, ready,
-            120, ready=ready,
-        )  # fmt: skip
-        traffic.inject(nic.host, batch, rate or nic.rate)
-        return proc.result(CaptureReport.from_json, 180, out)
+    # -- changing -----------------------------------------------------------------------------
 
-    # -- traffic --------------------------------------------------------------------
+    def _changed(self) -> None:
+        """Before every change of the module (a journal's one line): the undo of its load
+        state, once (the parameters each have theirs)."""
+        start = self._bed.nta.loaded
+        self._env._once("module", lambda: self._put_back(start))
 
-    def new_run_id(self) -> int:
-        return self._rng.randrange(1, 1 << 32)
+    def _put_back(self, start: Loaded | None) -> None:
+        nta, nics = self._bed.nta, self._bed.nics
+        if nta.loaded == start:
+            return
+        if nta.loaded is not None:
+            nta.unload(bounce=nics)
+        if start is not None:
+            nta.load(start.module, start.params, bounce=nics)
 
-    @staticmethod
-    def addrs(nic: GuestNic) -> traffic.Addresses:
-        return traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
+    def set_param(self, name: str, value: int) -> None:
+        """One of NTA's writable parameters, for the rest of the test."""
+        self._changed()
+        old = self._bed.nta.set_param(name, value)
+        self._env._once(f"param {name}", lambda: self._restore_param(name, old))
 
-    def inject(
-        self, nic: GuestNic, batch: list[bytes], rate: float | None = None
-    ) -> traffic.InjectResult:
-        """Sent at ``rate`` (default: the NIC's lossless rate); the journal keeps them."""
-        return traffic.inject(nic.host, batch, rate or nic.rate)
+    def _restore_param(self, name: str, value: int) -> None:
+        if self._bed.nta.loaded is not None:
+            self._bed.nta.set_param(name, value)
+
+    def churn_params(self, values: dict[str, Sequence[int]], rounds: int) -> None:
+        """Each parameter of ``values`` written each of its values in turn, ``rounds`` times,
+        in one guest command (as fast as the guest's shell writes); each put back to its
+        value before the test when it ends."""
+        self._changed()
+        for name in values:
+            old = self._bed.nta.param(name)
+            self._env._once(f"param {name}", functools.partial(self._restore_param, name, old))
+        loop = " ".join(f"echo {v} > {PARAMS}/{p};" for p, vs in values.items() for v in vs)
+        self._env._change(f"for i in $(seq {rounds}); do {loop} done", 120.0 + rounds, True)
+
+    def load(self, params: str | None = None) -> None:
+        """The run's build, with ``params`` (default: the run's); every NIC bounced."""
+        run = self._run()
+        self._changed()
+        self._bed.nta.load(run.module, run.params if params is None else params, self._bed.nics)
+
+    def try_load(self, params: str) -> CmdResult:
+        """insmod of the run's build with ``params``, as it comes: the caller judges a
+        refusal (loaded on success, and unloaded when the test ends)."""
+        run = self._run()
+        self._changed()
+        return self._bed.nta.insmod(run.module, params)
+
+    def unload(self) -> None:
+        """rmmod (a LabError if refused), then every NIC bounced: the rings refill from the
+        kernel's allocator."""
+        self._changed()
+        self._bed.nta.unload(bounce=self._bed.nics)
+
+    def rmmod(self) -> CmdResult:
+        """rmmod as it comes: the caller judges a refusal (no bounce)."""
+        self._changed()
+        return self._bed.nta.rmmod()
+
+    def reload_with(self, params: str) -> None:
+        """Unloaded, then loaded again with ``params``, until the test ends."""
+        self.unload()
+        self.load(params)
+
+    def _run(self) -> Loaded:
+        run = self._bed.run_module
+        if run is None:
+            raise LabError("NTA was not loaded for this run: the test needs the nta_env fixture")
+        return run.loaded
+
+
+class KernelModule:
+    """A kernel module a test loaded (``LabEnv.insmod``)."""
+
+    def __init__(self, env: LabEnv, name: str) -> None:
+        self._env = env
+        self.name = name
+
+    @property
+    def loaded(self) -> bool:
+        result = self._env.cmd(f"grep -q '^{self.name} ' /proc/modules", check=False)
+        return result.rc == 0
+
+    def rmmod(self) -> None:
+        self._env._change(f"rmmod {self.name}", 60.0, True)
+
+    def remove(self) -> None:
+        """rmmod, if still loaded."""
+        if self.loaded:
+            self.rmmod()

@@ -53,7 +53,7 @@ class NicVariant:
     # back-pressure (QEMU stops reading the socket when the ring is full), so
     # as fast as it takes them is lossless. QEMU's rtl8139 in C+ mode always
     # claims it can receive, and misses (drops and counts, see
-    # LabEnv.nic_took) when its 64-descriptor ring is full, that is when the
+    # LabEnv.settled_rx) when its 64-descriptor ring is full, that is when the
     # guest's vCPU is off the host CPU longer than 64 frames take to arrive.
     # Pacing makes that rare, not impossible: with two TCG guests on this
     # 2-core host, 1000/s missed 57 of 4000 frames, 500/s 40 of 1000 once in

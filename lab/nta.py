@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import LabError
-from lab.console import CmdResult, Console
+from lab.console import CmdResult, CommandFailed, Console
 from lab.guestnet import GuestNet, GuestNic, Link
 from lab.journal import Journal
 from lab.steps import Load, Param, Step, Unload
@@ -52,15 +52,23 @@ class NtaModule:
 
         The drivers filled those rings before NTA existed.
         """
-        self._record(Load(str(module), params))
-        self.sh.run(f"insmod {shlex.quote(str(module))} {params}")
-        self.loaded = Loaded(module, params)
+        result = self.insmod(module, params)
+        if result.rc != 0:
+            raise CommandFailed(result)
         self.sh.run("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug")
         version = self.version_line()
         if f" abi {ABI_VERSION} " not in version:
             raise LabError(f"{module} is not NTA ABI {ABI_VERSION} as pysniff is: {version!r}")
         if bounce:
             self.net.bounce(bounce)
+
+    def insmod(self, module: Path, params: str) -> CmdResult:
+        """insmod as it comes: the caller judges a refusal. Loaded on success."""
+        self._record(Load(str(module), params))
+        result = self.sh.run(f"insmod {shlex.quote(str(module))} {params}", check=False)
+        if result.rc == 0:
+            self.loaded = Loaded(module, params)
+        return result
 
     def rmmod(self) -> CmdResult:
         """rmmod as it comes: the caller judges a refusal. Unloaded on success."""

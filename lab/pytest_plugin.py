@@ -9,14 +9,26 @@ value from start to end: the process writes a ``GuestResult``
 events (``events.jsonl``) to the guest's directory; nothing is encoded in
 test ids and parsed back.
 
+A scenario takes ``lab_env`` (the guest) or ``nta_env`` (the guest with
+NTA loaded for the run), each this test's ``LabEnv``: the one door to the
+guest (``lab.labenv``). Before the test the guest is checked against its
+documented state (``lab.testbed``: NICs up with their addresses and
+neighbours, nothing left over; with ``nta_env``, NTA loaded with the run's
+parameters) and put back if a test before broke it, which is recorded (a
+``restored`` event, the ``CaseResult``, the matrix). Every test under the
+scenarios directory (``--lab-scenarios``, default the lab's ``tests/lab``)
+must take one of them: the plugin marks those ``lab`` (``make unit`` runs
+``-m "not lab"``, ``ntalab run`` ``-m lab``), and fails collection over one
+that takes neither, which would otherwise boot nothing and test nothing.
+
 A scenario that takes the ``nic`` fixture runs once per NIC of the guest
 (``test_x[e1000]``, ...), with that NIC's driver settings in force; one that
-takes only ``lab_env`` runs once for the guest. Tests run under the default
-boot profile, and under others they name with
+takes only ``lab_env`` or ``nta_env`` runs once for the guest. Tests run
+under the default boot profile, and under others they name with
 ``@pytest.mark.boot_profiles``; on a sanitizer kernel (KASAN) only those
 marked ``@pytest.mark.sanitizers`` (or ``sanitizer_only``) run. After every
-test its cleanups run (see ``LabEnv.test_scope``), what the kernel logged
-during it is scanned for splats (a report the test expected, see
+test its undos run (``LabEnv``), what the kernel logged during it is
+scanned for splats (a report the test expected, see
 ``LabEnv.expect_splat``, is the test's own), and a failure or a splat
 leaves a reproducer bundle: the test's journal (``lab.journal``).
 
@@ -59,6 +71,7 @@ from lab.records import (
     GuestResult,
     Outcome,
 )
+from lab.testbed import RunModule, Testbed, describe
 
 REQUEST = pytest.StashKey["GuestRequest"]()
 STATE = pytest.StashKey["_Session"]()
@@ -67,6 +80,11 @@ FIGURES = pytest.StashKey[dict[str, str]]()
 BUNDLE = pytest.StashKey[str]()
 INFRA = pytest.StashKey[bool]()  # the test failed because the lab did
 SPLATS = pytest.StashKey[list[str]]()  # titles of the kernel reports a test caused
+ENV = pytest.StashKey[LabEnv]()  # the test's door
+RESTORED = pytest.StashKey[list[str]]()  # what was put back before it
+
+# What a scenario takes (the door), and what only the plugin's fixtures take.
+DOORS = ("lab_env", "nta_env")
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
@@ -87,6 +105,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--lab-collect", help="with --collect-only: write the tests this guest runs as JSON"
     )
+    g.addoption(
+        "--lab-scenarios",
+        help="the scenarios directory: every test in it must take lab_env or nta_env "
+        "(default: the lab's tests/lab)",
+    )
 
 
 class _Session:
@@ -98,7 +121,6 @@ class _Session:
         outdir.mkdir(parents=True, exist_ok=True)
         self.events = EventLog(outdir / "events.jsonl", request.id)
         self.cases: list[CaseResult] = []
-        self.env: LabEnv | None = None
         self.guest: Guest | None = None
         self.error = ""
         self.start = time.monotonic()
@@ -147,7 +169,7 @@ def pytest_configure(config: pytest.Config) -> None:
         kmod = GuestRequest.load(Path(given)).kmod
         if kmod:  # a bisect step's module, for every build and read, from collection on
             paths.use_kmod(Path(kmod))
-    config.addinivalue_line("markers", "lab: boots a QEMU guest (make test, make labtest)")
+    config.addinivalue_line("markers", "lab: takes lab_env or nta_env: boots a guest (added)")
     config.addinivalue_line("markers", "boot_profiles(*names): also run under these boot profiles")
     config.addinivalue_line("markers", "sanitizers: also run on sanitizer (KASAN) kernels")
     config.addinivalue_line(
@@ -176,9 +198,39 @@ def _is_lab(item: pytest.Item) -> bool:
     return item.get_closest_marker("lab") is not None
 
 
+def _scenarios(config: pytest.Config) -> Path | None:
+    given = config.getoption("--lab-scenarios")
+    if given:
+        return Path(given).resolve()
+    try:
+        return paths.sources().scenarios.resolve()
+    except InfraError:  # an installed lab without its sources: no scenarios to hold
+        return None
+
+
+def mark_scenarios(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that takes a door is a lab scenario (marked ``lab``); a test in the
+    scenarios directory that takes none fails collection."""
+    scenarios = _scenarios(config)
+    doorless = []
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & set(DOORS):
+            item.add_marker(pytest.mark.lab)
+        elif scenarios is not None and item.path.resolve().is_relative_to(scenarios):
+            doorless.append(item.nodeid)
+    if doorless:
+        raise pytest.UsageError(
+            f"tests in the scenarios directory {scenarios} that take neither "
+            f"{' nor '.join(DOORS)} (a scenario reaches its guest through one): "
+            + ", ".join(doorless)
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects: the mark is ours to add
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the lab tests this guest runs (its boot profile, its kind of kernel, the cases
-    it was asked for), last ones last."""
+    """Mark the scenarios, then keep the lab tests this guest runs (its boot profile, its
+    kind of kernel, the cases it was asked for), last ones last."""
+    mark_scenarios(config, items)
     lab = [i for i in items if _is_lab(i)]
     if not lab:
         return
@@ -265,8 +317,9 @@ def results_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
-    """The guest, booted once for all of its tests (a stalled boot retried once)."""
+def lab_testbed(pytestconfig: pytest.Config) -> Iterator[Testbed]:
+    """The guest, booted once for all of its tests (a stalled boot retried once), its NICs
+    set up. The plugin's own: a scenario reaches the guest through lab_env or nta_env."""
     state = _session(pytestconfig)
     req = state.request
     kernel = state.kernel()
@@ -288,7 +341,8 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
             state.events(
                 EventKind.BOOTED,
                 detail=f"{info.boot_s:.0f}s",
-                outcome="retried" if info.retries else "",
+                # How the attempt retried ended (a stall, a splat), if one was.
+                outcome=info.retries[0].outcome if info.retries else "",
             )
             if guest.features.kasan != req.sanitizer:
                 raise InfraError(
@@ -296,7 +350,7 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
                     "unlike when its tests were planned: plan again"
                 )
             try:
-                state.env = LabEnv.up(guest, kernel, req.nic_set, state.events)
+                bed = Testbed.up(guest, kernel, req.nic_set, state.events)
             except InfraError:
                 raise
             except LabError as e:  # nothing of NTA's runs yet: the lab's own failure
@@ -304,41 +358,74 @@ def lab_env(pytestconfig: pytest.Config) -> Iterator[LabEnv]:
             if guest.features.kmemleak:
                 # As syzkaller does: no scan on its own, and what the boot leaked
                 # forgotten; the leak check scans at the end (tests/lab/test_sanitizers.py).
-                state.env.cmd(f"echo scan=off > {KMEMLEAK}; echo clear > {KMEMLEAK}")
-            yield state.env
-            state.env.close()
+                bed.cmd(f"echo scan=off > {KMEMLEAK}; echo clear > {KMEMLEAK}")
+            yield bed
+            bed.close()
     except LabError as e:
         state.error = str(e)
         raise
-    finally:
-        state.env = None
 
 
 @pytest.fixture(scope="session")
-def nta(lab_env: LabEnv) -> Iterator[LabEnv]:
-    """The guest with NTA loaded, serving every NIC from load on (``attach=``), defaults
-    otherwise; once for all its tests. At the end no chunk may have leaked.
-
-    A scenario that unloads it loads it again with the same parameters.
-    """
-    built = kbuild.build(lab_env.kernel)
+def nta_loaded(pytestconfig: pytest.Config, lab_testbed: Testbed) -> Iterator[RunModule]:
+    """NTA built for the guest's kernel (W=1, warning-free) and loaded, serving every NIC
+    from load on (``attach=``), defaults otherwise: the run's module, part of the
+    documented state from then on. At the end no chunk may have leaked. The plugin's
+    own: a scenario takes nta_env."""
+    bed = lab_testbed
+    built = kbuild.build(bed.kernel)
     if built.module is None:
         raise InfraError(f"NTA did not build: {built.log.read_text()[-3000:]}")
     assert built.status is kbuild.BuildStatus.OK, built.warnings  # W=1 warnings: the code's
-    attach = ",".join(n.iface for n in lab_env.nics)
-    lab_env.nta.load(built.module, f"attach={attach}", bounce=lab_env.nics)
-    yield lab_env
-    if lab_env.nta.loaded is None:
-        return  # a scenario that unloads it failed before loading it again
-    lab_env.quiesced()
-    lab_env.nta.unload(bounce=lab_env.nics)
+    attach = ",".join(n.iface for n in bed.nics)
+    yield bed.load_run_module(built.module, f"attach={attach}")
+    end = "the run's end"
+    found = bed.restore(with_module=True)  # the leak check needs what the last test broke back
+    if found:
+        _session(pytestconfig).events(
+            EventKind.RESTORED, test=end, detail=describe(found, bed.last_test)
+        )
+    with LabEnv(bed, end) as env:
+        env.quiesced()
+    bed.nta.unload(bounce=bed.nics)
+
+
+def _door(request: pytest.FixtureRequest, bed: Testbed, with_module: bool) -> LabEnv:
+    """The test's door, once the guest is in its documented state: put back, and recorded,
+    if a test before broke it."""
+    found = bed.restore(with_module)
+    if found:
+        text = describe(found, bed.last_test)
+        request.node.stash.setdefault(RESTORED, []).append(text)
+        _session(request.config).events(EventKind.RESTORED, test=request.node.name, detail=text)
+    env: LabEnv = request.node.stash[ENV]
+    return env
 
 
 @pytest.fixture
-def nic(lab_env: LabEnv, request: pytest.FixtureRequest) -> GuestNic:
-    """One NIC of the guest, with its variant's driver settings in force."""
-    name = request.param
-    return lab_env.use(next(n for n in lab_env.nics if n.name == name))
+def lab_env(request: pytest.FixtureRequest, lab_testbed: Testbed) -> LabEnv:
+    """This test's door to the guest (``lab.labenv.LabEnv``), the guest in its documented
+    state: every lab NIC up with its address and neighbour, nothing left over."""
+    return _door(request, lab_testbed, with_module=False)
+
+
+@pytest.fixture
+def nta_env(request: pytest.FixtureRequest, lab_testbed: Testbed, nta_loaded: RunModule) -> LabEnv:
+    """This test's door to the guest, as ``lab_env``, and NTA loaded with the run's
+    parameters, each at its value (``env.module``)."""
+    return _door(request, lab_testbed, with_module=True)
+
+
+@pytest.fixture
+def nic(request: pytest.FixtureRequest) -> GuestNic:
+    """One NIC of the guest, with its variant's driver settings in force (a scenario
+    taking it takes a door too: lab_env or nta_env)."""
+    env = request.node.stash.get(ENV, None)
+    if env is None:
+        raise pytest.UsageError(f"{request.node.nodeid} takes nic without lab_env or nta_env")
+    name: str = request.param
+    nic: GuestNic = env.with_driver_settings(next(n for n in env.nics if n.name == name))
+    return nic
 
 
 @pytest.fixture
@@ -353,13 +440,19 @@ def figure(request: pytest.FixtureRequest) -> Figure:
 
 @pytest.fixture(autouse=True)
 def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Around every lab test: its cleanups, then the kernel log scanned, a bundle if it failed."""
-    if "lab_env" not in request.fixturenames:
+    """Around every lab test: its door, its undos when it ends, then the kernel log scanned,
+    a bundle if it failed."""
+    if not set(request.fixturenames) & set(DOORS):
         yield
         return
-    env: LabEnv = request.getfixturevalue("lab_env")
-    with env.test_scope(request.node.name) as journal:
-        yield
+    bed: Testbed = request.getfixturevalue("lab_testbed")
+    name = request.node.name
+    with LabEnv(bed, name) as env:
+        request.node.stash[ENV] = env
+        try:
+            yield
+        finally:
+            bed.last_test = name
     # No dmesg.log per test (half a second each under TCG): kmsg.log streams the
     # kernel log all along, and a bundle saves dmesg.log as it is written.
     splats = env.unexpected_splats()
@@ -367,8 +460,9 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     request.node.stash[SPLATS] = [s.name for s in splats]
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
+        assert env.journal is not None
         bundle = repro.write(
-            env, request.node.name, journal, reason, env.outdir.parent / "repro", splats=splats
+            bed, name, env.journal, reason, bed.outdir.parent / "repro", splats=splats
         )
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
@@ -433,6 +527,7 @@ def _case(item: pytest.Item) -> CaseResult:
     callspec = getattr(item, "callspec", None)
     nic = callspec.params.get("nic") if callspec is not None else None
     name = getattr(item, "originalname", item.name)
+    restored: list[str] = item.stash.get(RESTORED, [])
     return CaseResult(
         scenario=name.removeprefix("test_"),
         nic=nic,
@@ -442,6 +537,7 @@ def _case(item: pytest.Item) -> CaseResult:
         figures=_figures(item),
         repro=item.stash.get(BUNDLE, ""),
         splats=item.stash.get(SPLATS, []),
+        restored="; ".join(restored),
     )
 
 
@@ -450,5 +546,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if state is None or session.config.getoption("--lab-collect"):
         return
     state.save()
-    state.events(EventKind.GUEST_DONE, outcome="pass" if not state.error else "error")
+    state.events(EventKind.GUEST_DONE, outcome=Outcome.ERROR if state.error else Outcome.PASS)
     state.events.close()

@@ -84,6 +84,7 @@ class EventKind(StrEnum):
     TEST = "test"
     NIC = "nic"  # a test moved on to one of the guest's NICs
     RETRY = "retry"  # a bench trial's set-up failed: retried once (infrastructure)
+    RESTORED = "restored"  # the guest put back in its documented state before a test
     DONE = "done"  # a test ended
     GUEST_DONE = "guest-done"
 
@@ -203,8 +204,10 @@ class GuestRequest:
 
     @property
     def dirname(self) -> str:
+        """Its results directory: no '/', and no ',' (a NIC set given as a list), which
+        virtme-ng's --rwdir takes as a separator and refuses."""
         part = f".part{self.part.replace('/', 'of')}" if self.part else ""
-        return self.id.replace("/", "_") + part
+        return self.id.replace("/", "_").replace(",", "+") + part
 
     def row(self, nic: str) -> str:
         """The matrix row of one of its NICs: kernel/variant[/profile]."""
@@ -248,6 +251,9 @@ class CaseResult:
     figures: dict[str, str] = field(default_factory=dict)  # NIC variant -> key figure
     repro: str = ""  # reproducer bundle, for a failure
     splats: list[str] = field(default_factory=list)  # titles of the kernel reports it caused
+    # What of the guest's documented state was put back before it, and after which test
+    # ("restored after test_x: eth1 down"): a test before it broke the guest.
+    restored: str = ""
 
     @property
     def name(self) -> str:

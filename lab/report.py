@@ -86,13 +86,15 @@ class Cell:
     seconds: float
     message: str
     figure: str = ""
+    restored: str = ""  # what was put back before it (CaseResult.restored)
 
 
 def _worse(a: Cell | None, b: Cell) -> Cell:
     if a is None:
         return b
     first = min(a, b, key=lambda c: _WORST.index(c.outcome))
-    return Cell(first.outcome, max(a.seconds, b.seconds), first.message, first.figure)
+    restored = "; ".join(r for r in (a.restored, b.restored) if r)
+    return Cell(first.outcome, max(a.seconds, b.seconds), first.message, first.figure, restored)
 
 
 def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
@@ -108,7 +110,8 @@ def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
             for nic in nics:
                 figure = c.figures.get(nic, "") if c.outcome is Outcome.PASS else ""
                 key = (g.request.row(nic), c.scenario)
-                out[key] = _worse(out.get(key), Cell(c.outcome, c.seconds, c.message, figure))
+                cell = Cell(c.outcome, c.seconds, c.message, figure, c.restored)
+                out[key] = _worse(out.get(key), cell)
         if g.error and not g.cases:
             for nic in g.request.nic_names:
                 key = (g.request.row(nic), "(guest)")
@@ -118,7 +121,8 @@ def cells(run: RunResult) -> dict[tuple[str, str], Cell]:
 
 def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
     """A row per scenario, a numbered column per kernel/NIC variant (the legend above), then
-    each scenario's figures and the failures.
+    each scenario's figures, the failures, and the guest states put back before a test
+    (a test before it broke the guest: ``CaseResult.restored``).
 
     Scenarios outnumber kernel/NIC rows and their names are long, so they make the rows;
     figures are too long for cells, so they follow the table.
@@ -154,6 +158,13 @@ def matrix_table(grid: dict[tuple[str, str], Cell]) -> str:
     if failed:
         lines += ["", "failures:"]
         lines += [f"  {c} on {', '.join(rs)}: {m}" for (c, m), rs in failed.items()]
+    restored: dict[tuple[str, str], list[str]] = {}
+    for (r, c), v in sorted(grid.items()):
+        if v.restored:
+            restored.setdefault((c, v.restored), []).append(r)
+    if restored:
+        lines += ["", "restored:"]
+        lines += [f"  {c} on {', '.join(rs)}: {t}" for (c, t), rs in restored.items()]
     return "\n".join(lines)
 
 
@@ -231,6 +242,8 @@ def ktap(run: RunResult) -> str:
                     sub.append(f"# {_ktap_text(c.message)}")
                 for nic, figure in sorted(c.figures.items()):
                     sub.append(f"# {nic}: {_ktap_text(figure)}")
+                if c.restored:
+                    sub.append(f"# {_ktap_text(c.restored)}")
                 result = "ok" if c.outcome.ok else "not ok"
                 skip = c.outcome is Outcome.SKIP
                 directive = f" # SKIP {_ktap_text(c.message)}" if skip else ""
@@ -275,10 +288,12 @@ def junit(run: RunResult) -> str:
                 node.text = c.message + (f"\nreproducer: ntalab repro {c.repro}" if c.repro else "")
             elif c.outcome is Outcome.SKIP:
                 ET.SubElement(case, "skipped", message=c.message)
-            if c.figures:
+            if c.figures or c.restored:
                 props = ET.SubElement(case, "properties")
                 for nic, figure in sorted(c.figures.items()):
                     ET.SubElement(props, "property", name=f"figure:{nic}", value=figure)
+                if c.restored:
+                    ET.SubElement(props, "property", name="restored", value=c.restored)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

@@ -40,12 +40,16 @@ from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNic
 from lab.journal import Journal
 from lab.kernlog import Splat
-from lab.labenv import LabEnv
+from lab.spawn import GuestProc
 from lab.steps import Command, Frames, Links, Load, Param, Spawn, Step, Unload
+from lab.testbed import Testbed
 
 BUNDLE_FILE = "bundle.json"
 REPLAYS = "replays.json"  # the record of repeated replays
-FORMAT = 2  # 1: the pcaps tests saved, and commands run after them (no "format" field)
+# 1: the pcaps tests saved, and commands run after them (no "format" field); 2: a journal
+# whose programs were given a ready file's path; 3: programs given typed requests, their
+# readiness said through lab.guestside.protocol.
+FORMAT = 3
 COMMAND_TIMEOUT_S = 300.0  # a replayed command's (the test's own timeout is not recorded)
 
 
@@ -68,7 +72,7 @@ class Bundle:
 
 
 def write(
-    env: LabEnv,
+    env: Testbed,
     test: str,
     journal: Journal,
     reason: str,
@@ -118,9 +122,9 @@ def load(path: Path) -> Bundle:
         data = json.loads(file.read_text())
         if data.get("format", 1) != FORMAT:
             raise UsageError(
-                f"{file} is a bundle of an older lab (format {data.get('format', 1)}: the pcaps "
-                f"a test saved and commands, no journal); this lab replays format {FORMAT} "
-                "only: run the test again for a bundle that replays all it did"
+                f"{file} is a bundle of an older lab (format {data.get('format', 1)}: its "
+                "guest programs took arguments this lab's do not); this lab replays format "
+                f"{FORMAT} only: run the test again for a bundle this lab replays"
             )
         data["steps"] = [steps.from_dict(s) for s in data["steps"]]
         data["splats"] = [Splat.from_dict(s) for s in data.get("splats", [])]
@@ -165,7 +169,7 @@ def replay(
         return done.verdict.status
     if interactive:
         with boot(spec, root / "replay") as guest:
-            _drive(LabEnv.up(guest, kernel, bundle.nic_set), bundle, root)
+            _drive(Testbed.up(guest, kernel, bundle.nic_set), bundle, root)
             print("guest shell (no prompt); Ctrl-] leaves")
             child = guest.child_or_fail()
             child.logfile_read = None
@@ -181,32 +185,34 @@ def replay(
 def replay_once(bundle: Bundle, root: Path, spec: GuestSpec, out: Path, boot: Boot) -> list[Splat]:
     """One replay in a fresh guest (its logs in ``out``): the kernel reports it caused."""
     with boot(spec, out) as guest:
-        _drive(LabEnv.up(guest, spec.kernel, bundle.nic_set), bundle, root)
+        _drive(Testbed.up(guest, spec.kernel, bundle.nic_set), bundle, root)
         guest.save_dmesg("replay-dmesg.log")
         return guest.new_splats()
 
 
-def _drive(env: LabEnv, bundle: Bundle, root: Path) -> None:
-    """The bundle's steps, in order, in a booted guest (in a test scope of its own: what the
-    replay starts is stopped at its end, and its journal is in ``<outdir>/journal``)."""
-    with env.test_scope(f"replay-{Path(bundle.outdir).name}-{bundle.test}"):
-        player = _Player(env, bundle, root)
+def _drive(bed: Testbed, bundle: Bundle, root: Path) -> None:
+    """The bundle's steps, in order, in a booted guest (journaled as a test's are: its
+    journal is in ``<outdir>/journal``); what the replay started is stopped at its end."""
+    with bed.journaled(f"replay-{Path(bundle.outdir).name}-{bundle.test}"):
+        player = _Player(bed, bundle, root)
         try:
             for n, step in enumerate(bundle.steps):
                 player.play(n, step)
         finally:
             player.join()
+            player.stop()
 
 
 class _Player:
     """Replays steps one by one; frames the test sent from a thread, from a thread."""
 
-    def __init__(self, env: LabEnv, bundle: Bundle, root: Path) -> None:
+    def __init__(self, env: Testbed, bundle: Bundle, root: Path) -> None:
         self.env = env
         self.bundle = bundle
         self.root = root
         self.by_variant = {n.name: n for n in env.nics}
         self.senders: dict[str, threading.Thread] = {}  # per NIC: its background frames
+        self.procs: list[GuestProc] = []  # the programs it started
 
     def nic(self, name: str) -> GuestNic:
         try:
@@ -229,6 +235,10 @@ class _Player:
             if sender is not None:
                 sender.join()
 
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
     def play(self, n: int, step: Step) -> None:
         say = f"  [{n:3d} +{step.t:7.2f}s]"
         try:
@@ -245,11 +255,11 @@ class _Player:
             rate = f"{step.rate:g}/s" if step.rate else "as fast as taken"
             what = f"{nic.iface} ({step.nic}): {len(frames)} frames, {rate}, from {step.pcap}"
             if step.background:
-                sender = threading.Thread(target=traffic.inject, args=(nic.host, frames, step.rate))
+                sender = threading.Thread(target=env.send, args=(nic, frames, step.rate))
                 sender.start()
                 self.senders[step.nic] = sender
                 return what + " (background)"
-            sent = traffic.inject(nic.host, frames, step.rate)
+            sent = env.send(nic, frames, step.rate)
             return what + f": {sent.sent} sent"
         if isinstance(step, Load):
             env.nta.load(self.root / step.module, step.params)
@@ -265,12 +275,14 @@ class _Player:
             return f"links {'up' if step.up else 'down'}: {', '.join(n.iface for n in links)}"
         if isinstance(step, Command):
             cmd = self.here(step.cmd)
-            if step.background:
-                return f"$ {cmd} & (pid {env.bg(cmd, Path(self.here(step.log)))})"
+            env.record(Command(cmd))
             return f"$ {cmd}: exit {env.cmd(cmd, COMMAND_TIMEOUT_S, check=False).rc}"
         if isinstance(step, Spawn):
             args = [self.here(a) for a in step.args]
-            ready = Path(self.here(step.ready)) if step.ready else None
-            proc = env.bkg(step.name, step.module, *args, ready=ready)
+            env.record(Spawn(step.name, step.module, tuple(args), step.ready))
+            proc = env.spawn(step.name, step.module, args, step.ready)
+            self.procs.append(proc)
+            if step.ready:
+                proc.wait_ready()
             return f"{step.module} {' '.join(args)} & (pid {proc.pid})"
         assert_never(step)

@@ -29,6 +29,7 @@ from lab import images, kbuild, paths, plan, repeat, report
 from lab.events import Event, EventTail
 from lab.records import (
     RESULTS,
+    BootOutcome,
     EventKind,
     GuestRequest,
     GuestResult,
@@ -38,6 +39,9 @@ from lab.records import (
 )
 
 Print = Callable[[str], None]
+
+# What a boot retried (BootOutcome.retried) went through, for the progress line.
+RETRIED_WHY = {BootOutcome.STALL: "boot stalled", BootOutcome.SPLAT: "kernel bug during boot"}
 
 
 def sanitizer_kernels(kernels: Sequence[str]) -> set[str]:
@@ -74,7 +78,10 @@ class Progress:
         self.say(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {text}")
 
     def event(self, e: Event) -> None:
-        retried = " after an infrastructure retry (boot stalled)" if e.outcome == "retried" else ""
+        retried = ""
+        if e.kind is EventKind.BOOTED and e.outcome:
+            why = RETRIED_WHY.get(BootOutcome(e.outcome), e.outcome)
+            retried = f" after an infrastructure retry ({why})"
         done = f" {Outcome(e.outcome).mark}" if e.kind is EventKind.DONE else ""
         text = {
             EventKind.PREPARE: f"{e.guest}: {e.detail}",
@@ -84,6 +91,7 @@ class Progress:
             EventKind.NIC: f"{e.guest}: {e.test} on {e.nic}",
             EventKind.RETRY: f"{e.guest}: {e.test}: set-up failed, retried once (infrastructure): "
             f"{e.detail}",
+            EventKind.RESTORED: f"{e.guest}: {e.test}: {e.detail}",
             EventKind.DONE: f"{e.guest}: {e.test}{done}" + (f" ({e.detail})" if e.detail else ""),
             EventKind.GUEST_DONE: f"{e.guest}: finished",
         }[e.kind]

@@ -9,6 +9,8 @@ A ``GuestProc`` is a context manager, as the kernel net selftest library's
 ``bkg()``: leaving the ``with`` (or the test that started it, see
 ``LabEnv.bkg``) stops a process still running, SIGTERM first, then SIGKILL.
 A test that fails half-way never leaves a reader attached for the next one.
+A program started with a ready file (``lab.guestside.protocol``) is waited
+for with ``wait_ready``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -24,9 +26,11 @@ from typing import TypeVar
 
 from lab import LabError
 from lab.console import Console
+from lab.guestside.spawner import NO_READY
 from lab.wait import WaitTimeout, wait_until
 
 START_TIMEOUT = 180.0  # a cold Python importing everything, under TCG, on a loaded host
+READY_TIMEOUT = 120.0  # a program attaching, binding or starting to listen, under TCG
 STOP_GRACE_S = 10.0
 
 R = TypeVar("R")
@@ -42,6 +46,7 @@ class GuestProc:
     log: Path
     rc_file: Path
     sh: Console = field(repr=False)
+    ready_file: Path | None = None  # $NTALAB_READY: the file it creates once ready
 
     def poll(self) -> int | None:
         """Its exit status once it ended (128 + N for signal N), else None."""
@@ -61,12 +66,20 @@ class GuestProc:
         assert rc is not None
         return rc
 
-    def wait_file(self, path: Path, timeout: float = 120.0) -> None:
-        """Until the program created ``path`` (its ready file); an error if it ended first."""
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the program said it is ready (``protocol.ready()``); an error if it ended
+        first."""
+        if self.ready_file is None:
+            raise LabError(f"{self.name} was started without a ready file: it cannot say")
+        self.wait_file(self.ready_file, timeout, "be ready")
+
+    def wait_file(self, path: Path, timeout: float = READY_TIMEOUT, what: str = "") -> None:
+        """Until the program created ``path`` (a step it announces); an error if it ended
+        first."""
         wait_until(
             path.exists,
             timeout,
-            f"{self.name} to be ready ({path.name})",
+            f"{self.name} to {what or 'create ' + path.name}",
             failed=self._ended,
         )
 
@@ -144,17 +157,27 @@ class Spawner:
         wait_until(ready.exists, START_TIMEOUT, f"the guest's spawner (log {log})", interval=0.1)
         self._pid = int(ready.read_text())
 
-    def spawn(self, name: str, module: str, *args: object, out: Path, log: Path) -> GuestProc:
-        """``python -m module args`` in the guest, stdout to ``out`` and stderr to ``log``."""
+    def spawn(
+        self,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        out: Path,
+        log: Path,
+        ready: bool = False,
+    ) -> GuestProc:
+        """``python -m module args`` in the guest, stdout to ``out`` and stderr to ``log``;
+        with ``ready``, given a ready file to create (``GuestProc.wait_ready``)."""
         if self._pid is None:
             self._start()
         request = f"{name}-{next(self._ids)}"
         pid_file = self.state / f"{request}.pid"
-        line = shlex.join([request, str(out), str(log), module, *map(str, args)])
+        ready_file = self.state / f"{request}.ready" if ready else None
+        line = shlex.join([request, str(out), str(log), str(ready_file or NO_READY), module, *args])
         self.sh.run(f"printf '%s\\n' {shlex.quote(line)} > {self.fifo}")
         wait_until(pid_file.exists, 30, f"the guest's spawner to start {name}", interval=0.02)
         pid = int(pid_file.read_text())
-        return GuestProc(name, pid, out, log, self.state / f"{request}.rc", self.sh)
+        return GuestProc(name, pid, out, log, self.state / f"{request}.rc", self.sh, ready_file)
 
     def stop(self) -> None:
         """Ends the spawner and every program it started still running (its process group)."""

@@ -66,23 +66,21 @@ class Links:
 
 @dataclass(frozen=True)
 class Command:
-    """A shell command; ``background``: started with its output to ``log`` and left running."""
+    """A shell command (a program left running is a ``Spawn``)."""
 
     cmd: str
-    background: bool = False
-    log: str = ""
     t: float = 0.0
 
 
 @dataclass(frozen=True)
 class Spawn:
     """One of the lab's guest programs (``python -m module args``), started in the background;
-    ``ready``: the file it creates once ready, which the test waited for."""
+    ``ready``: the test waited for it to say it was ready (``lab.guestside.protocol``)."""
 
     name: str
     module: str
     args: tuple[str, ...]
-    ready: str | None = None
+    ready: bool = False
     t: float = 0.0
 
 

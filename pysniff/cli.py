@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import sys
@@ -79,7 +80,13 @@ def parser() -> argparse.ArgumentParser:
     wake.add_argument("--wakeup-usecs", type=_not_negative, help="... or the oldest is this old")
     p.add_argument("--stats", action="store_true", help="print the module's counters")
     p.add_argument("--device", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
-    p.add_argument("--ready-file", help="create this file once attached and mapped")
+    p.add_argument(
+        "--ready-file",
+        # The lab's readiness protocol (lab.guestside.protocol.READY_ENV): the file a
+        # program it starts creates once it can be given work.
+        default=os.environ.get("NTALAB_READY"),
+        help="create this file once attached and mapped (default: $NTALAB_READY)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object on stdout at the end")
     lab = p.add_argument_group("for the lab: checks, and misbehaving on purpose")
     lab.add_argument(

@@ -14,7 +14,7 @@ import pytest
 
 from lab.console import Console
 
-pytest_plugins = ("lab.pytest_plugin",)
+pytest_plugins = ("lab.pytest_plugin", "pytester")
 
 # A guest without a VM: a local bash whose kernel-facing commands are stand-ins
 # (guest.rc), and a vng that boots it or stalls on purpose.

@@ -3,6 +3,7 @@ the drivers the host uses; the user-mode network's QEMU arguments."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,28 +14,32 @@ import pytest
 from lab import LabError, traffic
 from lab.bench import loads
 from lab.bench.loads import BulkLoad, FrameLoad, UserNet, WebLoad
+from lab.guestside.protocol import READY_ENV, Httpd, Request, TcpSink
 from lab.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-Start = Callable[[str], int]
+Start = Callable[[Callable[[str, int], Request]], int]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Start]:
-    """Starts a guest-side server module on host loopback: ``server(module)`` -> port."""
+    """Starts a guest-side server on host loopback, from its request for an address and
+    port, as the lab starts it (ready through the protocol): ``server(Httpd)`` -> port."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(module: str) -> int:
+    def start(request: Callable[[str, int], Request]) -> int:
         port = loads.free_loopback_port()
-        ready = tmp_path / f"ready-{module}"
+        req = request("127.0.0.1", port)
+        ready = tmp_path / f"ready-{req.MODULE}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, "127.0.0.1", str(port), str(ready)], cwd=REPO
-        )
+            [sys.executable, "-m", req.MODULE, *req.to_argv()],
+            cwd=REPO, env={**os.environ, READY_ENV: str(ready)},
+        )  # fmt: skip
         procs.append(proc)
         wait_until(
-            ready.exists, 30, module, failed=lambda: None if proc.poll() is None else "exited"
+            ready.exists, 30, req.MODULE, failed=lambda: None if proc.poll() is None else "exited"
         )
         return port
 
@@ -45,13 +50,13 @@ def server(tmp_path: Path) -> Iterator[Start]:
 
 
 def test_every_request_gets_the_whole_page(server: Start) -> None:
-    port = server("lab.guestside.httpd")
+    port = server(Httpd)
     done = loads.fetch_pages(port, 40, clients=4)
     assert (done.count, done.unit) == (40, "requests")
 
 
 def test_the_bulk_sender_returns_once_the_sink_read_every_byte(server: Start) -> None:
-    port = server("lab.guestside.tcpsink")
+    port = server(TcpSink)
     done = loads.push(port, 3 * (1 << 20) + 17, 3)
     assert (done.count, done.unit) == (3 * (3 * (1 << 20) + 17), "bytes")
 

@@ -14,13 +14,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lab import paths
-from lab.guestside import meter
+from lab.console import Console
+from lab.guestside import meter, protocol
+from lab.guestside.protocol import READY_ENV
 from lab.guestside.reports import MeterReport
+from lab.spawn import Spawner
+from lab.testbed import guest_python
 from lab.wait import wait_until
 
 INFO = "hist:keys=common_pid:vals=hitcount:sort=hitcount:size=2048 if common_pid == 1234"
@@ -112,10 +117,22 @@ def test_no_tracefs_is_no_count_not_a_failure(tmp_path: Path) -> None:
 
 
 def test_options_in_any_order() -> None:
-    args = meter.parse_args(["R", "--wait-line", "listening on", "--hold", "S", "--", "x", "-y"])
-    assert (args.ready, args.hold, args.wait_line) == (Path("R"), Path("S"), "listening on")
+    args = protocol.Meter.from_argv(
+        ["--wait-line", "listening on", "--expect-rx", "5", "--hold", "S", "--", "x", "-y"]
+    )
+    assert (args.hold, args.wait_line, args.expect_rx) == (Path("S"), "listening on", 5)
     assert args.cmd == ("x", "-y")
-    assert meter.parse_args(["R"]).cmd == ()
+    assert protocol.Meter.from_argv([]) == protocol.Meter()
+    assert protocol.Meter.from_argv(args.to_argv()) == args
+    forked = protocol.Meter(iface="eth1", module="pysniff.cli", cmd=("-i", "eth1", "--json"))
+    assert protocol.Meter.from_argv(forked.to_argv()) == forked  # its arguments, options too
+
+
+def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        protocol.Meter.from_argv(["--expect-rx", "many"])
+    assert exit.value.code == 2
+    assert "--expect-rx: invalid int value: 'many'" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -129,17 +146,20 @@ def fake_tracefs(tmp_path: Path) -> Path:
 
 
 class Meter:
-    """The meter in a process of its own, as the spawner runs it in a guest."""
+    """The meter in a process of its own, as the spawner runs it in a guest: its own ready
+    file in $NTALAB_READY, and ``request`` (held, tracefs a directory of the test's)."""
 
-    def __init__(self, tmp: Path, tracefs: Path, *argv: str, prelude: str = "") -> None:
+    def __init__(
+        self, tmp: Path, tracefs: Path, request: protocol.Meter, prelude: str = ""
+    ) -> None:
         self.ready, self.started = tmp / "ready", tmp / "started"
-        args = [str(self.ready), "--hold", str(self.started), "--tracefs", str(tracefs), *argv]
+        args = replace(request, hold=self.started, tracefs=tracefs).to_argv()
         # ``prelude`` runs first in the meter's interpreter (a test's changed timing).
         code = (
             f"{prelude}\nimport sys\nfrom lab.guestside import meter\n"
             f"sys.exit(meter.main({args!r}))"
         )
-        env = {**os.environ, "PYTHONPATH": str(paths.IMPORT_ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(paths.IMPORT_ROOT), READY_ENV: str(self.ready)}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env,
@@ -176,16 +196,16 @@ def meters(tmp_path: Path, fake_tracefs: Path) -> Iterator[list[Meter]]:
 def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    sniffer_ready = tmp_path / "sr"
-    # Ready at once; 0.4 s of CPU, mostly in its own code, once the window is open.
+    # Ready at once, through the protocol (it prints the ready file the meter gave it);
+    # 0.4 s of CPU, mostly in its own code, once the window is open.
     code = (
-        f"import pathlib, time; pathlib.Path({str(sniffer_ready)!r}).touch(); time.sleep(0.5)\n"
+        f"import os, pathlib, time; told = os.environ[{READY_ENV!r}]\n"
+        "pathlib.Path(told).touch(); time.sleep(0.5)\n"
         "t = time.process_time()\n"
         "while time.process_time() - t < 0.4: sum(range(20000))\n"
-        "print('out'); time.sleep(0.2)"
+        "print(told); time.sleep(0.2)"
     )
-    m = Meter(tmp_path, fake_tracefs, "--wait-file", str(sniffer_ready), "--",
-              sys.executable, "-S", "-c", code)  # fmt: skip
+    m = Meter(tmp_path, fake_tracefs, protocol.Meter(cmd=(sys.executable, "-S", "-c", code)))
     meters.append(m)
     m.wait_for(m.ready)
     time.sleep(0.2)
@@ -193,9 +213,12 @@ def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     m.signal(signal.SIGUSR1)
     report = m.report()
     assert m.started.exists()
+    # The sniffer's ready file is its own, in the meter's scratch directory: the host
+    # only ever sees the meter's.
+    told = Path(report.stdout.strip())
+    assert told != m.ready and told.parent.name.startswith("ntalab-meter-"), told
     assert 0.3 < report.elapsed_s < 5  # from the signal to the exit, not from the start
     assert report.exit == 0 and report.syscalls == 0  # the fake histogram's count
-    assert report.stdout == "out\n"
     assert 0.35 < report.sniffer_cpu_s < 2, report
     assert report.voluntary_switches >= 1  # it slept
     # Ticks are sampled (100 a second): about 40 in its own code, few in the kernel.
@@ -233,7 +256,7 @@ threading.Event.wait = wait
 def test_a_signal_at_any_moment_opens_and_closes_the_window(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    m = Meter(tmp_path, fake_tracefs, prelude=LOCKED_EVENT)
+    m = Meter(tmp_path, fake_tracefs, protocol.Meter(), prelude=LOCKED_EVENT)
     meters.append(m)
     m.wait_for(m.ready)
     m.signal(signal.SIGUSR1)
@@ -246,16 +269,17 @@ def test_a_signal_at_any_moment_opens_and_closes_the_window(
 def test_a_go_sent_before_the_meter_waits_is_not_lost(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    sniffer_ready = tmp_path / "sr"
     # The sniffer is ready only after a second: the host's SIGUSR1 comes first.
-    code = f"import pathlib, time; time.sleep(1); pathlib.Path({str(sniffer_ready)!r}).touch()"
-    m = Meter(tmp_path, fake_tracefs, "--wait-file", str(sniffer_ready), "--",
-              sys.executable, "-S", "-c", code)  # fmt: skip
+    code = (
+        f"import os, pathlib, time; time.sleep(1); pathlib.Path(os.environ[{READY_ENV!r}]).touch()"
+    )
+    m = Meter(tmp_path, fake_tracefs, protocol.Meter(cmd=(sys.executable, "-S", "-c", code)))
     meters.append(m)
     time.sleep(0.3)
+    assert not m.ready.exists()  # not before its sniffer is
     m.signal(signal.SIGUSR1)
     report = m.report()
-    assert m.started.exists() and report.exit == 0
+    assert m.ready.exists() and m.started.exists() and report.exit == 0
 
 
 def test_stop_waits_for_the_frames_the_nic_must_take(
@@ -263,7 +287,7 @@ def test_stop_waits_for_the_frames_the_nic_must_take(
 ) -> None:
     """SIGTERM ends the window only once ``--iface`` has received ``--expect-rx`` frames
     (here the host's loopback, sent datagrams to itself a second after the stop)."""
-    m = Meter(tmp_path, fake_tracefs, "--iface", "lo", "--expect-rx", "2000")
+    m = Meter(tmp_path, fake_tracefs, protocol.Meter(iface="lo", expect_rx=2000))
     meters.append(m)
     m.wait_for(m.ready)
     m.signal(signal.SIGUSR1)
@@ -283,9 +307,10 @@ def test_stop_waits_for_the_frames_the_nic_must_take(
 def test_a_module_sniffer_runs_forked_and_reports(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    sniffer_ready = tmp_path / "sr"
-    argv = ["--wait-file", str(sniffer_ready), "--module", "lab.guestside.tcplisten", "--"]
-    m = Meter(tmp_path, fake_tracefs, *argv, "127.0.0.1", "0", str(sniffer_ready))
+    # Ready through the protocol: the forked child is told its ready file as the spawner's are.
+    listen = protocol.TcpListen("127.0.0.1", 0)
+    request = protocol.Meter(module=listen.MODULE, cmd=tuple(listen.to_argv()))
+    m = Meter(tmp_path, fake_tracefs, request)
     meters.append(m)
     m.wait_for(m.ready)
     m.signal(signal.SIGUSR1)
@@ -297,13 +322,38 @@ def test_a_module_sniffer_runs_forked_and_reports(
     assert report.exit == -signal.SIGINT and report.stderr == "", report
 
 
+def test_under_the_spawner_the_host_sees_the_meters_ready_file_only(
+    console: Console, tmp_path: Path, fake_tracefs: Path
+) -> None:
+    """As a bench trial runs it: the spawner gives the meter a ready file, the meter forks a
+    Python sniffer warm and gives it one of its own; the host waits for the meter's."""
+    listen = protocol.TcpListen("127.0.0.1", 0)
+    started = tmp_path / "started"
+    request = protocol.Meter(
+        hold=started, tracefs=fake_tracefs, module=listen.MODULE, cmd=tuple(listen.to_argv())
+    )
+    spawner = Spawner(console, guest_python(), tmp_path / "state")
+    out, log = tmp_path / "meter.json", tmp_path / "meter.log"
+    try:
+        with spawner.spawn("meter", request.MODULE, request.to_argv(), out, log, True) as m:
+            m.wait_ready(60)
+            assert m.ready_file is not None and m.ready_file.read_text() == f"{m.pid}\n"
+            assert not started.exists()  # held until told
+            m.signal("USR1")
+            m.wait_file(started, 30)
+            m.signal("TERM")
+            report = m.result(MeterReport.from_json, 60)
+    finally:
+        spawner.stop()
+    assert report.exit == -signal.SIGINT and report.stderr == "", report
+
+
 def test_a_sniffer_that_dies_before_it_is_ready_is_named(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
     dies = "import sys; sys.exit('no such device: eth9')"
-    m = Meter(
-        tmp_path, fake_tracefs, "--wait-line", "listening on", "--", sys.executable, "-c", dies
-    )
+    request = protocol.Meter(wait_line="listening on", cmd=(sys.executable, "-c", dies))
+    m = Meter(tmp_path, fake_tracefs, request)
     meters.append(m)
     m.proc.wait(20)
     err = m.proc.stderr.read() if m.proc.stderr else ""

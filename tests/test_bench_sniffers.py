@@ -12,13 +12,14 @@ import pytest
 from lab import LabError, UsageError
 from lab.bench import sniffers
 from lab.bench.sniffers import SNIFFERS, Tools, parse, parse_tcpdump
+from lab.guestside.protocol import Meter
 from lab.guestside.reports import AfpacketReport, CpuStat, MeterReport
 from pysniff.abi import DevStats, ReaderStats, Stats
 from pysniff.report import SniffReport
 
 DATA = Path(__file__).parent / "data" / "tcpdump"
 TOOLS = Tools(ntadump="/b/ntadump", tcpdump="/usr/bin/tcpdump")
-READY = Path("/r/ready")
+WINDOW = Meter(hold=Path("/r/started"), iface="eth1", expect_rx=5)
 
 
 def meter(stdout: str = "", stderr: str = "", rx: int | None = 77) -> MeterReport:
@@ -37,29 +38,31 @@ def test_the_registry_in_its_order_and_names_checked() -> None:
 
 
 def test_how_the_meter_starts_each() -> None:
-    def args(name: str, count: int | None) -> list[str]:
-        launch = SNIFFERS[name].launch("eth1", count, READY, TOOLS)
-        return launch.meter_args() if launch is not None else []
+    def request(name: str, count: int | None) -> Meter:
+        launch = SNIFFERS[name].launch("eth1", count, TOOLS)
+        return launch.meter(WINDOW) if launch is not None else WINDOW
 
-    assert args("none", 5) == [] and args("none-loaded", None) == []
-    assert args("tcpdump", 5) == [
+    assert request("none", 5) == WINDOW and request("none-loaded", None) == WINDOW
+    # The guest's argv, whole: the window's options, then how the sniffer says it is ready.
+    assert request("tcpdump", 5).to_argv() == [
+        "--hold", "/r/started", "--iface", "eth1", "--expect-rx", "5",
         "--wait-line", "listening on", "--", "/usr/bin/tcpdump", "-i", "eth1", "-n", "-Q", "in",
         "-w", "/dev/null", "-B", "2048", "-c", "5",
     ]  # fmt: skip
-    assert "-c" not in args("tcpdump", None)  # runs until stopped
-    assert args("ntadump", 5) == [
-        "--wait-line", "ntadump: listening on", "--", "/b/ntadump", "-i", "eth1",
-        "-w", "/dev/null", "--json", "-c", "5",
-    ]  # fmt: skip
-    assert args("pysniff", None) == [
-        "--wait-file", "/r/ready", "--module", "pysniff.cli", "--", "-i", "eth1", "--json",
-        "--ready-file", "/r/ready", "--bulk",
-    ]  # fmt: skip
-    assert args("afpacket", 5) == [
-        "--wait-file", "/r/ready", "--module", "lab.guestside.afpacket", "--", "eth1", "5",
-        "3600", "/r/ready",
-    ]  # fmt: skip
-    assert args("afpacket", None)[-3] == str(sniffers.UNTIL_STOPPED)
+    assert "-c" not in request("tcpdump", None).cmd  # runs until stopped
+    ntadump = request("ntadump", 5)
+    assert (ntadump.wait_line, ntadump.module) == ("ntadump: listening on", None)
+    assert ntadump.cmd == ("/b/ntadump", "-i", "eth1", "-w", "/dev/null", "--json", "-c", "5")
+    # The Python readers are forked warm and say they are ready through the protocol:
+    # no wait line, and no ready path in their arguments (the meter gives them one).
+    pysniff = request("pysniff", None)
+    assert (pysniff.wait_line, pysniff.module) == (None, "pysniff.cli")
+    assert pysniff.cmd == ("-i", "eth1", "--json", "--bulk")
+    afpacket = request("afpacket", 5)
+    assert (afpacket.wait_line, afpacket.module) == (None, "lab.guestside.afpacket")
+    assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600")
+    assert request("afpacket", None).cmd[3] == str(sniffers.UNTIL_STOPPED)
+    assert Meter.from_argv(afpacket.to_argv()) == afpacket
 
 
 def test_tcpdump_counts_from_its_real_output() -> None:

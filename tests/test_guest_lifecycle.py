@@ -21,10 +21,12 @@ from lab import LabError, kconfig
 from lab.accel import Accel
 from lab.guest import GUEST_SHELL, Guest, GuestBootError, GuestSpec
 from lab.guestnet import GuestNet
+from lab.guestside.protocol import TcpListen
 from lab.images import Kernel
 from lab.kernlog import kmsg_text
 from lab.labenv import LabEnv
 from lab.records import GuestInfo
+from lab.testbed import Testbed
 from tests.conftest import FAKE_GUEST
 
 STALL_S = 2.0
@@ -158,11 +160,11 @@ def test_the_guest_shell_reads_no_rc_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def env(kernel: Kernel, tmp_path: Path) -> Iterator[LabEnv]:
+def bed(kernel: Kernel, tmp_path: Path) -> Iterator[Testbed]:
     with fake_guest(kernel, tmp_path, "ok") as g:
-        env = LabEnv(g, [], GuestNet(g.sh, g.features), kernel, "none", g.outdir)
-        yield env
-        env.close()
+        bed = Testbed(g, [], GuestNet(g.sh, g.features), kernel, "none", g.outdir)
+        yield bed
+        bed.close()
 
 
 def free_port() -> int:
@@ -174,30 +176,28 @@ def free_port() -> int:
 def listen(env: LabEnv, tag: str, port: int) -> None:
     """A guest program holding an exclusive resource (a listening port, as a reader holds
     its attachment), started for the rest of the test."""
-    ready = env.outdir / f"ready-{tag}"
-    env.bkg(tag, "lab.guestside.tcplisten", "127.0.0.1", port, ready, ready=ready)
+    env.bkg(tag, TcpListen("127.0.0.1", port), ready=True)
 
 
-def test_a_failed_test_leaves_nothing_running_for_the_next(env: LabEnv) -> None:
+def test_a_failed_test_leaves_nothing_running_for_the_next(bed: Testbed) -> None:
     port = free_port()
     restored: list[str] = []
-    with pytest.raises(AssertionError), env.test_scope("fails"):
+    with pytest.raises(AssertionError), LabEnv(bed, "fails") as env:
         listen(env, "first", port)
         env.defer(restored.append, "param")
         raise AssertionError("the test fails half-way")
     assert restored == ["param"]
-    with env.test_scope("next"):
+    with LabEnv(bed, "next") as env:
         listen(env, "second", port)  # would fail: the port is still held
 
 
-def test_without_the_test_scope_the_next_test_fails(env: LabEnv) -> None:
+def test_without_the_undo_the_next_test_fails(bed: Testbed) -> None:
     """The check above can fail: a program not stopped holds its port for the next test."""
     port = free_port()
-    ready = env.outdir / "ready-leak"
-    leaked = env.spawn("leak", "lab.guestside.tcplisten", "127.0.0.1", port, ready)
+    leaked = bed.start("leak", TcpListen("127.0.0.1", port), ready=True)
     try:
-        leaked.wait_file(ready)
-        with env.test_scope("next"), pytest.raises(LabError, match="exited 1"):
+        leaked.wait_ready()
+        with LabEnv(bed, "next") as env, pytest.raises(LabError, match="exited 1"):
             listen(env, "second", port)
     finally:
         leaked.stop()
@@ -221,10 +221,11 @@ def test_kmsg_records_read_as_dmesg_prints_them() -> None:
     assert text == "[    1.500000] e1000: eth0 NIC Link is Up\n\n"
 
 
-def test_each_kernel_report_is_told_once_to_the_test_it_came_in(env: LabEnv) -> None:
+def test_each_kernel_report_is_told_once_to_the_test_it_came_in(bed: Testbed) -> None:
     """The guest's kernel log is scanned as it grows: a report is the finding of the test
     during which it came, and of no later one; a report a test expects is its own."""
-    g = env.guest
+    env = LabEnv(bed, "reports")
+    g = bed.guest
     assert g.new_splats() == []
     with g.kmsg_log.open("a") as f:
         f.write(as_kmsg(SPLATS / "warning.log", 100))

@@ -25,11 +25,13 @@ from lab import UsageError, kconfig, nics, repro, traffic
 from lab.accel import Accel
 from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNet, GuestNic
+from lab.guestside.protocol import TcpListen
 from lab.images import Kernel
 from lab.journal import JOURNAL_FILE, Journal
-from lab.labenv import LabEnv
+from lab.labenv import LabEnv, Pace
 from lab.nta import NtaModule
 from lab.steps import Command, Frames, JournalFile, Links, Load, Param, Spawn, Step, Unload
+from lab.testbed import Testbed
 from pysniff.abi import ABI_VERSION
 from tests.conftest import FAKE_GUEST
 
@@ -87,21 +89,21 @@ def kernel(tmp_path: Path) -> Kernel:
     return Kernel("fake", "0.0-fake", tmp_path / "vmlinuz", None, config)
 
 
-Make = Callable[[str], tuple[LabEnv, Wire]]
+Make = Callable[[str], tuple[Testbed, Wire]]
 
 
 @pytest.fixture
 def make_env(kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Make]:
-    """Fake guests with an e1000 and an rtl8139 each, on their wires: (env, wire)."""
+    """Fake guests with an e1000 and an rtl8139 each, on their wires: (testbed, wire)."""
     params = tmp_path / "params"
     params.mkdir()
     (params / "max_shared").write_text("128\n")
     monkeypatch.setattr("lab.nta.PARAMS", str(params))
-    opened: list[tuple[Guest, LabEnv, Wire]] = []
+    opened: list[tuple[Guest, Testbed, Wire]] = []
     state = tmp_path / "boots"
     state.mkdir()
 
-    def make(name: str) -> tuple[LabEnv, Wire]:
+    def make(name: str) -> tuple[Testbed, Wire]:
         variants = (nics.VARIANTS["e1000"], nics.VARIANTS["rtl8139"])
         spec = GuestSpec(kernel, variants, Accel("tcg", "test"), name=name)
         guest = Guest(spec, tmp_path / name, launcher=[str(FAKE_GUEST / "vng"), str(state), "ok"])
@@ -110,13 +112,10 @@ def make_env(kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         log = tmp_path / name / "effects.log"
         guest.sh.run(STANDINS.format(log=log, abi=ABI_VERSION))
         net = GuestNet(guest.sh, guest.features)
-        gnics = [
-            GuestNic.of(p, f"fake{p.index}", e)
-            for p, e in zip(guest.nics, guest.host_ends, strict=True)
-        ]
-        env = LabEnv(guest, gnics, net, kernel, "e1000,rtl8139", guest.outdir)
-        opened.append((guest, env, wire))
-        return env, wire
+        gnics = [GuestNic.of(p, f"fake{p.index}") for p in guest.nics]
+        bed = Testbed(guest, gnics, net, kernel, "e1000,rtl8139", guest.outdir)
+        opened.append((guest, bed, wire))
+        return bed, wire
 
     yield make
     for guest, env, wire in opened:
@@ -125,20 +124,22 @@ def make_env(kernel: Kernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         guest.close()
 
 
-def effects(env: LabEnv) -> list[str]:
-    path = env.outdir / "effects.log"
-    return path.read_text().splitlines() if path.exists() else []
+def effects(bed: Testbed) -> list[str]:
+    """What the stand-ins were asked to change (the testbed's reads of its state left out)."""
+    path = bed.outdir / "effects.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if not line.startswith("ip -j ")]
 
 
-def scenario(env: LabEnv, module: Path) -> dict[str, list[bytes]]:
+def scenario(env: LabEnv, bed: Testbed, module: Path) -> dict[str, list[bytes]]:
     """Frames by every path, the module loaded and a parameter set mid-test, commands and a
-    program; what it sent, by NIC."""
+    program; what it sent, by NIC. (The module is the testbed's: this one is no run's.)"""
     e1000, rtl = env.nics
     a0, a1 = env.addrs(e1000), env.addrs(rtl)
     first = traffic.frames(1, 20, a0, ("udp4", "tcp4"))
-    env.inject(e1000, first)  # LabEnv.inject
-    env.nta.load(module, "attach=fake0,fake1", bounce=env.nics)
-    env.set_param("max_shared", 64)
+    env.send(e1000, first, Pace.FLAT_OUT)
+    bed.nta.load(module, "attach=fake0,fake1", bounce=bed.nics)
+    bed.nta.set_param("max_shared", 64)
     threaded = traffic.frames(2, 12, a1)
     begun, go = threading.Event(), threading.Event()
 
@@ -148,18 +149,17 @@ def scenario(env: LabEnv, module: Path) -> dict[str, list[bytes]]:
         go.wait(10)
         yield from threaded[1:]
 
-    sender = threading.Thread(target=traffic.inject, args=(rtl.host, held(), 1000.0))
+    sender = threading.Thread(target=bed.send, args=(rtl, held(), 1000.0))
     sender.start()
     begun.wait(10)
     env.cmd("echo under-fire > /dev/null")
     go.set()
     sender.join()
-    ready = env.outdir / "ready-listen"
-    env.bkg("listen", "lab.guestside.tcplisten", "127.0.0.1", 0, ready, ready=ready)
+    env.bkg("listen", TcpListen("127.0.0.1", 0), ready=True)
     pings = [traffic.echo_request(a0, 7, i, b"ping") for i in range(5)]
-    replies = traffic.converse(e1000.host, pings, len(pings), lambda _f: True, timeout=10)
+    replies = env.converse(e1000, pings, len(pings), lambda _f: True, Pace.FLAT_OUT, timeout=10)
     assert len(replies) == len(pings)  # the wire echoes: the conversation ran its course
-    assert env.nta.rmmod().rc == 0
+    assert bed.nta.rmmod().rc == 0
     return {"e1000": first + pings, "rtl8139": threaded}
 
 
@@ -167,8 +167,10 @@ def without_t(steps: list[Step]) -> list[Step]:
     return [replace(s, t=0.0) for s in steps]
 
 
-def expected(module: str, env: LabEnv) -> list[Step]:
-    ready = str(env.outdir / "ready-listen")
+LISTEN = ("--address", "127.0.0.1", "--port", "0")
+
+
+def expected(module: str) -> list[Step]:
     both = ("e1000", "rtl8139")
     return [
         Frames("e1000", "000-e1000.pcap", 20, None),
@@ -178,19 +180,21 @@ def expected(module: str, env: LabEnv) -> list[Step]:
         Param("max_shared", 64),
         Frames("rtl8139", "005-rtl8139.pcap", 12, 1000.0, background=True),
         Command("echo under-fire > /dev/null"),
-        Spawn("listen", "lab.guestside.tcplisten", ("127.0.0.1", "0", ready), ready),
+        Spawn("listen", "lab.guestside.tcplisten", LISTEN, True),
         Frames("e1000", "008-e1000.pcap", 5, None),
-        Unload(),  # (so the cleanup puts no parameter back)
+        Unload(),
     ]
 
 
 def test_every_path_lands_in_the_journal_in_order(make_env: Make, tmp_path: Path) -> None:
-    env, wire = make_env("g0")
+    bed, wire = make_env("g0")
     module = tmp_path / "nta.ko"
     module.write_bytes(b"\x7fELF module")
-    with env.test_scope("scenario[e1000]") as journal:
-        sent = scenario(env, module)
-    assert without_t(journal.steps) == expected(str(module), env)
+    with LabEnv(bed, "scenario[e1000]") as env:
+        sent = scenario(env, bed, module)
+    journal = env.journal
+    assert journal is not None
+    assert without_t(journal.steps) == expected(str(module))
     assert wire.got == sent  # and the journal's pcaps hold exactly what went
     for step in journal.steps:
         if isinstance(step, Frames):
@@ -200,9 +204,9 @@ def test_every_path_lands_in_the_journal_in_order(make_env: Make, tmp_path: Path
              if isinstance(s, Frames)]  # fmt: skip
     assert pcaps == [sent["e1000"][:20], sent["rtl8139"], sent["e1000"][20:]]
     saved = JournalFile.from_dict(json.loads((journal.directory / JOURNAL_FILE).read_text()))
-    assert saved.steps == journal.steps and saved.outdir == str(env.outdir)
+    assert saved.steps == journal.steps and saved.outdir == str(bed.outdir)
     neigh = "ip neigh replace 10.77.{0}.1 lladdr 52:54:00:4e:ff:01 dev fake{0} nud permanent"
-    assert effects(env) == [
+    assert effects(bed) == [
         f"insmod {module} attach=fake0,fake1",
         "ip link set fake0 down",
         "ip link set fake1 down",
@@ -217,25 +221,25 @@ def test_every_path_lands_in_the_journal_in_order(make_env: Make, tmp_path: Path
 def test_a_bundle_replays_the_same_frames_in_the_same_order_with_the_same_parameters(
     make_env: Make, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env, _ = make_env("g0")
+    bed, _ = make_env("g0")
     module = tmp_path / "nta.ko"
     module.write_bytes(b"\x7fELF module")
-    with env.test_scope("scenario[e1000]") as journal:
-        sent = scenario(env, module)
-    root = repro.write(env, "scenario[e1000]", journal, "it failed", tmp_path / "repro")
+    with LabEnv(bed, "scenario[e1000]") as env:
+        sent = scenario(env, bed, module)
+    assert env.journal is not None
+    root = repro.write(bed, "scenario[e1000]", env.journal, "it failed", tmp_path / "repro")
     assert (root / "nta.ko").read_bytes() == module.read_bytes()
     bundle = repro.load(root)
-    assert without_t(bundle.steps) == expected("nta.ko", env)
+    assert without_t(bundle.steps) == expected("nta.ko")
 
     again, replayed = make_env("g1")  # a fresh guest, results elsewhere
     capsys.readouterr()
     repro._drive(again, bundle, root)
     assert replayed.got == sent
     assert effects(again) == [line.replace(str(module), str(root / "nta.ko"))
-                              for line in effects(env)]  # fmt: skip
+                              for line in effects(bed)]  # fmt: skip
     replay_dir = again.outdir / "journal" / "replay-g0-scenario-e1000"
     done = JournalFile.from_dict(json.loads((replay_dir / JOURNAL_FILE).read_text()))
-    ready = str(again.outdir / "ready-listen")
     unnamed = [replace(s, pcap="") if isinstance(s, Frames) else s for s in done.steps]
     assert without_t(unnamed) == [
         Frames("e1000", "", 20, None),
@@ -245,7 +249,7 @@ def test_a_bundle_replays_the_same_frames_in_the_same_order_with_the_same_parame
         Param("max_shared", 64),
         Frames("rtl8139", "", 12, 1000.0, background=True),
         Command("echo under-fire > /dev/null"),
-        Spawn("listen", "lab.guestside.tcplisten", ("127.0.0.1", "0", ready), ready),
+        Spawn("listen", "lab.guestside.tcplisten", LISTEN, True),
         Frames("e1000", "", 5, None),
         Unload(),
     ]
@@ -269,18 +273,21 @@ def test_the_journal_check_fails_when_a_choke_point_stops_recording(
     for n, (name, (owner, method)) in enumerate(plants.items()):
         with monkeypatch.context() as m:
             m.setattr(owner, method, lambda *_a, **_k: None)
-            env, _ = make_env(f"planted-{n}")
-            with env.test_scope(f"planted-{name}") as journal:
-                scenario(env, module)
+            bed, _ = make_env(f"planted-{n}")
+            with LabEnv(bed, f"planted-{name}") as env:
+                scenario(env, bed, module)
+            assert env.journal is not None
             with pytest.raises(AssertionError):
-                assert without_t(journal.steps) == expected(str(module), env), name
+                assert without_t(env.journal.steps) == expected(str(module)), name
 
 
 def test_a_test_begins_with_the_module_the_session_loaded(make_env: Make, tmp_path: Path) -> None:
-    env, _ = make_env("g0")
-    env.nta.load(tmp_path / "nta.ko", "attach=fake0")
-    with env.test_scope("first") as journal:
+    bed, _ = make_env("g0")
+    bed.nta.load(tmp_path / "nta.ko", "attach=fake0")
+    with LabEnv(bed, "first") as env:
         pass
+    journal = env.journal
+    assert journal is not None
     both = ("e1000", "rtl8139")
     assert without_t(journal.steps) == [
         Load(str(tmp_path / "nta.ko"), "attach=fake0"),

@@ -30,10 +30,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "lab.paths", "lab.wait", "lab.events", "lab.kconfig", "lab.accel", "lab.images",
         "lab.kbuild", "lab.nics", "lab.kernlog", "lab.checks", "lab.symbolize",
         "lab.debuginfo", "lab.repeat", "lab.journal", "lab.traffic", "lab.report",
+        "lab.effects", "lab.measurements",
     ),
     "guest": ("lab.console", "lab.guest", "lab.guestnet", "lab.spawn", "lab.nta"),
     # repro: bundles are written by the plugin as a test fails, and replayed from the CLI.
-    "scenario": ("lab.labenv", "lab.repro", "lab.pytest_plugin"),
+    "scenario": (
+        "lab.testbed", "lab.repro", "lab.labenv", "lab.pytest_plugin", "lab.scenario",
+    ),
     "run": ("lab.plan", "lab.runner", "lab.bisect", "lab.bench", "lab.cli", "lab.__main__"),
 }  # fmt: skip
 ONLY = {"lab.report": {"lab", "lab.records"}}  # modules held to an explicit list

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from lab import images, kconfig, paths, plan, report, runner
-from lab.records import GuestRequest, LeftOut, Outcome, RunResult, Verdict
+from lab.events import Event
+from lab.records import (
+    BootOutcome,
+    EventKind,
+    GuestRequest,
+    LeftOut,
+    Outcome,
+    RunResult,
+    Verdict,
+)
 from lab.wait import wait_until
 
 SCENARIOS = """
@@ -323,3 +332,32 @@ def test_a_study_runs_only_when_named(tmp_path: Path) -> None:
         guests = runner.run_guests(requests, tmp_path / name, 1, d, args, progress)
         ran[name] = {c.scenario for g in guests for c in g.cases}
     assert ran == {"all": {"in_the_matrix"}, "named": {"text_patching_a_study"}}
+
+
+def test_progress_says_why_a_boot_was_retried_and_what_was_restored() -> None:
+    lines: list[str] = []
+    progress = runner.Progress(lines.append)
+    guest = "debian-6.1/all"
+    for event in (
+        Event(0.0, guest, EventKind.BOOTED, detail="70s", outcome=BootOutcome.STALL),
+        Event(0.0, guest, EventKind.BOOTED, detail="24s", outcome=BootOutcome.SPLAT),
+        Event(0.0, guest, EventKind.BOOTED, detail="24s"),
+        Event(0.0, guest, EventKind.RESTORED, test="test_b", detail="restored after test_a: x"),
+        Event(0.0, guest, EventKind.DONE, test="test_b", outcome=Outcome.PASS, detail="1/1"),
+    ):
+        progress.event(event)
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"{guest}: up in 70s after an infrastructure retry (boot stalled)",
+        f"{guest}: up in 24s after an infrastructure retry (kernel bug during boot)",
+        f"{guest}: up in 24s",
+        f"{guest}: test_b: restored after test_a: x",
+        f"{guest}: test_b ok (1/1)",
+    ]
+
+
+def test_a_guest_of_a_nic_list_gets_a_directory_virtme_ng_takes() -> None:
+    """vng --rwdir takes a comma as a separator: 'ntalab run --nics e1000,rtl8139' could
+    not boot its guest (seen: "invalid --rwdir parameter")."""
+    req = GuestRequest(kernel="debian-6.1", nic_set="e1000,rtl8139", part="2/3")
+    assert req.dirname == "debian-6.1_e1000+rtl8139.part2of3"
+    assert "," not in req.dirname and "/" not in req.dirname

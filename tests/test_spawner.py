@@ -9,8 +9,9 @@ import pytest
 
 from lab import LabError
 from lab.console import Console
-from lab.labenv import guest_python
+from lab.guestside.protocol import UdpEcho
 from lab.spawn import GuestProc, Spawner
+from lab.testbed import guest_python
 from lab.wait import WaitTimeout
 
 
@@ -19,14 +20,17 @@ def spawner(console: Console, tmp_path: Path) -> Iterator[Spawner]:
     yield Spawner(console, guest_python(), tmp_path / "state")
 
 
-def spawn(sp: Spawner, tmp_path: Path, name: str, module: str, *args: object) -> GuestProc:
-    return sp.spawn(name, module, *args, out=tmp_path / f"{name}.out", log=tmp_path / f"{name}.log")
+def spawn(
+    sp: Spawner, tmp_path: Path, name: str, module: str, *args: str, ready: bool = False
+) -> GuestProc:
+    out, log = tmp_path / f"{name}.out", tmp_path / f"{name}.log"
+    return sp.spawn(name, module, args, out, log, ready)
 
 
 def echo_server(sp: Spawner, tmp_path: Path) -> GuestProc:
-    ready = tmp_path / "ready"
-    echo = spawn(sp, tmp_path, "echo", "lab.guestside.udpecho", "127.0.0.1", 0, 1, ready)
-    echo.wait_file(ready, 60)
+    request = UdpEcho("127.0.0.1", 0, 1)
+    echo = spawn(sp, tmp_path, "echo", request.MODULE, *request.to_argv(), ready=True)
+    echo.wait_ready(60)
     return echo
 
 
@@ -61,9 +65,19 @@ def test_leaving_the_with_stops_a_child_still_running(spawner: Spawner, tmp_path
 
 
 def test_a_ready_file_that_never_comes_names_the_exit(spawner: Spawner, tmp_path: Path) -> None:
-    bad = spawn(spawner, tmp_path, "bad", "pysniff", "--no-such-flag")
-    with pytest.raises(LabError, match=r"(?s)bad to be ready \(never\): exited 2: .*no-such-flag"):
-        bad.wait_file(tmp_path / "never", 60)
+    bad = spawn(spawner, tmp_path, "bad", "pysniff", "--no-such-flag", ready=True)
+    with pytest.raises(LabError, match=r"(?s)bad to be ready: exited 2: .*no-such-flag"):
+        bad.wait_ready(60)
+
+
+def test_a_program_says_it_is_ready_through_the_protocol(spawner: Spawner, tmp_path: Path) -> None:
+    """The spawner names a ready file in the child's environment, and only in that child's:
+    a program started without one cannot say, and a waiter is told so at once."""
+    echo = echo_server(spawner, tmp_path)
+    assert echo.ready_file is not None and echo.ready_file.read_text() == f"{echo.pid}\n"
+    plain = spawn(spawner, tmp_path, "plain", "pysniff", "--help")
+    with pytest.raises(LabError, match="without a ready file"):
+        plain.wait_ready(1)
 
 
 def test_result_is_the_parsed_report_of_a_clean_exit_else_an_error_with_the_log(

@@ -3,9 +3,11 @@
 One guest; under each load, every sniffer in turn, round after round (A B A
 B), so slow drift of a noisy host hits all of them alike. The modules:
 ``sniffers`` (the sniffers, a class each, in a registry), ``loads`` (what
-the host does to the guest), ``trial`` (one sniffer, one load, one round, in
-a test scope of the lab's guest), ``stats`` (records, arithmetic, the
-targets as data), ``render`` (table, text, plot). Progress goes through the
+the host does to the guest), ``trial`` (one sniffer, one load, one round),
+``stats`` (records, arithmetic, the targets as data), ``render`` (table,
+text, plot). The bench is not a scenario: it drives the guest through its
+``lab.testbed.Testbed``, and its guest programs are typed requests that say
+when they are ready (``lab.guestside.protocol``). Progress goes through the
 same event lines as ``ntalab run``'s.
 """
 
@@ -37,9 +39,9 @@ from lab.bench.trial import Bench, ModuleState, run_trial
 from lab.events import EventLog
 from lab.guest import Guest, GuestSpec
 from lab.guestnet import Link
-from lab.labenv import LabEnv
 from lab.records import EventKind
 from lab.runner import Progress
+from lab.testbed import Testbed
 
 # The frame sizes a sweep may use (bytes, no FCS): e1000 pads shorter ones to 60.
 SWEEP_MIN, SWEEP_MAX = traffic.MIN_FRAME, traffic.MAX_FRAME
@@ -75,7 +77,7 @@ def run_bench(config: BenchConfig, out: Path, say: Callable[[str], None] = print
     events(EventKind.BOOT, detail=f"{kernel.release}, {acc.name}")
     with Guest(spec, out / "guest") as guest:
         events(EventKind.BOOTED, detail=f"{guest.boot_seconds:.0f}s")
-        env = LabEnv.up(guest, kernel, "e1000", events)
+        env = Testbed.up(guest, kernel, "e1000", events)
         links: dict[Nic, Link] = {Nic.LAB: env.nics[0]}
         if user.forwards:
             links[Nic.USER] = env.net.adopt(USER_MAC, "e1000", USER_GUEST_IP)
@@ -153,7 +155,7 @@ def build(kernel: images.Kernel, sniffers: Sequence[Sniffer]) -> tuple[Tools, Pa
     return Tools(ntadump=ntadump, tcpdump=shutil.which("tcpdump") or "tcpdump"), module
 
 
-def idle_accounting(env: LabEnv) -> str:
+def idle_accounting(env: Testbed) -> str:
     """How the guest's kernel knows idle time: measured (NO_HZ active, the capture figure's
     premise) or sampled at ticks."""
     modes = env.cmd("grep nohz_mode /proc/timer_list", check=False).stdout.split()

@@ -34,7 +34,8 @@ from typing import Protocol
 
 from lab import LabError, traffic
 from lab.guestnet import GuestNic, Link
-from lab.labenv import LabEnv
+from lab.guestside.protocol import Httpd, TcpSink
+from lab.testbed import Testbed
 
 # After a load that sniffers cannot count (web, bulk), before they are stopped:
 # longer than any sniffer's batching delay (libpcap's block timeout in tcpdump
@@ -81,7 +82,7 @@ class Load(Protocol):
     def describe(self) -> str: ...
 
     def running(
-        self, env: LabEnv, nic: Link, host_port: int | None
+        self, env: Testbed, nic: Link, host_port: int | None
     ) -> contextlib.AbstractContextManager[Drive]:
         """Its guest side set up for all its rounds; the function that makes one trial's load."""
         ...
@@ -146,15 +147,16 @@ class FrameLoad:
         return f"{self.frames} UDP frames of {size} at {rate}"
 
     @contextlib.contextmanager
-    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
         if not isinstance(nic, GuestNic):
             raise LabError(f"load {self.name}: frames are injected into a lab NIC, not {nic.name}")
         sizes = (self.size,) if self.size else None
-        distinct = traffic.filler(env.addrs(nic), min(self.frames, DISTINCT), sizes, seed=1)
+        addrs = traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
+        distinct = traffic.filler(addrs, min(self.frames, DISTINCT), sizes, seed=1)
         batch = (distinct * (self.frames // len(distinct) + 1))[: self.frames]
 
         def drive() -> Sent:
-            done = traffic.inject(nic.host, batch, self.rate)
+            done = env.send(nic, batch, self.rate)
             return Sent(done.sent, "frames", done.elapsed)
 
         yield drive
@@ -182,12 +184,10 @@ class WebLoad:
         return f"{self.requests} HTTP requests for 8 KiB, {self.clients} clients, a connection each"
 
     @contextlib.contextmanager
-    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
         assert host_port is not None
-        ready = env.outdir / "ready-httpd"
-        args = (nic.guest_ip, WEB_PORT, ready)
-        with env.spawn("httpd", "lab.guestside.httpd", *args) as server:
-            server.wait_file(ready)
+        with env.start("httpd", Httpd(nic.guest_ip, WEB_PORT), ready=True) as server:
+            server.wait_ready()
             # One request first: slirp and the guest's ARP entry for it are set
             # up before anything is measured.
             if fetch_pages(host_port, 1).count != 1:
@@ -262,14 +262,12 @@ class BulkLoad:
         return f"{self.mib} MiB downloaded over {self.connections} TCP connections, GRO on"
 
     @contextlib.contextmanager
-    def running(self, env: LabEnv, nic: Link, host_port: int | None) -> Iterator[Drive]:
+    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
         assert host_port is not None
-        ready = env.outdir / "ready-tcpsink"
-        args = (nic.guest_ip, BULK_PORT, ready)
         env.net.set_gro(nic, True)
         try:
-            with env.spawn("tcpsink", "lab.guestside.tcpsink", *args) as sink:
-                sink.wait_file(ready)
+            with env.start("tcpsink", TcpSink(nic.guest_ip, BULK_PORT), ready=True) as sink:
+                sink.wait_ready()
                 push(host_port, 1 << 16, 1)  # slirp and ARP set up before anything is measured
                 each = self.mib * (1 << 20) // self.connections
 

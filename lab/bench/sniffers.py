@@ -1,8 +1,10 @@
 """The sniffers the benchmark compares: one class each, found by name in ``SNIFFERS``.
 
 A sniffer says how the guest-side meter starts it and knows it is ready
-(``launch``), and what it says of its own run (``figures``): frames seen,
-frames it says it missed, its own counts. Every sniffer takes received
+(``launch``: the Python readers say so through the lab's protocol,
+``lab.guestside.protocol``, the native ones by a line on stderr), and what
+it says of its own run (``figures``): frames seen, frames it says it
+missed, its own counts. Every sniffer takes received
 frames only (NTA publishes nothing else; AF_PACKET is set to ignore
 outgoing ones, tcpdump runs with ``-Q in``). The Python readers do the same
 work per frame (a CRC32 over its bytes, read in place), as do the native
@@ -26,11 +28,12 @@ serves a device only once a reader attaches it, so under ``afpacket`` and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from lab import LabError, UsageError
+from lab.guestside.protocol import Afpacket as AfpacketRequest
+from lab.guestside.protocol import Meter
 from lab.guestside.reports import AfpacketReport, MeterReport, NtadumpReport
 from pysniff.report import SniffReport
 
@@ -54,18 +57,11 @@ class Launch:
 
     args: tuple[str, ...]  # the command; with ``module``, the module's arguments
     module: str | None = None  # a Python module, forked from the guest's warm interpreter
-    ready_file: Path | None = None  # the sniffer creates it once ready
-    ready_line: str | None = None  # ... or prints this on stderr
+    ready_line: str | None = None  # ready at this line on its stderr (None: the protocol)
 
-    def meter_args(self) -> list[str]:
-        out: list[str] = []
-        if self.ready_file is not None:
-            out += ["--wait-file", str(self.ready_file)]
-        if self.ready_line is not None:
-            out += ["--wait-line", self.ready_line]
-        if self.module is not None:
-            out += ["--module", self.module]
-        return [*out, "--", *self.args]
+    def meter(self, window: Meter) -> Meter:
+        """The meter's request: ``window`` (how it measures), this sniffer in it."""
+        return replace(window, wait_line=self.ready_line, module=self.module, cmd=self.args)
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class Sniffer(Protocol):
         """NTA loaded during its trials."""
         ...
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch | None:
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch | None:
         """How the meter starts it on ``iface``, stopping after ``count`` frames (None: when
         stopped); None: no process, the window alone."""
         ...
@@ -103,7 +99,7 @@ class Idle:
     name: str
     needs_module: bool
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch | None:
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch | None:
         return None
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
@@ -114,9 +110,9 @@ class Afpacket:
     name = "afpacket"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
-        args = (iface, str(count or UNTIL_STOPPED), "3600", str(ready))
-        return Launch(args, module="lab.guestside.afpacket", ready_file=ready)
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
+        request = AfpacketRequest(iface, count or UNTIL_STOPPED, duration=3600)
+        return Launch(tuple(request.to_argv()), module=AfpacketRequest.MODULE)
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
         afp = AfpacketReport.from_json(report.stdout)
@@ -153,7 +149,7 @@ class Tcpdump:
     name = "tcpdump"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
         args = [tools.tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null"]
         args += ["-B", "2048"]  # 2 MiB, as the AF_PACKET reader's ring
         if count is not None:
@@ -169,12 +165,13 @@ class Pysniff:
     name = "pysniff"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
         # The module's default wakeup policy: what a reader gets without asking.
-        args = ["-i", iface, "--json", "--ready-file", str(ready), "--bulk"]
+        # Ready through the protocol: its --ready-file defaults to $NTALAB_READY.
+        args = ["-i", iface, "--json", "--bulk"]
         if count is not None:
             args += ["-c", str(count)]
-        return Launch(tuple(args), module="pysniff.cli", ready_file=ready)
+        return Launch(tuple(args), module="pysniff.cli")
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
         sn = SniffReport.from_json(report.stdout)
@@ -191,7 +188,7 @@ class Ntadump:
     name = "ntadump"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
+    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
         args = [tools.ntadump, "-i", iface, "-w", "/dev/null", "--json"]
         if count is not None:
             args += ["-c", str(count)]

@@ -1,13 +1,14 @@
 """One trial: one sniffer under one load, one round, on the lab's own guest.
 
-A trial runs inside ``env.test_scope``: its meter (and so its sniffer) is a
-background program of the test (``env.bkg``), stopped when the trial ends
-whatever happens. Its steps:
+The bench is not a scenario: it runs on the guest's ``lab.testbed.Testbed``.
+A trial's meter (and so its sniffer) is stopped when the trial ends,
+whatever happens (``GuestProc`` as a context manager). Its steps:
 
 1. NTA loaded or not, as the sniffer needs (unloading bounces the links: the
    rings may hold NTA's buffers);
 2. the meter starts the sniffer and says when it is ready (an NTA reader has
-   attached its device);
+   attached its device), through the lab's readiness protocol
+   (``lab.guestside.protocol``);
 3. the link bounces (``GuestNet.bounce``): the driver refills its ring, from
    the reader's pool for an NTA reader; every trial bounces, so all go
    through the same steps, and none pays for it: it is outside the window;
@@ -39,9 +40,10 @@ from lab.bench.sniffers import Sniffer, Tools
 from lab.bench.stats import Trial, busy_seconds
 from lab.events import EventLog
 from lab.guestnet import Link
+from lab.guestside.protocol import Meter
 from lab.guestside.reports import MeterReport
-from lab.labenv import LabEnv
 from lab.records import EventKind
+from lab.testbed import Testbed
 from lab.wait import WaitTimeout
 
 STARTED_S = 60.0  # SIGUSR1 to the window open: the meter only reads a few files
@@ -77,7 +79,7 @@ class ModuleState:
     attaches it, and each trial bounces its own NIC anyway.
     """
 
-    def __init__(self, env: LabEnv, module: Path | None, links: Sequence[Link]) -> None:
+    def __init__(self, env: Testbed, module: Path | None, links: Sequence[Link]) -> None:
         self.env = env
         self.module = module
         self.links = links
@@ -97,7 +99,7 @@ class ModuleState:
 class Bench:
     """What every trial of a run needs."""
 
-    env: LabEnv
+    env: Testbed
     nics: dict[Nic, Link]
     module: ModuleState
     tools: Tools
@@ -133,18 +135,18 @@ def run_trial(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int
 def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) -> Trial:
     env, nic = bench.env, bench.nics[load.nic]
     tag = f"bench-{load.name}-{sniffer.name}-{rnd}"
-    ready, started = env.outdir / f"{tag}.ready", env.outdir / f"{tag}.started"
-    inner, out = env.outdir / f"{tag}.sniffer-ready", env.outdir / f"{tag}.json"
-    for path in (ready, started, inner, out):
+    started, out = env.outdir / f"{tag}.started", env.outdir / f"{tag}.json"
+    for path in (started, out):
         path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
-    launch = sniffer.launch(nic.iface, load.frames, inner, bench.tools)
-    argv: list[object] = [ready, "--hold", started, "--iface", nic.iface]
-    argv += ["--expect-rx", load.frames or 0, *(launch.meter_args() if launch else [])]
-    with env.test_scope(tag):
+    launch = sniffer.launch(nic.iface, load.frames, bench.tools)
+    window = Meter(hold=started, iface=nic.iface, expect_rx=load.frames or 0)
+    request = launch.meter(window) if launch is not None else window
+    with contextlib.ExitStack() as stack:
         with setting_up("NTA " + ("loaded" if sniffer.needs_module else "unloaded")):
             bench.module.want(sniffer.needs_module)
         with setting_up(f"{sniffer.name}, under the meter"):
-            meter = env.bkg(tag, "lab.guestside.meter", *argv, ready=ready, out=out)
+            meter = stack.enter_context(env.start(tag, request, ready=True, out=out))
+            meter.wait_ready()
         with setting_up(f"{nic.iface}'s link"):
             env.net.bounce([nic])
         with setting_up("the measured window"):

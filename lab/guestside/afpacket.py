@@ -7,11 +7,13 @@ bytes, read in place), so the two differ only by the path the bytes take.
 The CRCs are summed, not chained: the stack may reorder frames (GRO holds
 TCP segments until the end of a NAPI poll), so only the set is comparable.
 
-    python -m lab.guestside.afpacket IFACE COUNT DURATION READY_FILE
-prints one JSON object: frames, bytes, crc_sum, kernel drops, CPU times, and the
-ring memory the frames took: the blocks handed back and the bytes the kernel
-filled in them (their blk_len, headers and padding included), which the
-benchmark sets against NTA's chunk per frame.
+    python -m lab.guestside.afpacket --iface IFACE --count N [--duration S]
+
+(``protocol.Afpacket``) prints one JSON object: frames, bytes, crc_sum,
+kernel drops, CPU times, and the ring memory the frames took: the blocks
+handed back and the bytes the kernel filled in them (their blk_len, headers
+and padding included), which the benchmark sets against NTA's chunk per
+frame.
 SIGINT ends the capture early, still with the report (as tcpdump does).
 """
 
@@ -28,8 +30,8 @@ import struct
 import sys
 import time
 import zlib
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import AfpacketReport, dumps
 
 ETH_P_ALL = 0x0003
@@ -70,7 +72,7 @@ def link_went_down(sock: socket.socket) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketReport:
+def sniff(iface: str, count: int, duration: float) -> AfpacketReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
     # Received frames only, as NTA publishes: sent ones are not even copied.
@@ -88,7 +90,7 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
     frames = nbytes = crc_sum = 0
     blocks = bytes_in_blocks = 0
     block = 0
-    ready.write_text("ready\n")
+    protocol.ready()
     start = time.monotonic()
     deadline = start + duration
     stop = False
@@ -138,8 +140,8 @@ def sniff(iface: str, count: int, duration: float, ready: Path) -> AfpacketRepor
 
 
 def main(argv: list[str]) -> int:
-    iface, count, duration, ready = argv
-    print(dumps(sniff(iface, int(count), float(duration), Path(ready))))
+    req = protocol.Afpacket.from_argv(argv)
+    print(dumps(sniff(req.iface, req.count, req.duration)))
     return 0
 
 

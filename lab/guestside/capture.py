@@ -6,7 +6,9 @@ CRC32 of every whole frame so the host can compare bytes with what it sent.
 Standard library only (plus the stdlib-only signature module), because
 anything imported here is read over 9p in a TCG guest.
 
-    python -m lab.guestside.capture IFACE RUN_ID COUNT OUT.json READY_FILE [TIMEOUT]
+    python -m lab.guestside.capture --iface IFACE --run-id N --count N [--timeout S]
+
+(``protocol.Capture``); prints a CaptureReport.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import struct
 import sys
 import time
 import zlib
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import CaptureReport, dumps
 from pysniff.signature import Tally
 
@@ -31,10 +33,6 @@ TP_STATUS_VLAN_TPID_VALID = 0x40
 # struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
 AUXDATA = struct.Struct("IIIHHHH")
 SO_RCVBUFFORCE = 33
-# Seconds without a frame after which the capture stops short of COUNT: a
-# frame that never comes (a NIC without flow control missed it) ends the run
-# in seconds, not at the timeout.
-IDLE_S = 3.0  # paid only for frames that never come: a count ends it otherwise
 
 
 def with_vlan_tag(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> bytes:
@@ -53,20 +51,22 @@ def with_vlan_tag(frame: bytes, ancillary: list[tuple[int, int, bytes]]) -> byte
     return frame
 
 
-def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) -> CaptureReport:
+def capture(iface: str, run_id: int, count: int, timeout: float) -> CaptureReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
     sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
     sock.bind((iface, ETH_P_ALL))
     tally = Tally(run_id=run_id, expected=count)
     crcs: dict[int, int] = {}  # seq -> crc32 of the whole frame
-    ready.write_text("ready\n")
+    protocol.ready()
     deadline = time.monotonic() + timeout
     while (got := tally.seen.get(iface, 0) + tally.corrupt.get(iface, 0)) < count:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        sock.settimeout(min(left, IDLE_S))
+        # Stops short once frames stop coming: a frame a NIC without flow control
+        # missed ends the run in seconds, not at the timeout.
+        sock.settimeout(min(left, protocol.IDLE_S))
         try:
             data, ancillary, _flags, addr = sock.recvmsg(65536, 256)
         except TimeoutError:
@@ -82,10 +82,8 @@ def capture(iface: str, run_id: int, count: int, ready: Path, timeout: float) ->
 
 
 def main(argv: list[str]) -> int:
-    iface, run_id, count, out, ready = argv[:5]
-    timeout = float(argv[5]) if len(argv) > 5 else 120.0
-    result = capture(iface, int(run_id), int(count), Path(ready), timeout)
-    Path(out).write_text(dumps(result))
+    req = protocol.Capture.from_argv(argv)
+    print(dumps(capture(req.iface, req.run_id, req.count, req.timeout)))
     return 0
 
 

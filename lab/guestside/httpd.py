@@ -1,6 +1,6 @@
 """Runs inside a guest: a small HTTP server, the benchmark's web-server load.
 
-    python -m lab.guestside.httpd ADDRESS PORT READY_FILE
+    python -m lab.guestside.httpd --address A --port P   (protocol.Httpd)
 
 Answers every GET with a fixed 8 KiB page, HTTP/1.0 (one connection per
 request, as httperf drives a server by default), until it is killed.
@@ -17,7 +17,8 @@ from __future__ import annotations
 import selectors
 import socket
 import sys
-from pathlib import Path
+
+from lab.guestside import protocol
 
 PAGE = bytes(range(256)) * 32
 RESPONSE = (
@@ -77,13 +78,13 @@ def serve(server: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    address, port, ready = argv
+    req = protocol.Httpd.from_argv(argv)
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((address, int(port)))
+    server.bind((req.address, req.port))
     server.listen(BACKLOG)
     server.setblocking(False)
-    Path(ready).write_text("ready\n")
+    protocol.ready()
     serve(server)
     return 0
 

@@ -1,6 +1,8 @@
 """Runs inside a guest: one reader through attaching, detaching, and its devices going.
 
-    python -m lab.guestside.lifecycle IFACE CYCLES GOING_IFACE STEPS_DIR
+    python -m lab.guestside.lifecycle --iface I --cycles N --going I --steps DIR
+
+(``protocol.Lifecycle``).
 
 In steps, each announced by creating STEPS_DIR/<step> and waiting for the host's
 STEPS_DIR/<step>-done (the host sends frames or changes the guest meanwhile):
@@ -29,13 +31,13 @@ import sys
 import time
 from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import LifecycleReport, dumps
 from pysniff.device import OsDevice
 from pysniff.errors import SniffError
 from pysniff.reader import Reader
 
 STEP_S = 120.0  # how long the host may take over its part of a step
-IDLE_S = 3.0
 PROT_EXEC = 0x4
 
 
@@ -51,7 +53,7 @@ def step(steps: Path, name: str) -> None:
 
 def read_all(r: Reader) -> int:
     got = 0
-    while r.wait(IDLE_S):
+    while r.wait(protocol.IDLE_S):
         got += sum(1 for _ in r.frames())
     r.commit()
     return got
@@ -92,12 +94,12 @@ def hung_up(r: Reader, timeout: float) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    iface, cycles, going, steps_dir = argv
-    steps = Path(steps_dir)
+    req = protocol.Lifecycle.from_argv(argv)
+    iface, going, steps = req.iface, req.going, req.steps
     cycled, error = 0, ""
     with Reader() as r:
         try:
-            for _ in range(int(cycles)):
+            for _ in range(req.cycles):
                 r.attach(iface)
                 r.detach(iface)
                 cycled += 1
@@ -110,7 +112,7 @@ def main(argv: list[str]) -> int:
         r.detach(iface)
         producer = r.producer()
         step(steps, "detached")
-        time.sleep(IDLE_S)
+        time.sleep(protocol.IDLE_S)
         after = r.producer() - producer
         gone = r.dev_stats(iface)
         map_refused, mprotect_refused = mapping_refused(r)

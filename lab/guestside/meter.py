@@ -1,12 +1,16 @@
 """Runs inside a guest: measure what capture costs over a window while the host loads the NIC.
 
-Starts the sniffer, waits until it is ready (a file it creates, or a line on
-its stderr such as tcpdump's "listening on"), then writes READY_FILE. With
-``--hold STARTED_FILE`` it then waits for SIGUSR1 before the window starts
-(and writes STARTED_FILE when it has): the host does what must come between
-the sniffer's readiness and the load (the link bounce that makes an NTA
-reader's device receive into its pool) outside the window. Without it, the
-window starts as READY_FILE is written.
+Starts the sniffer, waits until it is ready, then is ready itself (the
+lab's protocol, ``protocol.ready()``). The sniffer says so through the same
+protocol one level down (pysniff and the AF_PACKET reader call ``ready()``;
+the meter hands it a ready file of its own, in its scratch directory, so the
+host only ever sees the meter's), or by a line on its stderr
+(``--wait-line``: tcpdump's "listening on"). With ``--hold STARTED_FILE`` it
+then waits for SIGUSR1 before the window starts (and writes STARTED_FILE
+when it has): the host does what must come between the sniffer's readiness
+and the load (the link bounce that makes an NTA reader's device receive into
+its pool) outside the window. Without it, the window starts as the meter is
+ready.
 
 Over the window, from its start to the sniffer's exit (or to SIGTERM):
 
@@ -30,7 +34,7 @@ until the sniffer exits (SIGCHLD) or the host stops it (SIGTERM), so every
 trial's window holds the same meter, asleep. Signals are blocked and taken
 synchronously, never by a Python handler: a handler that sets a
 threading.Event deadlocks when it runs while the main thread holds that
-Event's lock in wait() (what left a trial's window unopened, its READY_FILE
+Event's lock in wait() (what left a trial's window unopened, its ready file
 written, until the host gave up). On SIGTERM the meter first waits (briefly,
 polling) until the NIC has received ``--expect-rx`` frames since the window
 began, then gives the sniffer SIGINT, so it reports and exits as tcpdump does.
@@ -42,11 +46,11 @@ any other is executed. Its stdout and stderr go to files in the guest's /tmp
 sniffer's stdout and stderr in it. Without a command it measures the window
 alone: the no-sniffer baseline.
 
-    python -m lab.guestside.meter READY_FILE [--hold STARTED_FILE] [--iface IFACE]
-        [--expect-rx N] [--wait-file F | --wait-line TEXT] [--module MODULE]
-        [--tracefs DIR] [-- ARGS...]
+    python -m lab.guestside.meter [--hold STARTED_FILE] [--iface IFACE] [--expect-rx N]
+        [--wait-line TEXT] [--module MODULE] [--tracefs DIR] [-- ARGS...]
 
-(``--tracefs``: where tracefs is; host tests give a directory of their own.)
+(``protocol.Meter``; ``--tracefs``: where tracefs is, host tests give a
+directory of their own.)
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.guestside import spawner
+from lab.guestside import protocol, spawner
 from lab.guestside.reports import CpuStat, MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
@@ -263,65 +267,30 @@ def exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-@dataclass
-class Args:
-    ready: Path
-    hold: Path | None = None
-    iface: str | None = None
-    expect_rx: int = 0
-    wait_file: Path | None = None
-    wait_line: str | None = None
-    module: str | None = None
-    tracefs: Path = TRACEFS  # host tests point it at a directory of their own
-    cmd: tuple[str, ...] = ()  # the command, or with ``module`` its arguments
-
-    @property
-    def sniffer(self) -> bool:
-        return self.module is not None or bool(self.cmd)
+def has_sniffer(args: protocol.Meter) -> bool:
+    return args.module is not None or bool(args.cmd)
 
 
-def parse_args(argv: list[str]) -> Args:
-    args = Args(Path(argv[0]))
-    rest = argv[1:]
-    while rest and rest[0] != "--":
-        if len(rest) < 2:
-            raise SystemExit(f"meter: {rest[0]} needs a value")
-        opt, value, rest = rest[0], rest[1], rest[2:]
-        if opt == "--hold":
-            args.hold = Path(value)
-        elif opt == "--iface":
-            args.iface = value
-        elif opt == "--expect-rx":
-            args.expect_rx = int(value)
-        elif opt == "--wait-file":
-            args.wait_file = Path(value)
-        elif opt == "--wait-line":
-            args.wait_line = value
-        elif opt == "--module":
-            args.module = value
-        elif opt == "--tracefs":
-            args.tracefs = Path(value)
-        else:
-            raise SystemExit(f"meter: unknown option {opt}")
-    args.cmd = tuple(rest[1:])
-    return args
-
-
-def launch(args: Args, out: Path, err: Path) -> int:
-    """The sniffer, forked: a module of this warm interpreter, or a program executed."""
+def launch(args: protocol.Meter, out: Path, err: Path, ready: Path | None) -> int:
+    """The sniffer, forked: a module of this warm interpreter, or a program executed; with
+    ``ready``, that is its ready file (``$NTALAB_READY``), never the meter's own."""
     pid = os.fork()
     if pid:
         return pid
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
+        told = spawner.NO_READY if ready is None else str(ready)
         if args.module is not None:
-            spawner.child(str(out), str(err), args.module, list(args.cmd))  # never returns
+            spawner.child(str(out), str(err), told, args.module, list(args.cmd))  # never returns
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python ignores it; a program must not
         null = os.open(os.devnull, os.O_RDONLY)
         for fd, path in ((1, out), (2, err)):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
         os.dup2(null, 0)
-        os.execvp(args.cmd[0], list(args.cmd))
+        env = protocol.without_ready()
+        if ready is not None:
+            env[protocol.READY_ENV] = str(ready)
+        os.execvpe(args.cmd[0], list(args.cmd), env)
     except BaseException as e:
         os.write(2, f"meter: cannot run {args.cmd[:1]}: {e}\n".encode())
     os._exit(127)
@@ -331,12 +300,13 @@ def tail(path: Path, limit: int = 4000) -> str:
     return path.read_text(errors="replace")[-limit:] if path.exists() else ""
 
 
-def is_ready(args: Args, err: Path) -> bool:
-    if args.wait_file is not None:
-        return args.wait_file.exists()
-    if args.wait_line is not None:
-        return args.wait_line in tail(err, 1 << 20)
-    return True
+def is_ready(args: protocol.Meter, err: Path, ready: Path | None) -> bool:
+    """Whether the sniffer said so: its ready file, or (``ready`` None) the line on its
+    stderr."""
+    if ready is not None:
+        return ready.exists()
+    assert args.wait_line is not None
+    return args.wait_line in tail(err, 1 << 20)
 
 
 def end_sniffer(pid: int, sig: Signals) -> None:
@@ -351,7 +321,7 @@ def end_sniffer(pid: int, sig: Signals) -> None:
         sig.wait(1.0)
 
 
-def settle(args: Args, rx0: int | None, sig: Signals) -> None:
+def settle(args: protocol.Meter, rx0: int | None, sig: Signals) -> None:
     """After SIGTERM: until the NIC has received ``--expect-rx`` frames in the window."""
     if rx0 is None or args.expect_rx <= 0:
         return
@@ -361,19 +331,21 @@ def settle(args: Args, rx0: int | None, sig: Signals) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    args = protocol.Meter.from_argv(argv)
     sig = Signals()  # first: from here on no GO or STOP is lost, and none interrupts
     scratch = Path(tempfile.mkdtemp(prefix="ntalab-meter-"))
     out, err = scratch / "stdout", scratch / "stderr"
     try:
-        return measure(args, sig, out, err)
+        return measure(args, sig, out, err, scratch / "ready")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
-    pid = launch(args, out, err) if args.sniffer else None
-    while pid is not None and not is_ready(args, err):
+def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Path) -> int:
+    """``ready``: the sniffer's ready file, unless it says so by a line on its stderr."""
+    sniffer_ready = None if args.wait_line is not None else ready
+    pid = launch(args, out, err, sniffer_ready) if has_sniffer(args) else None
+    while pid is not None and not is_ready(args, err, sniffer_ready):
         if exited(pid) or sig.stop:
             why = "stopped" if sig.stop else "exited"
             if not exited(pid):
@@ -386,12 +358,12 @@ def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
             return 1
         sig.wait(READY_POLL_S)
     if args.hold is not None:
-        args.ready.write_text("ready\n")
+        protocol.ready()
         while not (sig.go or sig.stop or (pid is not None and exited(pid))):
             sig.wait(None)
     # The window starts: the syscall trigger first (arming it takes a moment),
     # then the counters it is measured by, read as close together as can be.
-    counter = SyscallCounter(pid, args.tracefs) if pid is not None else None
+    counter = SyscallCounter(pid, args.tracefs or TRACEFS) if pid is not None else None
     if counter is not None:
         counter.start()
     cpu0 = process_cpu(pid) if pid is not None else 0.0
@@ -399,7 +371,10 @@ def measure(args: Args, sig: Signals, out: Path, err: Path) -> int:
     switches0 = switches(pid) if pid is not None else (0, 0)
     rx0, ip0 = rx_packets(args.iface), ip_packets()
     t0, before = cpu_stat()
-    (args.hold or args.ready).write_text("ready\n")
+    if args.hold is not None:
+        args.hold.write_text("started\n")
+    else:
+        protocol.ready()
     while not sig.stop and not (pid is not None and exited(pid)):
         sig.wait(None)  # asleep: the window holds no work of the meter's
     if sig.stop:

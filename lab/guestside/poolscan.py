@@ -1,6 +1,8 @@
 """Runs inside a guest: a reader that looks at everything its mapping shows, not just its frames.
 
-    python -m lab.guestside.poolscan IFACE MARKER_HEX FRAMES OTHER_IFACE READY_FILE
+    python -m lab.guestside.poolscan --iface I --marker-hex H --frames N --other I
+
+(``protocol.PoolScan``).
 
 Attaches IFACE, reads and commits FRAMES frames (or until frames stop
 coming), then searches its whole pool mapping: for MARKER (bytes that only
@@ -16,13 +18,12 @@ from __future__ import annotations
 import re
 import sys
 import time
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import ScanReport, dumps
 from pysniff.errors import NoSuchInterface
 from pysniff.reader import Reader
 
-FIRST_S, IDLE_S = 60.0, 3.0  # bounds: a count ends it when no frame is lost
 # SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on x86_64 (6.1 and 6.12).
 SHINFO = 320
 # The top two bytes of a little-endian x86_64 kernel address are ff ff, and its
@@ -46,13 +47,14 @@ def kernel_words(view: memoryview, chunk: int) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
-    iface, marker_hex, frames, other, ready = argv
-    marker, want = bytes.fromhex(marker_hex), int(frames)
-    with Reader([iface]) as r:
-        Path(ready).write_text("ready\n")
+    req = protocol.PoolScan.from_argv(argv)
+    marker, want = bytes.fromhex(req.marker_hex), req.frames
+    with Reader([req.iface]) as r:
+        protocol.ready()
         got, last = 0, None
         while got < want:
-            timeout = FIRST_S if last is None else IDLE_S
+            # Bounds only: a count ends it when no frame is lost.
+            timeout = protocol.FIRST_FRAME_S if last is None else protocol.IDLE_S
             if not r.wait(timeout):
                 break
             for _ in r.frames():
@@ -63,7 +65,7 @@ def main(argv: list[str]) -> int:
         hits = bytes(view).count(marker)
         inside, elsewhere = kernel_words(view, r.meta.chunk_size)
         try:
-            r.dev_stats(other)
+            r.dev_stats(req.other)
             other_refused = False
         except NoSuchInterface:
             other_refused = True

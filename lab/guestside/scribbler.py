@@ -1,7 +1,7 @@
 """Runs inside a guest: a reader that writes garbage over its whole ring mapping while frames
 flow, as a buggy or hostile reader may. The module must take none of it on trust.
 
-    python -m lab.guestside.scribbler IFACE SECONDS SEED READY_FILE
+    python -m lab.guestside.scribbler --iface I --seconds S --seed N   (protocol.Scribble)
 
 For SECONDS after the first frame: on each wakeup, random bytes at random
 places of the ring mapping (records, indices, commit entries, flags: the
@@ -16,25 +16,24 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import ScribbleReport, dumps
 from pysniff.errors import SniffError
 from pysniff.reader import Reader
 
-FIRST_S = 60.0
 SPOTS = 16  # garbage writes per wakeup
 
 
 def main(argv: list[str]) -> int:
-    iface, seconds, seed, ready = argv
-    rng = random.Random(int(seed))
+    req = protocol.Scribble.from_argv(argv)
+    rng = random.Random(req.seed)
     rounds = scribbled = kicks = writes = refused_writes = 0
-    with Reader([iface], commit=False) as r:
-        Path(ready).write_text("ready\n")
-        if not r.wait(FIRST_S):
+    with Reader([req.iface], commit=False) as r:
+        protocol.ready()
+        if not r.wait(protocol.FIRST_FRAME_S):
             raise SystemExit("scribbler: no frame came")
-        end = time.monotonic() + float(seconds)
+        end = time.monotonic() + req.seconds
         size = len(r.ring)
         while time.monotonic() < end:
             r.wait(0.05)

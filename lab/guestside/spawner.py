@@ -7,13 +7,14 @@ milliseconds, already warm, with its own pid, so the lab can signal it.
 
 Requests are lines written to a FIFO, each ``shlex``-quoted:
 
-    ID STDOUT STDERR MODULE [ARG...]
+    ID STDOUT STDERR READY MODULE [ARG...]
 
 The child runs ``python -m MODULE ARG...`` (stdin /dev/null, stdout and
-stderr to the two paths). ``ID.pid`` appears in the state directory once it
-runs, and ``ID.rc`` when it ended: its exit status as a shell gives it
-(128 + N for signal N). Both files are written whole (rename), so a reader
-never sees half of one.
+stderr to the two paths), with ``$NTALAB_READY`` set to READY unless it is
+``-`` (the readiness protocol, ``lab.guestside.protocol``). ``ID.pid``
+appears in the state directory once it runs, and ``ID.rc`` when it ended:
+its exit status as a shell gives it (128 + N for signal N). Both files are
+written whole (rename), so a reader never sees half of one.
 
     python -S -m lab.guestside.spawner FIFO STATE_DIR
 """
@@ -29,23 +30,19 @@ import sys
 import threading
 import time
 
+from lab.guestside.protocol import READY_ENV, write_whole
+
 # What children run: imported here once, so that a fork finds them loaded.
 WARM = (
     "pysniff.cli", "lab.guestside.capture", "lab.guestside.afpacket", "lab.guestside.udpecho",
     "lab.guestside.meter", "lab.guestside.tcplisten", "lab.guestside.execute",
     "lab.guestside.udpsink", "lab.guestside.poolscan", "lab.guestside.scribbler",
-    "lab.guestside.wakeprobe",
+    "lab.guestside.wakeprobe", "lab.guestside.lifecycle", "lab.guestside.httpd",
 )  # fmt: skip
+NO_READY = "-"
 
 
-def write_whole(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
-def child(stdout: str, stderr: str, module: str, args: list[str]) -> None:
+def child(stdout: str, stderr: str, ready: str, module: str, args: list[str]) -> None:
     """In the forked child: become ``python -m module args``; never returns."""
     code = 0
     try:
@@ -56,6 +53,9 @@ def child(stdout: str, stderr: str, module: str, args: list[str]) -> None:
         err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         for fd, target in ((null, 0), (out, 1), (err, 2)):
             os.dup2(fd, target)
+        os.environ.pop(READY_ENV, None)
+        if ready != NO_READY:
+            os.environ[READY_ENV] = ready
         sys.argv = [module, *args]
         loaded = sys.modules.get(module)
         if loaded is not None and callable(getattr(loaded, "main", None)):
@@ -102,14 +102,14 @@ def serve(fifo: str, state: str) -> None:
         with open(fifo) as requests:  # EOF when the writer closes: reopen and wait
             for line in requests:
                 words = shlex.split(line)
-                if len(words) < 4:
+                if len(words) < 5:
                     print(f"spawner: bad request {line!r}", file=sys.stderr, flush=True)
                     continue
-                request, stdout, stderr, module, *args = words
+                request, stdout, stderr, ready, module, *args = words
                 with lock:  # the reaper must not see the pid before it is known
                     pid = os.fork()
                     if pid == 0:
-                        child(stdout, stderr, module, args)
+                        child(stdout, stderr, ready, module, args)
                     ids[pid] = request
                 write_whole(os.path.join(state, f"{request}.pid"), f"{pid}\n")
 

@@ -1,6 +1,6 @@
 """Runs inside a guest: a TCP socket listening, so that SYNs to its port get a SYN-ACK.
 
-    python -m lab.guestside.tcplisten ADDRESS PORT READY_FILE
+    python -m lab.guestside.tcplisten --address A --port P    (protocol.TcpListen)
 
 It never accepts: the handshakes stay half open, which is all the capture
 scenario needs (the stack answers). It runs until it is stopped.
@@ -11,16 +11,17 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-from pathlib import Path
+
+from lab.guestside import protocol
 
 
 def main(argv: list[str]) -> int:
-    address, port, ready = argv
+    req = protocol.TcpListen.from_argv(argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, int(port)))
+    sock.bind((req.address, req.port))
     sock.listen(1024)
-    Path(ready).write_text("ready\n")
+    protocol.ready()
     signal.pause()
     return 0
 

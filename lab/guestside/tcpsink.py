@@ -1,6 +1,6 @@
 """Runs inside a guest: the receiving end of the benchmark's bulk load.
 
-    python -m lab.guestside.tcpsink ADDRESS PORT READY_FILE
+    python -m lab.guestside.tcpsink --address A --port P    (protocol.TcpSink)
 
 Accepts every connection and reads it to its end into one buffer (the bytes
 are thrown away: a download whose data nobody looks at), a thread per
@@ -13,7 +13,8 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from pathlib import Path
+
+from lab.guestside import protocol
 
 CHUNK = 1 << 18  # per recv: big reads, as a downloading client does
 
@@ -26,12 +27,12 @@ def drain(conn: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
-    address, port, ready = argv
+    req = protocol.TcpSink.from_argv(argv)
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((address, int(port)))
+    server.bind((req.address, req.port))
     server.listen(64)
-    Path(ready).write_text("ready\n")
+    protocol.ready()
     while True:
         conn, _ = server.accept()
         threading.Thread(target=drain, args=(conn,), daemon=True).start()

@@ -1,36 +1,36 @@
 """Runs inside a guest: a UDP echo service, so the host can check the stack answers.
 
-    python -m lab.guestside.udpecho ADDRESS PORT COUNT READY_FILE
-Echoes COUNT datagrams and prints how many it echoed. It stops short after
-IDLE_S of silence once datagrams came (a NIC without flow control may miss
-some), or FIRST_S before the first; only the latter is a failure.
+    python -m lab.guestside.udpecho --address A --port P --count N
+
+(``protocol.UdpEcho``) echoes COUNT datagrams and prints how many it echoed.
+It stops short after IDLE_S of silence once datagrams came (a NIC without
+flow control may miss some), or FIRST_FRAME_S before the first; only the
+latter is a failure.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
-from pathlib import Path
 
-FIRST_S = 60.0
-IDLE_S = 3.0
+from lab.guestside import protocol
 
 
 def main(argv: list[str]) -> int:
-    address, port, count, ready = argv
+    req = protocol.UdpEcho.from_argv(argv)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((address, int(port)))
-    sock.settimeout(FIRST_S)
-    Path(ready).write_text("ready\n")
+    sock.bind((req.address, req.port))
+    sock.settimeout(protocol.FIRST_FRAME_S)
+    protocol.ready()
     echoed = 0
-    while echoed < int(count):
+    while echoed < req.count:
         try:
             data, peer = sock.recvfrom(65536)
         except TimeoutError:
             break
         sock.sendto(data, peer)
         echoed += 1
-        sock.settimeout(IDLE_S)
+        sock.settimeout(protocol.IDLE_S)
     print(echoed)
     return 0 if echoed else 1
 

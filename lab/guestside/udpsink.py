@@ -1,6 +1,6 @@
 """Runs inside a guest: UDP sockets that receive and never read, as a careless local user's.
 
-    python -m lab.guestside.udpsink ADDRESS FIRST_PORT COUNT READY_FILE
+    python -m lab.guestside.udpsink --address A --first-port P --count N   (protocol.UdpSink)
 
 Binds COUNT sockets on consecutive ports and holds them unread until
 SIGTERM, then prints a SinkReport: per socket, the memory the kernel
@@ -14,8 +14,8 @@ import signal
 import socket
 import struct
 import sys
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import SinkReport, SocketMemory, dumps
 
 SO_MEMINFO = 55
@@ -29,14 +29,14 @@ def memory(sock: socket.socket) -> SocketMemory:
 
 
 def main(argv: list[str]) -> int:
-    address, first, count, ready = argv
+    req = protocol.UdpSink.from_argv(argv)
     socks = []
-    for port in range(int(first), int(first) + int(count)):
+    for port in range(req.first_port, req.first_port + req.count):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((address, port))
+        s.bind((req.address, port))
         socks.append(s)
     signal.signal(signal.SIGTERM, lambda *_: None)
-    Path(ready).write_text("ready\n")
+    protocol.ready()
     signal.pause()
     print(dumps(SinkReport([memory(s) for s in socks])))
     return 0

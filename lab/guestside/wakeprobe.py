@@ -1,6 +1,6 @@
 """Runs inside a guest: watches NTA_COMMIT_NEED_WAKEUP come and go.
 
-    python -m lab.guestside.wakeprobe IFACE STARVED_FILE READY_FILE
+    python -m lab.guestside.wakeprobe --iface I --starved FILE   (protocol.WakeProbe)
 
 Reads frames and commits none until the module sets the need-wakeup flag
 (the reader is at max_shared and its commit ring is empty). Then it puts
@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
+from lab.guestside import protocol
 from lab.guestside.reports import WakeProbeReport, dumps
 from pysniff.reader import Reader
 
-FIRST_S = 60.0
 WATCH_S = 30.0
 AFTER = 32  # frames the host sends once the reader is starved
 
 
 def main(argv: list[str]) -> int:
-    iface, starved, ready = argv
+    req = protocol.WakeProbe.from_argv(argv)
+    iface = req.iface
     with Reader([iface], commit=False) as r:
-        Path(ready).write_text("ready\n")
+        protocol.ready()
         held = 0
-        deadline = time.monotonic() + FIRST_S
+        deadline = time.monotonic() + protocol.FIRST_FRAME_S
         while not r.need_wakeup() and time.monotonic() < deadline:
             r.wait(0.2)
             held += sum(1 for _ in r.frames())
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         r.commit()  # into the commit ring; the flag asks for one poll() with it
         cleared = not r.need_wakeup()
         syscalls = r.syscalls - syscalls
-        Path(starved).write_text(f"{held}\n")
+        protocol.write_whole(str(req.starved), f"{held}\n")
         # Frames flow again once chunks came back (the host sends more now).
         not_shared = r.dev_stats(iface).not_shared
         r.auto_commit = True

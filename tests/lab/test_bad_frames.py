@@ -11,11 +11,7 @@ import dataclasses
 import json
 import zlib
 
-import pytest
-
-from lab import checks, traffic
-from lab.guestnet import GuestNic
-from lab.labenv import LabEnv
+from lab.scenario import GuestNic, LabEnv, checks, traffic
 
 AFTER = 500
 # QEMU's e1000 (without long packets enabled) and rtl8139 refuse longer frames;
@@ -27,15 +23,14 @@ LONGEST_TAKEN = 1522
 COUNTS_TOO_LONG_AS_MISSED = {"e1000": False, "rtl8139": True}
 
 
-@pytest.mark.lab
 def test_bad_frames_then_normal_delivery(lab_env: LabEnv, nic: GuestNic) -> None:
     bad = traffic.bad_frames(lab_env.addrs(nic), seed=lab_env.new_run_id())
     junk = [frame for frames in bad.values() for frame in frames]
     taken = sum(len(frame) <= LONGEST_TAKEN for frame in junk)
     counted = len(junk) if COUNTS_TOO_LONG_AS_MISSED[nic.variant.qemu_device] else taken
     rx0 = lab_env.rx(nic)
-    lab_env.inject(nic, junk)
-    rx = lab_env.nic_took(nic, rx0, counted)
+    lab_env.send(nic, junk)
+    rx = lab_env.settled_rx(nic, rx0, counted)
     (lab_env.outdir / f"bad-frames-{nic.name}.json").write_text(
         json.dumps({"sent": {k: len(v) for k, v in bad.items()}, "rx": dataclasses.asdict(rx)})
     )
@@ -44,7 +39,7 @@ def test_bad_frames_then_normal_delivery(lab_env: LabEnv, nic: GuestNic) -> None
     batch = traffic.frames(run_id, AFTER, lab_env.addrs(nic), traffic.KINDS, seed=run_id)
     rx0 = lab_env.rx(nic)
     got = lab_env.capture_while(nic, run_id, batch)
-    rx = lab_env.nic_took(nic, rx0, AFTER)
+    rx = lab_env.settled_rx(nic, rx0, AFTER)
     lost = checks.all_but_missed(nic.name, got.tally.of(nic.iface), AFTER, rx)
     sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
     assert got.crcs == sent, f"{nic.name}: frame bytes differ"

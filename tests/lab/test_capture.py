@@ -22,11 +22,7 @@ from dataclasses import dataclass
 import pytest
 from scapy.layers.l2 import Ether
 
-from lab import checks, traffic
-from lab.guestnet import GuestNic
-from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
-from lab.pytest_plugin import Figure
-from pysniff.report import SniffReport
+from lab.scenario import IDLE_S, Figure, GuestNic, LabEnv, SniffReport, TcpListen, checks, traffic
 
 PACED = 600  # frames of the mix, at the NIC's lossless rate
 AT_RATE = 2000  # frames of the mix, as fast as an e1000 takes them
@@ -53,23 +49,14 @@ def tcpdump_dropped(log: str) -> int:
 def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> Captured:
     """The frames sent while tcpdump and pysniff both capture ``nic``; what each wrote."""
     a = env.addrs(nic)
-    if env.guest.features.ipv6:  # IPv6's receive paths too, for this test only
-        env.cmd(f"sysctl -qw net.ipv6.conf.{nic.iface}.disable_ipv6=0")
-        env.defer(env.cmd, f"sysctl -qw net.ipv6.conf.{nic.iface}.disable_ipv6=1")
-        env.cmd(f"ip -6 addr replace {a.guest_ip6}/64 dev {nic.iface} nodad")
-    ready = env.outdir / f"ready-listen-{tag}"
-    env.bkg(f"listen-{tag}", "lab.guestside.tcplisten", a.guest_ip, traffic.LISTEN_PORT, ready,
-            ready=ready)  # fmt: skip
+    if env.features.ipv6:  # IPv6's receive paths too, for this test only
+        env.sysctl(f"net.ipv6.conf.{nic.iface}.disable_ipv6", 0)
+        address = f"{a.guest_ip6}/64 dev {nic.iface}"
+        env.act(f"ip -6 addr replace {address} nodad", undo=f"ip -6 addr del {address}")
+    env.bkg(f"listen-{tag}", TcpListen(a.guest_ip, traffic.LISTEN_PORT), ready=True)
     dump_pcap, sniff_pcap = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"pysniff-{tag}.pcap"
-    dump = env.bkg(
-        f"tcpdump-{tag}", "lab.guestside.execute", "tcpdump", "-i", nic.iface, "-Q", "in",
-        "-n", "-Z", "root", "-w", dump_pcap,
-    )  # fmt: skip
-    dump.wait_line("listening on")
-    sn = env.pysniff(
-        nic, f"pysniff-{tag}", "-w", sniff_pcap, "--idle", IDLE_S,
-        "--first-frame-timeout", FIRST_FRAME_S,
-    )  # fmt: skip
+    dump = env.tcpdump(nic, f"tcpdump-{tag}", "-Q", "in", "-n", "-Z", "root", "-w", dump_pcap)
+    sn = env.pysniff(nic, f"pysniff-{tag}", "-w", sniff_pcap, idle=IDLE_S)
     matchers = traffic.answered_by(a)
     answers: Counter[str] = Counter()
 
@@ -82,7 +69,7 @@ def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> C
         return False
 
     # Answers stop coming 2 s after the last: paid beside pysniff's idle wait, not after it.
-    traffic.converse(nic.host, frames, len(frames), want, nic.rate, ANSWER_WAIT_S, quiet=2.0)
+    env.converse(nic, frames, len(frames), want, timeout=ANSWER_WAIT_S, quiet=2.0)
     report = sn.result(SniffReport.from_json)
     dump.stop()
     return Captured(
@@ -100,9 +87,7 @@ def differing_kinds(mix: list[traffic.Mixed], got: list[bytes]) -> Counter[str]:
 
 
 def mixed(env: LabEnv, nic: GuestNic, count: int) -> list[traffic.Mixed]:
-    return traffic.wide_mix(
-        env.addrs(nic), count, seed=env.new_run_id(), ipv6=env.guest.features.ipv6
-    )
+    return traffic.wide_mix(env.addrs(nic), count, seed=env.new_run_id(), ipv6=env.features.ipv6)
 
 
 def exact(env: LabEnv, nic: GuestNic, count: int, tag: str) -> str:
@@ -111,7 +96,7 @@ def exact(env: LabEnv, nic: GuestNic, count: int, tag: str) -> str:
     sent = [m.frame for m in mix]
     rx0 = env.rx(nic)
     got = capture_both(env, nic, sent, tag)
-    rx = env.nic_took(nic, rx0, len(sent))
+    rx = env.settled_rx(nic, rx0, len(sent))
     dev = got.report.dev_stats[nic.iface]
     checks.accounted(nic.name, dev)
     checks.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
@@ -131,29 +116,27 @@ def exact(env: LabEnv, nic: GuestNic, count: int, tag: str) -> str:
     )
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
 def test_pysniff_and_tcpdump_capture_the_same_bytes(
-    nta: LabEnv, nic: GuestNic, figure: Figure
+    nta_env: LabEnv, nic: GuestNic, figure: Figure
 ) -> None:
     """The wide mix at the NIC's lossless rate; on e1000, as fast as it takes frames."""
     count = PACED if nic.rate else AT_RATE
-    figure(nic, exact(nta, nic, count, f"exact-{nic.name}"))
+    figure(nic, exact(nta_env, nic, count, f"exact-{nic.name}"))
 
 
-@pytest.mark.lab
 def test_gro_merged_frames_are_captured_as_tcpdump_sees_them(
-    nta: LabEnv, nic: GuestNic, figure: Figure
+    nta_env: LabEnv, nic: GuestNic, figure: Figure
 ) -> None:
     """With GRO on (the kernel's default), frames of one flow merged: pysniff gets each
     merged frame as tcpdump does, a chain of CONTD records, in place where its pieces lie
     in the reader's chunks (the e1000 frag path's segments do), copied where not."""
-    nta.net.set_gro(nic, True)
-    nta.defer(nta.net.set_gro, nic, False)
-    flow = traffic.gro_flow(nta.addrs(nic), GRO_SEGMENTS, seed=nta.new_run_id())
-    rx0 = nta.rx(nic)
-    got = capture_both(nta, nic, flow, f"gro-{nic.name}")
-    rx = nta.nic_took(nic, rx0, len(flow))
+    env = nta_env
+    env.set_gro(nic, True)
+    flow = traffic.gro_flow(env.addrs(nic), GRO_SEGMENTS, seed=env.new_run_id())
+    rx0 = env.rx(nic)
+    got = capture_both(env, nic, flow, f"gro-{nic.name}")
+    rx = env.settled_rx(nic, rx0, len(flow))
     checks.same_frames(f"{nic.name}: pysniff against tcpdump, GRO on", got.pysniff, got.tcpdump)
     d = got.report.stats_after - got.report.stats_before
     merged = len(got.pysniff)
@@ -163,15 +146,15 @@ def test_gro_merged_frames_are_captured_as_tcpdump_sees_them(
     figure(nic, f"{len(flow)} segments as {merged} frames, {d.chained} in place, {d.copied} copied")
 
 
-@pytest.mark.lab
-def test_the_capture_check_fails_without_write_protection(nta: LabEnv, figure: Figure) -> None:
+def test_the_capture_check_fails_without_write_protection(nta_env: LabEnv, figure: Figure) -> None:
     """fault_no_protect=1 publishes frames without holding their data: the stack's writes
     then show in what pysniff reads, and the comparison with tcpdump fails. The kinds
-    that differ are the stack's writers on this kernel (the README lists them)."""
-    nic = nta.use(nta.nics[0])
-    nta.set_param("fault_no_protect", 1)
-    mix = mixed(nta, nic, PACED)
-    got = capture_both(nta, nic, [m.frame for m in mix], "unprotected")
+    that differ are the stack's writers on this kernel (kmod/README.md lists them)."""
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    env.module.set_param("fault_no_protect", 1)
+    mix = mixed(env, nic, PACED)
+    got = capture_both(env, nic, [m.frame for m in mix], "unprotected")
     with pytest.raises(AssertionError, match="pysniff against tcpdump"):
         checks.same_frames(f"{nic.name}: pysniff against tcpdump", got.pysniff, got.tcpdump)
     kinds = differing_kinds(mix, got.pysniff)

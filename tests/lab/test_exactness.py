@@ -24,19 +24,23 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 
-from lab import checks, traffic
-from lab.guestnet import GuestNic
-from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
-from lab.nta import DEBUGFS
-from lab.pytest_plugin import Figure
-from lab.records import RxCounts
-from lab.wait import wait_until
+from lab.scenario import (
+    DEBUGFS,
+    IDLE_S,
+    Execute,
+    Figure,
+    GuestNic,
+    LabEnv,
+    RxCounts,
+    checks,
+    traffic,
+    wait_until,
+)
 
 PER_TUNNEL = 60
 BRIDGED = 100
@@ -44,6 +48,9 @@ READERS = ("pysniff", "ntadump")
 SMALL_POOL_KB = 2048
 SMALL_SHARE = 96
 FLOWS, SEGMENTS, ROUNDS = 8, 150, 3
+EXIT_WAIT_S = 60  # for a reader with every frame to exit
+TCPDUMP_WAIT_S = 30  # for tcpdump's file to have every frame (libpcap's 1 s block timeout)
+MARK_WAIT_S = 30  # for the shaped qdisc to let the last frames go
 
 
 def tunnels_up(env: LabEnv, nic: GuestNic) -> None:
@@ -58,11 +65,10 @@ def tunnels_up(env: LabEnv, nic: GuestNic) -> None:
         "geneve": f"type geneve id {traffic.GENEVE_VNI} remote {a.host_ip}",
     }
     for kind in traffic.TUNNELS:
-        name = f"nta{kind[:3]}{nic.index}"
+        name = env.add_link(f"nta{kind[:3]}{nic.index}", specs[kind])
         net = traffic.tunnel_inner_net(nic.index, kind)
-        env.cmd(f"ip link add {name} {specs[kind]}")
-        env.defer(env.cmd, f"ip link del {name}")
-        env.cmd(f"ip addr add {net}.1/24 dev {name} && ip link set {name} up")
+        # On a link of the test's own, gone with it.
+        env.act(f"ip addr add {net}.1/24 dev {name} && ip link set {name} up", undo=None)
 
 
 def bridged_up(env: LabEnv, nic: GuestNic) -> str:
@@ -72,16 +78,14 @@ def bridged_up(env: LabEnv, nic: GuestNic) -> str:
     waited at all), under a 1 Mbit/s shaper: an idle fq_codel is bypassed (its frames
     never wait), a shaped one is not."""
     br, v0, v1 = f"ntabr{nic.index}", f"ntav{nic.index}a", f"ntav{nic.index}b"
-    env.cmd(f"ip link add {br} type bridge && ip link set {br} up")
-    env.defer(env.cmd, f"ip link del {br}")
-    env.cmd(f"ip link add {v0} type veth peer name {v1}")
-    env.defer(env.cmd, f"ip link del {v0}")
-    env.cmd(f"ip link set {v0} master {br} up && ip link set {v1} up")
-    env.cmd(f"tc qdisc add dev {v0} root handle 1: tbf rate 1mbit burst 1600 latency 4s")
-    env.cmd(f"tc qdisc add dev {v0} parent 1: handle 10: fq_codel ce_threshold 0us")
-    env.cmd(f"ip link set {nic.iface} master {br}")
-    env.defer(env.net.links_up, [nic])
-    env.defer(env.cmd, f"ip link set {nic.iface} nomaster")
+    env.add_link(br, "type bridge")
+    env.add_link(v0, f"type veth peer name {v1}")
+    # On links of the test's own, gone with them.
+    env.act(f"ip link set {br} up && ip link set {v0} master {br} up && ip link set {v1} up "
+            f"&& tc qdisc add dev {v0} root handle 1: tbf rate 1mbit burst 1600 latency 4s "
+            f"&& tc qdisc add dev {v0} parent 1: handle 10: fq_codel ce_threshold 0us",
+            undo=None)  # fmt: skip
+    env.enslave(nic, br)
     return env.cmd(f"cat /sys/class/net/{v1}/address").stdout.strip()
 
 
@@ -113,25 +117,20 @@ def beside_tcpdump(
     dump_pcap, mine = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"{reader}-{tag}.pcap"
     # Each frame flushed to the file as tcpdump gets it (-U), so that the file says when
     # tcpdump has them all: at most libpcap's block timeout (1 s) after the last.
-    dump = env.bkg(
-        f"tcpdump-{tag}", "lab.guestside.execute", "tcpdump", "-i", nic.iface, "-Q", "in",
-        "-n", "-Z", "root", "-U", "-w", dump_pcap,
-    )  # fmt: skip
-    dump.wait_line("listening on")
+    dump = env.tcpdump(nic, f"tcpdump-{tag}", "-Q", "in", "-n", "-Z", "root", "-U", "-w", dump_pcap)
     if reader == "pysniff":
-        sn = env.pysniff(nic, f"pysniff-{tag}", "-w", mine, "-c", len(frames), "--idle", IDLE_S,
-                         "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
+        sn = env.pysniff(nic, f"pysniff-{tag}", "-w", mine, "-c", len(frames), idle=IDLE_S)
     else:
         sn = env.ntadump([nic], f"ntadump-{tag}", "-w", mine, "-c", len(frames))
-        env.net.bounce([nic])
+        env.bounce([nic])
     rx0 = env.rx(nic)
-    env.inject(nic, frames)
-    rx = env.nic_took(nic, rx0, len(frames))
+    env.send(nic, frames)
+    rx = env.settled_rx(nic, rx0, len(frames))
     if rx.missed:
         sn.stop()  # it waits for the frames the NIC missed
     else:
-        assert sn.wait(60) == 0, sn.log_tail()
-    wait_until(lambda: len(traffic.read_pcap(dump_pcap)) >= rx.packets, 30,
+        assert sn.wait(EXIT_WAIT_S) == 0, sn.log_tail()
+    wait_until(lambda: len(traffic.read_pcap(dump_pcap)) >= rx.packets, TCPDUMP_WAIT_S,
                f"tcpdump to write the {rx.packets} frames {nic.name} took")  # fmt: skip
     dump.stop()
     return traffic.read_pcap(mine), traffic.read_pcap(dump_pcap), rx
@@ -170,70 +169,70 @@ def exact_against_tcpdump(
     return took
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
 def test_tunnels_the_guest_terminates_are_captured_as_sent(
-    nta: LabEnv, nic: GuestNic, figure: Figure
+    nta_env: LabEnv, nic: GuestNic, figure: Figure
 ) -> None:
     """IPIP, GRE, VXLAN and Geneve to tunnels the guest terminates, outer CE over inner
     ECT(0): decapsulation marks the inner header CE in place, and both NTA readers still
     capture every frame as tcpdump and the wire have it."""
-    tunnels_up(nta, nic)
-    frames = tunnel_mix(nta, nic)
-    before = nta.nta.stats()
-    took = exact_against_tcpdump(nta, nic, frames, f"tunnels-{nic.name}")
-    d = nta.nta.stats() - before
+    env = nta_env
+    tunnels_up(env, nic)
+    frames = tunnel_mix(env, nic)
+    before = env.module.stats()
+    took = exact_against_tcpdump(env, nic, frames, f"tunnels-{nic.name}")
+    d = env.module.stats() - before
     got = sum(rx.packets for rx in took.values())
     assert d.copied == got, f"{nic.name}: {d.copied} copied of {got} tunneled frames"
     figure(nic, f"{len(frames)} tunneled x {len(READERS)} readers identical, all copied")
-    nta.quiesced()
+    env.quiesced()
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
 def test_frames_a_bridge_forwards_into_a_marking_qdisc_are_captured_as_sent(
-    nta: LabEnv, nic: GuestNic, figure: Figure
+    nta_env: LabEnv, nic: GuestNic, figure: Figure
 ) -> None:
     """ECT(0) frames the bridge forwards to a veth whose qdisc marks CE in place (the
     bridge does not copy first): both NTA readers capture them as sent."""
-    dst = bridged_up(nta, nic)
-    frames = traffic.ecn_capable(nta.addrs(nic), dst, BRIDGED, nta.new_run_id())
-    before = shaper(nta, nic)
-    took = exact_against_tcpdump(nta, nic, frames, f"bridged-{nic.name}")
+    env = nta_env
+    dst = bridged_up(env, nic)
+    frames = traffic.ecn_capable(env.addrs(nic), dst, BRIDGED, env.new_run_id())
+    before = shaper(env, nic)
+    took = exact_against_tcpdump(env, nic, frames, f"bridged-{nic.name}")
     received = sum(rx.packets for rx in took.values())
     # Marked as the shaper lets them go, the last ones seconds after they came. A frame
     # that found the queue empty did not wait and is not marked (codel's clock counts
     # microseconds): most are, and one is enough to make the capture's check mean
     # something; fault_trust_writers shows it fails.
-    wait_until(lambda: shaper(nta, nic).queued == 0, 60, "the shaper to send what it holds")
-    after = shaper(nta, nic)
+    wait_until(lambda: shaper(env, nic).queued == 0, 60, "the shaper to send what it holds")
+    after = shaper(env, nic)
     sent, marked = after.sent - before.sent, after.ce_marks - before.ce_marks
     assert after.dropped == before.dropped and 0 < marked <= sent, (before, after)
     figure(
         nic, f"{received} received, the shaper sent {sent}, {marked} marked CE; captured as sent"
     )
-    nta.quiesced()
+    env.quiesced()
 
 
-@pytest.mark.lab
-def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figure) -> None:
+def test_the_check_fails_when_nta_trusts_those_writers(nta_env: LabEnv, figure: Figure) -> None:
     """fault_trust_writers=1 publishes those frames in place, under the usual hold: the
     tunnels' decapsulation and the bridge's qdisc then show in what pysniff reads, and
     the comparison with tcpdump fails."""
-    nic = nta.use(nta.nics[0])
-    nta.set_param("fault_trust_writers", 1)
-    tunnels_up(nta, nic)
-    frames = tunnel_mix(nta, nic)
-    got, dumped, rx = beside_tcpdump(nta, nic, frames, "trusting-tunnels", "pysniff")
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    env.module.set_param("fault_trust_writers", 1)
+    tunnels_up(env, nic)
+    frames = tunnel_mix(env, nic)
+    got, dumped, rx = beside_tcpdump(env, nic, frames, "trusting-tunnels", "pysniff")
     assert rx.missed == 0, rx
     with pytest.raises(AssertionError, match="against tcpdump"):
         checks.same_frames(f"{nic.name}: pysniff against tcpdump", got, dumped)
     rewritten, tunneled = inner_ce(got), len(got)
     assert inner_ce(dumped) == 0 and rewritten > 0, (inner_ce(dumped), rewritten)
 
-    dst = bridged_up(nta, nic)
-    frames = traffic.ecn_capable(nta.addrs(nic), dst, BRIDGED, nta.new_run_id())
-    got, dumped, rx = beside_tcpdump(nta, nic, frames, "trusting-bridge", "pysniff")
+    dst = bridged_up(env, nic)
+    frames = traffic.ecn_capable(env.addrs(nic), dst, BRIDGED, env.new_run_id())
+    got, dumped, rx = beside_tcpdump(env, nic, frames, "trusting-bridge", "pysniff")
     assert ecn_of(dumped) == {traffic.ECN_ECT0: len(dumped)}, ecn_of(dumped)
     assert ecn_of(got)[traffic.ECN_CE] > 0, ecn_of(got)
     figure(
@@ -243,45 +242,41 @@ def test_the_check_fails_when_nta_trusts_those_writers(nta: LabEnv, figure: Figu
     )
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
 def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
-    nta: LabEnv, figure: Figure
+    nta_env: LabEnv, figure: Figure
 ) -> None:
     """GRO on both e1000 NICs, FLOWS flows each with tunneled frames among them (copied,
     filled with the pool's lock dropped), frames taken on both CPUs (RPS), a reader with
     a SMALL_POOL_KB pool at max_shared SMALL_SHARE, and the debugfs counters read in a
     loop all along (each read reclaims every pool): after every round the counters
     balance, and at the end every chunk is back."""
-    nics = [n for n in nta.nics if n.variant.driver == "e1000"]
-    nta.use(next(n for n in nics if n.name == "e1000-cb0"))  # copybreak 0 for both
-    nta.set_param("pool_kb", SMALL_POOL_KB)
-    nta.set_param("max_shared", SMALL_SHARE)
+    env = nta_env
+    nics = [n for n in env.nics if n.variant.driver == "e1000"]
+    env.with_driver_settings(next(n for n in nics if n.name == "e1000-cb0"))  # copybreak 0
+    env.module.set_param("pool_kb", SMALL_POOL_KB)
+    env.module.set_param("max_shared", SMALL_SHARE)
     for n in nics:
-        nta.net.set_gro(n, True)
-        nta.defer(nta.net.set_gro, n, False)
-        rps = f"/sys/class/net/{n.iface}/queues/rx-0/rps_cpus"
-        nta.cmd(f"echo 3 > {rps}")
-        nta.defer(nta.cmd, f"echo 0 > {rps}")
-    nta.bg(f"while :; do cat {DEBUGFS}/stats > /dev/null; done", Path("/dev/null"))
-    ifaces = [a for n in nics for a in ("-i", n.iface)]
-    ready = nta.outdir / "ready-small-pool"
-    sn = nta.bkg("small-pool", "pysniff", *ifaces, "--bulk", "--json", "--ready-file", ready,
-                 ready=ready)  # fmt: skip
-    nta.net.bounce(nics)
-    before = nta.nta.stats()
-    for _ in range(ROUNDS):
+        env.set_gro(n, True)
+        env.set_rps_cpus(n, "3")
+    reading = f"while :; do cat {DEBUGFS}/stats > /dev/null; done"
+    env.bkg("stats-reader", Execute(cmd=("sh", "-c", reading)))
+    # One reader on both NICs (env.pysniff takes one).
+    sn = env.pysniff(nics[0], "small-pool", "-i", nics[1].iface, "--bulk", refill=False)
+    env.bounce(nics)
+    before = env.module.stats()
+    for _rnd in range(ROUNDS):
         batches = {
-            n: traffic.gro_flow(nta.addrs(n), SEGMENTS, nta.new_run_id(), flows=FLOWS)
-            + tunnel_mix(nta, n)
+            n: traffic.gro_flow(env.addrs(n), SEGMENTS, env.new_run_id(), flows=FLOWS)
+            + tunnel_mix(env, n)
             for n in nics
         }
-        senders = [threading.Thread(target=nta.inject, args=(n, b)) for n, b in batches.items()]
+        senders = [threading.Thread(target=env.send, args=(n, b)) for n, b in batches.items()]
         for t in senders:
             t.start()
         for t in senders:
             t.join()
-        s = nta.nta.wait(
+        s = env.module.wait(
             "the round's records committed",
             lambda s: (
                 s.published == s.committed + s.returned_on_close + s.outstanding
@@ -291,11 +286,11 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
         checks.balanced(s)
         assert s.in_use < 1 << 32, f"in_use wrapped: {s}"
     sn.stop()
-    d = nta.nta.stats() - before
+    d = env.module.stats() - before
     assert d.chained > 0 and d.copied > 0, d
     figure(
         nics[0],
         f"{ROUNDS} rounds: {d.chained} merged in place, {d.copied} copied, "
         f"{d.not_shared} not shared, {d.reclaim_passes} passes; balanced",
     )
-    nta.quiesced()
+    env.quiesced()

@@ -20,13 +20,17 @@ import time
 
 import pytest
 
-from lab import traffic
-from lab.guestnet import GuestNic
-from lab.guestside.reports import LifecycleReport
-from lab.labenv import FIRST_FRAME_S, IDLE_S, LabEnv
-from lab.pytest_plugin import Figure
-from lab.wait import wait_until
-from pysniff.report import SniffReport
+from lab.scenario import (
+    IDLE_S,
+    Figure,
+    GuestNic,
+    LabEnv,
+    Lifecycle,
+    LifecycleReport,
+    SniffReport,
+    traffic,
+    wait_until,
+)
 
 TRACING = "/sys/kernel/tracing"
 # What each redirect replaces: the kernel's receive allocators and e1000's refill.
@@ -45,10 +49,12 @@ SILENCE_S = 1.0
 # shared 2-core host (test_fastpath's LATENCY_SLACK_US); a lost wakeup waits for the
 # next pair, SILENCE_S later.
 LATENCY_SLACK_US = 250_000
+REDIRECTS_GONE_S = 30  # for the redirects to go once the last reader closed
 
 
 def tracing(env: LabEnv) -> None:
-    env.cmd(f"mountpoint -q {TRACING} || mount -t tracefs nodev {TRACING}")
+    # Mounted for good, as NTA's load mounts debugfs: nothing depends on it not being.
+    env.act(f"mountpoint -q {TRACING} || mount -t tracefs nodev {TRACING}", undo=None)
 
 
 def redirected(env: LabEnv) -> set[str]:
@@ -58,43 +64,38 @@ def redirected(env: LabEnv) -> set[str]:
     return {line.split()[0] for line in lines if "[nta]" in line}
 
 
-def reload_with(env: LabEnv, params: str) -> None:
-    """NTA unloaded and loaded again with ``params``; the run's own again when the test ends."""
-    loaded = env.nta.loaded
-    assert loaded is not None
-    env.nta.unload(bounce=env.nics)
-    env.defer(env.nta.load, loaded.module, loaded.params, env.nics)
-    env.defer(env.nta.unload)
-    env.nta.load(loaded.module, params, bounce=env.nics)
-
-
-@pytest.mark.lab
 @pytest.mark.sanitizers
-def test_redirects_are_in_place_only_while_a_device_is_served(nta: LabEnv, figure: Figure) -> None:
+def test_redirects_are_in_place_only_while_a_device_is_served(
+    nta_env: LabEnv, figure: Figure
+) -> None:
     """Loaded with devices to serve, every redirect is in place; loaded serving nothing,
     none is; a reader attaching puts them in, its close takes them out."""
-    served = redirected(nta)
+    env = nta_env
+    served = redirected(env)
     assert served >= REDIRECTED and served & NAPI_ALLOC, served
-    reload_with(nta, "")
-    assert redirected(nta) == set(), "redirects in place with nothing served"
-    nic = nta.use(nta.nics[0])
-    sn = nta.pysniff(nic, "redirects-reader", "--bulk")
-    assert redirected(nta) >= REDIRECTED, "a reader's device is not served"
+    env.module.reload_with("")
+    assert redirected(env) == set(), "redirects in place with nothing served"
+    nic = env.with_driver_settings(env.nics[0])
+    sn = env.pysniff(nic, "redirects-reader", "--bulk")
+    assert redirected(env) >= REDIRECTED, "a reader's device is not served"
     sn.stop()
-    wait_until(lambda: not redirected(nta), 30, "the redirects to go with the last device")
+    wait_until(lambda: not redirected(env), REDIRECTS_GONE_S,
+               "the redirects to go with the last device")  # fmt: skip
     figure(nic, f"{len(served)} redirects while serving, none otherwise")
 
 
 def nta_calls(env: LabEnv, action: str) -> dict[str, int]:
     """How often each of REFILL_PATH ran while ``action`` (a guest command) ran."""
     tracing(env)
-    env.cmd(f"echo ':mod:nta' > {TRACING}/set_ftrace_filter && echo > {TRACING}/trace")
-    env.cmd(f"echo function > {TRACING}/current_tracer")
+    off = f"echo nop > {TRACING}/current_tracer && echo > {TRACING}/set_ftrace_filter"
+    env.act(f"echo ':mod:nta' > {TRACING}/set_ftrace_filter && echo > {TRACING}/trace && "
+            f"echo function > {TRACING}/current_tracer", undo=off)  # fmt: skip
     try:
-        env.cmd(action, timeout=120)
+        # A ring resize and a link bounce that end as they began (see resized_and_bounced).
+        env.act(action, undo=None, timeout=120)
         text = env.cmd(f"cat {TRACING}/trace").stdout  # before nop: a tracer change clears it
     finally:
-        env.cmd(f"echo nop > {TRACING}/current_tracer && echo > {TRACING}/set_ftrace_filter")
+        env.act(off, undo=None)
     return {fn: sum(f" {fn} <-" in line or f": {fn} <-" in line for line in text.splitlines())
             for fn in REFILL_PATH}  # fmt: skip
 
@@ -109,54 +110,57 @@ def resized_and_bounced(nic: GuestNic) -> str:
     )
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
-def test_e1000_refills_in_every_context_served_and_unserved(nta: LabEnv, figure: Figure) -> None:
+def test_e1000_refills_in_every_context_served_and_unserved(
+    nta_env: LabEnv, figure: Figure
+) -> None:
     """Two e1000 devices, one served (a reader attached), one not, each resized and bounced
     while NTA is loaded: the unserved one's refills never call into NTA; the served one's
     are served from process context too, with no report from a DEBUG_PREEMPT kernel (the
     splat scan after every test), and its frames are delivered after."""
-    e1000s = [n for n in nta.nics if n.variant.driver == "e1000"]
-    served, other = nta.use(e1000s[0]), e1000s[1]
-    reload_with(nta, f"attach={served.iface}")
-    unserved = nta_calls(nta, resized_and_bounced(other))
+    env = nta_env
+    e1000s = [n for n in env.nics if n.variant.driver == "e1000"]
+    served, other = env.with_driver_settings(e1000s[0]), e1000s[1]
+    env.module.reload_with(f"attach={served.iface}")
+    unserved = nta_calls(env, resized_and_bounced(other))
     assert unserved == dict.fromkeys(REFILL_PATH, 0), f"{other.iface}, unserved: {unserved}"
-    sn = nta.pysniff(served, "refills-reader", "--bulk", "-c", LIFECYCLE_FRAMES, "--idle", IDLE_S,
-                     "--first-frame-timeout", FIRST_FRAME_S, refill=False)  # fmt: skip
-    calls = nta_calls(nta, resized_and_bounced(served))
+    sn = env.pysniff(served, "refills-reader", "--bulk", "-c", LIFECYCLE_FRAMES, idle=IDLE_S,
+                     refill=False)  # fmt: skip
+    calls = nta_calls(env, resized_and_bounced(served))
     assert all(calls.values()), f"{served.iface}, served: {calls}"
-    nta.net.links_up([served])
-    rx0 = nta.rx(served)
-    nta.inject(served, traffic.frames(5, LIFECYCLE_FRAMES, nta.addrs(served), ("udp4",)))
-    took = nta.nic_took(served, rx0, LIFECYCLE_FRAMES).packets
+    env.links_up([served])
+    rx0 = env.rx(served)
+    env.send(served, traffic.frames(5, LIFECYCLE_FRAMES, env.addrs(served), ("udp4",)))
+    took = env.settled_rx(served, rx0, LIFECYCLE_FRAMES).packets
     got = sn.result(SniffReport.from_json)
     assert got.frames == took == LIFECYCLE_FRAMES, got
     figure(served, f"unserved refills: no NTA call; served: {calls}")
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
-def test_a_reader_attaches_detaches_and_hears_its_devices_go(nta: LabEnv, figure: Figure) -> None:
+def test_a_reader_attaches_detaches_and_hears_its_devices_go(
+    nta_env: LabEnv, figure: Figure
+) -> None:
     """One reader: CYCLES attach/detach cycles then attached, its live counts; detached, no
     record and no count; no executable mapping; POLLHUP once its only device is deleted."""
-    nic = nta.use(nta.nics[0])
-    going = "ntagone0"
-    nta.cmd(f"ip link add {going} type veth peer name ntagone1 && ip link set {going} up")
-    nta.defer(nta.cmd, f"ip link del {going}", 60.0, False)
-    steps = nta.outdir / "lifecycle"
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    going = env.add_link("ntagone0", "type veth peer name ntagone1")
+    env.act(f"ip link set {going} up", undo=None)  # a link of the test's own
+    steps = env.outdir / "lifecycle"
     steps.mkdir(exist_ok=True)
-    proc = nta.bkg("lifecycle", "lab.guestside.lifecycle", nic.iface, CYCLES, going, steps)
-    a = nta.addrs(nic)
+    proc = env.bkg("lifecycle", Lifecycle(nic.iface, CYCLES, going, steps))
+    a = env.addrs(nic)
     for n, name in enumerate(("cycles", "detached")):
         proc.wait_file(steps / name)
         if name == "cycles":
-            nta.net.bounce([nic])
-        rx0 = nta.rx(nic)
-        nta.inject(nic, traffic.frames(n, LIFECYCLE_FRAMES, a, ("udp4",)))
-        nta.nic_took(nic, rx0, LIFECYCLE_FRAMES)
+            env.bounce([nic])
+        rx0 = env.rx(nic)
+        env.send(nic, traffic.frames(n, LIFECYCLE_FRAMES, a, ("udp4",)))
+        env.settled_rx(nic, rx0, LIFECYCLE_FRAMES)
         (steps / f"{name}-done").write_text("")
     proc.wait_file(steps / "going")
-    nta.cmd(f"ip link del {going}")
+    env.delete_link(going)
     (steps / "going-done").write_text("")
     r = proc.result(LifecycleReport.from_json)
     assert (r.cycles, r.attach_error) == (CYCLES, ""), r
@@ -165,13 +169,12 @@ def test_a_reader_attaches_detaches_and_hears_its_devices_go(nta: LabEnv, figure
     assert r.exec_map_refused and r.exec_mprotect_refused, r
     assert r.hung_up, r
     figure(nic, f"{r.cycles} cycles, live counts {r.received}, nothing after detach, POLLHUP")
-    nta.quiesced()
+    env.quiesced()
 
 
-@pytest.mark.lab
 @pytest.mark.sanitizers
 def test_the_last_frame_before_silence_wakes_the_reader_in_time(
-    nta: LabEnv, figure: Figure
+    nta_env: LabEnv, figure: Figure
 ) -> None:
     """PAIRS pairs of frames PAIR_GAP_S apart, each followed by silence, their flows spread
     over both CPUs (RPS): the timer wakes the reader for the first, on the CPU that took
@@ -180,24 +183,22 @@ def test_the_last_frame_before_silence_wakes_the_reader_in_time(
     wake the reader wakeup_usecs after it, not at the next pair: a timer still returning
     from its callback is not one that will fire, so whoever finds records not yet due
     must arm it, whatever the callback is doing."""
-    nic = nta.use(nta.nics[0])
-    nta.set_param("fault_timer_stall_us", STALL_US)
-    rps = f"/sys/class/net/{nic.iface}/queues/rx-0/rps_cpus"
-    nta.cmd(f"echo 3 > {rps}")
-    nta.defer(nta.cmd, f"echo 0 > {rps}")
-    sn = nta.pysniff(nic, "pairs", "--wakeup-frames", 256, "--wakeup-usecs", WAKEUP_USECS,
-                     "--idle", 3 * SILENCE_S + IDLE_S,
-                     "--first-frame-timeout", FIRST_FRAME_S)  # fmt: skip
-    a, rng = nta.addrs(nic), random.Random(nta.new_run_id())
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    env.module.set_param("fault_timer_stall_us", STALL_US)
+    env.set_rps_cpus(nic, "3")
+    sn = env.pysniff(nic, "pairs", "--wakeup-frames", 256, "--wakeup-usecs", WAKEUP_USECS,
+                     idle=3 * SILENCE_S + IDLE_S)  # fmt: skip
+    a, rng = env.addrs(nic), random.Random(env.new_run_id())
     for _ in range(PAIRS):
         first, second = (traffic.udp_request(a, 9, rng.randrange(1024, 65536), b"pair" * 8)
                          for _ in range(2))  # fmt: skip
-        nta.inject(nic, [first], rate=None)
+        env.send(nic, [first])
         time.sleep(PAIR_GAP_S)
-        nta.inject(nic, [second], rate=None)
+        env.send(nic, [second])
         time.sleep(SILENCE_S)
     got = sn.result(SniffReport.from_json)
     assert got.frames == 2 * PAIRS, got
     assert got.max_wait_us <= WAKEUP_USECS + STALL_US + LATENCY_SLACK_US, got.max_wait_us
     figure(nic, f"{2 * PAIRS} frames in pairs, max wait {got.max_wait_us / 1000:.1f} ms")
-    nta.quiesced()
+    env.quiesced()

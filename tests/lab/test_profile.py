@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab import traffic
-from lab.labenv import LabEnv
-from lab.pytest_plugin import Figure
+from lab.scenario import Figure, LabEnv, traffic
 
 SECONDS = 30
 RATE = 2000.0  # frames/s: the benchmark's fixed load (flat out, the guest's shell starves)
@@ -30,41 +28,38 @@ PERF = "/usr/bin/perf"
 
 def sniffer_up(env: LabEnv, sniffer: str, iface: str) -> None:
     """``sniffer`` capturing ``iface`` into /dev/null until the test ends."""
+    nic = next(n for n in env.nics if n.iface == iface)
     if sniffer == "tcpdump":
-        dump = env.bkg("profiled-tcpdump", "lab.guestside.execute", "tcpdump", "-i", iface,
-                       "-Q", "in", "-n", "-Z", "root", "-w", "/dev/null")  # fmt: skip
-        dump.wait_line("listening on")
+        env.tcpdump(nic, "profiled-tcpdump", "-Q", "in", "-n", "-Z", "root", "-w", "/dev/null")
     elif sniffer == "ntadump":
-        nic = next(n for n in env.nics if n.iface == iface)
         env.ntadump([nic], "profiled-ntadump", "-w", "/dev/null")
-        env.net.bounce([nic])  # every buffer from here on is the reader's
+        env.bounce([nic])  # every buffer from here on is the reader's
 
 
-@pytest.mark.lab
 @pytest.mark.investigation("profile")
 @pytest.mark.parametrize("sniffer", ["none", "tcpdump", "ntadump"])
-def test_where_capture_time_goes(nta: LabEnv, sniffer: str, figure: Figure) -> None:
+def test_where_capture_time_goes(nta_env: LabEnv, sniffer: str, figure: Figure) -> None:
     """perf record -a on cpu-clock for SECONDS while the first NIC receives RATE frames/s and
     ``sniffer`` captures them; the top symbols by command saved, the busiest in the figure."""
-    nic = nta.use(nta.nics[0])
-    sniffer_up(nta, sniffer, nic.iface)
-    batch = traffic.frames(nta.new_run_id(), FRAMES, nta.addrs(nic), ("udp4",), seed=9)
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    sniffer_up(env, sniffer, nic.iface)
+    batch = traffic.frames(env.new_run_id(), FRAMES, env.addrs(nic), ("udp4",), seed=9)
     data = f"/tmp/perf-{sniffer}.data"
-    nta.defer(nta.cmd, f"rm -f {data}")
-    rx0 = nta.rx(nic)
-    with traffic.sustained(nic.host, batch, RATE) as sent:
-        nta.cmd(f"{PERF} record -a -g -e cpu-clock -F 499 -o {data} -- sleep {SECONDS}",
-                timeout=SECONDS + 120)  # fmt: skip
-    took = nta.rx(nic).packets - rx0.packets
+    rx0 = env.rx(nic)
+    with env.sending(nic, batch, RATE) as sent:
+        env.act(f"{PERF} record -a -g -e cpu-clock -F 499 -o {data} -- sleep {SECONDS}",
+                undo=f"rm -f {data}", timeout=SECONDS + 120)  # fmt: skip
+    took = env.rx(nic).packets - rx0.packets
     perf = f"{PERF} report -i {data} --stdio --no-children --sort comm,sym 2>/dev/null"
-    report = nta.cmd(
+    report = env.cmd(
         f"{perf} --percent-limit 0.5 -g none | grep -v '^#' | grep -v '^$' | head -{TOP}",
         timeout=300,
     ).stdout
-    out = nta.outdir / f"profile-{sniffer}.txt"
+    out = env.outdir / f"profile-{sniffer}.txt"
     out.write_text(f"# {sniffer}: {sent.sent} frames sent, {took} received, {SECONDS} s\n{report}")
-    callers = nta.cmd(f"{perf} --percent-limit 2 -g graph,1,callee | head -{CALLERS}", timeout=300)
-    (nta.outdir / f"callers-{sniffer}.txt").write_text(callers.stdout)
+    callers = env.cmd(f"{perf} --percent-limit 2 -g graph,1,callee | head -{CALLERS}", timeout=300)
+    (env.outdir / f"callers-{sniffer}.txt").write_text(callers.stdout)
     lines = [" ".join(line.split()) for line in report.splitlines()]
     assert lines, f"perf reported nothing: see {out}"
     figure(nic, f"{sniffer}: {took} frames; top: {'; '.join(lines[:3])}")

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import zlib
 
-import pytest
-
-from lab import checks, traffic
-from lab.guestnet import GuestNic
-from lab.labenv import LabEnv
+from lab.scenario import GuestNic, LabEnv, checks, traffic
 
 FRAMES = 1000
 
 
-@pytest.mark.lab
 def test_every_injected_frame_arrives(lab_env: LabEnv, nic: GuestNic) -> None:
     run_id = lab_env.new_run_id()
     batch = traffic.frames(run_id, FRAMES, lab_env.addrs(nic), traffic.KINDS, seed=run_id)
@@ -21,7 +16,7 @@ def test_every_injected_frame_arrives(lab_env: LabEnv, nic: GuestNic) -> None:
 
     got = lab_env.capture_while(nic, run_id, batch)
 
-    rx = lab_env.nic_took(nic, rx0, FRAMES)
+    rx = lab_env.settled_rx(nic, rx0, FRAMES)
     lost = checks.all_but_missed(nic.name, got.tally.of(nic.iface), FRAMES, rx)
     assert got.socket_drops == 0, nic.name
     sent = {seq: zlib.crc32(frame) for seq, frame in enumerate(batch) if seq not in lost}
