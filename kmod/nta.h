@@ -15,7 +15,8 @@
  *   nta_pool.c     pools of pages cut into chunks (nta_chunk.h: a chunk's life)
  *   nta_params.c   the module's parameters
  * A file reaches one above it only through a function pointer it is given
- * (a pool's refill, the hooks' struct nta_serving_ops).
+ * (a pool's refill, the hooks' struct nta_serving_ops);
+ * tests/test_kmod_layers.py holds the files to this order.
  *
  * Pools: one per reader (the devices it attached are served from it, it
  * maps it and nothing else), and the common pool for devices served by the
