@@ -361,6 +361,15 @@ def test_the_scan_sees_the_known_edges() -> None:
     }  # fmt: skip
 
 
+def test_the_readme_lists_the_files_in_this_order() -> None:
+    readme = (KMOD / "README.md").read_text()
+    table = readme.split("## Files, each using only those after it")[1].split("\n## ")[0]
+    listed = [n for cell in re.findall(r"^\| (.+?) \|", table, re.M)
+              for n in re.findall(r"`([^`]+)`", cell)]  # fmt: skip
+    assert [n for n in listed if n in ORDER] == list(ORDER)
+    assert set(APART) <= set(listed)
+
+
 def _plant(tmp_path: Path, edits: list[tuple[str, str, str]]) -> Path:
     """A copy of kmod/ with each (file, old, new) edit made; old "" appends new."""
     kmod = tmp_path / "kmod"
