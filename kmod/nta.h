@@ -4,7 +4,7 @@
  * zero-copy, commit-back sniffer.
  *
  * The files, each using only those listed after it:
- *   nta_main.c     parameters, debugfs, load and unload
+ *   nta_main.c     load and unload, debugfs
  *   nta_dev.c      /dev/nta (a reader's file), the table of served devices,
  *                  attaching, and allocating for a served device
  *   nta_capture.c  the taps: a received frame published where it lies, or copied
@@ -13,6 +13,10 @@
  *                  asks the ops it is given (nta_dev.c's) which devices NTA
  *                  serves and for their buffers
  *   nta_pool.c     pools of pages cut into chunks (nta_chunk.h: a chunk's life)
+ *   nta_params.c   the module's parameters
+ * A file reaches one above it only through a function pointer it is given
+ * (a pool's refill, the hooks' struct nta_serving_ops);
+ * tests/test_kmod_layers.py holds the files to this order.
  *
  * Pools: one per reader (the devices it attached are served from it, it
  * maps it and nothing else), and the common pool for devices served by the
@@ -170,9 +174,10 @@ struct nta {
 	struct nta_stats gone;		/* counters of readers that closed */
 };
 
-extern struct nta nta;
-extern struct mutex nta_readers_lock;
+/* nta_params.c */
 extern unsigned int nta_pool_kb;
+extern unsigned int nta_common_pool_kb;
+extern char *nta_attach_list;
 extern unsigned int nta_node_order;
 extern unsigned int nta_max_shared;
 extern unsigned int nta_ring_entries;
@@ -247,6 +252,8 @@ int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type 
 		struct net_device *orig_dev);
 
 /* nta_dev.c */
+extern struct nta nta;
+extern struct mutex nta_readers_lock;
 int nta_dev_init(void);
 void nta_dev_exit(void);
 int nta_node_register(void);

@@ -26,6 +26,11 @@
 #include "nta.h"
 #include "nta_compat.h"
 
+/* The common pool, the table of served devices, the readers. */
+struct nta nta = {
+	.readers = LIST_HEAD_INIT(nta.readers),
+};
+
 /* The list of readers (nta.readers), for module-wide counters. */
 DEFINE_MUTEX(nta_readers_lock);
 
