@@ -65,6 +65,12 @@ def guest_python() -> list[str]:
     return ["env", f"PYTHONPATH={paths.IMPORT_ROOT}", sys.executable, "-S", "-m"]
 
 
+def _way(args: tuple[object, ...]) -> list[object]:
+    """A reader's arguments, -Q in first unless they choose: the lab's checks count the
+    frames it injects, and the readers (as tcpdump) default to both directions."""
+    return [*args] if "-Q" in args else ["-Q", "in", *args]
+
+
 class LabEnv:
     def __init__(
         self,
@@ -310,10 +316,11 @@ class LabEnv:
         receive ring full of buffers it got before: with ``refill`` the link
         is bounced once the reader is attached, so that every frame after
         this lands in the reader's pool. Its --json report is
-        ``proc.result(SniffReport.from_json)``.
+        ``proc.result(SniffReport.from_json)``. It captures what the NIC receives
+        (-Q in, what the lab injects) unless ``args`` say otherwise.
         """
         ready = self.outdir / f"ready-{tag}"
-        argv: list[object] = ["-i", nic.iface, "--json", "--ready-file", ready, *args]
+        argv: list[object] = ["-i", nic.iface, "--json", "--ready-file", ready, *_way(args)]
         proc = self.bkg(tag, "pysniff", *argv, ready=ready, out=self.outdir / f"{tag}.json")
         if refill:
             self.net.bounce([nic])
@@ -326,9 +333,10 @@ class LabEnv:
 
     def ntadump(self, nics: list[GuestNic], tag: str, *args: object) -> GuestProc:
         """ntadump on ``nics`` in the background, attached when this returns (its summary
-        is on stderr, ``proc.log``)."""
+        is on stderr, ``proc.log``); -Q in unless ``args`` say otherwise."""
         ifaces = [a for n in nics for a in ("-i", n.iface)]
-        proc = self.bkg(tag, "lab.guestside.execute", self.ntadump_program, *ifaces, *args)
+        argv = [*ifaces, *_way(args)]
+        proc = self.bkg(tag, "lab.guestside.execute", self.ntadump_program, *argv)
         proc.wait_line("ntadump: listening on")
         return proc
 

@@ -48,12 +48,12 @@ def test_how_the_meter_starts_each() -> None:
     ]  # fmt: skip
     assert "-c" not in args("tcpdump", None)  # runs until stopped
     assert args("ntadump", 5) == [
-        "--wait-line", "ntadump: listening on", "--", "/b/ntadump", "-i", "eth1",
+        "--wait-line", "ntadump: listening on", "--", "/b/ntadump", "-i", "eth1", "-Q", "in",
         "-w", "/dev/null", "--json", "-c", "5",
     ]  # fmt: skip
     assert args("pysniff", None) == [
-        "--wait-file", "/r/ready", "--module", "pysniff.cli", "--", "-i", "eth1", "--json",
-        "--ready-file", "/r/ready", "--bulk",
+        "--wait-file", "/r/ready", "--module", "pysniff.cli", "--", "-i", "eth1", "-Q", "in",
+        "--json", "--ready-file", "/r/ready", "--bulk",
     ]  # fmt: skip
     assert args("afpacket", 5) == [
         "--wait-file", "/r/ready", "--module", "lab.guestside.afpacket", "--", "eth1", "5",

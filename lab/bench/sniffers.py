@@ -171,7 +171,8 @@ class Pysniff:
 
     def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
         # The module's default wakeup policy: what a reader gets without asking.
-        args = ["-i", iface, "--json", "--ready-file", str(ready), "--bulk"]
+        # -Q in: what tcpdump's row captures (the readers' default is both directions).
+        args = ["-i", iface, "-Q", "in", "--json", "--ready-file", str(ready), "--bulk"]
         if count is not None:
             args += ["-c", str(count)]
         return Launch(tuple(args), module="pysniff.cli", ready_file=ready)
@@ -192,7 +193,7 @@ class Ntadump:
     needs_module = True
 
     def launch(self, iface: str, count: int | None, ready: Path, tools: Tools) -> Launch:
-        args = [tools.ntadump, "-i", iface, "-w", "/dev/null", "--json"]
+        args = [tools.ntadump, "-i", iface, "-Q", "in", "-w", "/dev/null", "--json"]
         if count is not None:
             args += ["-c", str(count)]
         return Launch(tuple(args), ready_line="ntadump: listening on")

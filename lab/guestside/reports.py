@@ -125,7 +125,9 @@ class NtadumpIface:
 
     captured: int
     received: int | None = None
+    sent: int | None = None  # with -Q out or inout
     published: int | None = None
+    filtered: int | None = None  # refused by its -f filter, in the module
     unserved: int | None = None
     not_shared: int | None = None
     ring_full: int | None = None

@@ -266,8 +266,8 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
     nta.bg(f"while :; do cat {DEBUGFS}/stats > /dev/null; done", Path("/dev/null"))
     ifaces = [a for n in nics for a in ("-i", n.iface)]
     ready = nta.outdir / "ready-small-pool"
-    sn = nta.bkg("small-pool", "pysniff", *ifaces, "--bulk", "--json", "--ready-file", ready,
-                 ready=ready)  # fmt: skip
+    sn = nta.bkg("small-pool", "pysniff", *ifaces, "-Q", "in", "--bulk", "--json",
+                 "--ready-file", ready, ready=ready)  # fmt: skip
     nta.net.bounce(nics)
     before = nta.nta.stats()
     for _ in range(ROUNDS):

@@ -1,0 +1,148 @@
+"""Both directions and kernel-side filters, against tcpdump with the same options.
+
+The lab's host end sends the wide mix (lab.traffic.wide_mix) and the guest's
+stack answers part of it (ARP, ping, SYN to a listener and to a closed port,
+ICMP errors): a conversation in both directions on one NIC. An NTA reader
+and tcpdump capture it at once with the same -Q (and the same filter
+expression), and their captures must be byte-identical, in order: the frames
+the guest sends reach NTA's tap as they reach AF_PACKET's, in the order they
+are sent (dev_queue_xmit_nit()), published as copies.
+
+Filters: the expression is compiled by libpcap (ntadump) or tcpdump -ddd
+(pysniff) and runs in the module; the captures must equal tcpdump's with the
+same expression, and the counters must show that a refused frame cost
+nothing: every frame the device received or sent is published or filtered,
+nothing missed, and every record the reader was given is a published frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from scapy.layers.l2 import Ether
+
+from lab import checks, traffic
+from lab.guestnet import GuestNic
+from lab.labenv import IDLE_S, LabEnv
+from lab.pytest_plugin import Figure
+from lab.wait import wait_until
+from pysniff.report import SniffReport
+
+MIX = 300  # frames of the wide mix, at the NIC's lossless rate
+ANSWER_WAIT_S = 60.0
+# Each kind the issue names, on what the wide mix carries.
+FILTERS = {
+    "host": "host {guest_ip}",
+    "port": "port 5001 or port 9",
+    "icmp": "icmp",
+    "udp": "udp",
+    "tcp": "tcp",
+    "vlan": "vlan",
+    "ip-bytes": "ip[8] > 32 and ip[9] != 6",
+}
+
+
+@dataclass(frozen=True)
+class Both:
+    nta: list[bytes]
+    tcpdump: list[bytes]
+    answers: int  # frames the guest sent back to the host end
+    report: SniffReport | None  # pysniff's, with its counters
+
+
+def converse_beside_tcpdump(
+    env: LabEnv, nic: GuestNic, reader: str, way: str, tag: str, expr: str | None = None
+) -> Both:
+    """The wide mix sent, the guest answering, while tcpdump and one NTA reader capture
+    ``nic`` with -Q ``way`` (and filter ``expr``)."""
+    a = env.addrs(nic)
+    ready = env.outdir / f"ready-listen-{tag}"
+    env.bkg(f"listen-{tag}", "lab.guestside.tcplisten", a.guest_ip, traffic.LISTEN_PORT, ready,
+            ready=ready)  # fmt: skip
+    words = [expr] if expr else []
+    dump_pcap, mine = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"{reader}-{tag}.pcap"
+    dump = env.bkg(
+        f"tcpdump-{tag}", "lab.guestside.execute", "tcpdump", "-i", nic.iface, "-Q", way,
+        "-n", "-Z", "root", "-U", "-w", dump_pcap, *words,
+    )  # fmt: skip
+    dump.wait_line("listening on")
+    filt = ["-f", expr] if expr else []
+    if reader == "pysniff":
+        sn = env.pysniff(nic, f"pysniff-{tag}", "-Q", way, "-w", mine, "--idle", IDLE_S, *filt)
+    else:
+        sn = env.ntadump([nic], f"ntadump-{tag}", "-Q", way, "-w", mine, *filt)
+        env.net.bounce([nic])
+    mix = traffic.wide_mix(a, MIX, seed=env.new_run_id(), ipv6=False)
+    answers = traffic.converse(nic.host, [m.frame for m in mix], 10 * MIX, lambda _f: True,
+                               nic.rate, ANSWER_WAIT_S, quiet=2.0)  # fmt: skip
+    # tcpdump writes each frame as it gets it (-U): done once its file stops growing.
+    seen = [-1]
+
+    def settled() -> bool:
+        n = len(traffic.read_pcap(dump_pcap))
+        done, seen[0] = n == seen[0], n
+        return done
+
+    wait_until(settled, 30, "tcpdump's capture to settle", interval=1.0)
+    report = None
+    if reader == "pysniff":
+        report = sn.result(SniffReport.from_json)
+    else:
+        sn.stop()
+    dump.stop()
+    return Both(traffic.read_pcap(mine), traffic.read_pcap(dump_pcap), len(answers), report)
+
+
+def sent_by_guest(frames: list[bytes], nic: GuestNic) -> int:
+    return sum(Ether(f).src == nic.mac for f in frames)
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+@pytest.mark.parametrize(("reader", "way"), [("pysniff", "inout"), ("ntadump", "out"),
+                                             ("ntadump", "inout"), ("pysniff", "in")])  # fmt: skip
+def test_directions_equal_tcpdump(
+    nta: LabEnv, nic: GuestNic, figure: Figure, reader: str, way: str
+) -> None:
+    """-Q in, out, inout: the NTA reader's capture is tcpdump's, byte for byte, in order;
+    the guest's answers are in it (out, inout) or not (in)."""
+    got = converse_beside_tcpdump(nta, nic, reader, way, f"q{way}-{reader}-{nic.name}")
+    checks.same_frames(f"{nic.name}: {reader} -Q {way} against tcpdump", got.nta, got.tcpdump)
+    ours = sent_by_guest(got.nta, nic)
+    if way == "in":
+        assert ours == 0, f"{nic.name}: {ours} frames the guest sent in a -Q in capture"
+    else:
+        assert ours >= got.answers > 0, f"{nic.name}: {ours} sent captured, {got.answers} seen"
+    if way == "out":
+        assert ours == len(got.nta), f"{nic.name}: received frames in a -Q out capture"
+    if got.report is not None:
+        dev = got.report.dev_stats[nic.iface]
+        checks.accounted(nic.name, dev)
+        assert dev.sent == ours and dev.published == len(got.nta), dev
+    figure(nic, f"-Q {way}: {len(got.nta)} frames ({ours} sent) identical to tcpdump")
+    nta.quiesced()
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+@pytest.mark.parametrize("kind", FILTERS)
+def test_filters_equal_tcpdump(nta: LabEnv, nic: GuestNic, figure: Figure, kind: str) -> None:
+    """A filter expression: equal to tcpdump with the same one, and every frame it refused
+    cost no chunk and no record."""
+    expr = FILTERS[kind].format(guest_ip=nta.addrs(nic).guest_ip)
+    for reader in ("pysniff", "ntadump"):
+        got = converse_beside_tcpdump(nta, nic, reader, "inout", f"f{kind}-{reader}-{nic.name}",
+                                      expr)  # fmt: skip
+        checks.same_frames(f"{nic.name}: {reader} -f {expr!r} against tcpdump", got.nta,
+                           got.tcpdump)  # fmt: skip
+        assert got.nta, f"{nic.name}: {expr!r} kept nothing: the check would prove nothing"
+        if got.report is None:
+            continue
+        dev = got.report.dev_stats[nic.iface]
+        checks.accounted(nic.name, dev)
+        assert dev.missed == dict.fromkeys(dev.missed, 0), dev
+        assert dev.filtered > 0, f"{nic.name}: {expr!r} refused nothing: {dev}"
+        assert dev.published == len(got.nta) == got.report.reader.records, (dev, got.report)
+        figure(nic, f"{expr!r}: {dev.published} kept, {dev.filtered} filtered, identical")
+    nta.quiesced()
