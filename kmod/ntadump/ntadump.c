@@ -883,7 +883,8 @@ int main(int argc, char **argv)
 			json = true;
 			break;
 		case 'Q':
-			if (strcmp(optarg, "in") && strcmp(optarg, "out") && strcmp(optarg, "inout"))
+			if (strcmp(optarg, "in") && strcmp(optarg, "out") &&
+			    strcmp(optarg, "inout"))
 				bad_usage();
 			direction = optarg;
 			break;

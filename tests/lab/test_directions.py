@@ -55,11 +55,15 @@ def converse_beside_tcpdump(
     env: LabEnv, nic: GuestNic, reader: str, way: str, tag: str, expr: str | None = None
 ) -> Both:
     """The wide mix sent, the guest answering, while tcpdump and one NTA reader capture
-    ``nic`` with -Q ``way`` (and filter ``expr``)."""
+    ``nic`` with -Q ``way`` (and filter ``expr``).
+
+    The listener lives for this exchange only: the host end never completes a handshake,
+    and a listener left running retransmits its SYN-ACKs for a minute, into the next
+    exchange, where they would land between tcpdump's start and the NTA reader's."""
     a = env.addrs(nic)
     ready = env.outdir / f"ready-listen-{tag}"
-    env.bkg(f"listen-{tag}", "lab.guestside.tcplisten", a.guest_ip, traffic.LISTEN_PORT, ready,
-            ready=ready)  # fmt: skip
+    listener = env.bkg(f"listen-{tag}", "lab.guestside.tcplisten", a.guest_ip,
+                       traffic.LISTEN_PORT, ready, ready=ready)  # fmt: skip
     words = [expr] if expr else []
     dump_pcap, mine = env.outdir / f"tcpdump-{tag}.pcap", env.outdir / f"{reader}-{tag}.pcap"
     dump = env.bkg(
@@ -91,6 +95,7 @@ def converse_beside_tcpdump(
     else:
         sn.stop()
     dump.stop()
+    listener.stop()
     return Both(traffic.read_pcap(mine), traffic.read_pcap(dump_pcap), len(answers), report)
 
 
