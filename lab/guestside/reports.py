@@ -237,3 +237,16 @@ class LifecycleReport(FlatReport):
     exec_map_refused: bool
     exec_mprotect_refused: bool
     hung_up: bool  # poll() said POLLHUP once its only device was gone
+
+
+@dataclass(frozen=True)
+class BadFilterReport(FlatReport):
+    """lab.guestside.badfilter: what the module answered each malformed NTA_IOC_SET_FILTER
+    and NTA_IOC_SET_DIRECTION (an errno name, or "ok"), and what then became of the frames
+    the device received under the good program set before them (ret #0: none kept)."""
+
+    answers: dict[str, str]
+    received: int
+    filtered: int
+    published: int
+    records: int  # records the reader was given

@@ -24,6 +24,7 @@ from scapy.layers.l2 import Ether
 
 from lab import checks, traffic
 from lab.guestnet import GuestNic
+from lab.guestside.reports import BadFilterReport
 from lab.labenv import IDLE_S, LabEnv
 from lab.pytest_plugin import Figure
 from lab.wait import wait_until
@@ -150,4 +151,45 @@ def test_filters_equal_tcpdump(nta: LabEnv, nic: GuestNic, figure: Figure, kind:
         assert dev.filtered > 0, f"{nic.name}: {expr!r} refused nothing: {dev}"
         assert dev.published == len(got.nta) == got.report.reader.records, (dev, got.report)
         figure(nic, f"{expr!r}: {dev.published} kept, {dev.filtered} filtered, identical")
+    nta.quiesced()
+
+
+BAD_FILTERS = {
+    "len 0": "EINVAL",
+    "len over BPF_MAXINSNS": "EINVAL",
+    "len 65537 (wraps sock_fprog's u16 to 1)": "EINVAL",
+    "null pointer": "EINVAL",
+    "unmapped pointer": "EFAULT",
+    "invalid opcode": "EINVAL",
+    "no return": "EINVAL",
+    "jump out of the program": "EINVAL",
+    "reserved set": "EINVAL",
+    "direction 0": "EINVAL",
+    "direction 4": "EINVAL",
+    "direction reserved set": "EINVAL",
+}
+REFUSED_FRAMES = 50
+
+
+@pytest.mark.lab
+@pytest.mark.sanitizers
+def test_bad_filter_programs_are_refused(nta: LabEnv, nic: GuestNic, figure: Figure) -> None:
+    """Malformed filters and directions, straight to the ioctl: each refused with its errno,
+    nothing counted, and the good program set before them still the one that runs (every
+    frame filtered, no record)."""
+    ready = nta.outdir / "ready-badfilter"
+    proc = nta.bkg("badfilter", "lab.guestside.badfilter", nic.iface, ready, REFUSED_FRAMES,
+                   ready=ready, out=nta.outdir / "badfilter.json")  # fmt: skip
+    nta.net.bounce([nic])
+    before = nta.nta.stats()
+    rx0 = nta.rx(nic)
+    run_id = nta.new_run_id()
+    nta.inject(nic, traffic.frames(run_id, REFUSED_FRAMES, nta.addrs(nic)))
+    rx = nta.nic_took(nic, rx0, REFUSED_FRAMES)
+    got = proc.result(BadFilterReport.from_json)
+    after = nta.nta.stats()
+    assert got.answers == BAD_FILTERS, got.answers
+    assert got.received == got.filtered == rx.packets and got.published == got.records == 0, got
+    assert (after - before).published == 0 and (after - before).filtered == rx.packets
+    figure(nic, f"{len(BAD_FILTERS)} malformed requests refused; {got.filtered} frames filtered")
     nta.quiesced()
