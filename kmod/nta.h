@@ -139,6 +139,13 @@ struct nta_reader {
 	u64 bad_producer;		/* the last out-of-range commit producer counted */
 	u32 outstanding;
 	u64 fault_publish_count;
+	/*
+	 * What its taps publish: NTA_DIR_* (written under rtnl_lock, read by
+	 * the taps without a lock), and its filter (replaced under the pool's
+	 * lock, run by the taps under RCU, freed after a grace period).
+	 */
+	u32 direction;
+	struct bpf_prog __rcu *filter;
 	/* Wakeups (see struct nta_wakeup). */
 	wait_queue_head_t wait;
 	struct hrtimer timer;		/* wakes a sleeper once its oldest record is due */
@@ -248,6 +255,7 @@ void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct s
 void nta_ring_publish_locked(struct nta_reader *r);
 
 /* nta_capture.c */
+void nta_filter_replace(struct nta_reader *r, struct bpf_prog *prog);
 int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type *pt,
 		struct net_device *orig_dev);
 

@@ -4,8 +4,14 @@
  * published to the reader where its bytes lie, in the chunks of its pool,
  * or copied into chunks where they cannot be published in place.
  *
- * Each attached device has a tap of its own (a per-device packet_type,
- * outgoing frames ignored). A frame in one linear buffer whose head is one
+ * Each attached device has a tap of its own (a per-device packet_type).
+ * It takes the frames the reader's direction asks for (struct
+ * nta_direction): those the device received, and with NTA_DIR_OUT those it
+ * sends, which dev_queue_xmit_nit() hands it (as to AF_PACKET) in the order
+ * they are sent, before the driver has them. A sent frame is always
+ * published as a copy: its pages are the sender's (a socket's, a page
+ * cache's), which NTA may not hold or let a reader map. The reader's
+ * filter runs first (nta_filtered()). A received frame in one linear buffer whose head is one
  * of the reader's chunks is published in place, one record. A frame the
  * stack holds in several buffers (GRO merged several frames of one flow, as
  * tcpdump sees them too) is published as a chain of records (all but the
@@ -53,6 +59,7 @@
  * on ports of the user's choosing), and IPVS direct routing's rewrite of
  * the MAC header of a frame it sends on (neigh_hh_output()).
  */
+#include <linux/filter.h>
 #include <linux/if_vlan.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -83,7 +90,9 @@ struct nta_piece {
 struct nta_frame {
 	struct sk_buff *skb;
 	u8 *mac;		/* its first byte */
-	u32 len;		/* from its first byte */
+	u32 len;		/* from its first byte: what is published */
+	u32 wire;		/* the whole frame (more than len: the filter cut it) */
+	bool out;		/* the device sent it */
 	u32 n;
 	u32 copies;
 	u32 in_place;
@@ -363,37 +372,65 @@ static void nta_publish_locked(struct nta_reader *r, struct nta_frame *f, bool o
 		struct nta_piece *p = &f->p[i];
 		u16 flags = i + 1 < f->n ? NTA_RECORD_CONTD : 0;
 
+		flags |= f->out ? NTA_RECORD_OUTGOING : 0;
 		if (p->copy) {
 			nta_chunk_filled(p->c);
-			nta_record_locked(r, p->c, skb, p->c->index * PAGE_SIZE, p->len, f->len,
+			nta_record_locked(r, p->c, skb, p->c->index * PAGE_SIZE, p->len, f->wire,
 					  flags | NTA_RECORD_COPY);
 		} else {
-			nta_record_locked(r, p->c, skb, p->at, p->len, f->len, flags);
+			nta_record_locked(r, p->c, skb, p->at, p->len, f->wire, flags);
 		}
 	}
 	nta_ring_publish_locked(r);
 }
 
 /*
- * The whole of capturing one frame: plan, admit, copy what must be copied
- * (the lock dropped meanwhile, and the reader's room checked again after),
- * publish. Each frame lands in exactly one of the device's counters.
+ * The reader's filter on the frame from its MAC header, as AF_PACKET runs a
+ * SOCK_RAW socket's (packet_rcv(), run_filter()): the data pushed back to
+ * the MAC header for the program, and put back after it. Every handler of
+ * this skb runs one after the other in this context, so none sees the
+ * moved data. The bytes to publish: @len without a filter, 0 for none.
  */
-static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk_buff *skb)
+static u32 nta_filtered(struct nta_reader *r, struct sk_buff *skb, u32 len)
 {
-	struct nta_chunk *head = nta_pool_chunk_of(&r->pool, skb->head);
+	struct bpf_prog *prog = rcu_dereference(r->filter);
+	u32 mac_len = skb->data - skb_mac_header(skb), res;
+
+	if (!prog)
+		return len;
+	__skb_push(skb, mac_len);
+	res = bpf_prog_run(prog, skb);
+	__skb_pull(skb, mac_len);
+	return min(res, len);
+}
+
+/*
+ * The whole of capturing one frame: filter, plan, admit, copy what must be
+ * copied (the lock dropped meanwhile, and the reader's room checked again
+ * after), publish. Each frame lands in exactly one of the device's
+ * counters. @out: the device sends it (a copy, never its pages).
+ */
+static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk_buff *skb,
+			bool out)
+{
+	struct nta_chunk *head = out ? NULL : nta_pool_chunk_of(&r->pool, skb->head);
 	bool linear = !skb_is_nonlinear(skb), copy_all, owned = false;
 	struct sk_buff *clone = NULL;
 	struct sk_buff_head holds;
 	struct nta_frame f = {
 		.skb = skb,
 		.mac = skb_mac_header(skb),
-		.len = skb->len + (skb->data - skb_mac_header(skb)),
+		.wire = skb->len + (skb->data - skb_mac_header(skb)),
+		.out = out,
 	};
 	enum nta_admit why;
 	unsigned long flags;
 
-	copy_all = !READ_ONCE(nta_fault_trust_writers) && nta_rewritten_in_place(skb);
+	/* Before anything is counted or taken: a refused frame costs a lock, no more. */
+	f.len = nta_filtered(r, skb, f.wire);
+	/* A sent frame, or the first bytes of one: copied (their pages are not NTA's). */
+	copy_all = out || f.len < f.wire ||
+		   (!READ_ONCE(nta_fault_trust_writers) && nta_rewritten_in_place(skb));
 	if (head && linear)
 		owned = nta_owns_layout(skb, head);
 	/* Before the lock: an allocation need not be made under it. */
@@ -403,8 +440,16 @@ static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk
 	}
 	__skb_queue_head_init(&holds);
 	spin_lock_irqsave(&r->pool.lock, flags);
-	w->received++;
-	if (linear && !head) {
+	if (out)
+		w->sent++;
+	else
+		w->received++;
+	if (!f.len) {
+		w->filtered++;
+		r->gone.filtered++;
+		goto out;
+	}
+	if (!out && linear && !head) {
 		w->unserved++;
 		r->gone.unserved++;
 		goto out;
@@ -455,16 +500,40 @@ out:
 	nta_release_holds(&holds);
 }
 
-/* A frame one of the reader's devices received; this tap is that device's own. */
+/*
+ * A frame one of the reader's devices received or sent; this tap is that
+ * device's own. Multicast the device loops back to itself (PACKET_LOOPBACK)
+ * is left out, as packet_rcv() leaves it out: the frame was seen as sent.
+ */
 int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type *pt,
 		struct net_device *orig_dev)
 {
 	struct nta_attached *a = container_of(pt, struct nta_attached, tap);
 	struct nta_reader *r = rcu_dereference(a->reader);
+	bool out = skb->pkt_type == PACKET_OUTGOING;
 
-	if (r && skb->pkt_type != PACKET_OUTGOING && skb->pkt_type != PACKET_LOOPBACK &&
-	    skb_mac_header_was_set(skb))
-		nta_capture(r, &r->devs[a->watch].stats, skb);
+	if (r && skb->pkt_type != PACKET_LOOPBACK && skb_mac_header_was_set(skb) &&
+	    READ_ONCE(r->direction) & (out ? NTA_DIR_OUT : NTA_DIR_IN))
+		nta_capture(r, &r->devs[a->watch].stats, skb, out);
 	consume_skb(skb);
 	return NET_RX_SUCCESS;
+}
+
+/*
+ * Puts @prog (NULL: none) in place of @r's filter. The taps run it under
+ * RCU (the receive path's, dev_queue_xmit_nit()'s): the old one is freed
+ * once every tap that may run it has returned. Process context.
+ */
+void nta_filter_replace(struct nta_reader *r, struct bpf_prog *prog)
+{
+	struct bpf_prog *old;
+	unsigned long flags;
+
+	spin_lock_irqsave(&r->pool.lock, flags);
+	old = rcu_replace_pointer(r->filter, prog, lockdep_is_held(&r->pool.lock));
+	spin_unlock_irqrestore(&r->pool.lock, flags);
+	if (!old)
+		return;
+	synchronize_net();
+	bpf_prog_destroy(old);
 }

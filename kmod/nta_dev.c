@@ -13,6 +13,7 @@
  * for them, and the reader is never told where they are.
  */
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
@@ -253,7 +254,7 @@ static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 		.type = htons(ETH_P_ALL),
 		.dev = dev,
 		.func = nta_tap_rcv,
-		.ignore_outgoing = true,
+		.ignore_outgoing = !(READ_ONCE(r->direction) & NTA_DIR_OUT),
 	};
 	a->sentinel = (struct packet_type) {
 		.type = htons(ETH_P_ALL),
@@ -593,6 +594,59 @@ static long nta_ioctl_set_wakeup(struct nta_reader *r, void __user *arg)
 	return 0;
 }
 
+/*
+ * Which frames @r gets. Its taps skip the frames a device sends unless it
+ * asks for them, so that dev_queue_xmit_nit() clones none for it: the flag
+ * is changed on a registered tap as AF_PACKET's PACKET_IGNORE_OUTGOING
+ * does, and the tap checks the direction itself for a frame on its way.
+ */
+static long nta_ioctl_set_direction(struct nta_reader *r, void __user *arg)
+{
+	struct nta_direction req;
+	int i;
+
+	if (copy_from_user(&req, arg, sizeof(req)))
+		return -EFAULT;
+	if (req.reserved || !req.direction || req.direction & ~NTA_DIR_INOUT)
+		return -EINVAL;
+	rtnl_lock();
+	WRITE_ONCE(r->direction, req.direction);
+	for (i = 0; i < NTA_MAX_DEVS; i++) {
+		struct nta_attached *a = rtnl_dereference(nta.devs[i]);
+
+		if (a && a->tapped && rtnl_dereference(a->reader) == r)
+			WRITE_ONCE(a->tap.ignore_outgoing, !(req.direction & NTA_DIR_OUT));
+	}
+	rtnl_unlock();
+	return 0;
+}
+
+/*
+ * A classic BPF program for @r's taps, checked by the kernel's own checker
+ * before anything changes (bpf_prog_create_from_user(), as
+ * SO_ATTACH_FILTER's): a refused one leaves the filter in place.
+ */
+static long nta_ioctl_set_filter(struct nta_reader *r, void __user *arg)
+{
+	struct nta_filter req;
+	struct sock_fprog fprog;
+	struct bpf_prog *prog;
+	int err;
+
+	if (copy_from_user(&req, arg, sizeof(req)))
+		return -EFAULT;
+	/* Checked here: sock_fprog's len is 16 bits, and would wrap. */
+	if (req.reserved || !req.len || req.len > BPF_MAXINSNS)
+		return -EINVAL;
+	fprog.len = req.len;
+	fprog.filter = u64_to_user_ptr(req.insns);
+	err = bpf_prog_create_from_user(&prog, &fprog, NULL, false);
+	if (err)
+		return err;
+	nta_filter_replace(r, prog);
+	return 0;
+}
+
 static long nta_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct nta_reader *r = file->private_data;
@@ -612,6 +666,13 @@ static long nta_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return nta_ioctl_dev_stats(r, uarg);
 	case NTA_IOC_SET_WAKEUP:
 		return nta_ioctl_set_wakeup(r, uarg);
+	case NTA_IOC_SET_DIRECTION:
+		return nta_ioctl_set_direction(r, uarg);
+	case NTA_IOC_SET_FILTER:
+		return nta_ioctl_set_filter(r, uarg);
+	case NTA_IOC_DETACH_FILTER:
+		nta_filter_replace(r, NULL);
+		return 0;
 	case NTA_IOC_READER_STATS:
 		spin_lock_irqsave(&r->pool.lock, flags);
 		rs = r->stats;

@@ -28,7 +28,7 @@ static int nta_stats_show(struct seq_file *m, void *v)
 		   s.published, s.committed, s.outstanding, s.returned_on_close);
 	seq_printf(m, "not_shared %llu\nring_full %llu\nunserved %llu\nskipped %llu\ncopied %llu\n",
 		   s.not_shared, s.ring_full, s.unserved, s.skipped, s.copied);
-	seq_printf(m, "chained %llu\n", s.chained);
+	seq_printf(m, "chained %llu\nfiltered %llu\n", s.chained, s.filtered);
 	seq_printf(m, "fallback %llu\npool_empty %llu\nreclaim_scanned %llu\nreclaim_passes %llu\n",
 		   s.fallback, s.pool_empty, s.reclaim_scanned, s.reclaim_passes);
 	seq_printf(m, "wakeups %llu\n", s.wakeups);

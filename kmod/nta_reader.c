@@ -11,6 +11,7 @@
  * and checked there, never read again.
  */
 #include <linux/delay.h>
+#include <linux/filter.h>
 #include <linux/if_vlan.h>
 #include <linux/poll.h>
 #include <linux/sizes.h>
@@ -401,6 +402,7 @@ int nta_reader_init(struct nta_reader *r)
 			      r->pool.node_count * r->pool.node_pages / 2);
 	r->wakeup_frames = clamp_t(u32, READ_ONCE(nta_wakeup_frames), 1, entries);
 	r->wakeup_usecs = READ_ONCE(nta_wakeup_usecs);
+	r->direction = NTA_DIR_IN;	/* what a reader got before it could choose */
 	err = nta_meta_init(r);
 	if (err)
 		goto pool;
@@ -423,6 +425,11 @@ pool:
 /* Frees what nta_reader_init() made; the pool goes first (it counts what it hands over). */
 void nta_reader_exit(struct nta_reader *r)
 {
+	/* No tap runs the filter any more: every detach waited for a grace period. */
+	struct bpf_prog *filter = rcu_dereference_protected(r->filter, true);
+
+	if (filter)
+		bpf_prog_destroy(filter);
 	nta_pool_exit(&r->pool);
 	vfree(r->ring);
 	kvfree(r->stamps);

@@ -24,6 +24,8 @@
  *     Buffers the device was given before then are not in this pool: frames
  *     received into them are counted (nta_dev_stats.unserved), not
  *     published; the ring refills from the pool as frames arrive.
+ *     Before it, NTA_IOC_SET_DIRECTION and NTA_IOC_SET_FILTER choose the
+ *     frames the reader gets (both may change later, any time).
  *  6. poll() for POLLIN (see NTA_IOC_SET_WAKEUP for when it is signalled);
  *     records between the consumer and the producer index are ready. Each
  *     names bytes of a frame in the pool: read them in place, then advance
@@ -148,6 +150,12 @@ struct nta_record {
  * kmod/nta_capture.c). Committed like any other.
  */
 #define NTA_RECORD_COPY		0x0004U
+/*
+ * The device sent this frame (the reader asked for NTA_DIR_OUT): always a
+ * copy (NTA_RECORD_COPY too), never the sender's pages. Without it the
+ * device received the frame.
+ */
+#define NTA_RECORD_OUTGOING	0x0008U
 
 /*
  * struct nta_commit - hands one chunk back, in the commit ring or in an
@@ -202,6 +210,41 @@ struct nta_wakeup {
 };
 
 /*
+ * struct nta_direction - NTA_IOC_SET_DIRECTION argument: which frames of its
+ * devices the reader gets, as tcpdump's -Q. A reader that never sets it
+ * gets received frames only (NTA_DIR_IN), as before this ioctl existed.
+ * Frames a device sends reach the taps in the order it sends them, beside
+ * the frames it receives, as AF_PACKET's do (both are ptype_all handlers).
+ * The multicast a device loops back to itself (PACKET_LOOPBACK) is never
+ * published: the frame was published as sent (AF_PACKET drops them too).
+ */
+struct nta_direction {
+	__u32 direction;	/* NTA_DIR_IN, NTA_DIR_OUT or NTA_DIR_INOUT */
+	__u32 reserved;		/* must be zero */
+};
+
+#define NTA_DIR_IN		0x0001U	/* frames the device received */
+#define NTA_DIR_OUT		0x0002U	/* frames the device sent (copies) */
+#define NTA_DIR_INOUT		(NTA_DIR_IN | NTA_DIR_OUT)
+
+/*
+ * struct nta_filter - NTA_IOC_SET_FILTER argument: a classic BPF program
+ * (struct sock_filter, <linux/filter.h>, as SO_ATTACH_FILTER takes it) the
+ * reader's taps run on each frame from its MAC header before admitting it.
+ * It answers 0: the frame is not published, costs no chunk, no record and
+ * no wakeup, and counts as filtered; else the bytes to publish (a shorter
+ * frame is published as a copy of its first bytes, its record's frame_len
+ * the whole). len 1 .. BPF_MAXINSNS; a program the kernel's checker
+ * refuses is -EINVAL, an unreadable one -EFAULT, and the filter in place
+ * stays. It replaces any filter before it; NTA_IOC_DETACH_FILTER removes it.
+ */
+struct nta_filter {
+	__u32 len;		/* instructions */
+	__u32 reserved;		/* must be zero */
+	__u64 insns;		/* user pointer to len struct sock_filter */
+};
+
+/*
  * struct nta_stats - module-wide counters (NTA_IOC_STATS). At any quiet
  * moment: allocated == freed + in_use + handed_over, and
  * published == committed + returned_on_close + outstanding.
@@ -229,14 +272,19 @@ struct nta_stats {
 	__u64 fault_dropped;	/* records dropped on purpose (fault injection) */
 	__u64 bad_commits[NTA_BAD_COMMIT_MAX];
 	__u64 chained;		/* frames published in place over several chunks (GRO) */
-	__u64 reserved[7];
+	__u64 filtered;		/* frames a reader's filter refused (NTA_IOC_SET_FILTER) */
+	__u64 reserved[6];
 };
 
 /*
  * struct nta_dev_stats - one of this reader's devices (NTA_IOC_DEV_STATS),
- * counted while it is attached. Each frame the device received lands in
- * exactly one of published, unserved, not_shared, ring_full, skipped and
- * fault_dropped: all but published are frames this reader did not get.
+ * counted while it is attached. Each frame the device received (and, with
+ * NTA_DIR_OUT, each it sent) lands in exactly one of published, filtered,
+ * unserved, not_shared, ring_full, skipped and fault_dropped: those after
+ * filtered are frames this reader wanted and did not get. Counters added
+ * later took reserved fields at the end: the size, and so the ioctl
+ * number, never changes, and a reader built against an older header reads
+ * what it knows.
  */
 struct nta_dev_stats {
 	__s32 ifindex;		/* in: the device, in the caller's namespace */
@@ -255,7 +303,9 @@ struct nta_dev_stats {
 	__u64 allocated;	/* receive buffers served from this reader's pool */
 	__u64 fallback;		/* receive buffers it got elsewhere while attached */
 	__u64 pool_empty;	/* ... of which because the pool was empty */
-	__u64 reserved[4];
+	__u64 sent;		/* frames the device sent, while the reader asked for them */
+	__u64 filtered;		/* frames the reader's filter refused */
+	__u64 reserved[2];
 };
 
 /* The device is gone (unregistered, or moved to another namespace). */
@@ -279,5 +329,8 @@ struct nta_reader_stats {
 #define NTA_IOC_DEV_STATS	_IOWR(NTA_IOC_MAGIC, 4, struct nta_dev_stats)
 #define NTA_IOC_SET_WAKEUP	_IOW(NTA_IOC_MAGIC, 5, struct nta_wakeup)
 #define NTA_IOC_READER_STATS	_IOR(NTA_IOC_MAGIC, 6, struct nta_reader_stats)
+#define NTA_IOC_SET_DIRECTION	_IOW(NTA_IOC_MAGIC, 7, struct nta_direction)
+#define NTA_IOC_SET_FILTER	_IOW(NTA_IOC_MAGIC, 8, struct nta_filter)
+#define NTA_IOC_DETACH_FILTER	_IO(NTA_IOC_MAGIC, 9)
 
 #endif /* _UAPI_LINUX_NTA_H */

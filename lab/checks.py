@@ -96,9 +96,13 @@ def balanced(stats: Stats) -> None:
 
 
 def accounted(nic: str, d: DevStats) -> None:
-    """Every frame the device received is published or counted as missed, for one reason."""
-    if d.received != d.published + sum(d.missed.values()):
-        raise AssertionError(f"{nic}: {d.received} received, {d.published} published, {d.missed}")
+    """Every frame the device received (or sent, for a reader that asked) is published,
+    filtered, or counted as missed, for one reason."""
+    if d.received + d.sent != d.published + d.filtered + sum(d.missed.values()):
+        raise AssertionError(
+            f"{nic}: {d.received} received, {d.sent} sent, {d.published} published, "
+            f"{d.filtered} filtered, {d.missed}"
+        )
 
 
 def quiet(stats: Stats, leaked: int) -> None:

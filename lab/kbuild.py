@@ -159,7 +159,7 @@ def build_ntadump(src: Path | None = None, root: Path | None = None) -> ToolResu
     """
     kmod = src or paths.sources().kmod
     source, header = kmod / "ntadump" / "ntadump.c", kmod / "nta_uapi.h"
-    h = hashlib.sha256(" ".join(NTADUMP_CFLAGS).encode())
+    h = hashlib.sha256(" ".join((*NTADUMP_CFLAGS, "-lpcap")).encode())
     for path in (source, header):
         h.update(path.read_bytes())
     out = (root or builds_root()) / "ntadump" / h.hexdigest()[:16]
@@ -167,7 +167,7 @@ def build_ntadump(src: Path | None = None, root: Path | None = None) -> ToolResu
     if program.is_file():
         return ToolResult(program, 0.0)
     out.mkdir(parents=True, exist_ok=True)
-    argv = ["gcc", *NTADUMP_CFLAGS, "-I", str(kmod), "-o", str(program), str(source)]
+    argv = ["gcc", *NTADUMP_CFLAGS, "-I", str(kmod), "-o", str(program), str(source), "-lpcap"]
     start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True)
     (out / "build.log").write_text(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")

@@ -73,6 +73,12 @@ class Pace(Enum):
     FLAT_OUT = "flat out"  # as fast as the host sends: a NIC without flow control misses
 
 
+def _way(args: tuple[object, ...]) -> list[object]:
+    """A reader's arguments, -Q in first unless they choose: the lab's checks count the
+    frames it injects, and the readers (as tcpdump) default to both directions."""
+    return [*args] if "-Q" in args else ["-Q", "in", *args]
+
+
 class LabEnv:
     """One test's door to its guest (see the module's docstring); a context manager whose
     end runs the test's undos."""
@@ -334,7 +340,8 @@ class LabEnv:
     ) -> GuestProc:
         """pysniff on ``nic`` (a lab NIC, or any interface by name) in the background
         (``flags``: its own), attached and mapped when this returns; its --json report is
-        ``proc.result(SniffReport.from_json)``.
+        ``proc.result(SniffReport.from_json)``. It captures what the NIC receives (-Q in,
+        what the lab sends) unless ``flags`` say otherwise.
 
         With ``idle``, it stops once no frame came for that long (it waits
         FIRST_FRAME_S for the first): a frame that never comes fails the
@@ -345,7 +352,7 @@ class LabEnv:
         reader's pool.
         """
         iface = nic if isinstance(nic, str) else nic.iface
-        argv: list[object] = ["-i", iface, "--json", *flags]
+        argv: list[object] = ["-i", iface, "--json", *_way(flags)]
         if idle is not None:
             argv += ["--idle", idle, "--first-frame-timeout", FIRST_FRAME_S]
         proc = self._start(tag, "pysniff", list(map(str, argv)), True, self.outdir / f"{tag}.json")
@@ -355,9 +362,9 @@ class LabEnv:
 
     def ntadump(self, nics: Sequence[GuestNic], tag: str, *flags: object) -> GuestProc:
         """ntadump on ``nics`` in the background, attached when this returns (its summary
-        is on stderr, ``proc.log``)."""
+        is on stderr, ``proc.log``); -Q in unless ``flags`` say otherwise."""
         ifaces = [a for n in nics for a in ("-i", n.iface)]
-        cmd = (self.ntadump_program, *ifaces, *map(str, flags))
+        cmd = (self.ntadump_program, *ifaces, *map(str, _way(flags)))
         return self.bkg(tag, Execute("ntadump: listening on", cmd), ready=True)
 
     def tcpdump(self, nic: GuestNic, tag: str, *flags: object) -> GuestProc:

@@ -17,6 +17,7 @@ from lab.guestside.protocol import (
     FIRST_FRAME_S,
     IDLE_S,
     Afpacket,
+    BadFilter,
     Execute,
     Lifecycle,
     PoolScan,
@@ -28,6 +29,7 @@ from lab.guestside.protocol import (
 )
 from lab.guestside.reports import (
     AfpacketReport,
+    BadFilterReport,
     CaptureReport,
     LifecycleReport,
     ScanReport,
@@ -52,6 +54,8 @@ __all__ = [
     "KMEMLEAK",
     "Afpacket",
     "AfpacketReport",
+    "BadFilter",
+    "BadFilterReport",
     "CaptureReport",
     "DevStats",
     "Execute",

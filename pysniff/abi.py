@@ -28,6 +28,7 @@ MMAP_META_OFFSET = 0
 RECORD_VLAN = 0x0001  # the stack took a VLAN tag out: vlan_tci, vlan_proto
 RECORD_CONTD = 0x0002  # the frame continues in the next record
 RECORD_COPY = 0x0004  # the frame was copied into its chunks (GRO merged it)
+RECORD_OUTGOING = 0x0008  # the device sent the frame (a copy: RECORD_COPY too)
 COMMIT_NEED_WAKEUP = 0x0001  # the module stopped sharing: a system call takes commits now
 DEV_GONE = 0x0001  # the device was unregistered or left the namespace
 
@@ -125,6 +126,22 @@ ATTACH = Layout("nta_attach", [("ifindex", "i"), ("abi_version", "I")])
 
 WAKEUP = Layout("nta_wakeup", [("frames", "I"), ("usecs", "I")])
 
+DIRECTION = Layout("nta_direction", [("direction", "I"), ("reserved", "I")])
+
+FILTER = Layout("nta_filter", [("len", "I"), ("reserved", "I"), ("insns", "Q")])
+
+
+class Direction(enum.IntFlag):
+    """NTA_DIR_*: which frames of its devices a reader gets (tcpdump's -Q)."""
+
+    IN = 0x0001  # received
+    OUT = 0x0002  # sent (always copies)
+    INOUT = IN | OUT
+
+
+SOCK_FILTER = struct.Struct("<HBBI")  # struct sock_filter: code, jt, jf, k
+BPF_MAXINSNS = 4096  # <linux/bpf_common.h>: the longest program the kernel takes
+
 
 class BadCommit(enum.IntEnum):
     """enum nta_bad_commit: why a commit was refused; index into stats.bad_commits."""
@@ -147,25 +164,26 @@ STATS_COUNTERS = (
     "fault_dropped",
 )  # fmt: skip
 # Counters added after bad_commits, in what was reserved (the layout is unchanged).
-STATS_LATER_COUNTERS = ("chained",)
+STATS_LATER_COUNTERS = ("chained", "filtered")
 STATS = Layout(
     "nta_stats",
     [
         *((n, "Q") for n in STATS_COUNTERS),
         ("bad_commits", "Q", BAD_COMMIT_MAX),
         *((n, "Q") for n in STATS_LATER_COUNTERS),
-        ("reserved", "Q", 7),
+        ("reserved", "Q", 6),
     ],
 )
 
 DEV_STATS_COUNTERS = (
     "received", "published", "unserved", "not_shared", "ring_full", "skipped",
-    "fault_dropped", "allocated", "fallback", "pool_empty",
+    "fault_dropped", "allocated", "fallback", "pool_empty", "sent", "filtered",
 )  # fmt: skip
+# sent and filtered took two of the reserved fields at the end: same size, same ioctl.
 DEV_STATS = Layout(
     "nta_dev_stats",
     [("ifindex", "i"), ("flags", "I"), *((n, "Q") for n in DEV_STATS_COUNTERS),
-     ("reserved", "Q", 4)],
+     ("reserved", "Q", 2)],
 )  # fmt: skip
 
 READER_STATS_COUNTERS = (
@@ -181,7 +199,9 @@ READER_STATS = Layout(
     [*((n, "Q") for n in READER_STATS_COUNTERS), ("reserved", "Q", 6)],
 )
 
-LAYOUTS = (META, RECORD, COMMIT, ATTACH, WAKEUP, STATS, DEV_STATS, READER_STATS)
+LAYOUTS = (
+    META, RECORD, COMMIT, ATTACH, WAKEUP, DIRECTION, FILTER, STATS, DEV_STATS, READER_STATS,
+)  # fmt: skip
 
 # asm-generic/ioctl.h (x86, arm64, riscv...: not alpha, mips, powerpc, sparc,
 # whose direction bits differ; NTA is only built for the former).
@@ -204,6 +224,10 @@ def _ioc(direction: int, kind: str, nr: int, size: int) -> int:
     )
 
 
+def _io(kind: str, nr: int) -> int:
+    return _ioc(_IOC_NONE, kind, nr, 0)
+
+
 def _iow(kind: str, nr: int, layout: Layout) -> int:
     return _ioc(_IOC_WRITE, kind, nr, layout.size)
 
@@ -223,6 +247,9 @@ IOC_STATS = _ior(IOC_MAGIC, 3, STATS)
 IOC_DEV_STATS = _iowr(IOC_MAGIC, 4, DEV_STATS)
 IOC_SET_WAKEUP = _iow(IOC_MAGIC, 5, WAKEUP)
 IOC_READER_STATS = _ior(IOC_MAGIC, 6, READER_STATS)
+IOC_SET_DIRECTION = _iow(IOC_MAGIC, 7, DIRECTION)
+IOC_SET_FILTER = _iow(IOC_MAGIC, 8, FILTER)
+IOC_DETACH_FILTER = _io(IOC_MAGIC, 9)
 
 IOCTLS = {
     "NTA_IOC_ATTACH": IOC_ATTACH,
@@ -231,6 +258,9 @@ IOCTLS = {
     "NTA_IOC_DEV_STATS": IOC_DEV_STATS,
     "NTA_IOC_SET_WAKEUP": IOC_SET_WAKEUP,
     "NTA_IOC_READER_STATS": IOC_READER_STATS,
+    "NTA_IOC_SET_DIRECTION": IOC_SET_DIRECTION,
+    "NTA_IOC_SET_FILTER": IOC_SET_FILTER,
+    "NTA_IOC_DETACH_FILTER": IOC_DETACH_FILTER,
 }
 
 
@@ -359,6 +389,7 @@ class Stats:
     fault_dropped: int = 0
     bad_commits: Mapping[str, int] = field(default_factory=dict)
     chained: int = 0
+    filtered: int = 0
 
     @classmethod
     def from_raw(cls, raw: bytes | bytearray | memoryview) -> Stats:
@@ -387,8 +418,9 @@ class Stats:
 class DevStats:
     """struct nta_dev_stats: one of this reader's devices, counted while attached.
 
-    Every frame the device received is in exactly one of published and the
-    counters of ``missed``.
+    Every frame the device received (and sent, for a reader that asked for
+    them) is in exactly one of published, filtered and the counters of
+    ``missed``.
     """
 
     ifindex: int = 0
@@ -403,6 +435,8 @@ class DevStats:
     allocated: int = 0
     fallback: int = 0
     pool_empty: int = 0
+    sent: int = 0
+    filtered: int = 0
 
     MISSED = ("unserved", "not_shared", "ring_full", "skipped", "fault_dropped")
 

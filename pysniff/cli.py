@@ -1,8 +1,16 @@
 """``pysniff`` / ``python -m pysniff``: a tcpdump-like front end to the zero-copy reader.
 
     pysniff -i IFACE [-i IFACE ...] [-c COUNT] [--duration S] [--idle S] [-w FILE.pcap[ng]]
+            [-Q in|out|inout] [-f EXPR | EXPR ...]
             [--immediate | --wakeup-frames N --wakeup-usecs U] [--bulk] [-q] [--json]
     pysniff --stats [--json]
+
+-Q picks the frames of the interfaces to capture as tcpdump's does: those
+they receive, those they send (copies), or both (the default). A filter
+expression (-f, or the words after the options, as tcpdump takes it) is
+compiled by tcpdump itself (pysniff.bpf) and runs in the module, before a
+frame costs anything; a bad one ends pysniff with status 2 before it
+attaches anything.
 
 At the end it says, per interface, how many frames the device received
 that this reader did not get, and why (as tcpdump's "dropped by kernel").
@@ -31,16 +39,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pysniff.abi import Stats
+from pysniff.abi import Direction, Stats
 from pysniff.badcommit import KINDS, BadCommitter
+from pysniff.bpf import Insn, compile_expression
 from pysniff.device import DEFAULT_PATH, Device, OsDevice
-from pysniff.errors import OutputError, SniffError
+from pysniff.errors import FilterError, OutputError, SniffError
 from pysniff.pcap import FrameWriter, open_writer
 from pysniff.reader import Reader, Rejected
 from pysniff.report import SniffReport
 from pysniff.signature import Tally
 
 OpenDevice = Callable[[str], Device]
+DIRECTIONS = {"in": Direction.IN, "out": Direction.OUT, "inout": Direction.INOUT}
 
 
 def _positive(text: str) -> int:
@@ -73,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-w", "--write", help="write frames to FILE (pcapng if it ends .pcapng)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per frame")
+    p.add_argument(
+        "-Q", "--direction", choices=("in", "out", "inout"), default="inout",
+        help="frames received, sent, or both (default, as tcpdump)",
+    )  # fmt: skip
+    p.add_argument("-f", "--filter", metavar="EXPR", help="tcpdump filter expression")
+    p.add_argument("expression", nargs="*", help="the filter expression, as tcpdump takes it")
     p.add_argument("--bulk", action="store_true", help="bulk path: count and CRC frames only")
     wake = p.add_argument_group("when the module wakes pysniff (default: the module's)")
     wake.add_argument("--immediate", action="store_true", help="every frame at once")
@@ -313,8 +329,25 @@ def say_rejected(r: Rejected) -> None:
           "not read, its chunks handed back", file=sys.stderr, flush=True)  # fmt: skip
 
 
+def expression(args: argparse.Namespace) -> str | None:
+    """-f's expression, or the words after the options (tcpdump's way), or None."""
+    return args.filter if args.filter is not None else " ".join(args.expression) or None
+
+
+def program(args: argparse.Namespace) -> list[Insn] | None:
+    """The filter, compiled for the first interface (by name: tcpdump's -i numbers are not
+    interface indices) before anything is opened."""
+    text = expression(args)
+    if text is None:
+        return None
+    first = str(args.interface[0])
+    name = socket.if_indextoname(int(first)) if first.isdecimal() else first
+    return compile_expression(text, name)
+
+
 def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
     kinds = list(KINDS) if "all" in args.bad_commits else args.bad_commits
+    compiled = program(args) if args.interface else None
     with Reader(
         args.interface,
         open_device(args.device),
@@ -322,6 +355,8 @@ def run(args: argparse.Namespace, open_device: OpenDevice) -> SniffReport:
         commit_every=args.commit_every,
         hold=args.hold,
         via=args.commit_via,
+        direction=DIRECTIONS[args.direction] if args.interface else None,
+        program=compiled,
     ) as reader:
         if args.immediate:
             reader.set_wakeup(1, 0)
@@ -359,7 +394,10 @@ def summary(out: SniffReport) -> list[str]:
         lines.append(f"{sum(out.rejected.values())} frames not read (see above)")
     for name, d in out.dev_stats.items():
         missed = {k: v for k, v in d.missed.items() if v}
-        line = f"{name}: {d.received} received, {out.per_interface.get(name, 0)} captured"
+        line = f"{name}: {d.received} received"
+        line += f", {d.sent} sent" if d.sent else ""
+        line += f", {d.filtered} filtered" if d.filtered else ""
+        line += f", {out.per_interface.get(name, 0)} captured"
         line += f", {sum(missed.values())} not delivered to pysniff"
         if missed:
             line += " (" + ", ".join(f"{k} {v}" for k, v in missed.items()) + ")"
@@ -393,8 +431,13 @@ def main(argv: Sequence[str] | None = None, open_device: OpenDevice = OsDevice) 
         p.error("give -i IFACE (or --stats)")
     if args.bulk and args.write:
         p.error("--bulk only counts and checksums frames: it cannot write them (-w)")
+    if args.filter is not None and args.expression:
+        p.error("give the filter with -f or after the options, not both")
     try:
         out = run(args, open_device)
+    except FilterError as e:  # nothing was attached: the same status as a usage error
+        print(f"pysniff: {e}", file=sys.stderr)
+        return 2
     except SniffError as e:
         print(f"pysniff: {e}", file=sys.stderr)
         return 1

@@ -25,3 +25,7 @@ class NoSuchInterface(SniffError):
 
 class OutputError(SniffError):
     """The capture's output cannot be written (its reader went away, the disk is full)."""
+
+
+class FilterError(SniffError):
+    """A filter expression that does not compile, or a program the module refuses."""

@@ -25,6 +25,7 @@ gone (``hangup=False``: a module that only sets the flag).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -291,6 +292,10 @@ class FakeDevice:
         self.committed = 0
         self.stamps: dict[int, float] = {}  # record index -> publish time (monotonic)
         self.wakeup = (1, 0)  # frames, usecs: every record is due at once
+        # What the reader chose: kept and checked as the module checks them. The fake
+        # publishes what a test hands it, so it runs no filter and sends no frame.
+        self.direction = abi.Direction.IN
+        self.filter: list[tuple[int, int, int, int]] | None = None
         self.counters = dict.fromkeys(abi.READER_STATS_COUNTERS, 0)
         self.closed = False
         self.maps_made: list[tuple[int, int, bool]] = []
@@ -582,6 +587,21 @@ class FakeDevice:
             if not 1 <= req["frames"] <= self.nta.ring_entries or req["usecs"] > 10_000_000:
                 raise _oserror(errno.EINVAL)
             self.wakeup = (req["frames"], req["usecs"])
+        elif request == abi.IOC_SET_DIRECTION:
+            req = abi.DIRECTION.unpack(arg)
+            if req["reserved"] or req["direction"] not in (1, 2, 3):
+                raise _oserror(errno.EINVAL)
+            self.direction = abi.Direction(req["direction"])
+        elif request == abi.IOC_SET_FILTER:
+            req = abi.FILTER.unpack(arg)
+            if req["reserved"] or not 1 <= req["len"] <= abi.BPF_MAXINSNS:
+                raise _oserror(errno.EINVAL)
+            if not req["insns"]:
+                raise _oserror(errno.EFAULT)
+            raw = ctypes.string_at(req["insns"], req["len"] * abi.SOCK_FILTER.size)
+            self.filter = list(abi.SOCK_FILTER.iter_unpack(raw))
+        elif request == abi.IOC_DETACH_FILTER:
+            self.filter = None
         elif request == abi.IOC_READER_STATS:
             values = {**self.counters, "committed": self.committed, "outstanding": self.outstanding}
             arg[:] = abi.READER_STATS.pack(values)

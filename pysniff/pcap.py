@@ -9,7 +9,9 @@ reader commits the chunks (``Capture`` does, at the end of each batch).
 Written by hand rather than with scapy's writers: importing scapy takes
 tens of seconds in a TCG guest, and both formats are a few fixed headers.
 Timestamps keep the record's nanoseconds (pcap: the nanosecond magic;
-pcapng: if_tsresol 9). Tests read the files back with scapy.
+pcapng: if_tsresol 9). pcapng says each frame's direction (epb_flags:
+inbound, or outbound for NTA_RECORD_OUTGOING); classic pcap has no field
+for it. Tests read the files back with scapy.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from pysniff.abi import RECORD_OUTGOING
 from pysniff.errors import OutputError
 from pysniff.reader import Frame
 
@@ -36,6 +39,9 @@ _SHB, _IDB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _OPT_END, _IF_NAME, _IF_TSRESOL = 0, 2, 9
 _EPB_HEAD = struct.Struct("<IIIIIII")
+# epb_flags (option 2, 32 bits): bits 0-1 the direction, 1 inbound, 2 outbound.
+_EPB_FLAGS = struct.Struct("<HHIHH")
+_EPB_FLAGS_CODE, _EPB_INBOUND, _EPB_OUTBOUND = 2, 1, 2
 
 Buffer = bytes | memoryview
 
@@ -163,11 +169,13 @@ class PcapNgWriter(_Vectored):
         iface = self._interface(frame.ifindex)
         iov, caplen, wire = _record(frame)
         pad = -caplen % 4
-        total = 32 + caplen + pad
+        total = 32 + caplen + pad + _EPB_FLAGS.size
         ts = frame.tstamp_ns
+        way = _EPB_OUTBOUND if frame.flags & RECORD_OUTGOING else _EPB_INBOUND
         self.iov.append(_EPB_HEAD.pack(_EPB, total, iface, ts >> 32, ts & 0xFFFFFFFF, caplen, wire))
         self.iov += iov
-        self.iov.append(b"\0" * pad + struct.pack("<I", total))
+        opts = _EPB_FLAGS.pack(_EPB_FLAGS_CODE, 4, way, _OPT_END, 0)
+        self.iov.append(b"\0" * pad + opts + struct.pack("<I", total))
 
 
 def open_writer(path: str | Path, names: dict[int, str] | None = None) -> FrameWriter:

@@ -27,6 +27,7 @@ told to ``on_reject``, its chunks committed like any other.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import errno
 import mmap
@@ -40,8 +41,9 @@ from types import TracebackType
 from typing import NamedTuple
 
 from pysniff import abi
+from pysniff.bpf import Insn, pack
 from pysniff.device import DEFAULT_PATH, Device, Events, OsDevice, is_refusal
-from pysniff.errors import AbiMismatch, NoSuchInterface, SniffError
+from pysniff.errors import AbiMismatch, FilterError, NoSuchInterface, SniffError
 
 __all__ = [
     "AbiMismatch", "Bulk", "Chunk", "CommitResult", "Fault", "Frame", "Reader", "Rejected",
@@ -236,6 +238,8 @@ class Reader:
         commit_every: int | None = None,
         hold: int = 0,
         via: str = "ring",
+        direction: abi.Direction | None = None,
+        program: Sequence[Insn] | None = None,
     ) -> None:
         if commit_every is not None and commit_every <= 0:
             raise ValueError("commit_every must be positive")
@@ -259,6 +263,11 @@ class Reader:
         self.dev: Device = OsDevice(device) if isinstance(device, str) else device
         try:
             self._map()
+            # Both before the first attach: the first frame is already the one asked for.
+            if direction is not None:
+                self.set_direction(direction)
+            if program is not None:
+                self.set_filter(program)
             for iface in interfaces:
                 self.attach(iface)
         except BaseException:
@@ -339,6 +348,29 @@ class Reader:
         except OSError as e:
             why = f"wakeup policy {frames} frames / {usecs} us refused: {e.strerror}"
             raise SniffError(why) from None
+
+    def set_direction(self, direction: abi.Direction) -> None:
+        """Which frames of its devices this reader gets (NTA_IOC_SET_DIRECTION); a reader
+        that never says gets what its devices receive (Direction.IN)."""
+        arg = bytearray(abi.DIRECTION.pack(direction=direction))
+        try:
+            self._ioctl(abi.IOC_SET_DIRECTION, arg)
+        except OSError as e:
+            raise SniffError(f"direction {direction.name} refused: {e.strerror}") from None
+
+    def set_filter(self, program: Sequence[Insn]) -> None:
+        """A classic BPF program for this reader's taps (NTA_IOC_SET_FILTER), in place of any
+        before it; the module's checker refuses a bad one (EINVAL) and keeps the old."""
+        insns = ctypes.create_string_buffer(pack(program), len(program) * abi.SOCK_FILTER.size)
+        arg = bytearray(abi.FILTER.pack(len=len(program), insns=ctypes.addressof(insns)))
+        try:
+            self._ioctl(abi.IOC_SET_FILTER, arg)
+        except OSError as e:
+            raise FilterError(f"the module refused the filter program: {e.strerror}") from None
+
+    def detach_filter(self) -> None:
+        """Every frame again (NTA_IOC_DETACH_FILTER)."""
+        self._ioctl(abi.IOC_DETACH_FILTER, bytearray())
 
     # -- the ring -------------------------------------------------------------
 

@@ -52,12 +52,23 @@ def test_how_the_meter_starts_each() -> None:
     assert "-c" not in request("tcpdump", None).cmd  # runs until stopped
     ntadump = request("ntadump", 5)
     assert (ntadump.wait_line, ntadump.module) == ("ntadump: listening on", None)
-    assert ntadump.cmd == ("/b/ntadump", "-i", "eth1", "-w", "/dev/null", "--json", "-c", "5")
+    assert ntadump.cmd == (
+        "/b/ntadump",
+        "-i",
+        "eth1",
+        "-Q",
+        "in",
+        "-w",
+        "/dev/null",
+        "--json",
+        "-c",
+        "5",
+    )
     # The Python readers are forked warm and say they are ready through the protocol:
     # no wait line, and no ready path in their arguments (the meter gives them one).
     pysniff = request("pysniff", None)
     assert (pysniff.wait_line, pysniff.module) == (None, "pysniff.cli")
-    assert pysniff.cmd == ("-i", "eth1", "--json", "--bulk")
+    assert pysniff.cmd == ("-i", "eth1", "-Q", "in", "--json", "--bulk")
     afpacket = request("afpacket", 5)
     assert (afpacket.wait_line, afpacket.module) == (None, "lab.guestside.afpacket")
     assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600")

@@ -8,6 +8,7 @@ with a message naming the problem, never a crash or wrong frames.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -28,14 +29,33 @@ def run(program: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("-c", "5"), ("-i", "lo", "-c", "0"), ("-i", "lo", "-c", "many"), ("-i", "lo", "extra"),
-     ("-x",), ("-i", "x" * 40)],
+    [(), ("-c", "5"), ("-i", "lo", "-c", "0"), ("-i", "lo", "-c", "many"),
+     ("-i", "lo", "-f", "icmp", "extra"), ("-i", "lo", "-Q", "sideways"), ("-x",),
+     ("-i", "x" * 40)],
 )  # fmt: skip
 def test_bad_usage_exits_2(ntadump: Path, args: tuple[str, ...]) -> None:
     proc = run(ntadump, *args)
     assert proc.returncode == 2, proc
     assert "usage: ntadump -i IFACE" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_bad_filter_is_status_2_before_the_device_is_opened(
+    ntadump: Path, tmp_path: Path
+) -> None:
+    """Compiled (on a live handle of the interface, as tcpdump does) before /dev/nta is
+    opened: the error is libpcap's, and nothing was attached."""
+    if os.geteuid() != 0:
+        pytest.skip("libpcap needs root to open lo for the compile")
+    proc = run(ntadump, "-i", "lo", "-D", str(tmp_path / "nta"), "tcp", "port")
+    assert proc.returncode == 2, proc
+    assert proc.stderr == (
+        "ntadump: cannot compile the filter 'tcp port': can't parse filter expression: "
+        "syntax error\n"
+    )
+    # A good one gets as far as the device.
+    proc = run(ntadump, "-i", "lo", "-D", str(tmp_path / "nta"), "-f", "vlan and icmp")
+    assert proc.returncode == 1 and "is the nta module loaded?" in proc.stderr, proc
 
 
 def test_no_device_says_load_the_module(ntadump: Path, tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def check_summary(program: Path, preload: Path, tmp_path: Path) -> None:
         refused=dict(zip(REFUSALS, nta.bad_commits, strict=False)),
         interfaces={
             "1": NtadumpIface(
-                captured=len(frames), received=len(frames) + 2, published=len(frames) + 1,
+                captured=len(frames), received=len(frames) + 2, sent=0,
+                published=len(frames) + 1, filtered=0,
                 unserved=0, not_shared=0, ring_full=0, skipped=1, fault_dropped=0,
             )
         },

@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # depmod; gcc, make, libelf-dev, bc, flex, bison, dwarves (pahole): module
 # builds for 6.1 and 6.12; iproute2, ethtool, iputils-ping, tcpdump: used
 # inside the guests, which run the host's userspace over 9p (tcpdump is the
-# benchmark's reference sniffer); python3-venv: the venv.
+# benchmark's reference sniffer, and pysniff's filter compiler); libpcap-dev:
+# ntadump compiles filter expressions with libpcap; python3-venv: the venv.
 PACKAGES=(qemu-system-x86 qemu-utils seabios busybox-static kmod gcc make libelf-dev bc
-  flex bison dwarves iproute2 ethtool iputils-ping tcpdump xz-utils python3-venv)
+  flex bison dwarves iproute2 ethtool iputils-ping tcpdump libpcap-dev xz-utils python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

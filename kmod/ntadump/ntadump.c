@@ -6,8 +6,17 @@
  * through the commit ring.
  *
  *	ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [--json] [-D DEVICE]
+ *		[-Q in|out|inout] [-f EXPR | EXPR ...]
  *
- * IFACE is a name or an interface index (as "ip link" numbers them).
+ * IFACE is a name or an interface index (as "ip link" numbers them). -Q
+ * chooses the frames captured as tcpdump's does: received, sent, or both
+ * (the default). The filter expression (-f, or the words after the
+ * options, as tcpdump takes it) is compiled by libpcap on a live handle of
+ * the first interface, as tcpdump compiles it (on Linux only a live handle
+ * gets the kernel's "VLAN tag present" load, and the stack takes tags out
+ * of frames before any tap sees them), and attached to the reader before
+ * the interfaces are: the module runs it before a frame costs anything. A
+ * bad expression ends ntadump with status 2 before it attaches anything.
  *
  * Per wakeup: every ready frame goes out in writev() calls (a record header
  * and the frame's bytes, straight from the mapping, a stripped VLAN tag as a
@@ -28,9 +37,9 @@
  *
  *	{"frames": N, "bytes": N, "rejected": N, "syscalls": N, "wakeups": N,
  *	 "records": N, "committed": N, "refused": {"length": N, ...},
- *	 "interfaces": {"eth0": {"captured": N, "received": N, "published": N,
- *	   "unserved": N, "not_shared": N, "ring_full": N, "skipped": N,
- *	   "fault_dropped": N, "gone": false}}}
+ *	 "interfaces": {"eth0": {"captured": N, "received": N, "sent": N,
+ *	   "published": N, "filtered": N, "unserved": N, "not_shared": N,
+ *	   "ring_full": N, "skipped": N, "fault_dropped": N, "gone": false}}}
  *
  * bytes are the captured frames' lengths on the wire (the pcap records'
  * len), rejected the frames it could not write. wakeups, records and
@@ -47,6 +56,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <net/if.h>
+#include <pcap/pcap.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -79,7 +89,7 @@ typedef __s32 s32;
 #define SNAPLEN		262144	/* tcpdump's: a longer frame is cut there */
 #define LINKTYPE_ETHERNET	1
 
-struct pcap_file_header {
+struct pcap_head {
 	u32 magic;
 	u16 major;
 	u16 minor;
@@ -142,7 +152,8 @@ static void die(const char *what)
 static void bad_usage(void)
 {
 	fprintf(stderr,
-		"usage: ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [--json] [-D DEVICE]\n");
+		"usage: ntadump -i IFACE [-i IFACE ...] [-c COUNT] [-w FILE] [-q] [--json] [-D DEVICE]\n"
+		"               [-Q in|out|inout] [-f EXPR | EXPR ...]\n");
 	exit(2);
 }
 
@@ -215,6 +226,85 @@ static void reader_attach(struct reader *r, struct iface *ifc)
 		exit(1);
 	}
 	r->syscalls++;
+}
+
+static void set_direction(struct reader *r, const char *name)
+{
+	struct nta_direction req = { 0 };
+
+	if (!strcmp(name, "in"))
+		req.direction = NTA_DIR_IN;
+	else if (!strcmp(name, "out"))
+		req.direction = NTA_DIR_OUT;
+	else
+		req.direction = NTA_DIR_INOUT;
+	if (ioctl(r->fd, NTA_IOC_SET_DIRECTION, &req)) {
+		fprintf(stderr, "ntadump: the module refused -Q %s: %s\n", name, strerror(errno));
+		exit(1);
+	}
+}
+
+/*
+ * @expr compiled as tcpdump compiles it, on a live handle of @iface (see the
+ * top of this file), before /dev/nta is opened: exit status 2 for an
+ * expression libpcap does not take.
+ */
+static void compile_filter(const char *iface, const char *expr, struct bpf_program *prog)
+{
+	char err[PCAP_ERRBUF_SIZE];
+	pcap_t *p = pcap_create(iface, err);
+
+	if (!p || pcap_set_snaplen(p, SNAPLEN) || pcap_set_buffer_size(p, 1 << 16) ||
+	    pcap_activate(p) < 0) {
+		fprintf(stderr, "ntadump: cannot compile the filter on %s: %s\n", iface,
+			p ? pcap_geterr(p) : err);
+		exit(2);
+	}
+	if (pcap_compile(p, prog, expr, 1, PCAP_NETMASK_UNKNOWN)) {
+		fprintf(stderr, "ntadump: cannot compile the filter '%s': %s\n", expr,
+			pcap_geterr(p));
+		exit(2);
+	}
+	pcap_close(p);
+}
+
+/* The program to the reader, before any attach; exit status 2 if the module refuses it. */
+static void set_filter(struct reader *r, struct bpf_program *prog)
+{
+	struct nta_filter req = {
+		.len = prog->bf_len,
+		.insns = (u64)(uintptr_t)prog->bf_insns,
+	};
+
+	if (ioctl(r->fd, NTA_IOC_SET_FILTER, &req)) {
+		fprintf(stderr, "ntadump: the module refused the filter program: %s\n",
+			strerror(errno));
+		exit(2);
+	}
+	r->syscalls++;
+	pcap_freecode(prog);
+}
+
+/* The words after the options, as one expression (tcpdump's way); NULL for none. */
+static char *join_words(char **words, int n)
+{
+	size_t len = 1;
+	char *expr;
+	int i;
+
+	if (!n)
+		return NULL;
+	for (i = 0; i < n; i++)
+		len += strlen(words[i]) + 1;
+	expr = calloc(1, len);
+	if (!expr)
+		die("calloc");
+	for (i = 0; i < n; i++) {
+		strcat(expr, words[i]);
+		if (i + 1 < n)
+			strcat(expr, " ");
+	}
+	return expr;
 }
 
 /* Hands chunks back in the commit ring; a system call only when the module asks for one. */
@@ -655,7 +745,11 @@ static void summary_json(const struct reader *r, const struct iface *ifs, int ni
 		printf(": {\"captured\": %lu, ", ifs[i].captured);
 		json_count("received", ok, d->received);
 		printf(", ");
+		json_count("sent", ok, d->sent);
+		printf(", ");
 		json_count("published", ok, d->published);
+		printf(", ");
+		json_count("filtered", ok, d->filtered);
 		printf(", ");
 		json_count("unserved", ok, d->unserved);
 		printf(", ");
@@ -695,8 +789,13 @@ static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long
 		if (!c.dev_ok[i])
 			continue;
 		missed = d->unserved + d->not_shared + d->ring_full + d->skipped + d->fault_dropped;
-		fprintf(stderr, "%s: %llu received, %lu captured, %llu not delivered to ntadump",
-			ifs[i].name, (unsigned long long)d->received, ifs[i].captured, missed);
+		fprintf(stderr, "%s: %llu received", ifs[i].name, (unsigned long long)d->received);
+		if (d->sent)
+			fprintf(stderr, ", %llu sent", (unsigned long long)d->sent);
+		if (d->filtered)
+			fprintf(stderr, ", %llu filtered", (unsigned long long)d->filtered);
+		fprintf(stderr, ", %lu captured, %llu not delivered to ntadump", ifs[i].captured,
+			missed);
 		if (missed)
 			fprintf(stderr, " (unserved %llu, not_shared %llu, ring_full %llu,",
 				(unsigned long long)d->unserved, (unsigned long long)d->not_shared,
@@ -725,7 +824,7 @@ static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long
 
 static int open_output(const char *path)
 {
-	struct pcap_file_header h = {
+	struct pcap_head h = {
 		.magic = PCAP_NSEC_MAGIC,
 		.major = 2,
 		.minor = 4,
@@ -745,7 +844,9 @@ int main(int argc, char **argv)
 {
 	static struct batch batch;
 	struct iface ifs[MAX_IFACES];
-	const char *device = "/dev/" NTA_DEVICE_NAME, *path = NULL;
+	const char *device = "/dev/" NTA_DEVICE_NAME, *path = NULL, *direction = "inout";
+	struct bpf_program prog;
+	char *filter = NULL;
 	unsigned long count = 0, frames = 0;
 	struct sigaction sa = { .sa_handler = on_signal };
 	static const struct option longopts[] = {
@@ -756,7 +857,7 @@ int main(int argc, char **argv)
 	bool quiet = false, gone = false, json = false;
 	int nifs = 0, opt, out = -1, i;
 
-	while ((opt = getopt_long(argc, argv, "i:c:w:qD:", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "i:c:w:qD:Q:f:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'i':
 			if (nifs == MAX_IFACES || strlen(optarg) >= IF_NAMESIZE)
@@ -781,13 +882,30 @@ int main(int argc, char **argv)
 		case 'J':
 			json = true;
 			break;
+		case 'Q':
+			if (strcmp(optarg, "in") && strcmp(optarg, "out") &&
+			    strcmp(optarg, "inout"))
+				bad_usage();
+			direction = optarg;
+			break;
+		case 'f':
+			filter = optarg;
+			break;
 		default:
 			bad_usage();
 		}
 	}
-	if (!nifs || optind != argc)
+	if (!nifs || (filter && optind != argc))
 		bad_usage();
+	if (!filter)
+		filter = join_words(argv + optind, argc - optind);
+	if (filter)
+		compile_filter(ifs[0].name, filter, &prog);
 	reader_open(&r, device);
+	/* Both before the first attach: the first frame is already one asked for. */
+	set_direction(&r, direction);
+	if (filter)
+		set_filter(&r, &prog);
 	for (i = 0; i < nifs; i++)
 		reader_attach(&r, &ifs[i]);
 	/* A reader of the output that goes away: write() fails (EPIPE), and ntadump says so. */

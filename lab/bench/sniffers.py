@@ -167,8 +167,9 @@ class Pysniff:
 
     def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
         # The module's default wakeup policy: what a reader gets without asking.
-        # Ready through the protocol: its --ready-file defaults to $NTALAB_READY.
-        args = ["-i", iface, "--json", "--bulk"]
+        # Ready through the protocol: its --ready-file defaults to $NTALAB_READY. -Q in:
+        # what tcpdump's row captures (the readers' default is both directions).
+        args = ["-i", iface, "-Q", "in", "--json", "--bulk"]
         if count is not None:
             args += ["-c", str(count)]
         return Launch(tuple(args), module="pysniff.cli")
@@ -189,7 +190,7 @@ class Ntadump:
     needs_module = True
 
     def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
-        args = [tools.ntadump, "-i", iface, "-w", "/dev/null", "--json"]
+        args = [tools.ntadump, "-i", iface, "-Q", "in", "-w", "/dev/null", "--json"]
         if count is not None:
             args += ["-c", str(count)]
         return Launch(tuple(args), ready_line="ntadump: listening on")

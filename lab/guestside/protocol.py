@@ -270,3 +270,13 @@ class TcpSink(Request):
     MODULE = "lab.guestside.tcpsink"
     address: str
     port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BadFilter(Request):
+    """Malformed filters and directions to the ioctl, then IFACE attached until COUNT frames
+    were filtered (a BadFilterReport)."""
+
+    MODULE = "lab.guestside.badfilter"
+    iface: str
+    count: int

@@ -125,7 +125,9 @@ class NtadumpIface:
 
     captured: int
     received: int | None = None
+    sent: int | None = None  # with -Q out or inout
     published: int | None = None
+    filtered: int | None = None  # refused by its -f filter, in the module
     unserved: int | None = None
     not_shared: int | None = None
     ring_full: int | None = None
@@ -235,3 +237,16 @@ class LifecycleReport(FlatReport):
     exec_map_refused: bool
     exec_mprotect_refused: bool
     hung_up: bool  # poll() said POLLHUP once its only device was gone
+
+
+@dataclass(frozen=True)
+class BadFilterReport(FlatReport):
+    """lab.guestside.badfilter: what the module answered each malformed NTA_IOC_SET_FILTER
+    and NTA_IOC_SET_DIRECTION (an errno name, or "ok"), and what then became of the frames
+    the device received under the good program set before them (ret #0: none kept)."""
+
+    answers: dict[str, str]
+    received: int
+    filtered: int
+    published: int
+    records: int  # records the reader was given
