@@ -179,6 +179,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sanitizer_only: run on sanitizer kernels only")
     config.addinivalue_line(
         "markers",
+        "nic_variants(*names): on these NIC variants only (what no driver's path changes)",
+    )
+    config.addinivalue_line(
+        "markers",
         "last: run after every other test of the guest (of each part of it, where a "
         "sharded plan splits its scenarios: a check of the whole boot)",
     )
@@ -261,6 +265,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             studied = item.get_closest_marker("investigation")
             if studied is not None:
                 wanted = wanted and studied.args[0] in config.getoption("keyword")
+            variants = item.get_closest_marker("nic_variants")
+            callspec = getattr(item, "callspec", None)
+            if variants is not None and callspec is not None and "nic" in callspec.params:
+                wanted = wanted and callspec.params["nic"] in variants.args
             (keep if wanted else drop).append(item)
         else:
             keep.append(item)

@@ -361,3 +361,37 @@ def test_a_guest_of_a_nic_list_gets_a_directory_virtme_ng_takes() -> None:
     req = GuestRequest(kernel="debian-6.1", nic_set="e1000,rtl8139", part="2/3")
     assert req.dirname == "debian-6.1_e1000+rtl8139.part2of3"
     assert "," not in req.dirname and "/" not in req.dirname
+
+
+ON_E1000 = """
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def test_on_every_nic(nic):
+    pass
+
+
+@pytest.mark.nic_variants("e1000")
+def test_on_e1000_only(nic):
+    pass
+"""
+
+
+def test_a_scenario_limited_to_nic_variants_runs_on_those_only(tmp_path: Path) -> None:
+    """nic_variants deselects the other NICs' cases (a guest without one runs none)."""
+    d = tmp_path / "scenarios"
+    d.mkdir()
+    (d / "test_variants.py").write_text(ON_E1000)
+    requests = plan.guests([fake_tree(tmp_path, "tree-a")], ["all"], ["default"], "tcg")
+    guests = runner.run_guests(
+        requests, tmp_path / "out", 1, d, [], runner.Progress(lambda text: None)
+    )
+    ran = sorted((c.scenario, c.nic) for g in guests for c in g.cases)
+    assert ran == [
+        ("on_e1000_only", "e1000"),
+        ("on_every_nic", "e1000"),
+        ("on_every_nic", "e1000-cb0"),
+        ("on_every_nic", "rtl8139"),
+    ]
