@@ -413,7 +413,7 @@ static u32 nta_filtered(struct nta_reader *r, struct sk_buff *skb, u32 len)
 static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk_buff *skb,
 			bool out)
 {
-	struct nta_chunk *head = out ? NULL : nta_pool_chunk_of(&r->pool, skb->head);
+	struct nta_chunk *head = NULL;
 	bool linear = !skb_is_nonlinear(skb), copy_all, owned = false;
 	struct sk_buff *clone = NULL;
 	struct sk_buff_head holds;
@@ -428,6 +428,9 @@ static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk
 
 	/* Before anything is counted or taken: a refused frame costs a lock, no more. */
 	f.len = nta_filtered(r, skb, f.wire);
+	/* Whose buffer it is matters only to a frame the filter kept. */
+	if (!out && f.len)
+		head = nta_pool_chunk_of(&r->pool, skb->head);
 	/* A sent frame, or the first bytes of one: copied (their pages are not NTA's). */
 	copy_all = out || f.len < f.wire ||
 		   (!READ_ONCE(nta_fault_trust_writers) && nta_rewritten_in_place(skb));
