@@ -163,8 +163,9 @@ class LabEnv:
         return found
 
     def keep_reproducer(self, name: str, reason: str, splats: Sequence[Splat] = ()) -> Path:
-        """A reproducer bundle of the journal so far (``ntalab repro``), for a failure the test
-        expected and so does not fail on (a planted bug's report); its directory."""
+        """A reproducer bundle of the journal so far (``ntalab repro``); its directory. The
+        plugin's for a test that failed; a test's own for a failure it expected and so does
+        not fail on (a planted bug's report)."""
         assert self.journal is not None
         root = self.outdir.parent / "repro"
         return repro.write(self._bed, name, self.journal, reason, root, splats)

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import InfraError, LabError, accel, images, kbuild, paths, repro
+from lab import InfraError, LabError, accel, images, kbuild, paths
 from lab.events import EventLog
 from lab.guest import Guest, GuestSpec
 from lab.guestnet import GuestNic
@@ -468,10 +468,7 @@ def _lab_test(request: pytest.FixtureRequest) -> Iterator[None]:
     request.node.stash[SPLATS] = [s.name for s in splats]
     if splats or (call is not None and call.failed):
         reason = "\n".join(map(str, splats)) or (call.longreprtext if call else "")
-        assert env.journal is not None
-        bundle = repro.write(
-            bed, name, env.journal, reason, bed.outdir.parent / "repro", splats=splats
-        )
+        bundle = env.keep_reproducer(name, reason, splats)
         request.node.stash[BUNDLE] = str(bundle)
         print(f"\nreproducer: ntalab repro {bundle}")
     # The titles first (the matrix shows the first line), then each whole report.
