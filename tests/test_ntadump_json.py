@@ -98,7 +98,11 @@ def check_summary(program: Path, preload: Path, tmp_path: Path) -> None:
     assert [r.data for r in read_pcap(pcap)] == [f.wire for f in frames]
     # The human summary is still on stderr, as before.
     assert f"1: {len(frames) + 2} received, {len(frames)} captured, 1 not delivered" in done.stderr
-    assert "the module refused 2 commits (all readers): node 2" in done.stderr
+    # The module's refusals are every reader's since it loaded, said as such (not this one's).
+    assert (
+        "the module has refused 2 bad commits since it was loaded, from every reader "
+        "(a module-wide count, not this reader's): node 2\n"
+    ) in done.stderr
     assert "1 frames not written (see above)" in done.stderr
 
 
