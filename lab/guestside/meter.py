@@ -44,8 +44,9 @@ rx_missed_errors) have taken ``--expect-rx`` frames since the window began
 and stood still for STILL_S. They are read every SETTLE_POLL_S meanwhile,
 the meter's only work in a window, the same in every trial of a frame load.
 A sniffer still running then has ``--drain-s`` to exit on its own (its
-batching delay: a block timeout; the meter sleeps, SIGCHLD wakes it), then
-gets SIGINT, so it reports and exits as tcpdump does: frames it missed are
+batching delay: a block timeout; the meter sleeps, SIGCHLD wakes it; none
+without ``--expect-rx``: the host has waited after a load it cannot count),
+then gets SIGINT, so it reports and exits as tcpdump does: frames it missed are
 counted as missed (it says so), not waited for. Before, a reader that had
 missed frames held the window open until the host gave up on it (20 s),
 idle time that diluted the round's figures.
@@ -416,7 +417,8 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
     if sig.stop:
         nic_done(args, nic0, sig, pid)
         if pid is not None:
-            drain(pid, args.drain_s, sig)
+            if args.expect_rx > 0:  # else the host waited out the batching delays itself
+                drain(pid, args.drain_s, sig)
             if not exited(pid):
                 end_sniffer(pid, sig)
     rc: int | None = None

@@ -246,7 +246,7 @@ class Meter(Request):
     # frames in it (received or missed) and its counters stood still ...
     expect_rx: int = 0
     # ... and once the sniffer has exited, given this long to do so on its own (its
-    # batching delay) before it is stopped
+    # batching delay) before it is stopped (with EXPECT_RX only: else the host waited)
     drain_s: float = 0.0
     wait_line: str | None = None  # the sniffer is ready at this line on its stderr
     module: str | None = None  # a Python sniffer, forked warm: CMD is its arguments
