@@ -117,8 +117,8 @@ class Afpacket:
 
     def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
         request = AfpacketRequest(iface, count or UNTIL_STOPPED, duration=3600)
-        # SIGINT ends it before blocks the kernel handed over are read: it reads them
-        # within its poll (100 ms) of their retiring (10 ms), in Python under TCG.
+        # SIGINT ends it at once, leaving unread the blocks the kernel handed it: it reads
+        # each within a poll (100 ms) of its retiring (10 ms), longer in Python under TCG.
         return Launch(tuple(request.to_argv()), module=AfpacketRequest.MODULE, drain_s=0.5)
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
