@@ -3,18 +3,23 @@ the drivers the host uses; the user-mode network's QEMU arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from lab import LabError, traffic
 from lab.bench import loads
-from lab.bench.loads import BulkLoad, FrameLoad, UserNet, WebLoad
+from lab.bench.loads import USER_MAC, BulkLoad, FrameLoad, ServedLoad, UserNet, WebLoad
+from lab.guestnet import Link, UserNic
 from lab.guestside.protocol import READY_ENV, Httpd, Request, TcpSink
+from lab.testbed import Testbed
 from lab.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,3 +100,50 @@ def test_load_shapes() -> None:
     assert sizes == {64}
     with pytest.raises(LabError, match=r"frame size 41 outside 42\.\.1514"):
         traffic.filler(traffic.Addresses("52:54:00:4e:00:00"), 1, (41,))
+
+
+class FakeBed:
+    """What a served load's ``running`` uses of the Testbed: ``start`` runs the guest
+    program here, on loopback at ``port`` (the host port too: no QEMU forwards it), and
+    ``net.set_gro`` is recorded."""
+
+    def __init__(self, start: Start, port: int) -> None:
+        self._start, self.port = start, port
+        self.started: list[str] = []
+        self.gro: list[bool] = []
+        self.net = self
+
+    def set_gro(self, nic: Link, on: bool) -> None:
+        self.gro.append(on)
+
+    @contextlib.contextmanager
+    def start(self, name: str, request: Request, ready: bool = False) -> Iterator[FakeBed]:
+        assert ready
+        self.started.append(name)
+        served = cast(Httpd | TcpSink, request)
+        self._start(lambda address, _: replace(served, address=address, port=self.port))
+        yield self
+
+    def wait_ready(self) -> None:
+        """``start`` returned once the program was ready."""
+
+
+NIC = UserNic("eth1", USER_MAC, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("load", "program", "sent", "gro"),
+    [(WebLoad(12, clients=3), "httpd", (12, "requests"), []),
+     (BulkLoad(2, connections=2), "tcpsink", (2 << 20, "bytes"), [True])],
+    ids=["web", "bulk"],
+)  # fmt: skip
+def test_a_served_load_runs_its_program_warms_up_and_drives(
+    load: ServedLoad, program: str, sent: tuple[int, str], gro: list[bool], server: Start
+) -> None:
+    bed = FakeBed(server, loads.free_loopback_port())
+    with load.running(cast(Testbed, bed), NIC, bed.port) as drive:
+        assert bed.gro == gro  # the NIC set up for the load while it runs, and only then
+        done = drive()
+    assert bed.started == [program]
+    assert (done.count, done.unit) == sent
+    assert bed.gro == [*gro, *(False for _ in gro)]

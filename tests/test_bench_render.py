@@ -91,3 +91,33 @@ def test_plot_is_written(tmp_path: Path) -> None:
     sweep = {"fixed-64": 64, "fixed-512": 512, "fixed-1514": 1514}
     render.plot(result([*rounds_of(), *sweep_trials()], sweep), tmp_path / "bench.png", "t")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def target_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    at = lines.index("targets (reported, not asserted; judged on the rounds' range):")
+    return lines[at + 1 :]
+
+
+def test_a_subset_of_loads_has_each_target_once_and_at_its_loads_only() -> None:
+    """``--loads fixed,max``: a target line for each goal at each of those loads it is set
+    for, once; none for a load the run did not have (web, bulk)."""
+    trials = [*rounds_of(), *rounds_of("max")]
+    lines = target_lines(render.report_text(result(trials)))
+    keys = [(g.what, load) for g in GOALS for load in ("fixed", "max")
+            if g.loads is None or load in g.loads]  # fmt: skip
+    assert len(lines) == len(keys) == 14
+    for (what, load), line in zip(keys, lines, strict=True):
+        assert line.split(what, 1)[1].split()[0] == load, line
+    assert not [line for line in lines if "web" in line or "bulk" in line]
+
+
+def test_one_round_does_not_judge_a_target_on_the_rounds_spread() -> None:
+    """One round has no spread: NTA loaded against none is not judged, at every load."""
+    one = [t for t in [*rounds_of(), *rounds_of("max")] if t.round == 0]
+    lines = target_lines(render.report_text(replace(result(one), rounds=1)))
+    loaded = [line for line in lines if line.lstrip().startswith("NTA loaded")]
+    assert len(loaded) == 2
+    for line in loaded:
+        assert line.endswith("  not judged (one round)"), line
+        assert "0.50us (0.50..0.50)" in line and "|x| <=" not in line

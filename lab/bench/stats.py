@@ -277,6 +277,7 @@ class Verdict(Enum):
     MISSED = "missed"
     UNRESOLVED = "unresolved"  # the rounds' range straddles the limit
     NOT_MEASURED = "not measured"
+    NOT_JUDGED = "not judged"  # measured, but the rounds say nothing of the limit
 
 
 @dataclass(frozen=True)
@@ -296,12 +297,15 @@ class Target:
 
 
 def judge(goals: Sequence[Goal], rows: Sequence[Row]) -> list[Target]:
+    """Each goal at each load of the run it is set for (a run of some loads only says
+    nothing of the others)."""
     by = {(r.load, r.sniffer): r for r in rows}
     loads = list(dict.fromkeys(r.load for r in rows))
     out = []
     for goal in goals:
         for load in goal.loads or loads:
-            out.append(_judge(goal, load, by))
+            if load in loads:
+                out.append(_judge(goal, load, by))
     return out
 
 
@@ -334,6 +338,9 @@ def _judge(goal: Goal, load: str, by: dict[tuple[str, str], Row]) -> Target:
         base = by.get((load, BASELINE))
         if base is None:
             return target(None, note="no none trials at this load")
+        if min(base.rounds, by[(load, goal.sniffer)].rounds) < 2:  # no spread to judge on
+            return Target(goal.what, load, None, goal.unit, ours.median, ours.lo, ours.hi,
+                          Verdict.NOT_JUDGED, "one round", two_sided=True)  # fmt: skip
         spread = round(max(ours.width, base.capture_us.width), 3)
         met = abs(ours.median) <= spread
         return Target(
