@@ -10,14 +10,17 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
+from scapy.layers.inet import UDP
+from scapy.layers.l2 import Ether
 
-from lab import LabError, traffic
+from lab import LabError, nics, traffic
 from lab.bench import loads
 from lab.bench.loads import USER_MAC, BulkLoad, FrameLoad, ServedLoad, UserNet, WebLoad
-from lab.guestnet import Link, UserNic
+from lab.guestnet import GuestNic, Link, UserNic
 from lab.guestside.protocol import READY_ENV, Httpd, Request, TcpSink
 from lab.testbed import Testbed
 from lab.wait import wait_until
@@ -100,6 +103,38 @@ def test_load_shapes() -> None:
     assert sizes == {64}
     with pytest.raises(LabError, match=r"frame size 41 outside 42\.\.1514"):
         traffic.filler(traffic.Addresses("52:54:00:4e:00:00"), 1, (41,))
+
+
+def test_a_filtered_load_keeps_exactly_one_frame_in_n() -> None:
+    plain = FrameLoad("fixed", 2500, 2000.0)
+    assert (plain.filter, plain.kept) == (None, 2500)
+    thin = FrameLoad("filtered", 2500, 2000.0, keep_one_in=10)
+    assert (thin.filter, thin.kept) == ("udp dst port 10", 250)
+    assert thin.describe().endswith("at 2000/s, a filter keeping 1 in 10")
+    assert FrameLoad("f", 2501, 2000.0, keep_one_in=10).kept == 251  # frame 2500 is kept
+    with pytest.raises(LabError, match="keep_one_in 7 does not divide 1000"):
+        FrameLoad("f", 100, 2000.0, keep_one_in=7)
+    frames = traffic.filler(traffic.Addresses("52:54:00:4e:00:00"), 30, dports=(10, 9, 9))
+    assert [Ether(f)[UDP].dport for f in frames] == [10, 9, 9] * 10
+    assert (WebLoad(1).filter, WebLoad(1).kept, BulkLoad(1).kept) == (None, None, None)
+
+
+def test_the_sent_batch_keeps_one_in_n_however_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch a trial sends: the distinct frames over again, every Nth to the kept port;
+    exactly ``kept`` of them, as the sniffers' -c says."""
+    sent: list[bytes] = []
+
+    class Bed:
+        def send(self, nic: object, batch: list[bytes], rate: float | None) -> object:
+            sent.extend(batch)
+            return SimpleNamespace(sent=len(batch), elapsed=1.0)
+
+    nic = GuestNic(nics.variant("e1000"), "eth1", "52:54:00:4e:00:00", "10.77.0.2", "10.77.0.1", 0)
+    load = FrameLoad("filtered", 2345, 2000.0, keep_one_in=10)
+    with load.running(cast(Testbed, Bed()), nic, None) as drive:
+        assert drive().count == 2345
+    kept = [i for i, f in enumerate(sent) if Ether(f)[UDP].dport == loads.KEPT_PORT]
+    assert kept == list(range(0, 2345, 10)) and len(kept) == load.kept
 
 
 class FakeBed:

@@ -87,6 +87,25 @@ def test_the_sweep_says_where_nta_crosses_af_packet() -> None:
     assert render.sweep(result(rounds_of())) == []
 
 
+def test_the_filtered_load_against_each_sniffers_unfiltered_cost() -> None:
+    thinned = [replace(t, busy_s=0.052) if t.sniffer == "ntadump" else t
+               for t in rounds_of("filtered")]  # fmt: skip
+    text = render.report_text(result([*rounds_of(), *thinned]))
+    lines = text.splitlines()
+    at = lines.index("a filter keeping 1 frame in 10, capture us/frame against the fixed load's:")
+    # ntadump: 2 us/frame filtered (52 - 50), 10 unfiltered; the others as unfiltered.
+    assert lines[at + 1 : at + 5] == [
+        "  afpacket        40.0 against 40.0 unfiltered: 1.00x",
+        "  tcpdump         20.0 against 20.0 unfiltered: 1.00x",
+        "  pysniff         30.0 against 30.0 unfiltered: 1.00x",
+        "  ntadump         2.00 against 10.00 unfiltered: 0.20x",
+    ]
+    # Judged against tcpdump at the filtered load too.
+    filtered = [g for g in target_lines(text) if "vs tcpdump's" in g and " filtered " in g]
+    assert len(filtered) == 2 and "0.10x" in filtered[0], filtered
+    assert render.filtered(result(rounds_of())) == []  # no filtered load, no section
+
+
 def test_plot_is_written(tmp_path: Path) -> None:
     sweep = {"fixed-64": 64, "fixed-512": 512, "fixed-1514": 1514}
     render.plot(result([*rounds_of(), *sweep_trials()], sweep), tmp_path / "bench.png", "t")

@@ -67,9 +67,24 @@ def test_how_the_meter_starts_each() -> None:
     assert pysniff.cmd == ("-i", "eth1", "-Q", "in", "--json", "--bulk")
     afpacket = request("afpacket", 5)
     assert (afpacket.wait_line, afpacket.module) == (None, "lab.guestside.afpacket")
-    assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600")
+    assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600",
+                            "--filter", "")  # fmt: skip
     assert request("afpacket", None).cmd[3] == str(sniffers.UNTIL_STOPPED)
     assert Meter.from_argv(afpacket.to_argv()) == afpacket
+
+
+def test_a_filter_reaches_every_sniffer_in_its_own_words() -> None:
+    expr = "udp dst port 10"
+
+    def cmd(name: str) -> tuple[str, ...]:
+        launch = SNIFFERS[name].launch("eth1", 2, TOOLS, expr)
+        assert launch is not None
+        return launch.args
+
+    assert cmd("tcpdump")[-3:] == ("-c", "2", expr)  # tcpdump's trailing expression
+    assert cmd("ntadump")[-2:] == ("-f", expr) and cmd("pysniff")[-2:] == ("-f", expr)
+    assert cmd("afpacket")[-2:] == ("--filter", expr)
+    assert SNIFFERS["none"].launch("eth1", 2, TOOLS, expr) is None
 
 
 def test_tcpdump_counts_from_its_real_output() -> None:

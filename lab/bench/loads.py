@@ -2,8 +2,9 @@
 
 - ``FrameLoad``: UDP frames injected into the lab's e1000 at a fixed rate
   (``fixed``: 2000/s, mixed sizes; ``fixed-64``, ``fixed-512``,
-  ``fixed-1514``: the frame-size sweep) or as fast as the NIC takes them
-  (``max``: e1000's back-pressure).
+  ``fixed-1514``: the frame-size sweep; ``filtered``: ``fixed`` with a
+  filter keeping 1 frame in 10) or as fast as the NIC takes them (``max``:
+  e1000's back-pressure).
 - ``WebLoad``: a small HTTP server in the guest answering 8 KiB pages to 8
   host clients, a connection per request (the seed's httperf run).
 - ``BulkLoad``: a bulk TCP download into the guest, several connections at
@@ -73,12 +74,23 @@ class Load(Protocol):
 
     @property
     def frames(self) -> int | None:
-        """Frames each trial sends, which sniffers stop at (None: they run until stopped)."""
+        """Frames each trial sends (None: a load sniffers cannot count)."""
         ...
 
     @property
     def guest_port(self) -> int | None:
         """The guest TCP port the user-mode network forwards to it, if any."""
+        ...
+
+    @property
+    def filter(self) -> str | None:
+        """The capture filter every sniffer of this load runs (a tcpdump expression)."""
+        ...
+
+    @property
+    def kept(self) -> int | None:
+        """Frames of a trial the filter keeps, which sniffers stop at (None: they run until
+        stopped)."""
         ...
 
     def describe(self) -> str: ...
@@ -129,24 +141,45 @@ def free_loopback_port() -> int:
 # -- frames injected ----------------------------------------------------------------------------
 
 DISTINCT = 1000  # frames built per load, sent over again: load, not a delivery check
+DISCARD_PORT = 9  # where the frames go: the guest's stack drops them quietly
+KEPT_PORT = 10  # where the frames a filtered load's filter keeps go (closed as well)
 
 
 @dataclass(frozen=True)
 class FrameLoad:
     """``frames`` UDP frames per trial at ``rate`` (None: as fast as the NIC takes them),
-    of ``size`` bytes (None: random sizes, 60..1514)."""
+    of ``size`` bytes (None: random sizes, 60..1514); with ``keep_one_in`` N > 1, every
+    Nth frame goes to another port and every sniffer runs a filter that keeps just those
+    (tcpdump's and AF_PACKET's run in the socket, NTA's in its tap)."""
 
     name: str
     frames: int
     rate: float | None
     size: int | None = None
+    keep_one_in: int = 1
     nic: Nic = Nic.LAB
     guest_port: int | None = None
+
+    def __post_init__(self) -> None:
+        # Every Nth of the distinct frames, sent over again: N must divide them for the
+        # kept count to be exact.
+        if self.keep_one_in < 1 or DISTINCT % self.keep_one_in:
+            raise LabError(f"load {self.name}: keep_one_in {self.keep_one_in} does not divide "
+                           f"{DISTINCT}")  # fmt: skip
+
+    @property
+    def filter(self) -> str | None:
+        return f"udp dst port {KEPT_PORT}" if self.keep_one_in > 1 else None
+
+    @property
+    def kept(self) -> int:
+        return -(-self.frames // self.keep_one_in)  # frames 0, N, 2N, ...
 
     def describe(self) -> str:
         rate = f"{self.rate:.0f}/s" if self.rate else "as fast as the NIC takes them"
         size = f"{self.size} B" if self.size else "60..1514 B"
-        return f"{self.frames} UDP frames of {size} at {rate}"
+        kept = f", a filter keeping 1 in {self.keep_one_in}" if self.keep_one_in > 1 else ""
+        return f"{self.frames} UDP frames of {size} at {rate}{kept}"
 
     @contextlib.contextmanager
     def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
@@ -154,7 +187,8 @@ class FrameLoad:
             raise LabError(f"load {self.name}: frames are injected into a lab NIC, not {nic.name}")
         sizes = (self.size,) if self.size else None
         addrs = traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
-        distinct = traffic.filler(addrs, min(self.frames, DISTINCT), sizes, seed=1)
+        ports = (KEPT_PORT,) + (DISCARD_PORT,) * (self.keep_one_in - 1)
+        distinct = traffic.filler(addrs, min(self.frames, DISTINCT), sizes, seed=1, dports=ports)
         batch = (distinct * (self.frames // len(distinct) + 1))[: self.frames]
 
         def drive() -> Sent:
@@ -176,6 +210,8 @@ class ServedLoad(abc.ABC):
     guest_port: ClassVar[int]
     nic: ClassVar[Nic] = Nic.USER
     frames: ClassVar[int | None] = None
+    filter: ClassVar[str | None] = None
+    kept: ClassVar[int | None] = None
 
     @abc.abstractmethod
     def describe(self) -> str: ...

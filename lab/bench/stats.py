@@ -41,6 +41,8 @@ from lab.guestside.reports import CpuStat
 
 BASELINE = "none"  # the trials every load's capture_us is measured from
 LOADED = "none-loaded"
+# The load whose frames a filter thins (1 in KEEP_ONE_IN kept) and the load it thins.
+FILTERED, UNFILTERED, KEEP_ONE_IN = "filtered", "fixed", 10
 
 
 def busy_seconds(before: CpuStat, after: CpuStat, elapsed_s: float) -> float:
@@ -256,7 +258,7 @@ class Goal:
         return "us" if self.figure in (Figure.CAPTURE, Figure.PROCESS) else "/1k"
 
 
-NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk")
+NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk", FILTERED)
 GOALS = (
     Goal("ntadump capture/frame vs tcpdump's", Figure.CAPTURE, "ntadump", 0.5, "tcpdump",
          NTA_VS_TCPDUMP),
@@ -350,7 +352,9 @@ def _judge(goal: Goal, load: str, by: dict[tuple[str, str], Row]) -> Target:
     if goal.versus is None:
         return target(ours.median, ours.lo, ours.hi)
     ref = _figure(by.get((load, goal.versus)), goal.figure)
-    if ref is None or ref.median <= 0:
+    if ref is None:
+        return target(None, note=f"no {goal.versus} {goal.figure.value} at this load")
+    if ref.median <= 0:
         return target(None, note=f"{goal.versus}'s {goal.figure.value} is not above zero here")
     measured = ratio(ours.median, ref.median)
     if ref.lo <= 0:  # the reference's range reaches zero: no bound on the ratio

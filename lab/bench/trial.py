@@ -140,7 +140,7 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
     started, out = env.outdir / f"{tag}.started", env.outdir / f"{tag}.json"
     for path in (started, out):
         path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
-    launch = sniffer.launch(nic.iface, load.frames, bench.tools)
+    launch = sniffer.launch(nic.iface, load.kept, bench.tools, load.filter)
     window = Meter(hold=started, iface=nic.iface, expect_rx=load.frames or 0)
     request = launch.meter(window) if launch is not None else window
     with contextlib.ExitStack() as stack:

@@ -140,12 +140,14 @@ class Capture(Request):
 
 @dataclasses.dataclass(frozen=True)
 class Afpacket(Request):
-    """Read IFACE through a TPACKET_V3 ring: COUNT frames, or for DURATION s (an AfpacketReport)."""
+    """Read IFACE through a TPACKET_V3 ring: COUNT frames, or for DURATION s (an AfpacketReport);
+    with FILTER, only frames that tcpdump expression passes, filtered in the kernel."""
 
     MODULE = "lab.guestside.afpacket"
     iface: str
     count: int
     duration: float = 120.0
+    filter: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
