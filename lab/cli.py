@@ -242,6 +242,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
     """The loads the options ask for, in the order they run; UsageError for bad ones."""
     from lab import bench
+    from lab.bench.stats import FILTERED, KEEP_ONE_IN
 
     for name in ("rounds", "frames", "rate", "max_frames", "sweep_frames", "web_requests",
                  "bulk_mib", "bulk_connections"):  # fmt: skip
@@ -262,6 +263,7 @@ def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
     every: list[bench.Load] = [
         bench.FrameLoad("fixed", args.frames, args.rate),
         *(bench.FrameLoad(f"fixed-{n}", args.sweep_frames, args.rate, n) for n in sizes),
+        bench.FrameLoad(FILTERED, args.frames, args.rate, keep_one_in=KEEP_ONE_IN),
         bench.FrameLoad("max", args.max_frames or 3 * args.frames, None),
         bench.WebLoad(args.web_requests),
         bench.BulkLoad(args.bulk_mib, args.bulk_connections),
@@ -560,7 +562,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--rounds", type=int, default=3, help="A B A B rounds per load")
     be.add_argument(
         "--loads",
-        help="comma list of fixed, fixed-<size> (the sweep), max, web, bulk (default: all)",
+        help="comma list of fixed, fixed-<size> (the sweep), filtered (fixed, a filter keeping "
+        "1 frame in 10), max, web, bulk (default: all)",
     )
     be.add_argument(
         "--sniffers",

@@ -146,15 +146,21 @@ def frames(
 
 
 def filler(
-    addrs: Addresses, count: int, sizes: Sequence[int] | None = None, seed: int = 0
+    addrs: Addresses,
+    count: int,
+    sizes: Sequence[int] | None = None,
+    seed: int = 0,
+    dports: Sequence[int] = (9,),
 ) -> list[bytes]:
-    """``count`` UDP frames to the guest's discard port, unsigned: load for the benchmark,
-    not a delivery check, so as short as UDP allows (42 bytes). Sizes cycle through
-    ``sizes``, else random in 60..1514."""
+    """``count`` UDP frames, unsigned: load for the benchmark, not a delivery check, so as
+    short as UDP allows (42 bytes). Sizes cycle through ``sizes``, else random in
+    60..1514; destination ports cycle through ``dports`` (by default the guest's discard
+    port, where the stack drops them quietly)."""
     rng = random.Random(seed)
-    head = _headers("udp4", addrs)
     out = []
     for i in range(count):
+        head = _headers("udp4", addrs)
+        head[UDP].dport = dports[i % len(dports)]
         size = sizes[i % len(sizes)] if sizes else rng.randint(MIN_FRAME, MAX_FRAME)
         if not len(head) <= size <= MAX_FRAME:
             raise LabError(f"frame size {size} outside {len(head)}..{MAX_FRAME}")

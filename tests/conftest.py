@@ -14,7 +14,8 @@ import pytest
 
 from lab.console import Console
 
-pytest_plugins = ("lab.pytest_plugin", "pytester")
+# tests.fakenta: ntadump on a fake module, its builds shared by the modules testing it.
+pytest_plugins = ("lab.pytest_plugin", "pytester", "tests.fakenta")
 
 # A guest without a VM: a local bash whose kernel-facing commands are stand-ins
 # (guest.rc), and a vng that boots it or stalls on purpose.

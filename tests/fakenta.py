@@ -6,6 +6,12 @@ fake reader's memory when it opens ``FAKE_PATH`` and sends its ioctl(),
 poll() and close() on that file here, where a thread answers each with the
 ``FakeDevice`` (which checks every commit as the module does). Frames come
 as the fake delivers them: queued, ``burst`` at a time, at each poll.
+
+A pytest plugin of the host tests (tests/conftest.py): its fixtures
+``preload`` and ``ntadump`` (the clean build) are built once a session. A
+test module's checks each run ntadump and fail if it errs;
+``planted_bugs_caught`` makes the test that shows each check fails on the
+bug it guards, planted in ntadump.c.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
 from lab import kbuild
 from pysniff.fake import FakeDevice, FakeNta
 from tests.conftest import missing
@@ -32,6 +40,13 @@ FAKE_PATH = "/nonexistent/fake-nta"  # never opened for real: a miss says "no ..
 _MSG = struct.Struct("<IIiI512s")  # struct fake_msg
 _REPLY = struct.Struct("<ii512s")  # struct fake_reply
 _IOCTL, _POLL, _CLOSE = 1, 2, 3
+WAIT_S = 10.0  # a run here takes well under a second; a planted bug may hang it ...
+PLANTED_WAIT_S = 4.0  # ... so a run of a planted build is not waited for as long
+
+# A check: runs ntadump (the program given) on the preload library, in a test's directory.
+Check = Callable[[Path, Path, Path], None]
+# A bug planted in ntadump.c: what it is, (its text, what replaces it), the check catching it.
+Planted = tuple[str, tuple[str, str], Check]
 
 
 def build_preload(out: Path) -> Path:
@@ -61,6 +76,18 @@ def build_ntadump(out: Path, change: tuple[str, str] | None = None) -> Path:
     return kbuild.build_ntadump(src=src, root=out).program
 
 
+@pytest.fixture(scope="session")
+def preload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LD_PRELOAD library that puts ntadump on the fake."""
+    return build_preload(tmp_path_factory.mktemp("fakenta"))
+
+
+@pytest.fixture(scope="session")
+def ntadump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ntadump as the lab builds it."""
+    return build_ntadump(tmp_path_factory.mktemp("ntadump"))
+
+
 @dataclass(frozen=True)
 class Finished:
     returncode: int
@@ -75,8 +102,11 @@ class Ntadump:
     ``soon(fn)`` runs ``fn`` in the thread that answers ntadump, before it
     answers one of ntadump's polls (one function per poll, in order), so the
     fake is only ever touched by one thread while ntadump runs, and ntadump
-    sees what ``fn`` did once that poll returns.
+    sees what ``fn`` did once that poll returns. ``wait_s`` is how long a run may
+    take.
     """
+
+    wait_s = WAIT_S
 
     def __init__(
         self,
@@ -134,9 +164,9 @@ class Ntadump:
             return _REPLY.pack(-1, e.errno or 0, b"")
         return _REPLY.pack(0, 0, bytes(arg))
 
-    def wait(self, timeout: float = 30) -> Finished:
-        out, err = self.proc.communicate(timeout=timeout)
-        self._thread.join(timeout)
+    def wait(self) -> Finished:
+        out, err = self.proc.communicate(timeout=self.wait_s)
+        self._thread.join(self.wait_s)
         if self.error is not None:
             raise self.error
         return Finished(self.proc.returncode, out or b"", err.decode(), self.closed)
@@ -152,3 +182,22 @@ class Ntadump:
             self.proc.communicate()
         self._thread.join(5)
         self._ours.close()
+
+
+def planted_bugs_caught(planted: Sequence[Planted]) -> Callable[..., None]:
+    """A test module's ``test_a_planted_bug_is_caught``: for each of ``planted``, ntadump
+    built with the bug fails the check (an assertion, or a run that does not end); the
+    module's ``preload`` fixture gives the preload library."""
+
+    @pytest.mark.parametrize(("change", "check"), [p[1:] for p in planted],
+                             ids=[p[0] for p in planted])  # fmt: skip
+    def test_a_planted_bug_is_caught(
+        change: tuple[str, str], check: Check, preload: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:  # fmt: skip
+        monkeypatch.setattr(Ntadump, "wait_s", PLANTED_WAIT_S)
+        program = build_ntadump(tmp_path / "planted", change)
+        with pytest.raises((AssertionError, subprocess.TimeoutExpired)):
+            check(program, preload, tmp_path)
+
+    return test_a_planted_bug_is_caught

@@ -17,12 +17,13 @@ def test_every_load_by_default_in_the_order_they_run() -> None:
     args = parser().parse_args(["bench"])
     got = bench_loads(args)
     assert [ld.name for ld in got] == [
-        "fixed", "fixed-64", "fixed-512", "fixed-1514", "max", "web", "bulk",
+        "fixed", "fixed-64", "fixed-512", "fixed-1514", "filtered", "max", "web", "bulk",
     ]  # fmt: skip
     assert got[0] == FrameLoad("fixed", 20000, 2000.0)
     assert got[1] == FrameLoad("fixed-64", 10000, 2000.0, 64)
-    assert got[4] == FrameLoad("max", 60000, None)
-    assert (got[5], got[6]) == (WebLoad(600), BulkLoad(24, 4))
+    assert got[4] == FrameLoad("filtered", 20000, 2000.0, keep_one_in=10)
+    assert got[5] == FrameLoad("max", 60000, None)
+    assert (got[6], got[7]) == (WebLoad(600), BulkLoad(24, 4))
     assert args.rounds == 3 and args.kernel == "debian-6.1"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from lab import paths
+from lab.bench.loads import FrameLoad
+from lab.bench.trial import end_window
 from lab.console import Console
 from lab.guestside import meter, protocol
 from lab.guestside.protocol import READY_ENV
@@ -282,26 +283,127 @@ def test_a_go_sent_before_the_meter_waits_is_not_lost(
     assert m.ready.exists() and m.started.exists() and report.exit == 0
 
 
-def test_stop_waits_for_the_frames_the_nic_must_take(
-    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
-) -> None:
-    """SIGTERM ends the window only once ``--iface`` has received ``--expect-rx`` frames
-    (here the host's loopback, sent datagrams to itself a second after the stop)."""
-    m = Meter(tmp_path, fake_tracefs, protocol.Meter(iface="lo", expect_rx=2000))
+@pytest.fixture
+def fake_net(tmp_path: Path) -> Path:
+    """A /sys/class/net of the test's: eth1's counters, at 0, set with ``counts``."""
+    root = tmp_path / "net"
+    (root / "eth1" / "statistics").mkdir(parents=True)
+    counts(root, 0, 0)
+    return root
+
+
+def counts(net: Path, rx: int, missed: int) -> None:
+    """eth1's counters now, each file replaced whole (the meter never reads half of one)."""
+    stats = net / "eth1" / "statistics"
+    protocol.write_whole(str(stats / "rx_packets"), f"{rx}\n")
+    protocol.write_whole(str(stats / "rx_missed_errors"), f"{missed}\n")
+
+
+# A sniffer that missed frames: ready at once, then waits for ever for the rest; SIGINT
+# makes it report and exit 0 (as ntadump and tcpdump do). After SELF_EXIT_S (if set) it
+# ends on its own instead, as a reader does once it took its count.
+WAITING = (
+    "import os, pathlib, signal, sys, time\n"
+    "def stopped(*_): print('stopped'); sys.exit(0)\n"
+    "signal.signal(signal.SIGINT, stopped)\n"
+    f"pathlib.Path(os.environ[{READY_ENV!r}]).touch()\n"
+    "if len(sys.argv) > 1: time.sleep(float(sys.argv[1])); print('took its count')\n"
+    "else: signal.pause()\n"
+)
+
+
+def waiting(tmp: Path, *args: str) -> tuple[str, ...]:
+    """The command running WAITING (a file: a spawner's request is one line)."""
+    script = tmp / "waiting.py"
+    script.write_text(WAITING)
+    return (sys.executable, "-S", str(script), *args)
+
+
+def window_of(meters: list[Meter], tmp_path: Path, tracefs: Path, request: protocol.Meter,
+              prelude: str = "") -> Meter:  # fmt: skip
+    """The meter started, its sniffer ready, the window open."""
+    m = Meter(tmp_path, tracefs, request, prelude)
     meters.append(m)
     m.wait_for(m.ready)
     m.signal(signal.SIGUSR1)
     m.wait_for(m.started)
+    return m
+
+
+def test_stop_waits_for_the_frames_the_nic_must_take(
+    tmp_path: Path, fake_tracefs: Path, fake_net: Path, meters: list[Meter]
+) -> None:
+    """SIGTERM ends the window only once ``--iface`` has taken ``--expect-rx`` frames."""
+    request = protocol.Meter(iface="eth1", expect_rx=2000, net=fake_net)
+    m = window_of(meters, tmp_path, fake_tracefs, request)
+    counts(fake_net, 1999, 0)
     m.signal(signal.SIGTERM)
     time.sleep(1.0)
-    assert m.proc.poll() is None  # still waiting for the frames
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _ in range(2000):
-            s.sendto(b"x", ("127.0.0.1", 9))
+    assert m.proc.poll() is None  # still waiting for the last frame
+    counts(fake_net, 2000, 0)
     report = m.report()
-    assert report.rx_packets is not None and report.rx_packets >= 2000
-    assert report.ip_packets is not None and report.ip_packets >= 2000  # the stack got them
+    assert (report.rx_packets, report.rx_missed, report.exit) == (2000, 0, None)
     assert report.elapsed_s >= 1.0
+
+
+def test_the_window_ends_when_the_nic_is_done_not_when_the_reader_gives_up(
+    tmp_path: Path, fake_tracefs: Path, fake_net: Path, meters: list[Meter]
+) -> None:
+    """A reader that missed frames waits for them for ever: once the NIC took the load
+    (here 990 received, 10 missed for want of a buffer) and stood still, it is stopped and
+    the window ends, within a second or so, not at its idle timeout."""
+    request = protocol.Meter(iface="eth1", expect_rx=1000, net=fake_net, cmd=waiting(tmp_path))
+    m = window_of(meters, tmp_path, fake_tracefs, request)
+    counts(fake_net, 990, 10)
+    m.signal(signal.SIGTERM)
+    report = m.report(10)
+    assert (report.exit, report.stdout) == (0, "stopped\n")  # it reported, as stopped
+    assert (report.rx_packets, report.rx_missed) == (990, 10)
+    assert report.elapsed_s < 5.0, report.elapsed_s  # the reader's idle timeout is 20 s
+
+
+def test_counters_still_moving_hold_the_window_open(
+    tmp_path: Path, fake_tracefs: Path, fake_net: Path, meters: list[Meter]
+) -> None:
+    """At the count, but still moving (more frames than the load's: the last of them, or
+    others): the window ends once they stand still, with every frame in it. (Standing still
+    is 0.5 s here, not 50 ms: this test's writes every 10 ms may stall on a busy host.)"""
+    request = protocol.Meter(iface="eth1", expect_rx=100, net=fake_net)
+    still = "from lab.guestside import meter as m; m.STILL_S = 0.5"
+    m = window_of(meters, tmp_path, fake_tracefs, request, still)
+    counts(fake_net, 100, 0)
+    m.signal(signal.SIGTERM)
+    start = time.monotonic()
+    rx = 100
+    while time.monotonic() - start < 1.0:
+        rx += 1
+        counts(fake_net, rx, 0)
+        time.sleep(0.01)
+    report = m.report()
+    assert report.rx_packets == rx
+    assert report.elapsed_s >= 1.0, report.elapsed_s
+
+
+@pytest.mark.parametrize(
+    ("expect_rx", "drain_s", "said"),
+    [(10, 0.0, "stopped\n"), (10, 5.0, "took its count\n"), (0, 5.0, "stopped\n")],
+)
+def test_a_sniffer_gets_its_drain_time_to_end_on_its_own(
+    expect_rx: int, drain_s: float, said: str, tmp_path: Path, fake_tracefs: Path,
+    fake_net: Path, meters: list[Meter],
+) -> None:  # fmt: skip
+    """Once the NIC is done, a sniffer still batching (tcpdump's open block) has
+    ``--drain-s`` to take its last frames and end on its own; without, it is stopped. A
+    load with no count (web, bulk) gets none: the host waited after it, for every sniffer."""
+    cmd = waiting(tmp_path, "1.5")
+    request = protocol.Meter(
+        iface="eth1", expect_rx=expect_rx, drain_s=drain_s, net=fake_net, cmd=cmd
+    )
+    m = window_of(meters, tmp_path, fake_tracefs, request)
+    counts(fake_net, 10, 0)
+    m.signal(signal.SIGTERM)
+    report = m.report()
+    assert (report.exit, report.stdout) == (0, said)
 
 
 def test_a_module_sniffer_runs_forked_and_reports(
@@ -346,6 +448,32 @@ def test_under_the_spawner_the_host_sees_the_meters_ready_file_only(
     finally:
         spawner.stop()
     assert report.exit == -signal.SIGINT and report.stderr == "", report
+
+
+def test_a_trial_whose_reader_missed_frames_ends_with_the_nic(
+    console: Console, tmp_path: Path, fake_tracefs: Path, fake_net: Path
+) -> None:
+    """The host's side of a trial's end (``trial.end_window``) with the meter under the
+    spawner, as a flat-out trial whose reader missed frames: the window ends once the NIC
+    took the load, not when the host gives up on the reader."""
+    started = tmp_path / "started"
+    request = protocol.Meter(
+        hold=started, iface="eth1", expect_rx=1000, tracefs=fake_tracefs, net=fake_net,
+        cmd=waiting(tmp_path),
+    )  # fmt: skip
+    spawner = Spawner(console, guest_python(), tmp_path / "state")
+    out, log = tmp_path / "meter.json", tmp_path / "meter.log"
+    try:
+        with spawner.spawn("meter", request.MODULE, request.to_argv(), out, log, True) as m:
+            m.wait_ready(60)
+            m.signal("USR1")
+            m.wait_file(started, 30)
+            counts(fake_net, 998, 2)  # the load, as the NIC took it
+            report = end_window(m, FrameLoad("max", 1000, None))
+    finally:
+        spawner.stop()
+    assert (report.exit, report.stdout, report.rx_packets) == (0, "stopped\n", 998)
+    assert report.elapsed_s < 5.0, report.elapsed_s  # the host waited 20 s for a reader
 
 
 def test_a_sniffer_that_dies_before_it_is_ready_is_named(

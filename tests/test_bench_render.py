@@ -87,7 +87,56 @@ def test_the_sweep_says_where_nta_crosses_af_packet() -> None:
     assert render.sweep(result(rounds_of())) == []
 
 
+def test_the_filtered_load_against_each_sniffers_unfiltered_cost() -> None:
+    thinned = [replace(t, busy_s=0.052) if t.sniffer == "ntadump" else t
+               for t in rounds_of("filtered")]  # fmt: skip
+    text = render.report_text(result([*rounds_of(), *thinned]))
+    lines = text.splitlines()
+    at = lines.index("a filter keeping 1 frame in 10, capture us/frame against the fixed load's:")
+    # ntadump: 2 us/frame filtered (52 - 50), 10 unfiltered; the others as unfiltered.
+    assert lines[at + 1 : at + 5] == [
+        "  afpacket        40.0 against 40.0 unfiltered: 1.00x",
+        "  tcpdump         20.0 against 20.0 unfiltered: 1.00x",
+        "  pysniff         30.0 against 30.0 unfiltered: 1.00x",
+        "  ntadump         2.00 against 10.00 unfiltered: 0.20x",
+    ]
+    # Judged against tcpdump at the filtered load too.
+    filtered = [g for g in target_lines(text) if "vs tcpdump's" in g and " filtered " in g]
+    assert len(filtered) == 2 and "0.10x" in filtered[0], filtered
+    assert render.filtered(result(rounds_of())) == []  # no filtered load, no section
+
+
 def test_plot_is_written(tmp_path: Path) -> None:
     sweep = {"fixed-64": 64, "fixed-512": 512, "fixed-1514": 1514}
     render.plot(result([*rounds_of(), *sweep_trials()], sweep), tmp_path / "bench.png", "t")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def target_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    at = lines.index("targets (reported, not asserted; judged on the rounds' range):")
+    return lines[at + 1 :]
+
+
+def test_a_subset_of_loads_has_each_target_once_and_at_its_loads_only() -> None:
+    """``--loads fixed,max``: a target line for each goal at each of those loads it is set
+    for, once; none for a load the run did not have (web, bulk)."""
+    trials = [*rounds_of(), *rounds_of("max")]
+    lines = target_lines(render.report_text(result(trials)))
+    keys = [(g.what, load) for g in GOALS for load in ("fixed", "max")
+            if g.loads is None or load in g.loads]  # fmt: skip
+    assert len(lines) == len(keys) == 14
+    for (what, load), line in zip(keys, lines, strict=True):
+        assert line.split(what, 1)[1].split()[0] == load, line
+    assert not [line for line in lines if "web" in line or "bulk" in line]
+
+
+def test_one_round_does_not_judge_a_target_on_the_rounds_spread() -> None:
+    """One round has no spread: NTA loaded against none is not judged, at every load."""
+    one = [t for t in [*rounds_of(), *rounds_of("max")] if t.round == 0]
+    lines = target_lines(render.report_text(replace(result(one), rounds=1)))
+    loaded = [line for line in lines if line.lstrip().startswith("NTA loaded")]
+    assert len(loaded) == 2
+    for line in loaded:
+        assert line.endswith("  not judged (one round)"), line
+        assert "0.50us (0.50..0.50)" in line and "|x| <=" not in line

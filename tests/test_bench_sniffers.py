@@ -45,25 +45,21 @@ def test_how_the_meter_starts_each() -> None:
     assert request("none", 5) == WINDOW and request("none-loaded", None) == WINDOW
     # The guest's argv, whole: the window's options, then how the sniffer says it is ready.
     assert request("tcpdump", 5).to_argv() == [
-        "--hold", "/r/started", "--iface", "eth1", "--expect-rx", "5",
+        "--hold", "/r/started", "--iface", "eth1", "--expect-rx", "5", "--drain-s", "1.5",
         "--wait-line", "listening on", "--", "/usr/bin/tcpdump", "-i", "eth1", "-n", "-Q", "in",
         "-w", "/dev/null", "-B", "2048", "-c", "5",
     ]  # fmt: skip
     assert "-c" not in request("tcpdump", None).cmd  # runs until stopped
     ntadump = request("ntadump", 5)
     assert (ntadump.wait_line, ntadump.module) == ("ntadump: listening on", None)
+    # Once the NIC is done, only a sniffer that a stop would rob of frames it batched
+    # (tcpdump's open block, the AF_PACKET reader's unread ones) is given time first.
+    drains = {name: request(name, 5).drain_s for name in SNIFFERS}
+    assert drains == {"none": 0, "none-loaded": 0, "afpacket": 0.5, "tcpdump": 1.5,
+                      "pysniff": 0, "ntadump": 0}  # fmt: skip
     assert ntadump.cmd == (
-        "/b/ntadump",
-        "-i",
-        "eth1",
-        "-Q",
-        "in",
-        "-w",
-        "/dev/null",
-        "--json",
-        "-c",
-        "5",
-    )
+        "/b/ntadump", "-i", "eth1", "-Q", "in", "-w", "/dev/null", "--json", "-c", "5"
+    )  # fmt: skip
     # The Python readers are forked warm and say they are ready through the protocol:
     # no wait line, and no ready path in their arguments (the meter gives them one).
     pysniff = request("pysniff", None)
@@ -71,9 +67,24 @@ def test_how_the_meter_starts_each() -> None:
     assert pysniff.cmd == ("-i", "eth1", "-Q", "in", "--json", "--bulk")
     afpacket = request("afpacket", 5)
     assert (afpacket.wait_line, afpacket.module) == (None, "lab.guestside.afpacket")
-    assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600")
+    assert afpacket.cmd == ("--iface", "eth1", "--count", "5", "--duration", "3600",
+                            "--filter", "")  # fmt: skip
     assert request("afpacket", None).cmd[3] == str(sniffers.UNTIL_STOPPED)
     assert Meter.from_argv(afpacket.to_argv()) == afpacket
+
+
+def test_a_filter_reaches_every_sniffer_in_its_own_words() -> None:
+    expr = "udp dst port 10"
+
+    def cmd(name: str) -> tuple[str, ...]:
+        launch = SNIFFERS[name].launch("eth1", 2, TOOLS, expr)
+        assert launch is not None
+        return launch.args
+
+    assert cmd("tcpdump")[-3:] == ("-c", "2", expr)  # tcpdump's trailing expression
+    assert cmd("ntadump")[-2:] == ("-f", expr) and cmd("pysniff")[-2:] == ("-f", expr)
+    assert cmd("afpacket")[-2:] == ("--filter", expr)
+    assert SNIFFERS["none"].launch("eth1", 2, TOOLS, expr) is None
 
 
 def test_tcpdump_counts_from_its_real_output() -> None:

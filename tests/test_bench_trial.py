@@ -3,6 +3,8 @@ trial's record from the meter's report, and its progress line."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lab import LabError
@@ -121,7 +123,10 @@ def test_a_trial_that_cannot_be_judged_is_an_error() -> None:
     nd = SNIFFERS["ntadump"]
     with pytest.raises(LabError, match="ntadump exited 1: ntadump: listening on eth1"):
         trial_of("t", load, nd, 0, report(exit=1, stdout=ND), 1000, "frames", 0.5, NIC)
-    with pytest.raises(LabError, match="eth1 received 999 of the 1000 frames sent"):
+    with pytest.raises(LabError, match=r"eth1 received 999 of the 1000 frames sent$"):
         trial_of("t", load, nd, 0, report(rx=999, stdout=ND), 1000, "frames", 0.5, NIC)
+    short = replace(report(rx=999, stdout=ND), rx_missed=1)
+    with pytest.raises(LabError, match=r"999 of the 1000 frames sent \(it missed 1: no buffer\)"):
+        trial_of("t", load, nd, 0, short, 1000, "frames", 0.5, NIC)
     with pytest.raises(LabError, match="counted no frames on eth1"):
         trial_of("t", load, nd, 0, report(rx=None, stdout=ND), 1000, "frames", 0.5, NIC)

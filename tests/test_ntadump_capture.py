@@ -11,35 +11,22 @@ from __future__ import annotations
 
 import os
 import select
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pysniff import abi
 from pysniff.fake import HEADROOM, PAGE, Arrival, FakeNta, ethernet
-from tests.fakenta import Finished, Ntadump, build_ntadump, build_preload
+from tests.fakenta import (
+    Check,
+    Finished,
+    Ntadump,
+    Planted,
+    planted_bugs_caught,
+)
 from tests.shapes import Record, patch, read_pcap, shapes, signed
 
 CLOCK0 = 1_700_000_000_000_000_000  # the fake's first timestamp, less 1 us
-WAIT_S = 10  # a run here takes well under a second; a planted bug may hang it
-
-
-@pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ntadump")
-
-
-@pytest.fixture(scope="module")
-def preload(builds: Path) -> Path:
-    return build_preload(builds)
-
-
-@pytest.fixture(scope="module")
-def ntadump(builds: Path) -> Path:
-    return build_ntadump(builds / "clean")
 
 
 def capture(
@@ -47,7 +34,7 @@ def capture(
 ) -> tuple[Finished, list[Record], Ntadump]:
     out = tmp_path / "out.pcap"
     with Ntadump(program, preload, nta, ["-i", "1", "-w", str(out), *args]) as run:
-        done = run.wait(WAIT_S)
+        done = run.wait()
     return done, read_pcap(out), run
 
 
@@ -58,8 +45,6 @@ def all_back(run: Ntadump, records: int) -> None:
     assert run.dev.committed == records
     assert run.dev.nta.bad_commits == [0] * abi.BAD_COMMIT_MAX
 
-
-Check = Callable[[Path, Path, Path], None]
 
 # Each check runs ntadump (the clean build, or one with a bug planted) and fails if it errs.
 
@@ -91,7 +76,7 @@ def check_wrapping_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
             patch(run.dev, 1, offset=0xFFFFF000, len=0x2000)
 
         run.soon(plant)
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     assert [r.data for r in read_pcap(out)] == [signed(0, 60), signed(2, 60)]
     assert (
@@ -118,7 +103,7 @@ def check_open_chain_filling_the_ring(ntadump: Path, preload: Path, tmp_path: Pa
 
         run.soon(plant)
         run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in (8, 9)])
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     assert [r.data for r in read_pcap(out)] == [signed(8, 60), signed(9, 60)]
     assert "the frame at record 0 never got its last record: not written\n" in done.stderr
@@ -145,7 +130,7 @@ def check_chain_scan_stops_at_the_producer(ntadump: Path, preload: Path, tmp_pat
 
         run.soon(plant)
         run.soon(lambda: nta.deliver(1, signed(3, 60)))  # the rest, in seq 3
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     want = [signed(0, 60), signed(1, 60), signed(2, 60) + signed(3, 60)]
     assert [r.data for r in read_pcap(out)] == want
@@ -184,7 +169,7 @@ def check_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path)
             want.append((huge[:262144], len(huge)))
 
         run.soon(plant)
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     assert [(r.data, r.length) for r in read_pcap(out)] == want
     all_back(run, 2 + 3 + 8 + 1 + 1 + 1 + 70)
@@ -199,12 +184,12 @@ def check_output_reader_gone(ntadump: Path, preload: Path, tmp_path: Path) -> No
     nta = FakeNta()
     with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(fifo)]) as run:
         try:
-            assert select.select([reader], [], [], WAIT_S)[0], "no pcap header"
+            assert select.select([reader], [], [], run.wait_s)[0], "no pcap header"
             assert len(os.read(reader, 24)) == 24
         finally:
             os.close(reader)
         run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in range(3)])
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 1, done
     assert "3 frames captured" in done.stderr
     assert done.stderr.endswith(f"ntadump: cannot write {fifo}: Broken pipe\n"), done.stderr
@@ -219,7 +204,7 @@ def check_stdout_reader_gone(ntadump: Path, preload: Path, tmp_path: Path) -> No
     try:
         with Ntadump(ntadump, preload, nta, ["-i", "1"], stdout=write_end) as run:
             run.soon(lambda: [nta.deliver(1, signed(i, 60)) for i in range(200)])
-            done = run.wait(WAIT_S)
+            done = run.wait()
     finally:
         os.close(write_end)
     assert done.returncode == 1, done
@@ -267,7 +252,7 @@ def check_one_of_two_gone(ntadump: Path, preload: Path, tmp_path: Path) -> None:
         for _ in range(6):  # idle polls: enough for a few looks at the flags
             run.soon(lambda: None)
         run.soon(lambda: [nta.deliver(2, signed(i, 60)) for i in (1, 2)])
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     assert [r.data for r in read_pcap(out)] == [signed(i, 60) for i in range(3)]
     assert "1: 1 received, 1 captured, 0 not delivered to ntadump; the device is gone\n" in (
@@ -304,7 +289,7 @@ def check_frames_too_long_for_a_batch(ntadump: Path, preload: Path, tmp_path: Pa
 
         run.soon(first)
         run.soon(second)
-        done = run.wait(WAIT_S)
+        done = run.wait()
     assert done.returncode == 0, done
     assert [r.data for r in read_pcap(out)] == [signed(0, 60), fits.wire, signed(3, 60)]
     assert (
@@ -353,8 +338,7 @@ def test_a_frame_it_cannot_write_is_refused_counted_and_handed_back(
     check(ntadump, preload, tmp_path)
 
 
-# (the bug, planted as (text of ntadump.c, its replacement), the check that must catch it)
-PLANTED: list[tuple[str, tuple[str, str], Check]] = [
+PLANTED: list[Planted] = [
     (
         "N3: offset + len summed in 32 bits",
         ("(u64)rec->offset + rec->len", "rec->offset + rec->len"),
@@ -422,16 +406,4 @@ PLANTED: list[tuple[str, tuple[str, str], Check]] = [
 ]
 
 
-@pytest.mark.parametrize(("bug", "change", "check"), PLANTED, ids=[p[0] for p in PLANTED])
-def test_a_planted_bug_is_caught(
-    bug: str,
-    change: tuple[str, str],
-    check: Check,
-    preload: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "WAIT_S", 4)  # some bugs hang it: no need to wait
-    planted = build_ntadump(tmp_path / "planted", change)
-    with pytest.raises((AssertionError, subprocess.TimeoutExpired)):
-        check(planted, preload, tmp_path)
+test_a_planted_bug_is_caught = planted_bugs_caught(PLANTED)

@@ -1,9 +1,10 @@
 """ntadump, built as the lab builds it, meets bad input with a clear error and its exit code.
 
 The capture itself needs the module and runs in guests (tests/lab); here the
-host's compiler builds it (warnings are errors) and its refusals are checked:
-bad usage exits 2, a missing device or a module speaking another ABI exit 1
-with a message naming the problem, never a crash or wrong frames.
+host's compiler builds it (warnings are errors; the ``ntadump`` fixture of
+tests/fakenta.py) and its refusals are checked: bad usage exits 2, a missing
+device or a module speaking another ABI exit 1 with a message naming the
+problem, never a crash or wrong frames.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import kbuild
 from pysniff import abi
-
-
-@pytest.fixture(scope="module")
-def ntadump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return kbuild.build_ntadump(root=tmp_path_factory.mktemp("builds")).program
 
 
 def run(program: Path, *args: str) -> subprocess.CompletedProcess[str]:

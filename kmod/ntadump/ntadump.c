@@ -26,7 +26,8 @@
  * that waits for it. Without -w it writes nothing; without -q, -w and
  * --json it prints a line per frame. SIGINT and SIGTERM end the capture; the
  * summary on stderr says, per interface, what the device received and what
- * this reader did not get, and why (as tcpdump's "dropped by kernel"). It
+ * this reader did not get, and why (as tcpdump's "dropped by kernel"), and
+ * the bad commits the module refused from every reader since it loaded. It
  * also ends, with the summary and exit status 1, when every interface it
  * attached is gone (as tcpdump does; what was still in the ring is taken
  * first) and when its output cannot be written (a reader of -w gone). A
@@ -44,7 +45,8 @@
  * bytes are the captured frames' lengths on the wire (the pcap records'
  * len), rejected the frames it could not write. wakeups, records and
  * committed are the module's counts for this reader (NTA_IOC_READER_STATS),
- * refused its bad-commit counters by reason (NTA_IOC_STATS), the
+ * refused its bad-commit counters by reason (NTA_IOC_STATS: module-wide,
+ * every reader's since the module loaded, not this reader's), the
  * interfaces' counters NTA_IOC_DEV_STATS: null where the module would not
  * say.
  *
@@ -810,8 +812,11 @@ static void summary(struct reader *r, struct iface *ifs, int nifs, unsigned long
 	}
 	for (k = 0; c.module_ok && k < ARRAY_SIZE(refusal_names); k++)
 		refused += c.module.bad_commits[k];
+	/* NTA_IOC_STATS counts the module's refusals, every reader's since it loaded. */
 	if (refused) {
-		fprintf(stderr, "the module refused %llu commits (all readers):", refused);
+		fprintf(stderr, "the module has refused %llu bad commits since it was loaded, ",
+			refused);
+		fprintf(stderr, "from every reader (a module-wide count, not this reader's):");
 		for (k = 0; k < ARRAY_SIZE(refusal_names); k++)
 			if (c.module.bad_commits[k])
 				fprintf(stderr, " %s %llu", refusal_names[k],

@@ -2,8 +2,9 @@
 
 - ``FrameLoad``: UDP frames injected into the lab's e1000 at a fixed rate
   (``fixed``: 2000/s, mixed sizes; ``fixed-64``, ``fixed-512``,
-  ``fixed-1514``: the frame-size sweep) or as fast as the NIC takes them
-  (``max``: e1000's back-pressure).
+  ``fixed-1514``: the frame-size sweep; ``filtered``: ``fixed`` with a
+  filter keeping 1 frame in 10) or as fast as the NIC takes them (``max``:
+  e1000's back-pressure).
 - ``WebLoad``: a small HTTP server in the guest answering 8 KiB pages to 8
   host clients, a connection per request (the seed's httperf run).
 - ``BulkLoad``: a bulk TCP download into the guest, several connections at
@@ -11,8 +12,9 @@
   turned off for every other load and test): each connection's segments are
   merged into frames of up to 64 KiB before anything sees them.
 
-The web and bulk loads reach the guest through a second e1000 on QEMU's
-user-mode network (``UserNet``), whose only traffic is loopback ports of the
+The web and bulk loads (``ServedLoad``: a guest program serving a port,
+warmed up, then driven by host clients) reach the guest through a second
+e1000 on QEMU's user-mode network (``UserNet``), whose only traffic is loopback ports of the
 host QEMU forwards to the guest. ``restrict=on`` keeps the guest from
 reaching anything, the host included, except through those forwards; so the
 bulk load's sender connects from the host (its data flows into the guest as
@@ -21,6 +23,7 @@ a download's does) rather than the guest connecting out to the host.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import http.client
 import socket
@@ -30,11 +33,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from lab import LabError, traffic
 from lab.guestnet import GuestNic, Link
-from lab.guestside.protocol import Httpd, TcpSink
+from lab.guestside.protocol import Httpd, Request, TcpSink
 from lab.testbed import Testbed
 
 # After a load that sniffers cannot count (web, bulk), before they are stopped:
@@ -71,12 +74,23 @@ class Load(Protocol):
 
     @property
     def frames(self) -> int | None:
-        """Frames each trial sends, which sniffers stop at (None: they run until stopped)."""
+        """Frames each trial sends (None: a load sniffers cannot count)."""
         ...
 
     @property
     def guest_port(self) -> int | None:
         """The guest TCP port the user-mode network forwards to it, if any."""
+        ...
+
+    @property
+    def filter(self) -> str | None:
+        """The capture filter every sniffer of this load runs (a tcpdump expression)."""
+        ...
+
+    @property
+    def kept(self) -> int | None:
+        """Frames of a trial the filter keeps, which sniffers stop at (None: they run until
+        stopped)."""
         ...
 
     def describe(self) -> str: ...
@@ -127,24 +141,45 @@ def free_loopback_port() -> int:
 # -- frames injected ----------------------------------------------------------------------------
 
 DISTINCT = 1000  # frames built per load, sent over again: load, not a delivery check
+DISCARD_PORT = 9  # where the frames go: the guest's stack drops them quietly
+KEPT_PORT = 10  # where the frames a filtered load's filter keeps go (closed as well)
 
 
 @dataclass(frozen=True)
 class FrameLoad:
     """``frames`` UDP frames per trial at ``rate`` (None: as fast as the NIC takes them),
-    of ``size`` bytes (None: random sizes, 60..1514)."""
+    of ``size`` bytes (None: random sizes, 60..1514); with ``keep_one_in`` N > 1, every
+    Nth frame goes to another port and every sniffer runs a filter that keeps just those
+    (tcpdump's and AF_PACKET's run in the socket, NTA's in its tap)."""
 
     name: str
     frames: int
     rate: float | None
     size: int | None = None
+    keep_one_in: int = 1
     nic: Nic = Nic.LAB
     guest_port: int | None = None
+
+    def __post_init__(self) -> None:
+        # Every Nth of the distinct frames, sent over again: N must divide them for the
+        # kept count to be exact.
+        if self.keep_one_in < 1 or DISTINCT % self.keep_one_in:
+            raise LabError(f"load {self.name}: keep_one_in {self.keep_one_in} does not divide "
+                           f"{DISTINCT}")  # fmt: skip
+
+    @property
+    def filter(self) -> str | None:
+        return f"udp dst port {KEPT_PORT}" if self.keep_one_in > 1 else None
+
+    @property
+    def kept(self) -> int:
+        return -(-self.frames // self.keep_one_in)  # frames 0, N, 2N, ...
 
     def describe(self) -> str:
         rate = f"{self.rate:.0f}/s" if self.rate else "as fast as the NIC takes them"
         size = f"{self.size} B" if self.size else "60..1514 B"
-        return f"{self.frames} UDP frames of {size} at {rate}"
+        kept = f", a filter keeping 1 in {self.keep_one_in}" if self.keep_one_in > 1 else ""
+        return f"{self.frames} UDP frames of {size} at {rate}{kept}"
 
     @contextlib.contextmanager
     def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
@@ -152,7 +187,8 @@ class FrameLoad:
             raise LabError(f"load {self.name}: frames are injected into a lab NIC, not {nic.name}")
         sizes = (self.size,) if self.size else None
         addrs = traffic.Addresses(nic.mac, nic.guest_ip, nic.host_ip)
-        distinct = traffic.filler(addrs, min(self.frames, DISTINCT), sizes, seed=1)
+        ports = (KEPT_PORT,) + (DISCARD_PORT,) * (self.keep_one_in - 1)
+        distinct = traffic.filler(addrs, min(self.frames, DISTINCT), sizes, seed=1, dports=ports)
         batch = (distinct * (self.frames // len(distinct) + 1))[: self.frames]
 
         def drive() -> Sent:
@@ -160,6 +196,52 @@ class FrameLoad:
             return Sent(done.sent, "frames", done.elapsed)
 
         yield drive
+
+
+# -- served from the guest: web and bulk --------------------------------------------------------
+
+
+class ServedLoad(abc.ABC):
+    """A load on the user-mode network: a guest program (``server``) serving ``guest_port``,
+    which host clients reach through its forwarded loopback port. Sniffers cannot count
+    its frames (``frames`` None): they run until stopped."""
+
+    name: ClassVar[str]
+    guest_port: ClassVar[int]
+    nic: ClassVar[Nic] = Nic.USER
+    frames: ClassVar[int | None] = None
+    filter: ClassVar[str | None] = None
+    kept: ClassVar[int | None] = None
+
+    @abc.abstractmethod
+    def describe(self) -> str: ...
+
+    @abc.abstractmethod
+    def server(self, nic: Link) -> Request:
+        """The guest program's request, serving on ``nic``."""
+
+    @abc.abstractmethod
+    def warm_up(self, host_port: int) -> None:
+        """A little of the load, before anything is measured: slirp's connection set-up and
+        the guest's ARP entry for it; a LabError if the server does not answer."""
+
+    @abc.abstractmethod
+    def drive(self, host_port: int) -> Sent:
+        """One trial's load; a LabError if some of it failed."""
+
+    def nic_set_up(self, env: Testbed, nic: Link) -> contextlib.AbstractContextManager[None]:
+        """What the NIC needs for this load while it runs (nothing, unless said)."""
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
+        assert host_port is not None
+        request = self.server(nic)
+        program = request.MODULE.rsplit(".", 1)[-1]
+        with self.nic_set_up(env, nic), env.start(program, request, ready=True) as server:
+            server.wait_ready()
+            self.warm_up(host_port)
+            yield lambda: self.drive(host_port)
 
 
 # -- the web server -------------------------------------------------------------------------------
@@ -170,36 +252,29 @@ PAGE = 8192  # lab.guestside.httpd's page
 
 
 @dataclass(frozen=True)
-class WebLoad:
+class WebLoad(ServedLoad):
     """``requests`` GETs of an 8 KiB page per trial, ``clients`` at a time."""
 
     requests: int
     clients: int = WEB_CLIENTS
-    name: str = "web"
-    nic: Nic = Nic.USER
-    frames: int | None = None
-    guest_port: int | None = WEB_PORT
+    name = "web"
+    guest_port = WEB_PORT
 
     def describe(self) -> str:
         return f"{self.requests} HTTP requests for 8 KiB, {self.clients} clients, a connection each"
 
-    @contextlib.contextmanager
-    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
-        assert host_port is not None
-        with env.start("httpd", Httpd(nic.guest_ip, WEB_PORT), ready=True) as server:
-            server.wait_ready()
-            # One request first: slirp and the guest's ARP entry for it are set
-            # up before anything is measured.
-            if fetch_pages(host_port, 1).count != 1:
-                raise LabError(f"the guest's HTTP server does not answer on 127.0.0.1:{host_port}")
+    def server(self, nic: Link) -> Request:
+        return Httpd(nic.guest_ip, WEB_PORT)
 
-            def drive() -> Sent:
-                done = fetch_pages(host_port, self.requests, self.clients)
-                if done.count < self.requests:
-                    raise LabError(f"web: {self.requests - done.count} requests failed")
-                return done
+    def warm_up(self, host_port: int) -> None:
+        if fetch_pages(host_port, 1).count != 1:
+            raise LabError(f"the guest's HTTP server does not answer on 127.0.0.1:{host_port}")
 
-            yield drive
+    def drive(self, host_port: int) -> Sent:
+        done = fetch_pages(host_port, self.requests, self.clients)
+        if done.count < self.requests:
+            raise LabError(f"web: {self.requests - done.count} requests failed")
+        return done
 
 
 def fetch_pages(port: int, requests: int, clients: int = WEB_CLIENTS) -> Sent:
@@ -247,36 +322,34 @@ WRITE = 1 << 18  # bytes per send: big writes, full-sized segments
 
 
 @dataclass(frozen=True)
-class BulkLoad:
+class BulkLoad(ServedLoad):
     """``mib`` MiB per trial into the guest over ``connections`` TCP connections at once,
     GRO on for the NIC meanwhile."""
 
     mib: int
     connections: int = BULK_CONNECTIONS
-    name: str = "bulk"
-    nic: Nic = Nic.USER
-    frames: int | None = None
-    guest_port: int | None = BULK_PORT
+    name = "bulk"
+    guest_port = BULK_PORT
 
     def describe(self) -> str:
         return f"{self.mib} MiB downloaded over {self.connections} TCP connections, GRO on"
 
+    def server(self, nic: Link) -> Request:
+        return TcpSink(nic.guest_ip, BULK_PORT)
+
     @contextlib.contextmanager
-    def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
-        assert host_port is not None
+    def nic_set_up(self, env: Testbed, nic: Link) -> Iterator[None]:
         env.net.set_gro(nic, True)
         try:
-            with env.start("tcpsink", TcpSink(nic.guest_ip, BULK_PORT), ready=True) as sink:
-                sink.wait_ready()
-                push(host_port, 1 << 16, 1)  # slirp and ARP set up before anything is measured
-                each = self.mib * (1 << 20) // self.connections
-
-                def drive() -> Sent:
-                    return push(host_port, each, self.connections)
-
-                yield drive
+            yield
         finally:
             env.net.set_gro(nic, False)
+
+    def warm_up(self, host_port: int) -> None:
+        push(host_port, 1 << 16, 1)
+
+    def drive(self, host_port: int) -> Sent:
+        return push(host_port, self.mib * (1 << 20) // self.connections, self.connections)
 
 
 def push(port: int, each: int, connections: int) -> Sent:

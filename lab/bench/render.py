@@ -8,7 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lab.bench.stats import BASELINE, BenchResult, Row, Spread, Target, Verdict
+from lab.bench.stats import (
+    BASELINE,
+    FILTERED,
+    KEEP_ONE_IN,
+    LOADED,
+    UNFILTERED,
+    BenchResult,
+    Row,
+    Spread,
+    Target,
+    Verdict,
+)
 
 # Other processes' work on the host (in CPUs) over which a row is called out.
 CONTENDED = 0.25
@@ -144,6 +155,25 @@ def sweep(result: BenchResult) -> list[str]:
     return out
 
 
+def filtered(result: BenchResult) -> list[str]:
+    """Each sniffer's capture_us with a filter keeping 1 frame in KEEP_ONE_IN, against its
+    own without one: a filter that runs before the copy (or the chunk) should cut the cost
+    to about that share."""
+    by = {(r.load, r.sniffer): r for r in result.rows}
+    out = []
+    for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == FILTERED):
+        thin, whole = by[(FILTERED, s)], by.get((UNFILTERED, s))
+        if s in (BASELINE, LOADED) or whole is None:
+            continue
+        share = (
+            f"{thin.capture_us.median / whole.capture_us.median:.2f}x"
+            if whole.capture_us.median > 0 else "-"
+        )  # fmt: skip
+        got, base = num(thin.capture_us.median), num(whole.capture_us.median)
+        out.append(f"  {s:<12}{got:>8} against {base} unfiltered: {share}")
+    return out
+
+
 def report_text(result: BenchResult) -> str:
     out = [f"per frame: {result.unit}", "", table(result.rows)]
     retried = [(r, why) for r in result.rows for why in r.retries]
@@ -160,6 +190,10 @@ def report_text(result: BenchResult) -> str:
     swept = sweep(result)
     if swept:
         out += ["", "frame-size sweep, capture us/frame (plotted in bench.png):", *swept]
+    thinned = filtered(result)
+    if thinned:
+        out += ["", f"a filter keeping 1 frame in {KEEP_ONE_IN}, capture us/frame against the "
+                f"{UNFILTERED} load's:", *thinned]  # fmt: skip
     out += ["", "targets (reported, not asserted; judged on the rounds' range):"]
     out += targets(result.targets)
     return "\n".join(out)

@@ -53,15 +53,20 @@ class Tools:
 
 @dataclass(frozen=True)
 class Launch:
-    """How the meter starts a sniffer, and how it knows the sniffer is ready."""
+    """How the meter starts a sniffer, how it knows the sniffer is ready, and how long the
+    sniffer may still need once the NIC is done before a stop loses none of its frames."""
 
     args: tuple[str, ...]  # the command; with ``module``, the module's arguments
     module: str | None = None  # a Python module, forked from the guest's warm interpreter
     ready_line: str | None = None  # ready at this line on its stderr (None: the protocol)
+    drain_s: float = 0.0  # its batching delay, if SIGINT would drop what it batched
 
     def meter(self, window: Meter) -> Meter:
         """The meter's request: ``window`` (how it measures), this sniffer in it."""
-        return replace(window, wait_line=self.ready_line, module=self.module, cmd=self.args)
+        return replace(
+            window, wait_line=self.ready_line, module=self.module, cmd=self.args,
+            drain_s=self.drain_s,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,12 @@ class Sniffer(Protocol):
         """NTA loaded during its trials."""
         ...
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch | None:
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch | None:
         """How the meter starts it on ``iface``, stopping after ``count`` frames (None: when
-        stopped); None: no process, the window alone."""
+        stopped), keeping only frames the filter expression ``expr`` passes (tcpdump's
+        language); None: no process, the window alone."""
         ...
 
     def figures(self, report: MeterReport, iface: str) -> Figures: ...
@@ -99,7 +107,9 @@ class Idle:
     name: str
     needs_module: bool
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch | None:
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch | None:
         return None
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
@@ -110,9 +120,13 @@ class Afpacket:
     name = "afpacket"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
-        request = AfpacketRequest(iface, count or UNTIL_STOPPED, duration=3600)
-        return Launch(tuple(request.to_argv()), module=AfpacketRequest.MODULE)
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch:
+        request = AfpacketRequest(iface, count or UNTIL_STOPPED, duration=3600, filter=expr or "")
+        # SIGINT ends it at once, leaving unread the blocks the kernel handed it: it reads
+        # each within a poll (100 ms) of its retiring (10 ms), longer in Python under TCG.
+        return Launch(tuple(request.to_argv()), module=AfpacketRequest.MODULE, drain_s=0.5)
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
         afp = AfpacketReport.from_json(report.stdout)
@@ -149,12 +163,18 @@ class Tcpdump:
     name = "tcpdump"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch:
         args = [tools.tcpdump, "-i", iface, "-n", "-Q", "in", "-w", "/dev/null"]
         args += ["-B", "2048"]  # 2 MiB, as the AF_PACKET reader's ring
         if count is not None:
             args += ["-c", str(count)]
-        return Launch(tuple(args), ready_line="listening on")
+        if expr:
+            args.append(expr)
+        # libpcap hands over a TPACKET_V3 block when it is full or after its 1 s timeout;
+        # SIGINT ends tcpdump without the block still open.
+        return Launch(tuple(args), ready_line="listening on", drain_s=1.5)
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
         stats = parse_tcpdump(report.stderr)
@@ -165,13 +185,18 @@ class Pysniff:
     name = "pysniff"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch:
         # The module's default wakeup policy: what a reader gets without asking.
         # Ready through the protocol: its --ready-file defaults to $NTALAB_READY. -Q in:
         # what tcpdump's row captures (the readers' default is both directions).
+        # No drain: stopped, it takes what the module published at its next wakeup.
         args = ["-i", iface, "-Q", "in", "--json", "--bulk"]
         if count is not None:
             args += ["-c", str(count)]
+        if expr:
+            args += ["-f", expr]
         return Launch(tuple(args), module="pysniff.cli")
 
     def figures(self, report: MeterReport, iface: str) -> Figures:
@@ -189,10 +214,15 @@ class Ntadump:
     name = "ntadump"
     needs_module = True
 
-    def launch(self, iface: str, count: int | None, tools: Tools) -> Launch:
+    def launch(
+        self, iface: str, count: int | None, tools: Tools, expr: str | None = None
+    ) -> Launch:
         args = [tools.ntadump, "-i", iface, "-Q", "in", "-w", "/dev/null", "--json"]
         if count is not None:
             args += ["-c", str(count)]
+        if expr:
+            args += ["-f", expr]
+        # No drain: SIGINT wakes it, and it takes every frame published before it exits.
         return Launch(tuple(args), ready_line="ntadump: listening on")
 
     def figures(self, report: MeterReport, iface: str) -> Figures:

@@ -41,6 +41,8 @@ from lab.guestside.reports import CpuStat
 
 BASELINE = "none"  # the trials every load's capture_us is measured from
 LOADED = "none-loaded"
+# The load whose frames a filter thins (1 in KEEP_ONE_IN kept) and the load it thins.
+FILTERED, UNFILTERED, KEEP_ONE_IN = "filtered", "fixed", 10
 
 
 def busy_seconds(before: CpuStat, after: CpuStat, elapsed_s: float) -> float:
@@ -256,7 +258,7 @@ class Goal:
         return "us" if self.figure in (Figure.CAPTURE, Figure.PROCESS) else "/1k"
 
 
-NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk")
+NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk", FILTERED)
 GOALS = (
     Goal("ntadump capture/frame vs tcpdump's", Figure.CAPTURE, "ntadump", 0.5, "tcpdump",
          NTA_VS_TCPDUMP),
@@ -277,6 +279,7 @@ class Verdict(Enum):
     MISSED = "missed"
     UNRESOLVED = "unresolved"  # the rounds' range straddles the limit
     NOT_MEASURED = "not measured"
+    NOT_JUDGED = "not judged"  # measured, but the rounds say nothing of the limit
 
 
 @dataclass(frozen=True)
@@ -296,12 +299,15 @@ class Target:
 
 
 def judge(goals: Sequence[Goal], rows: Sequence[Row]) -> list[Target]:
+    """Each goal at each load of the run it is set for (a run of some loads only says
+    nothing of the others)."""
     by = {(r.load, r.sniffer): r for r in rows}
     loads = list(dict.fromkeys(r.load for r in rows))
     out = []
     for goal in goals:
         for load in goal.loads or loads:
-            out.append(_judge(goal, load, by))
+            if load in loads:
+                out.append(_judge(goal, load, by))
     return out
 
 
@@ -334,6 +340,9 @@ def _judge(goal: Goal, load: str, by: dict[tuple[str, str], Row]) -> Target:
         base = by.get((load, BASELINE))
         if base is None:
             return target(None, note="no none trials at this load")
+        if min(base.rounds, by[(load, goal.sniffer)].rounds) < 2:  # no spread to judge on
+            return Target(goal.what, load, None, goal.unit, ours.median, ours.lo, ours.hi,
+                          Verdict.NOT_JUDGED, "one round", two_sided=True)  # fmt: skip
         spread = round(max(ours.width, base.capture_us.width), 3)
         met = abs(ours.median) <= spread
         return Target(
@@ -343,7 +352,9 @@ def _judge(goal: Goal, load: str, by: dict[tuple[str, str], Row]) -> Target:
     if goal.versus is None:
         return target(ours.median, ours.lo, ours.hi)
     ref = _figure(by.get((load, goal.versus)), goal.figure)
-    if ref is None or ref.median <= 0:
+    if ref is None:
+        return target(None, note=f"no {goal.versus} {goal.figure.value} at this load")
+    if ref.median <= 0:
         return target(None, note=f"{goal.versus}'s {goal.figure.value} is not above zero here")
     measured = ratio(ours.median, ref.median)
     if ref.lo <= 0:  # the reference's range reaches zero: no bound on the ratio

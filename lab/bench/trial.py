@@ -13,10 +13,13 @@ whatever happens (``GuestProc`` as a context manager). Its steps:
    the reader's pool for an NTA reader; every trial bounces, so all go
    through the same steps, and none pays for it: it is outside the window;
 4. SIGUSR1: the meter opens the window; then the load;
-5. the window ends when the sniffer has taken the load's frames and exited,
-   or, for a load it cannot count (web, bulk) and for no sniffer, when the
-   host stops the meter (after ``loads.SETTLE_S`` for those loads; the meter
-   then waits until the NIC took every frame sent).
+5. the load over (for a load sniffers cannot count, web and bulk, after
+   ``loads.SETTLE_S`` more), SIGTERM tells the meter, which ends the window
+   when the NIC is done: it took the load's frames (received or missed) and
+   its counters stood still. A sniffer still running then (it missed
+   frames, or runs until stopped) gets its batching delay to exit
+   (``Launch.drain_s``), then SIGINT: it reports what it took and what it
+   missed, and the window ends with it. Never at a reader's idle timeout.
 
 Steps 1 to 4 are set-up: a failure there (a program not ready, a link
 without carrier) is the infrastructure's, not a finding. The trial is tried
@@ -43,11 +46,10 @@ from lab.guestnet import Link
 from lab.guestside.protocol import Meter
 from lab.guestside.reports import MeterReport
 from lab.records import EventKind
+from lab.spawn import GuestProc
 from lab.testbed import Testbed
-from lab.wait import WaitTimeout
 
 STARTED_S = 60.0  # SIGUSR1 to the window open: the meter only reads a few files
-EXIT_S = 20.0  # after the load, for a sniffer to take its last frames and exit (tcpdump: 1 s)
 RESULT_S = 120.0  # after the window, for the meter's report
 
 
@@ -138,7 +140,7 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
     started, out = env.outdir / f"{tag}.started", env.outdir / f"{tag}.json"
     for path in (started, out):
         path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
-    launch = sniffer.launch(nic.iface, load.frames, bench.tools)
+    launch = sniffer.launch(nic.iface, load.kept, bench.tools, load.filter)
     window = Meter(hold=started, iface=nic.iface, expect_rx=load.frames or 0)
     request = launch.meter(window) if launch is not None else window
     with contextlib.ExitStack() as stack:
@@ -154,20 +156,23 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
             meter.wait_file(started, STARTED_S)
         host0, t0 = host.Snapshot.take(), time.monotonic()
         sent = drive()
-        if launch is not None and load.frames is not None:
-            # It stops at the load's count; one that missed frames is stopped.
-            with contextlib.suppress(WaitTimeout):
-                meter.wait(EXIT_S)
-        elif load.frames is None:
-            # Settled, so that a batching sniffer has taken the last frames; the
-            # same wait for every sniffer under this load, none included.
-            settle()
-        if meter.poll() is None:
-            meter.signal("TERM")
-        report = meter.result(MeterReport.from_json, RESULT_S)
+        report = end_window(meter, load)
         contention = host.others(host0, host.Snapshot.take(), time.monotonic() - t0)
     trial = trial_of(tag, load, sniffer, rnd, report, sent.count, sent.unit, sent.seconds, nic)
     return replace(trial, host_others=contention)
+
+
+def end_window(meter: GuestProc, load: Load) -> MeterReport:
+    """The load is over: the meter ends the window once the NIC is done (and the sniffer
+    with it); its report. Every trial gets the same SIGTERM (a shell's kill in the
+    window), unless its sniffer took the load's frames and exited first."""
+    if load.frames is None:
+        # Settled, so that a batching sniffer has taken the last frames; the
+        # same wait for every sniffer under this load, none included.
+        settle()
+    if meter.poll() is None:
+        meter.signal("TERM")
+    return meter.result(MeterReport.from_json, RESULT_S)
 
 
 def settle() -> None:
@@ -187,7 +192,8 @@ def trial_of(
     if rx is None:
         raise LabError(f"{tag}: the meter counted no frames on {nic.iface}")
     if load.frames is not None and rx < load.frames:
-        raise LabError(f"{tag}: {nic.iface} received {rx} of the {load.frames} frames sent")
+        missed = f" (it missed {report.rx_missed}: no buffer)" if report.rx_missed else ""
+        raise LabError(f"{tag}: {nic.iface} received {rx} of the {load.frames} frames sent{missed}")
     figures = sniffer.figures(report, nic.iface)
     before, after = report.stat_before, report.stat_after
     process = report.exit is not None

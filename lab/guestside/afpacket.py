@@ -7,18 +7,23 @@ bytes, read in place), so the two differ only by the path the bytes take.
 The CRCs are summed, not chained: the stack may reorder frames (GRO holds
 TCP segments until the end of a NAPI poll), so only the set is comparable.
 
-    python -m lab.guestside.afpacket --iface IFACE --count N [--duration S]
+    python -m lab.guestside.afpacket --iface IFACE --count N [--duration S] [--filter EXPR]
 
 (``protocol.Afpacket``) prints one JSON object: frames, bytes, crc_sum,
 kernel drops, CPU times, and the ring memory the frames took: the blocks
 handed back and the bytes the kernel filled in them (their blk_len, headers
 and padding included), which the benchmark sets against NTA's chunk per
-frame.
+frame. A filter expression is compiled as pysniff compiles its own
+(``pysniff.bpf``: libpcap's compiler, through ``tcpdump -ddd`` on the live
+interface) and attached to the socket before it is bound, as libpcap's
+``pcap_setfilter`` attaches tcpdump's (``SO_ATTACH_FILTER``): a frame it
+refuses is never copied into the ring.
 SIGINT ends the capture early, still with the report (as tcpdump does).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -33,6 +38,7 @@ import zlib
 
 from lab.guestside import protocol
 from lab.guestside.reports import AfpacketReport, dumps
+from pysniff import bpf
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -57,6 +63,16 @@ PKT_HDR = struct.Struct("IIIIIIHH")
 PKTTYPE_OFFSET = 48 + 10
 PACKET_OUTGOING = 4
 PACKET_IGNORE_OUTGOING = 23  # Linux >= 4.20; what tcpdump -Q in asks for
+SO_ATTACH_FILTER = 26
+SOCK_FPROG = struct.Struct("@HP")  # struct sock_fprog: len, then the instructions' address
+
+
+def attach_filter(sock: socket.socket, program: list[bpf.Insn]) -> None:
+    """``program`` as the socket's filter; the kernel copies it before setsockopt returns."""
+    packed = bpf.pack(program)
+    insns = ctypes.create_string_buffer(packed, len(packed))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    SOCK_FPROG.pack(len(program), ctypes.addressof(insns)))  # fmt: skip
 
 
 def link_went_down(sock: socket.socket) -> None:
@@ -72,8 +88,10 @@ def link_went_down(sock: socket.socket) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def sniff(iface: str, count: int, duration: float) -> AfpacketReport:
+def sniff(iface: str, count: int, duration: float, expr: str = "") -> AfpacketReport:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    if expr:
+        attach_filter(sock, bpf.compile_expression(expr, iface))
     sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
     # Received frames only, as NTA publishes: sent ones are not even copied.
     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -141,7 +159,7 @@ def sniff(iface: str, count: int, duration: float) -> AfpacketReport:
 
 def main(argv: list[str]) -> int:
     req = protocol.Afpacket.from_argv(argv)
-    print(dumps(sniff(req.iface, req.count, req.duration)))
+    print(dumps(sniff(req.iface, req.count, req.duration, req.filter)))
     return 0
 
 

@@ -19,6 +19,7 @@ import socket
 import sys
 
 from lab.guestside import protocol
+from lab.guestside.tcplisten import listening
 
 PAGE = bytes(range(256)) * 32
 RESPONSE = (
@@ -79,10 +80,7 @@ def serve(server: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     req = protocol.Httpd.from_argv(argv)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((req.address, req.port))
-    server.listen(BACKLOG)
+    server = listening(req.address, req.port, BACKLOG)
     server.setblocking(False)
     protocol.ready()
     serve(server)

@@ -12,14 +12,15 @@ and the load (the link bounce that makes an NTA reader's device receive into
 its pool) outside the window. Without it, the window starts as the meter is
 ready.
 
-Over the window, from its start to the sniffer's exit (or to SIGTERM):
+Over the window, from its start to its end (below):
 
 - the whole guest's busy CPU time, from /proc/stat read at both ends: every
   CPU, every context (user, system, softirq, hardirq, kworkers), as elapsed
   x CPUs online - idle - iowait (the host does that sum, from both reads);
-- the NIC's received frames (``--iface``), from its statistics, and the IP
-  packets the stack received (/proc/net/snmp's InReceives: after GRO, so
-  under a TCP load it says how many merged frames the wire's became);
+- the NIC's received frames (``--iface``) and those it missed (no buffer for
+  them), from its statistics, and the IP packets the stack received
+  (/proc/net/snmp's InReceives: after GRO, so under a TCP load it says how
+  many merged frames the wire's became);
 - the sniffer's CPU time, read from /proc/<pid>/schedstat (at exit, before
   the zombie is reaped), so its start-up is not charged to it;
 - its system calls, counted by the kernel's tracing (a hist trigger on
@@ -29,15 +30,26 @@ Over the window, from its start to the sniffer's exit (or to SIGTERM):
 - its voluntary context switches: each is a sleep, so for a reader blocking
   in poll() one per wakeup; and the involuntary ones.
 
-The meter itself costs nothing in the window: it sleeps in sigwaitinfo()
-until the sniffer exits (SIGCHLD) or the host stops it (SIGTERM), so every
-trial's window holds the same meter, asleep. Signals are blocked and taken
-synchronously, never by a Python handler: a handler that sets a
-threading.Event deadlocks when it runs while the main thread holds that
-Event's lock in wait() (what left a trial's window unopened, its ready file
-written, until the host gave up). On SIGTERM the meter first waits (briefly,
-polling) until the NIC has received ``--expect-rx`` frames since the window
-began, then gives the sniffer SIGINT, so it reports and exits as tcpdump does.
+The meter itself costs nothing in the window while the load runs: it sleeps
+in sigwaitinfo() until the sniffer exits (SIGCHLD) or the host says the load
+is over (SIGTERM), so every trial's window holds the same meter, asleep.
+Signals are blocked and taken synchronously, never by a Python handler: a
+handler that sets a threading.Event deadlocks when it runs while the main
+thread holds that Event's lock in wait() (what left a trial's window
+unopened, its ready file written, until the host gave up).
+
+**The window's end.** When the sniffer exits with the load's frames (its
+count); or, after SIGTERM, once the NIC is done: its counters (rx_packets +
+rx_missed_errors) have taken ``--expect-rx`` frames since the window began
+and stood still for STILL_S. They are read every SETTLE_POLL_S meanwhile,
+the meter's only work in a window, the same in every trial of a frame load.
+A sniffer still running then has ``--drain-s`` to exit on its own (its
+batching delay: a block timeout; the meter sleeps, SIGCHLD wakes it; none
+without ``--expect-rx``: the host has waited after a load it cannot count),
+then gets SIGINT, so it reports and exits as tcpdump does: frames it missed are
+counted as missed (it says so), not waited for. Before, a reader that had
+missed frames held the window open until the host gave up on it (20 s),
+idle time that diluted the round's figures.
 
 A Python sniffer (``--module``) is forked from this warm interpreter, as the
 spawner starts the lab's programs (a fresh Python takes seconds under TCG);
@@ -47,10 +59,11 @@ sniffer's stdout and stderr in it. Without a command it measures the window
 alone: the no-sniffer baseline.
 
     python -m lab.guestside.meter [--hold STARTED_FILE] [--iface IFACE] [--expect-rx N]
-        [--wait-line TEXT] [--module MODULE] [--tracefs DIR] [-- ARGS...]
+        [--drain-s S] [--wait-line TEXT] [--module MODULE] [--tracefs DIR] [--net DIR]
+        [-- ARGS...]
 
-(``protocol.Meter``; ``--tracefs``: where tracefs is, host tests give a
-directory of their own.)
+(``protocol.Meter``; ``--tracefs``, ``--net``: where tracefs and the NICs'
+statistics are, host tests give directories of their own.)
 """
 
 from __future__ import annotations
@@ -71,13 +84,17 @@ from lab.guestside.reports import CpuStat, MeterReport, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 TRACEFS = Path("/sys/kernel/tracing")
+NET = Path("/sys/class/net")
 SYS_ENTER = "events/raw_syscalls/sys_enter"
 # The signals the meter acts on, all blocked and taken with sigtimedwait().
 GO, STOP, CHILD = signal.SIGUSR1, signal.SIGTERM, signal.SIGCHLD
 WATCHED = frozenset({GO, STOP, CHILD})
 READY_POLL_S = 0.02  # before the window: how often a ready file or line is looked for
-SETTLE_POLL_S = 0.01  # after SIGTERM: how often the NIC's count is read
-SETTLE_S = 30.0  # ... and for how long at most
+SETTLE_POLL_S = 0.01  # after SIGTERM: how often the NIC's counters are read
+# ... unchanged this long once they reached the count, the NIC is done: far longer than
+# a NAPI poll, which passes its frames up and then adds them to the counters
+STILL_S = 0.05
+SETTLE_S = 30.0  # ... and how long the meter waits for that at most
 EXIT_S = 30.0  # a sniffer given SIGINT has this long to report, then SIGKILL
 
 
@@ -100,10 +117,13 @@ def ip_packets() -> int | None:
     return int(values[names.index("InReceives")])
 
 
-def rx_packets(iface: str | None) -> int | None:
-    if iface is None:
+def nic_counts(args: protocol.Meter) -> tuple[int, int] | None:
+    """``--iface``'s frames so far: (received, missed for want of a buffer)."""
+    if args.iface is None:
         return None
-    return int(Path(f"/sys/class/net/{iface}/statistics/rx_packets").read_text())
+    stats = (args.net or NET) / args.iface / "statistics"
+    rx, missed = ((stats / name).read_text() for name in ("rx_packets", "rx_missed_errors"))
+    return int(rx), int(missed)
 
 
 def process_cpu(pid: int) -> float:
@@ -321,13 +341,30 @@ def end_sniffer(pid: int, sig: Signals) -> None:
         sig.wait(1.0)
 
 
-def settle(args: protocol.Meter, rx0: int | None, sig: Signals) -> None:
-    """After SIGTERM: until the NIC has received ``--expect-rx`` frames in the window."""
-    if rx0 is None or args.expect_rx <= 0:
+def nic_done(
+    args: protocol.Meter, nic0: tuple[int, int] | None, sig: Signals, pid: int | None
+) -> None:
+    """After SIGTERM: until the NIC has taken ``--expect-rx`` frames in the window
+    (received or missed) and its counters stood still for STILL_S, or the sniffer exited
+    (SETTLE_S at most)."""
+    if nic0 is None or args.expect_rx <= 0:
         return
     deadline = time.monotonic() + SETTLE_S
-    while (rx_packets(args.iface) or 0) - rx0 < args.expect_rx and time.monotonic() < deadline:
+    last, since = -1, 0.0
+    while time.monotonic() < deadline and not (pid is not None and exited(pid)):
+        now, at = sum(nic_counts(args) or nic0) - sum(nic0), time.monotonic()
+        if now != last:
+            last, since = now, at
+        elif now >= args.expect_rx and at - since >= STILL_S:
+            return
         sig.wait(SETTLE_POLL_S)
+
+
+def drain(pid: int, seconds: float, sig: Signals) -> None:
+    """Up to ``seconds`` for the sniffer to exit on its own: asleep, SIGCHLD wakes it."""
+    deadline = time.monotonic() + seconds
+    while not exited(pid) and (left := deadline - time.monotonic()) > 0:
+        sig.wait(left)
 
 
 def main(argv: list[str]) -> int:
@@ -369,7 +406,7 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
     cpu0 = process_cpu(pid) if pid is not None else 0.0
     ticks0 = ticks(pid) if pid is not None else (0, 0)
     switches0 = switches(pid) if pid is not None else (0, 0)
-    rx0, ip0 = rx_packets(args.iface), ip_packets()
+    nic0, ip0 = nic_counts(args), ip_packets()
     t0, before = cpu_stat()
     if args.hold is not None:
         args.hold.write_text("started\n")
@@ -378,9 +415,12 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
     while not sig.stop and not (pid is not None and exited(pid)):
         sig.wait(None)  # asleep: the window holds no work of the meter's
     if sig.stop:
-        settle(args, rx0, sig)
-        if pid is not None and not exited(pid):
-            end_sniffer(pid, sig)
+        nic_done(args, nic0, sig, pid)
+        if pid is not None:
+            if args.expect_rx > 0:  # else the host waited out the batching delays itself
+                drain(pid, args.drain_s, sig)
+            if not exited(pid):
+                end_sniffer(pid, sig)
     rc: int | None = None
     cpu, vol, invol, user, system = 0.0, 0, 0, 0, 0
     if pid is not None:
@@ -390,7 +430,7 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
         now = switches(pid)
         vol, invol = now[0] - switches0[0], now[1] - switches0[1]
     t1, after = cpu_stat()
-    rx1, ip1 = rx_packets(args.iface), ip_packets()
+    nic1, ip1 = nic_counts(args), ip_packets()
     extra: dict[str, str] = {}
     syscalls = None
     if counter is not None:
@@ -407,7 +447,8 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
         stat_after=after,
         stdout=out.read_text(errors="replace") if out.exists() else "",
         stderr=tail(err),
-        rx_packets=None if rx0 is None or rx1 is None else rx1 - rx0,
+        rx_packets=None if nic0 is None or nic1 is None else nic1[0] - nic0[0],
+        rx_missed=None if nic0 is None or nic1 is None else nic1[1] - nic0[1],
         ip_packets=None if ip0 is None or ip1 is None else ip1 - ip0,
         voluntary_switches=vol,
         involuntary_switches=invol,

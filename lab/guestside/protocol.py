@@ -140,12 +140,14 @@ class Capture(Request):
 
 @dataclasses.dataclass(frozen=True)
 class Afpacket(Request):
-    """Read IFACE through a TPACKET_V3 ring: COUNT frames, or for DURATION s (an AfpacketReport)."""
+    """Read IFACE through a TPACKET_V3 ring: COUNT frames, or for DURATION s (an AfpacketReport);
+    with FILTER, only frames that tcpdump expression passes, filtered in the kernel."""
 
     MODULE = "lab.guestside.afpacket"
     iface: str
     count: int
     duration: float = 120.0
+    filter: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,10 +244,16 @@ class Meter(Request):
     MODULE = "lab.guestside.meter"
     hold: Path | None = None  # wait for SIGUSR1 before the window, then create this
     iface: str | None = None  # the NIC whose received frames the window counts
-    expect_rx: int = 0  # on SIGTERM, first wait until IFACE received this many in the window
+    # SIGTERM says the load is over: the window then ends once IFACE has taken this many
+    # frames in it (received or missed) and its counters stood still ...
+    expect_rx: int = 0
+    # ... and once the sniffer has exited, given this long to do so on its own (its
+    # batching delay) before it is stopped (with EXPECT_RX only: else the host waited)
+    drain_s: float = 0.0
     wait_line: str | None = None  # the sniffer is ready at this line on its stderr
     module: str | None = None  # a Python sniffer, forked warm: CMD is its arguments
     tracefs: Path | None = None  # where tracefs is (None: /sys/kernel/tracing); host tests
+    net: Path | None = None  # where the NICs' statistics are (None: /sys/class/net); host tests
     cmd: tuple[str, ...] = ()
 
 

@@ -102,6 +102,7 @@ class MeterReport:
     stdout: str
     stderr: str
     rx_packets: int | None = None  # the NIC's received frames over the window (--iface)
+    rx_missed: int | None = None  # ... and those it missed (rx_missed_errors: no buffer)
     ip_packets: int | None = None  # IP packets the stack received (after GRO), every NIC
     voluntary_switches: int = 0
     involuntary_switches: int = 0

@@ -15,6 +15,7 @@ import sys
 import threading
 
 from lab.guestside import protocol
+from lab.guestside.tcplisten import listening
 
 CHUNK = 1 << 18  # per recv: big reads, as a downloading client does
 
@@ -28,10 +29,7 @@ def drain(conn: socket.socket) -> None:
 
 def main(argv: list[str]) -> int:
     req = protocol.TcpSink.from_argv(argv)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((req.address, req.port))
-    server.listen(64)
+    server = listening(req.address, req.port, 64)
     protocol.ready()
     while True:
         conn, _ = server.accept()
