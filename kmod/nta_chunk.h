@@ -14,9 +14,10 @@
  * A chunk is free, then busy: handed to the kernel as a receive buffer, or
  * taken for a copy and filling (NTA writes a frame into it without its pool's
  * lock: nothing else may touch it meanwhile, reclaim included), under a new
- * generation; then possibly shared (published to its pool's reader, once per
- * generation). It is free again only when the kernel dropped its page
- * references, no reader holds it and it is not being filled.
+ * generation; then possibly shared (published, once per generation, to the
+ * readers of its pool that took the frame: a bit each in readers). It is
+ * free again only when the kernel dropped its page references, no reader
+ * holds it and it is not being filled.
  */
 #ifndef _NTA_CHUNK_H
 #define _NTA_CHUNK_H
@@ -28,7 +29,6 @@
 
 #include "nta_uapi.h"
 
-struct nta_reader;
 struct page;
 struct sk_buff;
 struct skb_shared_info;
@@ -40,7 +40,12 @@ struct skb_shared_info;
 struct nta_chunk {
 	struct list_head link;		/* its pool's free, busy or shared list */
 	struct page *page;
-	struct nta_reader *owner;	/* non-NULL while shared */
+	/*
+	 * The readers it is shared with, a bit per reader slot of its pool
+	 * (struct nta_pool.users): non-zero while shared, a bit cleared by
+	 * that reader's commit or close.
+	 */
+	__u16 readers;
 	/*
 	 * While shared, what keeps the stack from writing the published bytes
 	 * (nta_capture.c), at most one of:
@@ -109,10 +114,18 @@ static inline void nta_chunk_filled(struct nta_chunk *c)
 	c->published = true;
 }
 
-static inline void nta_chunk_share(struct nta_chunk *c, struct nta_reader *r, u32 frame_offset)
+/* @c is published to the readers in @readers (slots of its pool), all at @frame_offset. */
+static inline void nta_chunk_share(struct nta_chunk *c, __u16 readers, u32 frame_offset)
 {
-	c->owner = r;
+	c->readers = readers;
 	c->frame_offset = frame_offset;
+}
+
+/* Reader slot @user lets go of @c; whether no reader holds it any more. */
+static inline bool nta_chunk_unshare(struct nta_chunk *c, u32 user)
+{
+	c->readers &= ~(1U << user);
+	return !c->readers;
 }
 
 /*
@@ -122,7 +135,7 @@ static inline void nta_chunk_share(struct nta_chunk *c, struct nta_reader *r, u3
  */
 static inline bool nta_chunk_reclaimable(const struct nta_chunk *c, int page_refs)
 {
-	return c->busy && !c->filling && !c->owner && !c->leaked && page_refs == 1;
+	return c->busy && !c->filling && !c->readers && !c->leaked && page_refs == 1;
 }
 
 static inline void nta_chunk_put_back(struct nta_chunk *c)
@@ -133,16 +146,17 @@ static inline void nta_chunk_put_back(struct nta_chunk *c)
 }
 
 /*
- * Whether @cm names a chunk shared with @r under its current generation, at
- * the offset its record gave; the chunk in @chunk if so. The verdict is
- * NTA_BAD_COMMIT_MAX for a good commit, else the reason to refuse it, and
- * nothing is changed either way: the caller releases a good one. @cm is the
- * caller's own copy (the reader may rewrite its ring at any time): each
- * field is read once from shared memory into it (nta_reader.c).
+ * Whether @cm names a chunk shared with reader slot @user of the pool whose
+ * @nodes the caller found for cm->pool (NULL: the reader has no pool
+ * there), under its current generation, at the offset its record gave; the
+ * chunk in @chunk if so. The verdict is NTA_BAD_COMMIT_MAX for a good
+ * commit, else the reason to refuse it, and nothing is changed either way:
+ * the caller releases a good one. @cm is the caller's own copy (the reader
+ * may rewrite its ring at any time): each field is read once from shared
+ * memory into it (nta_reader.c).
  */
 static inline enum nta_bad_commit nta_commit_check(const struct nta_node *nodes, u32 node_count,
-						   u32 node_pages, u32 page_size,
-						   const struct nta_reader *r,
+						   u32 node_pages, u32 page_size, u32 user,
 						   const struct nta_commit *cm,
 						   struct nta_chunk **chunk)
 {
@@ -150,12 +164,14 @@ static inline enum nta_bad_commit nta_commit_check(const struct nta_node *nodes,
 
 	if (cm->reserved)
 		return NTA_BAD_RESERVED;
+	if (!nodes)
+		return NTA_BAD_POOL;
 	if (cm->node >= node_count)
 		return NTA_BAD_NODE;
 	if (cm->offset / page_size >= node_pages)
 		return NTA_BAD_OFFSET;
 	c = &nodes[cm->node].chunks[cm->offset / page_size];
-	if (c->owner != r)
+	if (!(c->readers & (1U << user)))
 		return NTA_BAD_STATE;
 	if (c->generation != cm->generation)
 		return NTA_BAD_GENERATION;

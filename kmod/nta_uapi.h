@@ -6,9 +6,14 @@
  * This header is the single source of the ABI: the module includes it, and
  * pysniff mirrors it (a test compares the two, field by field).
  *
- * Every open file is a reader with a pool of its own: the devices it
- * attaches get their receive buffers from that pool, and the reader maps
- * that pool and nothing else. How a reader uses it:
+ * Every open file is a reader. Every device readers attach has a pool of
+ * its own, shared by all of them: the device gets its receive buffers from
+ * that pool, and each frame it receives (or sends) is published to every
+ * reader of the device, in place, once. A chunk goes back to its pool only
+ * when every reader it was published to committed it or closed. A reader
+ * maps the pools of the devices it attached and nothing else: it sees
+ * frames of those devices, of no other device and no other namespace.
+ * How a reader uses it:
  *  1. open("/dev/nta", O_RDWR).
  *  2. mmap NTA_MMAP_META_OFFSET, one page, PROT_READ: struct nta_meta.
  *     Check magic, abi_version and meta_size; read the geometry from it.
@@ -16,25 +21,33 @@
  *     bytes, PROT_READ | PROT_WRITE: the record ring, the commit ring and
  *     their indices (the reader writes the record consumer index, the
  *     commit entries and the commit producer index, nothing else).
- *  4. mmap the pool at meta.nodes_mmap_offset, exactly
- *     meta.nodes_mmap_size bytes, PROT_READ only. Node n starts at
- *     n * meta.node_size within that mapping.
- *  5. ioctl(NTA_IOC_ATTACH) for each network device to sniff (it needs
+ *  4. ioctl(NTA_IOC_ATTACH) for each network device to sniff (it needs
  *     CAP_NET_RAW in the device's network namespace, as AF_PACKET does).
- *     Buffers the device was given before then are not in this pool: frames
- *     received into them are counted (nta_dev_stats.unserved), not
- *     published; the ring refills from the pool as frames arrive.
- *     Before it, NTA_IOC_SET_DIRECTION and NTA_IOC_SET_FILTER choose the
- *     frames the reader gets (both may change later, any time).
+ *     The device's pool gets a slot in meta.pools[] (its index is the
+ *     pool number records and commits carry) and keeps it until the reader
+ *     closes, through detaching and attaching again: a reader binds at most
+ *     NTA_MAX_POOLS pools in its life (then -ENOSPC), and a pool has at
+ *     most NTA_POOL_READERS readers at once (then -EUSERS). The first
+ *     reader's attach makes the pool: buffers the device was given before
+ *     then are not in it, and frames received into them are counted
+ *     (nta_dev_stats.unserved), not published; the ring refills from the
+ *     pool as frames arrive. Before it, NTA_IOC_SET_DIRECTION and
+ *     NTA_IOC_SET_FILTER choose the frames the reader gets (both may change
+ *     later, any time).
+ *  5. mmap each pool, PROT_READ only, at meta.pools[p].mmap_offset, exactly
+ *     meta.pools[p].mmap_size bytes: once after the attach, or when a record
+ *     first names pool p (the slot is written before any record naming it
+ *     is published, and never changes after). Node n of the pool starts at
+ *     n * meta.pools[p].node_size within that mapping.
  *  6. poll() for POLLIN (see NTA_IOC_SET_WAKEUP for when it is signalled);
  *     records between the consumer and the producer index are ready. Each
- *     names bytes of a frame in the pool: read them in place, then advance
+ *     names bytes of a frame in a pool: read them in place, then advance
  *     the consumer index.
  *  7. Hand each chunk back: a struct nta_commit in the commit ring (no
  *     system call), or write() of an array of them.
  *
  * Any other mmap offset or size, and writable mappings of the meta page or
- * of the pool, are refused with -EINVAL. All fields are fixed width and
+ * of a pool, are refused with -EINVAL. All fields are fixed width and
  * little endian (the byte order of the host); reserved fields must be zero.
  */
 #ifndef _UAPI_LINUX_NTA_H
@@ -45,9 +58,24 @@
 
 #define NTA_DEVICE_NAME		"nta"
 #define NTA_MAGIC		0x3141544eU	/* "NTA1" in memory order */
-#define NTA_ABI_VERSION		2U
+#define NTA_ABI_VERSION		3U
 
 #define NTA_MMAP_META_OFFSET	0x0ULL
+#define NTA_MAX_POOLS		8	/* pools one reader binds in its life */
+#define NTA_POOL_READERS	16	/* readers of one pool at once */
+
+/*
+ * struct nta_pool_info - one pool the reader bound (struct nta_meta.pools):
+ * written once, before any record names it; mmap_size 0 while unbound.
+ */
+struct nta_pool_info {
+	__u64 mmap_offset;		/* mmap offset of its node 0 */
+	__u64 mmap_size;		/* node_count * node_size */
+	__u32 node_count;		/* nodes in the pool */
+	__u32 node_size;		/* bytes per node, page multiple */
+	__s32 ifindex;			/* the device it serves, when it was bound */
+	__u32 reserved;
+};
 
 /*
  * struct nta_meta - this reader's geometry, at mmap offset 0, read-only.
@@ -59,8 +87,8 @@ struct nta_meta {
 	__u32 record_size;		/* sizeof(struct nta_record) */
 	__u32 commit_size;		/* sizeof(struct nta_commit) */
 	__u32 page_size;		/* kernel PAGE_SIZE */
-	__u32 node_count;		/* nodes in this reader's pool */
-	__u32 node_size;		/* bytes per node, page multiple */
+	__u32 max_pools;		/* entries in pools[]: NTA_MAX_POOLS */
+	__u32 pool_info_size;		/* sizeof(struct nta_pool_info) */
 	__u32 chunk_size;		/* bytes per chunk, page multiple */
 	__u32 ring_entries;		/* records in the record ring, power of two */
 	__u32 commit_entries;		/* entries in the commit ring, power of two */
@@ -69,8 +97,6 @@ struct nta_meta {
 	__u32 reserved0;
 	__u64 ring_mmap_offset;		/* mmap offset of the ring mapping */
 	__u64 ring_mmap_size;		/* its exact mapping size */
-	__u64 nodes_mmap_offset;	/* mmap offset of node 0 */
-	__u64 nodes_mmap_size;		/* node_count * node_size */
 	__u32 ring_producer_offset;	/* __u64 record producer index (kernel) */
 	__u32 ring_consumer_offset;	/* __u64 record consumer index (reader) */
 	__u32 ring_records_offset;	/* first struct nta_record */
@@ -80,6 +106,7 @@ struct nta_meta {
 	__u32 commit_entries_offset;	/* first struct nta_commit of the commit ring */
 	__u32 reserved1;
 	__u64 reserved[4];
+	struct nta_pool_info pools[NTA_MAX_POOLS];
 };
 
 /*
@@ -98,7 +125,7 @@ struct nta_meta {
  * loads it with acquire, copies each entry once and checks it as a write()
  * commit would be checked, then stores the commit consumer index with
  * release, handing the slots back. The kernel reads the ring when it needs
- * chunks (the reader is at max_shared, its pool runs low), on poll() and on
+ * chunks (the reader is at max_shared, one of its pools runs low), on poll() and on
  * write(); a producer index more than commit_entries ahead of the consumer
  * is refused (NTA_BAD_RING) and the entries left unread.
  */
@@ -108,14 +135,14 @@ struct nta_meta {
  * The reader is at max_shared and its commit ring was empty when the kernel
  * last looked: frames are not shared with it until chunks come back. Commits
  * put in the ring are taken at the next frame; a reader that wants them
- * taken now (to have its pool refilled before traffic resumes) calls poll()
+ * taken now (to have its pools refilled before traffic resumes) calls poll()
  * or write(). Without this flag no system call is ever due.
  */
 #define NTA_COMMIT_NEED_WAKEUP	0x0001U
 
 /* struct nta_record - one piece of one received frame, living in a chunk. */
 struct nta_record {
-	__u32 node;		/* node index, < node_count */
+	__u32 node;		/* node index, < the pool's node_count */
 	__u32 offset;		/* byte offset of the piece's first byte in the node */
 	__u32 len;		/* bytes in this piece */
 	__u32 generation;	/* chunk generation, echoed back in the commit */
@@ -127,6 +154,8 @@ struct nta_record {
 	__u32 frame_len;	/* the whole frame, every piece (no stripped tag) */
 	__u16 vlan_tci;		/* with NTA_RECORD_VLAN */
 	__u16 vlan_proto;	/* with NTA_RECORD_VLAN: the tag's TPID, network order */
+	__u32 pool;		/* the pool the chunk is in: index in nta_meta.pools */
+	__u32 reserved;		/* zero */
 };
 
 /*
@@ -161,7 +190,8 @@ struct nta_record {
  * struct nta_commit - hands one chunk back, in the commit ring or in an
  * array given to write() (length a multiple of commit_size, at most
  * max_commit_batch entries). A commit is accepted only if the chunk it
- * names is currently shared with this reader under this generation, and
+ * names (pool, node, offset) is currently shared with this reader under
+ * this generation, and
  * offset is the offset its record gave; anything else is refused, counted
  * by reason, and changes nothing. write() checks its commits in order and
  * stops at the first refused one: it returns commit_size * (the commits
@@ -170,10 +200,11 @@ struct nta_record {
  * it must drop rather than send again.
  */
 struct nta_commit {
-	__u32 node;
+	__u32 node;		/* nta_record.node */
 	__u32 offset;		/* nta_record.offset */
 	__u32 generation;	/* nta_record.generation */
-	__u32 reserved;		/* must be zero */
+	__u16 pool;		/* nta_record.pool */
+	__u16 reserved;		/* must be zero */
 };
 
 /* Reasons a commit is refused; index into nta_stats.bad_commits. */
@@ -182,11 +213,12 @@ enum nta_bad_commit {
 	NTA_BAD_NODE,		/* node index out of range */
 	NTA_BAD_OFFSET,		/* offset not the published offset */
 	NTA_BAD_STATE,		/* chunk not shared with this reader: never published,
-				 * committed already, or another reader's
+				 * committed already by it, or only other readers'
 				 */
 	NTA_BAD_GENERATION,	/* generation is stale */
 	NTA_BAD_RESERVED,	/* a reserved field is not zero */
 	NTA_BAD_RING,		/* commit ring producer index out of range */
+	NTA_BAD_POOL,		/* pool index out of range, or no pool bound there */
 	NTA_BAD_COMMIT_MAX = 8	/* size of the array, room to grow */
 };
 
@@ -260,7 +292,7 @@ struct nta_stats {
 	__u64 returned_on_close;/* shared chunks released by a reader's close */
 	__u64 not_shared;	/* frames not shared: reader at max_shared */
 	__u64 ring_full;	/* frames not shared: reader's record ring full */
-	__u64 unserved;		/* frames in buffers not from their reader's pool */
+	__u64 unserved;		/* frames in buffers not from their device's pool */
 	__u64 skipped;		/* frames that could not be published (see dev stats) */
 	__u64 copied;		/* frames copied into chunks, whole or in part (NTA_RECORD_COPY) */
 	__u64 fallback;		/* allocations given to the kernel's allocator */
@@ -291,8 +323,9 @@ struct nta_dev_stats {
 	__u32 flags;		/* out: NTA_DEV_* */
 	__u64 received;		/* frames the device received */
 	__u64 published;	/* frames published (a frame may take several records) */
-	__u64 unserved;		/* in a buffer not from this pool: given before the
-				 * attach, or when the pool was empty, or too large
+	__u64 unserved;		/* in a buffer not from the device's pool: given
+				 * before its first reader attached, or when the
+				 * pool was empty, or too large
 				 */
 	__u64 not_shared;	/* the reader was at max_shared */
 	__u64 ring_full;	/* the record ring was full */
@@ -300,7 +333,7 @@ struct nta_dev_stats {
 				 * or the copy failed
 				 */
 	__u64 fault_dropped;	/* fault injection */
-	__u64 allocated;	/* receive buffers served from this reader's pool */
+	__u64 allocated;	/* receive buffers served from the device's pool */
 	__u64 fallback;		/* receive buffers it got elsewhere while attached */
 	__u64 pool_empty;	/* ... of which because the pool was empty */
 	__u64 sent;		/* frames the device sent, while the reader asked for them */
