@@ -129,7 +129,7 @@ HOLD = "NTA's hold|pool: shared|a frame's page"
             HOLD,
         ),
         (
-            "a reader set too narrow for NTA_POOL_READERS slots",
+            "a reader set too narrow for NTA_POOL_READERS slots (its static_assert gone)",
             ("__u16 readers;", "__u8 readers;"),
             LOST,
         ),
@@ -173,9 +173,22 @@ def test_a_broken_promise_is_caught(
     shutil.copy(KMOD / "nta_uapi.h", include)
     header = (KMOD / "nta_chunk.h").read_text()
     assert change[0] in header, bug
-    (include / "nta_chunk.h").write_text(header.replace(change[0], change[1], 1))
+    header = header.replace(change[0], change[1], 1)
+    (include / "nta_chunk.h").write_text(re.sub(r"static_assert\(.*?\);\n", "", header, flags=re.S))
     exe = build(include, tmp_path / "mutant")
 
     failed = [got for seed in SEEDS if (got := run(exe, seed)).returncode != 0]
     assert failed, f"{bug}: not caught"
     assert all(got.returncode == 1 and re.search(caught, got.stderr) for got in failed), bug
+
+
+def test_a_reader_set_too_narrow_does_not_build(tmp_path: Path) -> None:
+    """The set of a chunk's readers must have a bit per reader slot: narrower, the header's
+    static_assert stops the build (the model run above shows what it would break)."""
+    include = tmp_path / "inc"
+    include.mkdir()
+    shutil.copy(KMOD / "nta_uapi.h", include)
+    header = (KMOD / "nta_chunk.h").read_text()
+    (include / "nta_chunk.h").write_text(header.replace("__u16 readers;", "__u8 readers;", 1))
+    with pytest.raises(AssertionError, match="a bit per reader slot"):
+        build(include, tmp_path / "narrow")
