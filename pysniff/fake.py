@@ -134,7 +134,7 @@ class FakeNta:
     """The module: counters, devices and their pools, readers.
 
     ``node_count`` and ``node_pages`` shape every device's pool;
-    ``pool_nodes`` gives some devices (by ifindex) another node count.
+    ``pool_shapes`` gives some devices (by ifindex) another: (node_count, node_pages).
     """
 
     def __init__(
@@ -149,11 +149,11 @@ class FakeNta:
         burst: int = 16,
         meta_override: Mapping[str, int] | None = None,
         hangup: bool = True,
-        pool_nodes: Mapping[int, int] | None = None,
+        pool_shapes: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         self.node_count, self.node_pages = node_count, node_pages
         self.node_size = node_pages * PAGE
-        self.pool_nodes = dict(pool_nodes or {})
+        self.pool_shapes = dict(pool_shapes or {})
         self.ring_entries = ring_entries
         self.max_shared = max_shared
         self.max_commit_batch = max_commit_batch
@@ -419,8 +419,8 @@ class FakeNta:
         if (pool is None or pool not in r.slots) and None not in r.slots:
             raise _oserror(errno.ENOSPC)
         if pool is None:
-            nodes = self.pool_nodes.get(ifindex, self.node_count)
-            pool = self.pools[ifindex] = _Pool(ifindex, nodes, self.node_pages)
+            nodes, pages = self.pool_shapes.get(ifindex, (self.node_count, self.node_pages))
+            pool = self.pools[ifindex] = _Pool(ifindex, nodes, pages)
         if pool not in r.slots:
             r.bind(pool)
         a = r.watched.get(ifindex)
