@@ -68,12 +68,12 @@ def test_every_promise_holds(tmp_path: Path, seed: int) -> None:
         ),
         (
             "freed while a reader holds it",
-            ("!c->filling && !c->owner && !c->leaked", "!c->filling && !c->leaked"),
+            ("!c->filling && !c->readers && !c->leaked", "!c->filling && !c->leaked"),
             "nta_chunk_reclaimable",
         ),
         (
             "a chunk taken for a copy freed while it is being filled (the reclaim race)",
-            ("return c->busy && !c->filling && !c->owner", "return c->busy && !c->owner"),
+            ("return c->busy && !c->filling && !c->readers", "return c->busy && !c->readers"),
             "nta_chunk_reclaimable|freed while being filled",
         ),
         (
@@ -93,7 +93,7 @@ def test_every_promise_holds(tmp_path: Path, seed: int) -> None:
         ),
         (
             "a chunk not shared with the committer accepted",
-            ("c->owner != r", "!r"),
+            ("!(c->readers & (1U << user))", "!c->readers"),
             "another reader's chunk|unshared chunk|an old record committed",
         ),
         (
