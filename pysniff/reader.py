@@ -505,7 +505,7 @@ class Reader:
         self._auto_commit()
         end = self.producer()
         records = self._slots(end - self.consumer)
-        pools, npools = self._pool_nodes, len(self._pool_nodes)
+        pools = self._pool_nodes
         taken = used = begin = 0  # frames yielded; records taken; the frame's first record
         first: tuple[int, ...] = ()
         pieces: list[memoryview] = []
@@ -516,13 +516,12 @@ class Reader:
                     if limit is not None and taken >= limit:
                         break
                     first, pieces, outside = rec, [], False
-                node, offset, length, pool = rec[0], rec[1], rec[2], rec[_POOL_AT]
+                offset, length = rec[1], rec[2]
                 # A slice past the node's end comes back short: the bytes are not all there.
-                # No such node: maybe a pool not mapped yet (mapped now), else outside.
-                nodes = pools[pool] if pool < npools else ()
-                if node >= len(nodes):
-                    nodes = self._map_pool(pool)
-                piece = nodes[node][offset : offset + length] if node < len(nodes) else None
+                try:
+                    piece = pools[rec[_POOL_AT]][rec[0]][offset : offset + length]
+                except IndexError:  # no such pool or node: maybe a pool not mapped yet
+                    piece = self._late_piece(rec)
                 if piece is not None and len(piece) == length:
                     pieces.append(piece)
                 else:
@@ -548,6 +547,13 @@ class Reader:
                     used = n
         finally:
             self._consume(records[: used * _RSIZE])
+
+    def _late_piece(self, rec: tuple[int, ...]) -> memoryview | None:
+        """A record's bytes once its pool is mapped (a pool no record named before), or None:
+        the pool is unbound, or has no such node."""
+        nodes = self._map_pool(rec[_POOL_AT])
+        node, offset, length = rec[0], rec[1], rec[2]
+        return nodes[node][offset : offset + length] if node < len(nodes) else None
 
     def bulk(self, limit: int | None = None, *, last: bool = False) -> Bulk:
         """Every whole frame ready now (at most ``limit``), in one copy of their ring slots;
