@@ -136,6 +136,14 @@ struct nta_pool {
 struct nta_devpool {
 	struct nta_pool pool;
 	struct list_head node;		/* nta.pools */
+	/*
+	 * The device it serves, by identity only (never dereferenced):
+	 * attached again while the pool lives, the device is served from it
+	 * again. NULL once the device is unregistered (rtnl_lock and
+	 * nta_readers_lock), so that a new device at the same address is not
+	 * taken for it.
+	 */
+	const struct net_device *dev;
 	refcount_t refs;		/* the serving entry's, each bound reader's */
 	struct nta_reader *users[NTA_POOL_READERS];
 	u8 watch[NTA_POOL_READERS];	/* each user's watch: the pool's index for it */

@@ -206,11 +206,11 @@ int nta_attach_served(struct net_device *dev)
 }
 
 /*
- * A pool for a device its first reader attaches (rtnl held), listed for
+ * A pool for @dev, which its first reader attaches (rtnl held), listed for
  * the module-wide counters; its pages are charged to that reader's memory
  * cgroup. Its one reference is the device entry's.
  */
-static struct nta_devpool *nta_devpool_new(void)
+static struct nta_devpool *nta_devpool_new(const struct net_device *dev)
 {
 	struct nta_devpool *dp = kzalloc(sizeof(*dp), GFP_KERNEL_ACCOUNT);
 	int err;
@@ -223,11 +223,45 @@ static struct nta_devpool *nta_devpool_new(void)
 		return ERR_PTR(err);
 	}
 	dp->pool.refill = nta_devpool_refill;
+	dp->dev = dev;
 	refcount_set(&dp->refs, 1);
 	mutex_lock(&nta_readers_lock);
 	list_add(&dp->node, &nta.pools);
 	mutex_unlock(&nta_readers_lock);
 	return dp;
+}
+
+/*
+ * The pool @dev had while readers that bound it are still open (all of
+ * them detached from it), with a reference for the device entry that
+ * serves from it again (rtnl held); NULL if none. A reader may so detach
+ * and attach again for ever under one pool index, and its counts go on.
+ */
+static struct nta_devpool *nta_devpool_again(const struct net_device *dev)
+{
+	struct nta_devpool *dp, *found = NULL;
+
+	mutex_lock(&nta_readers_lock);
+	list_for_each_entry(dp, &nta.pools, node) {
+		if (dp->dev == dev && refcount_inc_not_zero(&dp->refs)) {
+			found = dp;
+			break;
+		}
+	}
+	mutex_unlock(&nta_readers_lock);
+	return found;
+}
+
+/* @dev is being unregistered: no pool of it serves a device again (rtnl held). */
+static void nta_devpool_forget(const struct net_device *dev)
+{
+	struct nta_devpool *dp;
+
+	mutex_lock(&nta_readers_lock);
+	list_for_each_entry(dp, &nta.pools, node)
+		if (dp->dev == dev)
+			dp->dev = NULL;
+	mutex_unlock(&nta_readers_lock);
 }
 
 /*
@@ -330,40 +364,48 @@ static void nta_tap_add(struct nta_attached *a, struct nta_devpool *dp)
 	a->tapped = true;
 }
 
+/*
+ * Where @r goes in @dp: its pool index *@p and its reader slot *@u; 1 if
+ * it is attached there already, -ENOSPC or -EUSERS if there is no room.
+ */
+static int nta_place_for(struct nta_reader *r, const struct nta_devpool *dp, int *p, int *u)
+{
+	*p = nta_watch_for(r, dp);
+	if (*p < 0)
+		return *p;
+	if (r->devs[*p].dp == dp) {
+		*u = r->devs[*p].user;
+		return dp->tapping & BIT(*u) ? 1 : 0;
+	}
+	*u = nta_user_for(dp);
+	return *u < 0 ? *u : 0;
+}
+
 static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 {
 	struct nta_devpool *dp, *made = NULL;
 	struct nta_attached *a;
 	unsigned long flags;
-	int slot, p, u;
+	int slot, p, u, err;
 
 	ASSERT_RTNL();
 	a = nta_attached_rtnl(dev, &slot);
 	dp = a ? rtnl_dereference(a->dp) : NULL;
-	p = nta_watch_for(r, dp);
-	if (p < 0)
-		return p;
-	if (dp && r->devs[p].dp == dp) {
-		u = r->devs[p].user;
-		if (dp->tapping & BIT(u))
-			return 0;	/* attached already */
-	} else {
-		u = dp ? nta_user_for(dp) : 0;
-		if (u < 0)
-			return u;
-	}
 	if (!dp) {
-		made = nta_devpool_new();
+		/* Served from no pool now: the one it had while its readers live, else a new one. */
+		made = nta_devpool_again(dev) ?: nta_devpool_new(dev);
 		if (IS_ERR(made))
 			return PTR_ERR(made);
 		dp = made;
 	}
+	err = nta_place_for(r, dp, &p, &u);
+	if (err)
+		goto drop;
 	if (!a) {
 		a = nta_attached_new(dev, slot);
 		if (IS_ERR(a)) {
-			if (made)
-				nta_devpool_put(made);
-			return PTR_ERR(a);
+			err = PTR_ERR(a);
+			goto drop;
 		}
 	}
 	spin_lock_irqsave(&nta_lock, flags);
@@ -381,6 +423,10 @@ static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 		nta_tap_add(a, made);
 	nta_tap_outgoing(a);
 	return 0;
+drop:
+	if (made)
+		nta_devpool_put(made);
+	return err < 0 ? err : 0;	/* 1: attached already */
 }
 
 /* @r's watch @p stops being live; @gone: its device went. The last live one gone: hang up. */
@@ -501,6 +547,7 @@ static int nta_netdev_event(struct notifier_block *nb, unsigned long event, void
 	a = nta_attached_rtnl(dev, &slot);
 	if (a)
 		nta_detach_device(a, slot);
+	nta_devpool_forget(dev);
 	return NOTIFY_DONE;
 }
 
