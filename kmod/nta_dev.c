@@ -392,7 +392,7 @@ static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 	a = nta_attached_rtnl(dev, &slot);
 	dp = a ? rtnl_dereference(a->dp) : NULL;
 	if (!dp) {
-		/* Served from no pool now: the one it had while its readers live, else a new one. */
+		/* Served from no pool: the one it had while its readers live, else a new one. */
 		made = nta_devpool_again(dev) ?: nta_devpool_new(dev);
 		if (IS_ERR(made))
 			return PTR_ERR(made);
