@@ -13,6 +13,9 @@ from lab.bench.stats import (
     FILTERED,
     KEEP_ONE_IN,
     LOADED,
+    ONE_READER,
+    READERS,
+    TWO_READERS,
     UNFILTERED,
     BenchResult,
     Row,
@@ -174,6 +177,39 @@ def filtered(result: BenchResult) -> list[str]:
     return out
 
 
+def two_readers(result: BenchResult) -> list[str]:
+    """Each sniffer's capture_us with READERS copies of it on one device, against its own
+    with one (the same frames): what the second reader costs. NTA publishes each chunk to
+    every reader of the device in place; AF_PACKET copies each frame once per socket. Then
+    each NTA reader against its AF_PACKET counterpart, both doubled and both alone."""
+    by = {(r.load, r.sniffer): r for r in result.rows}
+    out = []
+    for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == TWO_READERS):
+        two, one = by[(TWO_READERS, s)], by.get((ONE_READER, s))
+        if s in (BASELINE, LOADED) or one is None:
+            continue
+        more = two.capture_us.median - one.capture_us.median
+        got, base = num(two.capture_us.median), num(one.capture_us.median)
+        out.append(f"  {s:<12}{got:>8} against {base} with one: {ratio_text(two, one)}; the "
+                   f"second reader {'+' if more >= 0 else ''}{num(more)} us/frame")  # fmt: skip
+    for ours, theirs in (("ntadump", "tcpdump"), ("pysniff", "afpacket")):
+        pair = [by.get((load, s)) for load in (TWO_READERS, ONE_READER) for s in (ours, theirs)]
+        a2, b2, a1, b1 = pair
+        if a2 is None or b2 is None:
+            continue
+        both = ratio_text(a2, b2)
+        alone = f" (alone: {ratio_text(a1, b1)})" if a1 is not None and b1 is not None else ""
+        out.append(f"  {ours} x{READERS} against {theirs} x{READERS}: {both}{alone}")
+    return out
+
+
+def ratio_text(a: Row, b: Row) -> str:
+    """a's capture_us over b's, or "-" where b's is not above zero."""
+    if b.capture_us.median <= 0:
+        return "-"
+    return f"{a.capture_us.median / b.capture_us.median:.2f}x"
+
+
 def report_text(result: BenchResult) -> str:
     out = [f"per frame: {result.unit}", "", table(result.rows)]
     retried = [(r, why) for r in result.rows for why in r.retries]
@@ -194,6 +230,10 @@ def report_text(result: BenchResult) -> str:
     if thinned:
         out += ["", f"a filter keeping 1 frame in {KEEP_ONE_IN}, capture us/frame against the "
                 f"{UNFILTERED} load's:", *thinned]  # fmt: skip
+    doubled = two_readers(result)
+    if doubled:
+        out += ["", f"{READERS} readers on one device ({READERS} copies of each sniffer), capture "
+                f"us/frame against one (the {ONE_READER} load's):", *doubled]  # fmt: skip
     out += ["", "targets (reported, not asserted; judged on the rounds' range):"]
     out += targets(result.targets)
     return "\n".join(out)
