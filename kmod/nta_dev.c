@@ -530,12 +530,21 @@ static int nta_open(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/* The pools a closing reader bound: a pool whose last reader it was goes (nothing maps it). */
+static void nta_reader_put_pools(struct nta_reader *r)
+{
+	int p;
+
+	for (p = 0; p < NTA_MAX_POOLS; p++)
+		if (r->devs[p].dp)
+			nta_devpool_put(r->devs[p].dp);
+}
+
 static int nta_release(struct inode *inode, struct file *file)
 {
 	struct nta_reader *r = file->private_data;
 	struct sk_buff_head holds;
 	unsigned long flags;
-	int p;
 
 	rtnl_lock();
 	nta_detach_reader(r, NULL);
@@ -552,10 +561,7 @@ static int nta_release(struct inode *inode, struct file *file)
 	r->gone.committed += r->stats.committed;
 	nta_stats_add(&nta.gone, &r->gone);
 	mutex_unlock(&nta_readers_lock);
-	/* Its pools, last: a pool whose last reader this was goes (nothing maps it now). */
-	for (p = 0; p < NTA_MAX_POOLS; p++)
-		if (r->devs[p].dp)
-			nta_devpool_put(r->devs[p].dp);
+	nta_reader_put_pools(r);
 	nta_reader_exit(r);
 	kfree(r);
 	if (READ_ONCE(nta_fault_uaf_on_close))

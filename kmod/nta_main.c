@@ -39,11 +39,16 @@ static int nta_stats_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(nta_stats);
 
+/* "reader none": the common pool's counts; "reader slotN": the reader in slot N of its pool. */
 static void nta_device_line(struct seq_file *m, const struct nta_attached *a, int reader,
 			    const struct nta_dev_stats *s)
 {
-	seq_printf(m, "%s ifindex %d reader %d allocated %llu fallback %llu pool_empty %llu received %llu published %llu unserved %llu not_shared %llu ring_full %llu skipped %llu fault_dropped %llu\n",
-		   netdev_name(a->dev), s->ifindex, reader, s->allocated, s->fallback,
+	char who[16] = "none";
+
+	if (reader >= 0)
+		snprintf(who, sizeof(who), "slot%d", reader);
+	seq_printf(m, "%s ifindex %d reader %s allocated %llu fallback %llu pool_empty %llu received %llu published %llu unserved %llu not_shared %llu ring_full %llu skipped %llu fault_dropped %llu\n",
+		   netdev_name(a->dev), s->ifindex, who, s->allocated, s->fallback,
 		   s->pool_empty, s->received, s->published, s->unserved, s->not_shared,
 		   s->ring_full, s->skipped, s->fault_dropped);
 }

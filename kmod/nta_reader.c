@@ -375,14 +375,37 @@ void nta_reader_unshare_all_locked(struct nta_reader *r, struct sk_buff_head *ho
 }
 
 /*
+ * The counters @r had for @dev under an earlier pool (the device was left
+ * by every reader, then attached again), to go on from; NULL if none.
+ */
+static const struct nta_dev_stats *nta_earlier_stats(const struct nta_reader *r,
+						     const struct net_device *dev)
+{
+	const struct nta_watch *last = NULL;
+	u32 p;
+
+	for (p = 0; p < NTA_MAX_POOLS; p++) {
+		const struct nta_watch *w = &r->devs[p];
+
+		if (w->dp && !w->live && w->net == dev_net(dev) &&
+		    w->stats.ifindex == dev->ifindex && !(w->stats.flags & NTA_DEV_GONE) &&
+		    (!last || w->detached > last->detached))
+			last = w;
+	}
+	return last ? &last->stats : NULL;
+}
+
+/*
  * Pool @p of @r is @dp, where it is reader slot @user, for @dev: its
- * counters start, and its place in the meta page is written before any
- * record can name it (the record ring's release store orders them), never
- * to change while the reader is open (a mapping of it may live).
+ * counters start (or go on from the device's under an earlier pool), and
+ * its place in the meta page is written before any record can name it (the
+ * record ring's release store orders them), never to change while the
+ * reader is open (a mapping of it may live).
  */
 void nta_reader_bind_locked(struct nta_reader *r, u32 p, struct nta_devpool *dp, u32 user,
 			    const struct net_device *dev)
 {
+	const struct nta_dev_stats *earlier = nta_earlier_stats(r, dev);
 	const struct nta_pool *pool = &dp->pool;
 
 	r->devs[p] = (struct nta_watch) {
@@ -391,6 +414,8 @@ void nta_reader_bind_locked(struct nta_reader *r, u32 p, struct nta_devpool *dp,
 		.dp = dp,
 		.user = user,
 	};
+	if (earlier)
+		r->devs[p].stats = *earlier;
 	r->meta->pools[p] = (struct nta_pool_info) {
 		.mmap_offset = NTA_MMAP_NODES_OFFSET + p * NTA_MMAP_POOL_STRIDE,
 		.mmap_size = (u64)pool->node_count * pool->node_pages * PAGE_SIZE,
