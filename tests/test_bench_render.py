@@ -122,11 +122,19 @@ def test_two_readers_against_one_and_nta_against_af_packet_both_doubled() -> Non
         "  pysniff x2 against afpacket x2: 0.44x (alone: 0.75x)",
         "",
     ]
-    # Its rows in the table, and judged against tcpdump at this load too.
+    # Its rows in the table, every column where the head says (the load's name is longer
+    # than the others'), and judged against tcpdump at this load too.
     assert [line.split()[:2] for line in lines if line.startswith("two-readers")] == [
         ["two-readers", s] for s in ("none", "none-loaded", "afpacket", "tcpdump", "pysniff",
                                      "ntadump")
     ]  # fmt: skip
+    head = next(line for line in lines if line.startswith("load"))
+    rate = head.index("rx/s")  # right-aligned: every row's 2000 ends where it does
+    rows = [line for line in lines if line.startswith(("fixed ", "two-readers "))]
+    assert len(rows) == 12 and {r[rate : rate + 4] for r in rows} == {"2000"}, rows
+    assert head.index("sniffer") == rows[-1].index("ntadump") == len("two-readers") + 1
+    assert "\n  fixed       widest capture range 3.00 us (none);" in text
+    assert "\n  two-readers widest capture range 3.00 us (none);" in text
     doubled = [g for g in target_lines(text) if "vs tcpdump's" in g and " two-readers " in g]
     assert len(doubled) == 2 and "0.30x (0.26..0.36)" in doubled[0], doubled
     assert doubled[0].endswith("met") and doubled[1].endswith("missed by 0.25x")

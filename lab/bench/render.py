@@ -5,7 +5,7 @@ Everything here is derived from a ``BenchResult``; nothing is parsed back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from lab.bench.stats import (
@@ -62,13 +62,19 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def load_width(loads: Iterable[str]) -> int:
+    """The load column's width: COLUMNS', or the longest load name's (two-readers)."""
+    return max([COLUMNS[0][1], *(len(load) for load in loads)])
+
+
 def table(rows: Sequence[Row]) -> str:
     """The rows as text: medians over the rounds, (min..max) for the CPU columns."""
+    widths = [load_width(r.load for r in rows), *(w for _, w in COLUMNS[1:])]
 
     def line(cells: Sequence[str]) -> str:
         return " ".join(
             f"{c:<{w}}" if i < 2 else f"{c:>{w}}"
-            for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS, strict=True))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     head = line([name for name, _ in COLUMNS])
@@ -92,12 +98,13 @@ def spreads(rows: Sequence[Row]) -> list[str]:
     """Per load: the widest range of capture_us over the rounds, and the none rows' busy
     time it is measured from."""
     out = []
+    width = load_width(r.load for r in rows)
     for load in dict.fromkeys(r.load for r in rows):
         mine = [r for r in rows if r.load == load]
         widest = max(mine, key=lambda r: r.capture_us.width)
         base = next((r for r in mine if r.sniffer == BASELINE), None)
-        width = num(widest.capture_us.width)
-        line = f"  {load:<10} widest capture range {width} us ({widest.sniffer})"
+        line = f"  {load:<{width}} widest capture range {num(widest.capture_us.width)} us "
+        line += f"({widest.sniffer})"
         if base is not None:
             line += f"; none: guest busy {spread(base.busy_us)} us/frame"
         out.append(line)
@@ -116,6 +123,7 @@ def verdict(t: Target) -> str:
 
 def targets(goals: Sequence[Target]) -> list[str]:
     width = max((len(g.what) for g in goals), default=0)
+    at = load_width(g.load for g in goals)
     out = []
     for g in goals:
         measured = "-" if g.measured is None else f"{num(g.measured)}{g.unit}"
@@ -123,7 +131,7 @@ def targets(goals: Sequence[Target]) -> list[str]:
         bound = "|x| <=" if g.two_sided else "<="
         limit = "-" if g.limit is None else f"{bound} {num(g.limit)}{g.unit}"
         out.append(
-            f"  {g.what:<{width}}  {g.load:<10} {measured:>8} {rng:<15} {limit:>10}  {verdict(g)}"
+            f"  {g.what:<{width}}  {g.load:<{at}} {measured:>8} {rng:<15} {limit:>10}  {verdict(g)}"
         )
     return out
 
