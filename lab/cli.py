@@ -242,7 +242,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
     """The loads the options ask for, in the order they run; UsageError for bad ones."""
     from lab import bench
-    from lab.bench.stats import FILTERED, KEEP_ONE_IN
+    from lab.bench.stats import FILTERED, KEEP_ONE_IN, READERS, TWO_READERS
 
     for name in ("rounds", "frames", "rate", "max_frames", "sweep_frames", "web_requests",
                  "bulk_mib", "bulk_connections"):  # fmt: skip
@@ -264,6 +264,7 @@ def bench_loads(args: argparse.Namespace) -> tuple[Load, ...]:
         bench.FrameLoad("fixed", args.frames, args.rate),
         *(bench.FrameLoad(f"fixed-{n}", args.sweep_frames, args.rate, n) for n in sizes),
         bench.FrameLoad(FILTERED, args.frames, args.rate, keep_one_in=KEEP_ONE_IN),
+        bench.FrameLoad(TWO_READERS, args.frames, args.rate, readers=READERS),
         bench.FrameLoad("max", args.max_frames or 3 * args.frames, None),
         bench.WebLoad(args.web_requests),
         bench.BulkLoad(args.bulk_mib, args.bulk_connections),
@@ -563,7 +564,8 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--loads",
         help="comma list of fixed, fixed-<size> (the sweep), filtered (fixed, a filter keeping "
-        "1 frame in 10), max, web, bulk (default: all)",
+        "1 frame in 10), two-readers (fixed, two copies of each sniffer on the NIC), max, web, "
+        "bulk (default: all)",
     )
     be.add_argument(
         "--sniffers",

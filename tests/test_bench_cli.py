@@ -17,18 +17,24 @@ def test_every_load_by_default_in_the_order_they_run() -> None:
     args = parser().parse_args(["bench"])
     got = bench_loads(args)
     assert [ld.name for ld in got] == [
-        "fixed", "fixed-64", "fixed-512", "fixed-1514", "filtered", "max", "web", "bulk",
+        "fixed", "fixed-64", "fixed-512", "fixed-1514", "filtered", "two-readers", "max", "web",
+        "bulk",
     ]  # fmt: skip
     assert got[0] == FrameLoad("fixed", 20000, 2000.0)
     assert got[1] == FrameLoad("fixed-64", 10000, 2000.0, 64)
     assert got[4] == FrameLoad("filtered", 20000, 2000.0, keep_one_in=10)
-    assert got[5] == FrameLoad("max", 60000, None)
-    assert (got[6], got[7]) == (WebLoad(600), BulkLoad(24, 4))
+    assert got[5] == FrameLoad("two-readers", 20000, 2000.0, readers=2)
+    assert got[6] == FrameLoad("max", 60000, None)
+    assert (got[7], got[8]) == (WebLoad(600), BulkLoad(24, 4))
     assert args.rounds == 3 and args.kernel == "debian-6.1"
 
 
 def test_a_selection_and_another_sweep() -> None:
     assert loads_of("--loads", "bulk,fixed") == ["fixed", "bulk"]
+    short = bench_loads(
+        parser().parse_args(["bench", "--loads", "two-readers", "--frames", "4000"])
+    )
+    assert short == (FrameLoad("two-readers", 4000, 2000.0, readers=2),)
     assert loads_of("--sweep-sizes", "128,1024", "--loads", "fixed-128,fixed-1024") == [
         "fixed-128", "fixed-1024",
     ]  # fmt: skip

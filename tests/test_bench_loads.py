@@ -119,6 +119,19 @@ def test_a_filtered_load_keeps_exactly_one_frame_in_n() -> None:
     assert (WebLoad(1).filter, WebLoad(1).kept, BulkLoad(1).kept) == (None, None, None)
 
 
+def test_a_load_of_two_readers_is_the_same_frames_for_two_copies() -> None:
+    two = FrameLoad("two-readers", 2500, 2000.0, readers=2)
+    assert (two.filter, two.kept, two.readers) == (None, 2500, 2)
+    assert two.describe() == (
+        "2500 UDP frames of 60..1514 B at 2000/s, 2 copies of each sniffer at once"
+    )
+    assert (FrameLoad("fixed", 1, 1.0).readers, WebLoad(1).readers, BulkLoad(1).readers) == (
+        1, 1, 1,
+    )  # fmt: skip
+    with pytest.raises(LabError, match="load r: 0 readers: one or more"):
+        FrameLoad("r", 100, 2000.0, readers=0)
+
+
 def test_the_sent_batch_keeps_one_in_n_however_long(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch a trial sends: the distinct frames over again, every Nth to the kept port;
     exactly ``kept`` of them, as the sniffers' -c says."""

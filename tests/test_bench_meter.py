@@ -24,7 +24,7 @@ from lab.bench.trial import end_window
 from lab.console import Console
 from lab.guestside import meter, protocol
 from lab.guestside.protocol import READY_ENV
-from lab.guestside.reports import MeterReport
+from lab.guestside.reports import MeterReport, SnifferOutput
 from lab.spawn import Spawner
 from lab.testbed import guest_python
 from lab.wait import wait_until
@@ -96,7 +96,7 @@ def test_trigger_text_and_its_removal(tmp_path: Path) -> None:
     event.mkdir(parents=True)
     (event / "trigger").write_text("# Available triggers:\n")
     (event / "hist").write_text(HIST_PLAIN)
-    counter = meter.SyscallCounter(1234, tmp_path)
+    counter = meter.SyscallCounter((1234,), tmp_path)
     counter.start()
     assert counter.error is None
     assert counter.stop() == 567
@@ -109,8 +109,30 @@ def test_trigger_text_and_its_removal(tmp_path: Path) -> None:
     ]
 
 
+def test_copies_are_counted_by_one_trigger_and_summed(tmp_path: Path) -> None:
+    """Copies of a sniffer: one trigger for all their pids (a histogram, an entry each),
+    their counts summed; a pid without an entry made none, if nothing was dropped."""
+    event = tmp_path / meter.SYS_ENTER
+    event.mkdir(parents=True)
+    (event / "trigger").write_text("")
+    (event / "hist").write_text(HIST_EXECNAME)
+    counter = meter.SyscallCounter((1234, 77, 555), tmp_path)
+    counter.start()
+    assert counter.stop() == 43
+    either = "hist:keys=common_pid:vals=hitcount if common_pid == 1234 || common_pid == 77"
+    assert (event / "trigger").read_text().splitlines() == [
+        f"{either} || common_pid == 555",
+        f"!{either} || common_pid == 555",
+    ]
+    (event / "hist").write_text(HIST_EXECNAME.replace("Dropped: 0", "Dropped: 1"))
+    counter = meter.SyscallCounter((1234, 555), tmp_path)
+    counter.start()
+    assert counter.stop() is None  # 555's entry may be the one dropped
+    assert counter.error == "no syscall count: the hist file has no complete histogram"
+
+
 def test_no_tracefs_is_no_count_not_a_failure(tmp_path: Path) -> None:
-    counter = meter.SyscallCounter(1234, tmp_path / "absent")
+    counter = meter.SyscallCounter((1234,), tmp_path / "absent")
     counter.start()
     assert counter.stop() is None
     assert counter.error is not None and "no syscall count" in counter.error
@@ -127,6 +149,9 @@ def test_options_in_any_order() -> None:
     assert protocol.Meter.from_argv(args.to_argv()) == args
     forked = protocol.Meter(iface="eth1", module="pysniff.cli", cmd=("-i", "eth1", "--json"))
     assert protocol.Meter.from_argv(forked.to_argv()) == forked  # its arguments, options too
+    copies = protocol.Meter(copies=2, cmd=("ntadump", "-i", "eth1"))
+    assert copies.to_argv()[-6:] == ["--copies", "2", "--", "ntadump", "-i", "eth1"]
+    assert protocol.Meter.from_argv(copies.to_argv()) == copies
 
 
 def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,10 +241,11 @@ def test_held_window_starts_on_sigusr1_and_ends_at_the_sniffer_exit(
     assert m.started.exists()
     # The sniffer's ready file is its own, in the meter's scratch directory: the host
     # only ever sees the meter's.
-    told = Path(report.stdout.strip())
+    (copy,) = report.copies
+    told = Path(copy.stdout.strip())
     assert told != m.ready and told.parent.name.startswith("ntalab-meter-"), told
     assert 0.3 < report.elapsed_s < 5  # from the signal to the exit, not from the start
-    assert report.exit == 0 and report.syscalls == 0  # the fake histogram's count
+    assert copy.exit == 0 and report.syscalls == 0  # the fake histogram's count
     assert 0.35 < report.sniffer_cpu_s < 2, report
     assert report.voluntary_switches >= 1  # it slept
     # Ticks are sampled (100 a second): about 40 in its own code, few in the kernel.
@@ -264,7 +290,7 @@ def test_a_signal_at_any_moment_opens_and_closes_the_window(
     m.wait_for(m.started, 10)
     m.signal(signal.SIGTERM)
     report = m.report(10)
-    assert report.exit is None and report.sniffer_cpu_s == 0
+    assert report.copies == [] and report.sniffer_cpu_s == 0
 
 
 def test_a_go_sent_before_the_meter_waits_is_not_lost(
@@ -280,7 +306,7 @@ def test_a_go_sent_before_the_meter_waits_is_not_lost(
     assert not m.ready.exists()  # not before its sniffer is
     m.signal(signal.SIGUSR1)
     report = m.report()
-    assert m.ready.exists() and m.started.exists() and report.exit == 0
+    assert m.ready.exists() and m.started.exists() and report.copies[0].exit == 0
 
 
 @pytest.fixture
@@ -342,22 +368,27 @@ def test_stop_waits_for_the_frames_the_nic_must_take(
     assert m.proc.poll() is None  # still waiting for the last frame
     counts(fake_net, 2000, 0)
     report = m.report()
-    assert (report.rx_packets, report.rx_missed, report.exit) == (2000, 0, None)
+    assert (report.rx_packets, report.rx_missed, report.copies) == (2000, 0, [])
     assert report.elapsed_s >= 1.0
 
 
+@pytest.mark.parametrize("copies", [1, 2])
 def test_the_window_ends_when_the_nic_is_done_not_when_the_reader_gives_up(
-    tmp_path: Path, fake_tracefs: Path, fake_net: Path, meters: list[Meter]
+    copies: int, tmp_path: Path, fake_tracefs: Path, fake_net: Path, meters: list[Meter]
 ) -> None:
     """A reader that missed frames waits for them for ever: once the NIC took the load
     (here 990 received, 10 missed for want of a buffer) and stood still, it is stopped and
-    the window ends, within a second or so, not at its idle timeout."""
-    request = protocol.Meter(iface="eth1", expect_rx=1000, net=fake_net, cmd=waiting(tmp_path))
+    the window ends, within a second or so, not at its idle timeout. Copies of it: every
+    one is stopped, and says so."""
+    request = protocol.Meter(
+        iface="eth1", expect_rx=1000, net=fake_net, cmd=waiting(tmp_path), copies=copies
+    )
     m = window_of(meters, tmp_path, fake_tracefs, request)
     counts(fake_net, 990, 10)
     m.signal(signal.SIGTERM)
     report = m.report(10)
-    assert (report.exit, report.stdout) == (0, "stopped\n")  # it reported, as stopped
+    # Each reported, as stopped.
+    assert report.copies == [SnifferOutput(0, "stopped\n", "")] * copies
     assert (report.rx_packets, report.rx_missed) == (990, 10)
     assert report.elapsed_s < 5.0, report.elapsed_s  # the reader's idle timeout is 20 s
 
@@ -403,7 +434,7 @@ def test_a_sniffer_gets_its_drain_time_to_end_on_its_own(
     counts(fake_net, 10, 0)
     m.signal(signal.SIGTERM)
     report = m.report()
-    assert (report.exit, report.stdout) == (0, said)
+    assert report.copies == [SnifferOutput(0, said, "")]
 
 
 def test_a_module_sniffer_runs_forked_and_reports(
@@ -421,7 +452,7 @@ def test_a_module_sniffer_runs_forked_and_reports(
     report = m.report()
     # The module ran in the forked child (there is no program of that name to execute),
     # listening until the meter's SIGINT ended it (tcplisten keeps SIGINT's default).
-    assert report.exit == -signal.SIGINT and report.stderr == "", report
+    assert report.copies == [SnifferOutput(-signal.SIGINT, "", "")], report
 
 
 def test_under_the_spawner_the_host_sees_the_meters_ready_file_only(
@@ -447,7 +478,7 @@ def test_under_the_spawner_the_host_sees_the_meters_ready_file_only(
             report = m.result(MeterReport.from_json, 60)
     finally:
         spawner.stop()
-    assert report.exit == -signal.SIGINT and report.stderr == "", report
+    assert report.copies == [SnifferOutput(-signal.SIGINT, "", "")], report
 
 
 def test_a_trial_whose_reader_missed_frames_ends_with_the_nic(
@@ -472,7 +503,7 @@ def test_a_trial_whose_reader_missed_frames_ends_with_the_nic(
             report = end_window(m, FrameLoad("max", 1000, None))
     finally:
         spawner.stop()
-    assert (report.exit, report.stdout, report.rx_packets) == (0, "stopped\n", 998)
+    assert (report.copies, report.rx_packets) == ([SnifferOutput(0, "stopped\n", "")], 998)
     assert report.elapsed_s < 5.0, report.elapsed_s  # the host waited 20 s for a reader
 
 
@@ -487,3 +518,109 @@ def test_a_sniffer_that_dies_before_it_is_ready_is_named(
     err = m.proc.stderr.read() if m.proc.stderr else ""
     assert m.proc.returncode == 1 and not m.ready.exists()
     assert "the sniffer exited before it was ready (status 1): no such device: eth9" in err
+
+
+# A copy of a sniffer that goes step by step as the test opens gates: each copy is told
+# apart by the name of the ready file the meter gave it (ready-0, ready-1: the order
+# started). Gate go-<name>: it is ready; gate window: 0.3 s of CPU; gate end-<name>: it
+# exits. It leaves <name>.is-ready and <name>.ending where the test sees them.
+STEPPED = (
+    "import os, pathlib, sys, time\n"
+    f"me = pathlib.Path(os.environ[{READY_ENV!r}]); gates = pathlib.Path(sys.argv[1])\n"
+    "def gate(name):\n"
+    "    while not (gates / name).exists(): time.sleep(0.02)\n"
+    "gate(f'go-{me.name}'); me.touch(); (gates / f'{me.name}.is-ready').touch()\n"
+    "gate('window'); t = time.process_time()\n"
+    "while time.process_time() - t < 0.3: sum(range(20000))\n"
+    "(gates / f'{me.name}.ending').touch(); gate(f'end-{me.name}')\n"
+    "print(me.name, os.getpid())\n"
+)
+
+
+def test_every_copy_is_ready_before_the_meter_and_the_window_waits_for_every_one(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    """Two copies of a sniffer (two readers of one device): the meter is ready once both
+    are, the window ends once both exited, and their CPU times are summed."""
+    gates, script = tmp_path / "gates", tmp_path / "stepped.py"
+    gates.mkdir()
+    script.write_text(STEPPED)
+    request = protocol.Meter(cmd=(sys.executable, "-S", str(script), str(gates)), copies=2)
+    m = Meter(tmp_path, fake_tracefs, request)
+    meters.append(m)
+    (gates / "go-ready-0").touch()
+    m.wait_for(gates / "ready-0.is-ready")
+    time.sleep(0.5)  # the meter looks every 20 ms
+    assert not m.ready.exists()  # the second copy is not ready yet
+    (gates / "go-ready-1").touch()
+    m.wait_for(m.ready)
+    m.signal(signal.SIGUSR1)
+    m.wait_for(m.started)
+    (gates / "window").touch()
+    m.wait_for(gates / "ready-0.ending")
+    m.wait_for(gates / "ready-1.ending")
+    (gates / "end-ready-0").touch()
+    time.sleep(0.5)
+    assert m.proc.poll() is None  # the first copy exited; the second still runs
+    (gates / "end-ready-1").touch()
+    report = m.report()
+    names = [c.stdout.split()[0] for c in report.copies]
+    pids = tuple(int(c.stdout.split()[1]) for c in report.copies)
+    assert names == ["ready-0", "ready-1"]  # in the order started, each its own ready file
+    assert [(c.exit, c.stderr) for c in report.copies] == [(0, ""), (0, "")]
+    assert report.elapsed_s >= 0.5
+    # 0.3 s of CPU each, summed (and ticks: about 30 each, in their own code).
+    assert 0.55 < report.sniffer_cpu_s < 3, report
+    assert report.sniffer_user_ticks >= 40, report
+    assert report.voluntary_switches >= 2  # each slept at its gate
+    trigger = (fake_tracefs / meter.SYS_ENTER / "trigger").read_text().splitlines()
+    assert trigger == [meter.hist_trigger(pids), "!" + meter.hist_trigger(pids)]
+    assert report.syscalls == 0  # the fake histogram: complete, neither pid in it
+
+
+# A copy that dies before it is ready (ready-1), once the other (ready-0) is ready and has
+# left its pid in the gates directory.
+DIES = (
+    "import os, pathlib, signal, sys, time\n"
+    f"me = pathlib.Path(os.environ[{READY_ENV!r}]); gates = pathlib.Path(sys.argv[1])\n"
+    "if me.name == 'ready-1':\n"
+    "    while not (gates / 'pid').exists(): time.sleep(0.02)\n"
+    "    sys.exit('no such device: eth9')\n"
+    "(gates / 'pid.tmp').write_text(str(os.getpid())); (gates / 'pid.tmp').rename(gates / 'pid')\n"
+    "me.touch(); signal.pause()\n"
+)
+
+
+def test_a_copy_that_dies_before_it_is_ready_is_named_and_the_others_ended(
+    tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
+) -> None:
+    gates, script = tmp_path / "gates", tmp_path / "dies.py"
+    gates.mkdir()
+    script.write_text(DIES)
+    request = protocol.Meter(cmd=(sys.executable, "-S", str(script), str(gates)), copies=2)
+    m = Meter(tmp_path, fake_tracefs, request)
+    meters.append(m)
+    m.proc.wait(20)
+    err = m.proc.stderr.read() if m.proc.stderr else ""
+    assert m.proc.returncode == 1 and not m.ready.exists()
+    assert (
+        "meter: the sniffer (copy 2 of 2) exited before it was ready (status 1): "
+        "no such device: eth9"
+    ) in err
+    with pytest.raises(ProcessLookupError):  # the ready copy was ended and reaped
+        os.kill(int((gates / "pid").read_text()), 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--copies", "0", "--", "tcpdump"], "meter: --copies 0: needs 1 or more\n"),
+        (["--copies", "2"], "meter: --copies 2: needs a sniffer to copy\n"),
+    ],
+)
+def test_copies_need_a_sniffer_and_one_or_more(argv: list[str], said: str) -> None:
+    # A process of its own: a meter that took these would wait for its signals for ever.
+    env = {**os.environ, "PYTHONPATH": str(paths.IMPORT_ROOT)}
+    done = subprocess.run([sys.executable, "-m", meter.__name__, *argv], env=env,
+                          capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", said)

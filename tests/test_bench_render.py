@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lab.bench import render
 from lab.bench.stats import GOALS, UNIT, BenchResult, Trial, judge, summarize
-from tests.test_bench_stats import one_round, rounds_of
+from tests.test_bench_stats import one_round, rounds_of, two_readers_rounds
 
 
 def result(trials: list[Trial], sweep: dict[str, int] | None = None) -> BenchResult:
@@ -104,6 +104,46 @@ def test_the_filtered_load_against_each_sniffers_unfiltered_cost() -> None:
     filtered = [g for g in target_lines(text) if "vs tcpdump's" in g and " filtered " in g]
     assert len(filtered) == 2 and "0.10x" in filtered[0], filtered
     assert render.filtered(result(rounds_of())) == []  # no filtered load, no section
+
+
+def test_two_readers_against_one_and_nta_against_af_packet_both_doubled() -> None:
+    text = render.report_text(result([*rounds_of(), *two_readers_rounds()]))
+    lines = text.splitlines()
+    at = lines.index(
+        "2 readers on one device (2 copies of each sniffer), capture us/frame against one "
+        "(the fixed load's):"
+    )
+    assert lines[at + 1 : at + 8] == [
+        "  afpacket        80.0 against 40.0 with one: 2.00x; the second reader +40.0 us/frame",
+        "  tcpdump         40.0 against 20.0 with one: 2.00x; the second reader +20.0 us/frame",
+        "  pysniff         35.0 against 30.0 with one: 1.17x; the second reader +5.00 us/frame",
+        "  ntadump         12.0 against 10.00 with one: 1.20x; the second reader +2.00 us/frame",
+        "  ntadump x2 against tcpdump x2: 0.30x (alone: 0.50x)",
+        "  pysniff x2 against afpacket x2: 0.44x (alone: 0.75x)",
+        "",
+    ]
+    # Its rows in the table, every column where the head says (the load's name is longer
+    # than the others'), and judged against tcpdump at this load too.
+    assert [line.split()[:2] for line in lines if line.startswith("two-readers")] == [
+        ["two-readers", s] for s in ("none", "none-loaded", "afpacket", "tcpdump", "pysniff",
+                                     "ntadump")
+    ]  # fmt: skip
+    head = next(line for line in lines if line.startswith("load"))
+    rate = head.index("rx/s")  # right-aligned: every row's 2000 ends where it does
+    rows = [line for line in lines if line.startswith(("fixed ", "two-readers "))]
+    assert len(rows) == 12 and {r[rate : rate + 4] for r in rows} == {"2000"}, rows
+    assert head.index("sniffer") == rows[-1].index("ntadump") == len("two-readers") + 1
+    assert "\n  fixed       widest capture range 3.00 us (none);" in text
+    assert "\n  two-readers widest capture range 3.00 us (none);" in text
+    doubled = [g for g in target_lines(text) if "vs tcpdump's" in g and " two-readers " in g]
+    assert len(doubled) == 2 and "0.30x (0.26..0.36)" in doubled[0], doubled
+    assert doubled[0].endswith("met") and doubled[1].endswith("missed by 0.25x")
+    # Without the fixed load: the doubled pairs alone; without the load, no section.
+    assert render.two_readers(result(two_readers_rounds())) == [
+        "  ntadump x2 against tcpdump x2: 0.30x",
+        "  pysniff x2 against afpacket x2: 0.44x",
+    ]
+    assert render.two_readers(result(rounds_of())) == []
 
 
 def test_plot_is_written(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from lab import LabError, UsageError
 from lab.bench import sniffers
 from lab.bench.sniffers import SNIFFERS, Tools, parse, parse_tcpdump
 from lab.guestside.protocol import Meter
-from lab.guestside.reports import AfpacketReport, CpuStat, MeterReport
+from lab.guestside.reports import AfpacketReport, CpuStat, MeterReport, SnifferOutput
 from pysniff.abi import DevStats, ReaderStats, Stats
 from pysniff.report import SniffReport
 
@@ -22,9 +22,11 @@ TOOLS = Tools(ntadump="/b/ntadump", tcpdump="/usr/bin/tcpdump")
 WINDOW = Meter(hold=Path("/r/started"), iface="eth1", expect_rx=5)
 
 
-def meter(stdout: str = "", stderr: str = "", rx: int | None = 77) -> MeterReport:
+def meter(*stdouts: str, stderr: str = "", rx: int | None = 77) -> MeterReport:
+    """The meter's report of a copy of the sniffer per stdout given."""
     stat = CpuStat(0, 0, 0, 0, 0, 0, 0, 0, 2, 100)
-    return MeterReport(0, 0.1, 1.0, stat, stat, stdout, stderr, rx_packets=rx)
+    copies = [SnifferOutput(0, out, stderr) for out in stdouts or ("",)]
+    return MeterReport(copies, 0.1, 1.0, stat, stat, rx_packets=rx)
 
 
 def test_the_registry_in_its_order_and_names_checked() -> None:
@@ -46,8 +48,8 @@ def test_how_the_meter_starts_each() -> None:
     # The guest's argv, whole: the window's options, then how the sniffer says it is ready.
     assert request("tcpdump", 5).to_argv() == [
         "--hold", "/r/started", "--iface", "eth1", "--expect-rx", "5", "--drain-s", "1.5",
-        "--wait-line", "listening on", "--", "/usr/bin/tcpdump", "-i", "eth1", "-n", "-Q", "in",
-        "-w", "/dev/null", "-B", "2048", "-c", "5",
+        "--wait-line", "listening on", "--copies", "1", "--", "/usr/bin/tcpdump", "-i", "eth1",
+        "-n", "-Q", "in", "-w", "/dev/null", "-B", "2048", "-c", "5",
     ]  # fmt: skip
     assert "-c" not in request("tcpdump", None).cmd  # runs until stopped
     ntadump = request("ntadump", 5)
@@ -71,6 +73,14 @@ def test_how_the_meter_starts_each() -> None:
                             "--filter", "")  # fmt: skip
     assert request("afpacket", None).cmd[3] == str(sniffers.UNTIL_STOPPED)
     assert Meter.from_argv(afpacket.to_argv()) == afpacket
+    # Copies of a sniffer (two readers of a device): the window's, kept.
+    launch = SNIFFERS["ntadump"].launch("eth1", 5, TOOLS)
+    assert launch is not None
+    two = launch.meter(replace(WINDOW, copies=2))
+    assert two == replace(ntadump, copies=2)
+    argv = two.to_argv()
+    assert argv[argv.index("--copies") :][:2] == ["--copies", "2"]
+    assert Meter.from_argv(argv) == two
 
 
 def test_a_filter_reaches_every_sniffer_in_its_own_words() -> None:
@@ -92,7 +102,9 @@ def test_tcpdump_counts_from_its_real_output() -> None:
     assert (counted.captured, counted.received_by_filter, counted.dropped_by_kernel) == (20, 60, 0)
     dropped = parse_tcpdump((DATA / "dropped.txt").read_text())
     assert (dropped.captured, dropped.dropped_by_kernel) == (16960, 6080)
-    figures = SNIFFERS["tcpdump"].figures(meter(stderr=(DATA / "interrupted.txt").read_text()), "e")
+    (figures,) = SNIFFERS["tcpdump"].figures(
+        meter(stderr=(DATA / "interrupted.txt").read_text()), "e"
+    )
     assert (figures.seen, figures.missed, figures.buf_bytes) == (7, 0, None)
     with pytest.raises(LabError, match="tcpdump printed no capture count"):
         parse_tcpdump("tcpdump: listening on lo\n")
@@ -106,7 +118,7 @@ def test_nta_readers_and_afpacket_from_their_reports() -> None:
                                 "unserved": 0, "not_shared": 0, "ring_full": 10, "skipped": 0,
                                 "fault_dropped": 0, "gone": False}},
     }  # fmt: skip
-    got = SNIFFERS["ntadump"].figures(meter(json.dumps(nd)), "eth1")
+    (got,) = SNIFFERS["ntadump"].figures(meter(json.dumps(nd)), "eth1")
     assert (got.seen, got.missed, got.own_syscalls, got.own_wakeups) == (20000, 10, 812, 405)
     assert got.buf_bytes == 20010 * 4096
     sn = SniffReport(
@@ -115,11 +127,19 @@ def test_nta_readers_and_afpacket_from_their_reports() -> None:
         stats_after=Stats(), reader=ReaderStats(records=52, wakeups=4),
         dev_stats={"eth1": DevStats(received=53, published=50, not_shared=3)},
     )  # fmt: skip
-    py = SNIFFERS["pysniff"].figures(meter(sn.to_json()), "eth1")
+    (py,) = SNIFFERS["pysniff"].figures(meter(sn.to_json()), "eth1")
     assert (py.seen, py.missed, py.buf_bytes, py.own_syscalls, py.own_wakeups) == (
         50, 3, 52 * 4096, 9, 4,
     )  # fmt: skip
     afp = AfpacketReport(100, 6400, 0, 2, 1.0, 0.1, 0.1, blocks=3, bytes_in_blocks=9000)
-    a = SNIFFERS["afpacket"].figures(meter(json.dumps(asdict(afp))), "e")
+    (a,) = SNIFFERS["afpacket"].figures(meter(json.dumps(asdict(afp))), "e")
     assert (a.seen, a.missed, a.buf_bytes) == (100, 2, 9000)
-    assert SNIFFERS["none-loaded"].figures(meter(rx=77), "e").seen == 77
+    assert [f.seen for f in SNIFFERS["none-loaded"].figures(meter(rx=77), "e")] == [77]
+
+
+def test_each_copy_says_what_it_saw() -> None:
+    """Two readers of one device: a Figures per copy, in the order the meter ran them."""
+    one = AfpacketReport(100, 6400, 0, 2, 1.0, 0.1, 0.1, blocks=3, bytes_in_blocks=9000)
+    two = replace(one, frames=98, kernel_drops=4, bytes_in_blocks=8800)
+    got = SNIFFERS["afpacket"].figures(meter(*(json.dumps(asdict(r)) for r in (one, two))), "e")
+    assert [(f.seen, f.missed, f.buf_bytes) for f in got] == [(100, 2, 9000), (98, 4, 8800)]

@@ -11,6 +11,7 @@ import pytest
 from lab import LabError
 from lab.bench.stats import (
     GOALS,
+    TWO_READERS,
     BenchResult,
     Figure,
     Goal,
@@ -105,6 +106,23 @@ def one_round(rnd: int, jitter: float, load: str = "fixed") -> list[Trial]:
 
 def rounds_of(load: str = "fixed") -> list[Trial]:
     return [t for rnd, j in enumerate((0.0, 0.002, -0.001)) for t in one_round(rnd, j, load)]
+
+
+# What a second reader of the device adds, busy seconds per 1000 frames (0.001: 1 us/frame):
+# AF_PACKET copies every frame once more, NTA publishes the same chunk once more.
+SECOND = {"afpacket": 0.040, "tcpdump": 0.020, "pysniff": 0.005, "ntadump": 0.002}
+
+
+def two_readers_rounds() -> list[Trial]:
+    """rounds_of(TWO_READERS): every sniffer in two copies, each seeing every frame, their
+    process time doubled, the guest busier by SECOND."""
+    out = []
+    for t in rounds_of(TWO_READERS):
+        if t.sniffer in SECOND:
+            t = replace(t, busy_s=t.busy_s + SECOND[t.sniffer], sniffer_cpu_s=2 * t.sniffer_cpu_s,
+                        seen_each=(FRAMES, FRAMES), missed_each=(0, 0))  # fmt: skip
+        out.append(t)
+    return out
 
 
 def rows_by_sniffer(rows: list[Row], load: str = "fixed") -> dict[str, Row]:
@@ -239,3 +257,50 @@ def test_retries_reach_the_rows_and_the_json() -> None:
     assert row["capture_us"]["median"] == pytest.approx(0.0) and row["sniffer_us"] is None
     assert data["targets"][0]["verdict"] == "unresolved"
     assert data["trials"][5]["retries"] == ["ntadump, under the meter was not ready: x"]
+
+
+def test_two_ntadumps_are_judged_against_two_tcpdumps() -> None:
+    """The two-readers load: its own none baseline, ratios between the doubled sniffers,
+    and the ntadump-vs-tcpdump targets judged there too."""
+    rows = summarize([*rounds_of(), *two_readers_rounds()])
+    two = rows_by_sniffer(rows, TWO_READERS)
+    assert list(two) == ["none", "none-loaded", "afpacket", "tcpdump", "pysniff", "ntadump"]
+    nd, td = two["ntadump"], two["tcpdump"]
+    # busy 62, 64, 61 and 90, 92, 89 us/frame over none's 50 (its median at this load).
+    assert (nd.capture_us.median, nd.capture_us.lo, nd.capture_us.hi) == pytest.approx(
+        (12.0, 11.0, 14.0)
+    )
+    assert (td.capture_us.median, td.capture_us.lo, td.capture_us.hi) == pytest.approx(
+        (40.0, 39.0, 42.0)
+    )
+    assert nd.sniffer_us == Spread(6.0, 6.0, 6.0)  # both copies' process time
+    assert nd.capture_vs_tcpdump == 0.3 and nd.process_vs_tcpdump == 0.75
+    assert two["pysniff"].capture_vs_afpacket == pytest.approx(35 / 80, abs=1e-3)
+    got = {(t.what, t.load): t for t in judge(GOALS, rows)}
+    capture = got[("ntadump capture/frame vs tcpdump's", TWO_READERS)]
+    assert (capture.measured, capture.lo, capture.hi) == (0.3, round(11 / 42, 3), round(14 / 39, 3))
+    assert capture.verdict is Verdict.MET
+    assert got[("ntadump process/frame vs tcpdump's", TWO_READERS)].verdict is Verdict.MISSED
+    assert got[("pysniff capture/frame vs afpacket's", TWO_READERS)].verdict is Verdict.MET
+    # The per-1000-frames goals are the fixed load's only.
+    assert ("ntadump syscalls per 1000 frames", TWO_READERS) not in got
+
+
+def test_two_readers_in_bench_json() -> None:
+    trials = [*rounds_of(), *two_readers_rounds()]
+    rows = summarize(trials)
+    result = BenchResult(
+        kernel="6.1", accel="tcg", accel_reason="r", host="h", idle_accounting="nohz",
+        boot_s=1, total_s=2, complete=True, rounds=3, sniffers=["none"],
+        loads={"fixed": "f", TWO_READERS: "f, 2 copies"}, sweep={}, unit="u", rows=rows,
+        targets=judge(GOALS, rows), trials=trials,
+    )  # fmt: skip
+    data = json.loads(result.to_json())
+    mine = {r["sniffer"]: r for r in data["rows"] if r["load"] == TWO_READERS}
+    assert list(mine) == ["none", "none-loaded", "afpacket", "tcpdump", "pysniff", "ntadump"]
+    assert mine["ntadump"]["capture_vs_tcpdump"] == 0.3
+    assert mine["ntadump"]["capture_us"]["median"] == pytest.approx(12.0)
+    nd = [t for t in data["trials"] if (t["load"], t["sniffer"]) == (TWO_READERS, "ntadump")]
+    assert [(t["seen_each"], t["missed_each"]) for t in nd] == [([1000, 1000], [0, 0])] * 3
+    judged = {(t["what"], t["load"]): t["verdict"] for t in data["targets"]}
+    assert judged[("ntadump capture/frame vs tcpdump's", TWO_READERS)] == "met"

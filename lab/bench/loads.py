@@ -3,8 +3,9 @@
 - ``FrameLoad``: UDP frames injected into the lab's e1000 at a fixed rate
   (``fixed``: 2000/s, mixed sizes; ``fixed-64``, ``fixed-512``,
   ``fixed-1514``: the frame-size sweep; ``filtered``: ``fixed`` with a
-  filter keeping 1 frame in 10) or as fast as the NIC takes them (``max``:
-  e1000's back-pressure).
+  filter keeping 1 frame in 10; ``two-readers``: ``fixed`` captured by two
+  copies of each sniffer at once) or as fast as the NIC takes them
+  (``max``: e1000's back-pressure).
 - ``WebLoad``: a small HTTP server in the guest answering 8 KiB pages to 8
   host clients, a connection per request (the seed's httperf run).
 - ``BulkLoad``: a bulk TCP download into the guest, several connections at
@@ -93,6 +94,11 @@ class Load(Protocol):
         stopped)."""
         ...
 
+    @property
+    def readers(self) -> int:
+        """Copies of each sniffer that capture the load at once, on the same NIC."""
+        ...
+
     def describe(self) -> str: ...
 
     def running(
@@ -150,13 +156,16 @@ class FrameLoad:
     """``frames`` UDP frames per trial at ``rate`` (None: as fast as the NIC takes them),
     of ``size`` bytes (None: random sizes, 60..1514); with ``keep_one_in`` N > 1, every
     Nth frame goes to another port and every sniffer runs a filter that keeps just those
-    (tcpdump's and AF_PACKET's run in the socket, NTA's in its tap)."""
+    (tcpdump's and AF_PACKET's run in the socket, NTA's in its tap); with ``readers``
+    N > 1, N copies of each sniffer capture every frame at once (NTA: N readers of the
+    device, sharing its pool; AF_PACKET: N sockets, each copying every frame)."""
 
     name: str
     frames: int
     rate: float | None
     size: int | None = None
     keep_one_in: int = 1
+    readers: int = 1
     nic: Nic = Nic.LAB
     guest_port: int | None = None
 
@@ -166,6 +175,8 @@ class FrameLoad:
         if self.keep_one_in < 1 or DISTINCT % self.keep_one_in:
             raise LabError(f"load {self.name}: keep_one_in {self.keep_one_in} does not divide "
                            f"{DISTINCT}")  # fmt: skip
+        if self.readers < 1:
+            raise LabError(f"load {self.name}: {self.readers} readers: one or more")
 
     @property
     def filter(self) -> str | None:
@@ -179,7 +190,8 @@ class FrameLoad:
         rate = f"{self.rate:.0f}/s" if self.rate else "as fast as the NIC takes them"
         size = f"{self.size} B" if self.size else "60..1514 B"
         kept = f", a filter keeping 1 in {self.keep_one_in}" if self.keep_one_in > 1 else ""
-        return f"{self.frames} UDP frames of {size} at {rate}{kept}"
+        copies = f", {self.readers} copies of each sniffer at once" if self.readers > 1 else ""
+        return f"{self.frames} UDP frames of {size} at {rate}{kept}{copies}"
 
     @contextlib.contextmanager
     def running(self, env: Testbed, nic: Link, host_port: int | None) -> Iterator[Drive]:
@@ -212,6 +224,7 @@ class ServedLoad(abc.ABC):
     frames: ClassVar[int | None] = None
     filter: ClassVar[str | None] = None
     kept: ClassVar[int | None] = None
+    readers: ClassVar[int] = 1
 
     @abc.abstractmethod
     def describe(self) -> str: ...

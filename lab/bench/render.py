@@ -5,7 +5,7 @@ Everything here is derived from a ``BenchResult``; nothing is parsed back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from lab.bench.stats import (
@@ -13,6 +13,9 @@ from lab.bench.stats import (
     FILTERED,
     KEEP_ONE_IN,
     LOADED,
+    ONE_READER,
+    READERS,
+    TWO_READERS,
     UNFILTERED,
     BenchResult,
     Row,
@@ -59,13 +62,19 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def load_width(loads: Iterable[str]) -> int:
+    """The load column's width: COLUMNS', or the longest load name's (two-readers)."""
+    return max([COLUMNS[0][1], *(len(load) for load in loads)])
+
+
 def table(rows: Sequence[Row]) -> str:
     """The rows as text: medians over the rounds, (min..max) for the CPU columns."""
+    widths = [load_width(r.load for r in rows), *(w for _, w in COLUMNS[1:])]
 
     def line(cells: Sequence[str]) -> str:
         return " ".join(
             f"{c:<{w}}" if i < 2 else f"{c:>{w}}"
-            for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS, strict=True))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     head = line([name for name, _ in COLUMNS])
@@ -89,12 +98,13 @@ def spreads(rows: Sequence[Row]) -> list[str]:
     """Per load: the widest range of capture_us over the rounds, and the none rows' busy
     time it is measured from."""
     out = []
+    width = load_width(r.load for r in rows)
     for load in dict.fromkeys(r.load for r in rows):
         mine = [r for r in rows if r.load == load]
         widest = max(mine, key=lambda r: r.capture_us.width)
         base = next((r for r in mine if r.sniffer == BASELINE), None)
-        width = num(widest.capture_us.width)
-        line = f"  {load:<10} widest capture range {width} us ({widest.sniffer})"
+        line = f"  {load:<{width}} widest capture range {num(widest.capture_us.width)} us "
+        line += f"({widest.sniffer})"
         if base is not None:
             line += f"; none: guest busy {spread(base.busy_us)} us/frame"
         out.append(line)
@@ -113,6 +123,7 @@ def verdict(t: Target) -> str:
 
 def targets(goals: Sequence[Target]) -> list[str]:
     width = max((len(g.what) for g in goals), default=0)
+    at = load_width(g.load for g in goals)
     out = []
     for g in goals:
         measured = "-" if g.measured is None else f"{num(g.measured)}{g.unit}"
@@ -120,7 +131,7 @@ def targets(goals: Sequence[Target]) -> list[str]:
         bound = "|x| <=" if g.two_sided else "<="
         limit = "-" if g.limit is None else f"{bound} {num(g.limit)}{g.unit}"
         out.append(
-            f"  {g.what:<{width}}  {g.load:<10} {measured:>8} {rng:<15} {limit:>10}  {verdict(g)}"
+            f"  {g.what:<{width}}  {g.load:<{at}} {measured:>8} {rng:<15} {limit:>10}  {verdict(g)}"
         )
     return out
 
@@ -174,6 +185,39 @@ def filtered(result: BenchResult) -> list[str]:
     return out
 
 
+def two_readers(result: BenchResult) -> list[str]:
+    """Each sniffer's capture_us with READERS copies of it on one device, against its own
+    with one (the same frames): what the second reader costs. NTA publishes each chunk to
+    every reader of the device in place; AF_PACKET copies each frame once per socket. Then
+    each NTA reader against its AF_PACKET counterpart, both doubled and both alone."""
+    by = {(r.load, r.sniffer): r for r in result.rows}
+    out = []
+    for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == TWO_READERS):
+        two, one = by[(TWO_READERS, s)], by.get((ONE_READER, s))
+        if s in (BASELINE, LOADED) or one is None:
+            continue
+        more = two.capture_us.median - one.capture_us.median
+        got, base = num(two.capture_us.median), num(one.capture_us.median)
+        out.append(f"  {s:<12}{got:>8} against {base} with one: {ratio_text(two, one)}; the "
+                   f"second reader {'+' if more >= 0 else ''}{num(more)} us/frame")  # fmt: skip
+    for ours, theirs in (("ntadump", "tcpdump"), ("pysniff", "afpacket")):
+        pair = [by.get((load, s)) for load in (TWO_READERS, ONE_READER) for s in (ours, theirs)]
+        a2, b2, a1, b1 = pair
+        if a2 is None or b2 is None:
+            continue
+        both = ratio_text(a2, b2)
+        alone = f" (alone: {ratio_text(a1, b1)})" if a1 is not None and b1 is not None else ""
+        out.append(f"  {ours} x{READERS} against {theirs} x{READERS}: {both}{alone}")
+    return out
+
+
+def ratio_text(a: Row, b: Row) -> str:
+    """a's capture_us over b's, or "-" where b's is not above zero."""
+    if b.capture_us.median <= 0:
+        return "-"
+    return f"{a.capture_us.median / b.capture_us.median:.2f}x"
+
+
 def report_text(result: BenchResult) -> str:
     out = [f"per frame: {result.unit}", "", table(result.rows)]
     retried = [(r, why) for r in result.rows for why in r.retries]
@@ -194,6 +238,10 @@ def report_text(result: BenchResult) -> str:
     if thinned:
         out += ["", f"a filter keeping 1 frame in {KEEP_ONE_IN}, capture us/frame against the "
                 f"{UNFILTERED} load's:", *thinned]  # fmt: skip
+    doubled = two_readers(result)
+    if doubled:
+        out += ["", f"{READERS} readers on one device ({READERS} copies of each sniffer), capture "
+                f"us/frame against one (the {ONE_READER} load's):", *doubled]  # fmt: skip
     out += ["", "targets (reported, not asserted; judged on the rounds' range):"]
     out += targets(result.targets)
     return "\n".join(out)

@@ -4,9 +4,10 @@ A sniffer says how the guest-side meter starts it and knows it is ready
 (``launch``: the Python readers say so through the lab's protocol,
 ``lab.guestside.protocol``, the native ones by a line on stderr), and what
 it says of its own run (``figures``): frames seen, frames it says it
-missed, its own counts. Every sniffer takes received
-frames only (NTA publishes nothing else; AF_PACKET is set to ignore
-outgoing ones, tcpdump runs with ``-Q in``). The Python readers do the same
+missed, its own counts (under a load of several readers the meter runs
+copies of it, and each copy says so of its own). Every sniffer takes
+received frames only (NTA publishes nothing else; AF_PACKET is set to
+ignore outgoing ones, tcpdump runs with ``-Q in``). The Python readers do the same
 work per frame (a CRC32 over its bytes, read in place), as do the native
 ones (write it to /dev/null), so each pair differs only by the path the
 bytes take.
@@ -27,6 +28,7 @@ serves a device only once a reader attaches it, so under ``afpacket`` and
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -34,7 +36,7 @@ from typing import Protocol
 from lab import LabError, UsageError
 from lab.guestside.protocol import Afpacket as AfpacketRequest
 from lab.guestside.protocol import Meter
-from lab.guestside.reports import AfpacketReport, MeterReport, NtadumpReport
+from lab.guestside.reports import AfpacketReport, MeterReport, NtadumpReport, SnifferOutput
 from pysniff.report import SniffReport
 
 # NTA's chunk: a page. Each record of a reader's ring is one.
@@ -97,7 +99,9 @@ class Sniffer(Protocol):
         language); None: no process, the window alone."""
         ...
 
-    def figures(self, report: MeterReport, iface: str) -> Figures: ...
+    def figures(self, report: MeterReport, iface: str) -> list[Figures]:
+        """What it says of its run: a Figures per copy the meter ran, in their order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -112,13 +116,25 @@ class Idle:
     ) -> Launch | None:
         return None
 
-    def figures(self, report: MeterReport, iface: str) -> Figures:
-        return Figures(seen=report.rx_packets or 0)
+    def figures(self, report: MeterReport, iface: str) -> list[Figures]:
+        return [Figures(seen=report.rx_packets or 0)]  # no process: what the NIC received
 
 
-class Afpacket:
-    name = "afpacket"
+class Program(abc.ABC):
+    """A sniffer that runs: each copy's figures, from what it printed."""
+
     needs_module = True
+
+    def figures(self, report: MeterReport, iface: str) -> list[Figures]:
+        return [self.parse(out, iface) for out in report.copies]
+
+    @abc.abstractmethod
+    def parse(self, out: SnifferOutput, iface: str) -> Figures:
+        """What one copy says of its run."""
+
+
+class Afpacket(Program):
+    name = "afpacket"
 
     def launch(
         self, iface: str, count: int | None, tools: Tools, expr: str | None = None
@@ -128,8 +144,8 @@ class Afpacket:
         # each within a poll (100 ms) of its retiring (10 ms), longer in Python under TCG.
         return Launch(tuple(request.to_argv()), module=AfpacketRequest.MODULE, drain_s=0.5)
 
-    def figures(self, report: MeterReport, iface: str) -> Figures:
-        afp = AfpacketReport.from_json(report.stdout)
+    def parse(self, out: SnifferOutput, iface: str) -> Figures:
+        afp = AfpacketReport.from_json(out.stdout)
         return Figures(afp.frames, afp.kernel_drops, buf_bytes=afp.bytes_in_blocks)
 
 
@@ -159,9 +175,8 @@ def parse_tcpdump(stderr: str) -> TcpdumpStats:
     )
 
 
-class Tcpdump:
+class Tcpdump(Program):
     name = "tcpdump"
-    needs_module = True
 
     def launch(
         self, iface: str, count: int | None, tools: Tools, expr: str | None = None
@@ -176,14 +191,13 @@ class Tcpdump:
         # SIGINT ends tcpdump without the block still open.
         return Launch(tuple(args), ready_line="listening on", drain_s=1.5)
 
-    def figures(self, report: MeterReport, iface: str) -> Figures:
-        stats = parse_tcpdump(report.stderr)
+    def parse(self, out: SnifferOutput, iface: str) -> Figures:
+        stats = parse_tcpdump(out.stderr)
         return Figures(stats.captured, stats.dropped_by_kernel)
 
 
-class Pysniff:
+class Pysniff(Program):
     name = "pysniff"
-    needs_module = True
 
     def launch(
         self, iface: str, count: int | None, tools: Tools, expr: str | None = None
@@ -199,8 +213,8 @@ class Pysniff:
             args += ["-f", expr]
         return Launch(tuple(args), module="pysniff.cli")
 
-    def figures(self, report: MeterReport, iface: str) -> Figures:
-        sn = SniffReport.from_json(report.stdout)
+    def parse(self, out: SnifferOutput, iface: str) -> Figures:
+        sn = SniffReport.from_json(out.stdout)
         return Figures(
             sn.frames,
             sn.missed(iface),
@@ -210,9 +224,8 @@ class Pysniff:
         )
 
 
-class Ntadump:
+class Ntadump(Program):
     name = "ntadump"
-    needs_module = True
 
     def launch(
         self, iface: str, count: int | None, tools: Tools, expr: str | None = None
@@ -225,8 +238,8 @@ class Ntadump:
         # No drain: SIGINT wakes it, and it takes every frame published before it exits.
         return Launch(tuple(args), ready_line="ntadump: listening on")
 
-    def figures(self, report: MeterReport, iface: str) -> Figures:
-        nd = NtadumpReport.from_json(report.stdout)
+    def parse(self, out: SnifferOutput, iface: str) -> Figures:
+        nd = NtadumpReport.from_json(out.stdout)
         dev = nd.interfaces.get(iface)
         return Figures(
             nd.frames,

@@ -43,6 +43,9 @@ BASELINE = "none"  # the trials every load's capture_us is measured from
 LOADED = "none-loaded"
 # The load whose frames a filter thins (1 in KEEP_ONE_IN kept) and the load it thins.
 FILTERED, UNFILTERED, KEEP_ONE_IN = "filtered", "fixed", 10
+# The load READERS copies of each sniffer capture at once, on one device, and the load
+# one copy captures: the same frames.
+TWO_READERS, ONE_READER, READERS = "two-readers", "fixed", 2
 
 
 def busy_seconds(before: CpuStat, after: CpuStat, elapsed_s: float) -> float:
@@ -68,8 +71,9 @@ class Trial:
     sent_s: float
     rx: int  # frames the NIC received in the window: the per-frame unit
     stack: int | None  # IP packets the stack received in it: after GRO, merged frames
-    seen: int  # frames the sniffer captured (no sniffer: rx)
-    missed: int | None  # frames the sniffer says the kernel had and did not give it
+    seen: int  # frames the sniffer captured (no sniffer: rx; copies: the fewest one saw)
+    # frames the sniffer says the kernel had and did not give it (copies: the most one missed)
+    missed: int | None
     window_s: float
     busy_s: float  # the whole guest's busy CPU time over the window
     softirq_s: float  # /proc/stat's softirq column: tick-sampled, for reference
@@ -85,6 +89,11 @@ class Trial:
     system_ticks: int = 0  # ... and in the kernel on its behalf
     retries: tuple[str, ...] = ()  # infrastructure: why its set-up was tried again
     host_others: float = 0.0  # host CPUs' worth of other processes' work in the window
+    # Each copy's seen and missed, in the order the meter started them (a load of several
+    # readers of one device runs copies of the sniffer; any other, one). The CPU figures,
+    # system calls and wakeups above are every copy's, summed.
+    seen_each: tuple[int, ...] = ()
+    missed_each: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,8 @@ class Row:
     rx: float  # frames the NIC received per trial, median
     rx_per_s: float  # ... per second of window, median
     stack: float | None  # IP packets the stack received per trial (after GRO), median
-    seen: float  # frames the sniffer captured per trial, median
-    missed: float | None
+    seen: float  # frames the sniffer captured per trial, median (copies: the fewest one saw)
+    missed: float | None  # ... and said it missed (copies: the most one missed)
     capture_us: Spread  # the whole guest's busy CPU per frame, less the none trials'
     sniffer_us: Spread | None  # the sniffer's own CPU per frame (None: no sniffer)
     busy_us: Spread  # the whole guest's busy CPU per frame, as measured
@@ -258,7 +267,7 @@ class Goal:
         return "us" if self.figure in (Figure.CAPTURE, Figure.PROCESS) else "/1k"
 
 
-NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk", FILTERED)
+NTA_VS_TCPDUMP = ("fixed", "max", "web", "bulk", FILTERED, TWO_READERS)
 GOALS = (
     Goal("ntadump capture/frame vs tcpdump's", Figure.CAPTURE, "ntadump", 0.5, "tcpdump",
          NTA_VS_TCPDUMP),

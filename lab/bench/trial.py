@@ -6,9 +6,9 @@ whatever happens (``GuestProc`` as a context manager). Its steps:
 
 1. NTA loaded or not, as the sniffer needs (unloading bounces the links: the
    rings may hold NTA's buffers);
-2. the meter starts the sniffer and says when it is ready (an NTA reader has
-   attached its device), through the lab's readiness protocol
-   (``lab.guestside.protocol``);
+2. the meter starts the sniffer (as many copies as the load has readers)
+   and says when it is ready (every copy: an NTA reader has attached its
+   device), through the lab's readiness protocol (``lab.guestside.protocol``);
 3. the link bounces (``GuestNet.bounce``): the driver refills its ring, from
    the reader's pool for an NTA reader; every trial bounces, so all go
    through the same steps, and none pays for it: it is outside the window;
@@ -39,7 +39,7 @@ from pathlib import Path
 from lab import LabError
 from lab.bench import host
 from lab.bench.loads import SETTLE_S, Drive, Load, Nic
-from lab.bench.sniffers import Sniffer, Tools
+from lab.bench.sniffers import Figures, Sniffer, Tools
 from lab.bench.stats import Trial, busy_seconds
 from lab.events import EventLog
 from lab.guestnet import Link
@@ -140,9 +140,7 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
     started, out = env.outdir / f"{tag}.started", env.outdir / f"{tag}.json"
     for path in (started, out):
         path.unlink(missing_ok=True)  # a retry's waits must not see the first attempt's files
-    launch = sniffer.launch(nic.iface, load.kept, bench.tools, load.filter)
-    window = Meter(hold=started, iface=nic.iface, expect_rx=load.frames or 0)
-    request = launch.meter(window) if launch is not None else window
+    request = meter_request(load, sniffer, nic.iface, bench.tools, started)
     with contextlib.ExitStack() as stack:
         with setting_up("NTA " + ("loaded" if sniffer.needs_module else "unloaded")):
             bench.module.want(sniffer.needs_module)
@@ -160,6 +158,14 @@ def attempt(bench: Bench, load: Load, drive: Drive, sniffer: Sniffer, rnd: int) 
         contention = host.others(host0, host.Snapshot.take(), time.monotonic() - t0)
     trial = trial_of(tag, load, sniffer, rnd, report, sent.count, sent.unit, sent.seconds, nic)
     return replace(trial, host_others=contention)
+
+
+def meter_request(load: Load, sniffer: Sniffer, iface: str, tools: Tools, started: Path) -> Meter:
+    """The meter's request: the window on ``iface`` (held until SIGUSR1, then ``started``)
+    and the sniffer in it, in as many copies as the load has readers (none: the window)."""
+    launch = sniffer.launch(iface, load.kept, tools, load.filter)
+    window = Meter(hold=started, iface=iface, expect_rx=load.frames or 0)
+    return launch.meter(replace(window, copies=load.readers)) if launch is not None else window
 
 
 def end_window(meter: GuestProc, load: Load) -> MeterReport:
@@ -185,18 +191,22 @@ def trial_of(
     tag: str, load: Load, sniffer: Sniffer, rnd: int, report: MeterReport,
     sent: int, unit: str, sent_s: float, nic: Link,
 ) -> Trial:  # fmt: skip
-    """The trial's record, from the meter's report and what the sniffer says."""
-    if report.exit not in (0, None):
-        raise LabError(f"{tag}: {sniffer.name} exited {report.exit}: {report.stderr[-1500:]}")
+    """The trial's record, from the meter's report and what the sniffer says (each copy of
+    it: every one must have ended well, and the record holds what each saw)."""
+    for i, out in enumerate(report.copies):
+        if out.exit != 0:
+            which = f" (copy {i + 1} of {len(report.copies)})" if len(report.copies) > 1 else ""
+            raise LabError(f"{tag}: {sniffer.name}{which} exited {out.exit}: {out.stderr[-1500:]}")
     rx = report.rx_packets
     if rx is None:
         raise LabError(f"{tag}: the meter counted no frames on {nic.iface}")
     if load.frames is not None and rx < load.frames:
         missed = f" (it missed {report.rx_missed}: no buffer)" if report.rx_missed else ""
         raise LabError(f"{tag}: {nic.iface} received {rx} of the {load.frames} frames sent{missed}")
-    figures = sniffer.figures(report, nic.iface)
+    each = sniffer.figures(report, nic.iface)
+    figures = together(each)
     before, after = report.stat_before, report.stat_after
-    process = report.exit is not None
+    process = bool(report.copies)
     return Trial(
         load=load.name,
         sniffer=sniffer.name,
@@ -209,6 +219,8 @@ def trial_of(
         stack=report.ip_packets,
         seen=figures.seen,
         missed=figures.missed,
+        seen_each=tuple(f.seen for f in each),
+        missed_each=tuple(f.missed for f in each),
         window_s=round(report.elapsed_s, 4),
         busy_s=round(busy_seconds(before, after, report.elapsed_s), 4),
         softirq_s=(after.softirq - before.softirq) / after.hz,
@@ -225,10 +237,33 @@ def trial_of(
     )
 
 
+def together(each: Sequence[Figures]) -> Figures:
+    """Copies of a sniffer on one device, as one: each must see every frame, so what the
+    fewest saw and the most missed; the buffer of the one that filled most (per reader:
+    NTA's readers share their chunks, AF_PACKET's sockets fill a ring each); their own
+    counts summed, as the meter sums its counts of them."""
+
+    def total(values: Sequence[int | None]) -> int | None:
+        return None if None in values else sum(v or 0 for v in values)
+
+    missed = [f.missed for f in each]
+    buf = [f.buf_bytes for f in each]
+    return Figures(
+        seen=min(f.seen for f in each),
+        missed=None if None in missed else max(m or 0 for m in missed),
+        buf_bytes=None if None in buf else max(b or 0 for b in buf),
+        own_syscalls=total([f.own_syscalls for f in each]),
+        own_wakeups=total([f.own_wakeups for f in each]),
+    )
+
+
 def progress_detail(t: Trial) -> str:
     """A trial's key figures, for its progress line."""
     frames = max(t.rx, 1)
-    parts = [f"{t.seen}/{t.rx} frames", f"guest busy {t.busy_s / frames * 1e6:.1f} us/frame"]
+    seen = f"{t.seen}/{t.rx} frames"
+    if len(t.seen_each) > 1:
+        seen = f"{'+'.join(map(str, t.seen_each))} of {t.rx} frames by {len(t.seen_each)} copies"
+    parts = [seen, f"guest busy {t.busy_s / frames * 1e6:.1f} us/frame"]
     if t.process:
         parts.append(f"sniffer {t.sniffer_cpu_s / frames * 1e6:.1f} us/frame")
         if t.syscalls is not None:
@@ -236,5 +271,6 @@ def progress_detail(t: Trial) -> str:
         if t.wakeups is not None:
             parts.append(f"{t.wakeups / frames * 1000:.1f} wakeups/1k")
     if t.missed:
-        parts.append(f"missed {t.missed}")
+        missed = "+".join(map(str, t.missed_each)) if len(t.missed_each) > 1 else t.missed
+        parts.append(f"missed {missed}")
     return ", ".join(parts)

@@ -1,8 +1,9 @@
 """Runs inside a guest: measure what capture costs over a window while the host loads the NIC.
 
-Starts the sniffer, waits until it is ready, then is ready itself (the
-lab's protocol, ``protocol.ready()``). The sniffer says so through the same
-protocol one level down (pysniff and the AF_PACKET reader call ``ready()``;
+Starts the sniffer (with ``--copies N``, N copies of it at once: several
+readers of one device), waits until it is ready (every copy), then is
+ready itself (the lab's protocol, ``protocol.ready()``). The sniffer says
+so through the same protocol one level down (pysniff and the AF_PACKET reader call ``ready()``;
 the meter hands it a ready file of its own, in its scratch directory, so the
 host only ever sees the meter's), or by a line on its stderr
 (``--wait-line``: tcpdump's "listening on"). With ``--hold STARTED_FILE`` it
@@ -30,6 +31,10 @@ Over the window, from its start to its end (below):
 - its voluntary context switches: each is a sleep, so for a reader blocking
   in poll() one per wakeup; and the involuntary ones.
 
+With copies, each of those is every copy's, summed (one hist trigger for all
+their pids), and the report holds each copy's exit status and output
+(``MeterReport.copies``).
+
 The meter itself costs nothing in the window while the load runs: it sleeps
 in sigwaitinfo() until the sniffer exits (SIGCHLD) or the host says the load
 is over (SIGTERM), so every trial's window holds the same meter, asleep.
@@ -39,28 +44,30 @@ thread holds that Event's lock in wait() (what left a trial's window
 unopened, its ready file written, until the host gave up).
 
 **The window's end.** When the sniffer exits with the load's frames (its
-count); or, after SIGTERM, once the NIC is done: its counters (rx_packets +
-rx_missed_errors) have taken ``--expect-rx`` frames since the window began
-and stood still for STILL_S. They are read every SETTLE_POLL_S meanwhile,
-the meter's only work in a window, the same in every trial of a frame load.
-A sniffer still running then has ``--drain-s`` to exit on its own (its
-batching delay: a block timeout; the meter sleeps, SIGCHLD wakes it; none
-without ``--expect-rx``: the host has waited after a load it cannot count),
-then gets SIGINT, so it reports and exits as tcpdump does: frames it missed are
-counted as missed (it says so), not waited for. Before, a reader that had
-missed frames held the window open until the host gave up on it (20 s),
-idle time that diluted the round's figures.
+count; with copies, once every copy has); or, after SIGTERM, once the NIC
+is done: its counters (rx_packets + rx_missed_errors) have taken
+``--expect-rx`` frames since the window began and stood still for STILL_S.
+They are read every SETTLE_POLL_S meanwhile, the meter's only work in a
+window, the same in every trial of a frame load. A sniffer still running
+then has ``--drain-s`` to exit on its own (its batching delay: a block
+timeout; the meter sleeps, SIGCHLD wakes it; none without
+``--expect-rx``: the host has waited after a load it cannot count), then
+gets SIGINT (every copy still running, at once), so it reports and exits
+as tcpdump does: frames it missed are counted as missed (it says so), not
+waited for. Before, a reader that had missed frames held the window open
+until the host gave up on it (20 s), idle time that diluted the round's
+figures.
 
 A Python sniffer (``--module``) is forked from this warm interpreter, as the
 spawner starts the lab's programs (a fresh Python takes seconds under TCG);
 any other is executed. Its stdout and stderr go to files in the guest's /tmp
-(no 9p traffic in the window). Prints one JSON object (MeterReport), the
-sniffer's stdout and stderr in it. Without a command it measures the window
+(no 9p traffic in the window). Prints one JSON object (MeterReport), each
+copy's stdout and stderr in it. Without a command it measures the window
 alone: the no-sniffer baseline.
 
     python -m lab.guestside.meter [--hold STARTED_FILE] [--iface IFACE] [--expect-rx N]
-        [--drain-s S] [--wait-line TEXT] [--module MODULE] [--tracefs DIR] [--net DIR]
-        [-- ARGS...]
+        [--drain-s S] [--wait-line TEXT] [--module MODULE] [--copies N] [--tracefs DIR]
+        [--net DIR] [-- ARGS...]
 
 (``protocol.Meter``; ``--tracefs``, ``--net``: where tracefs and the NICs'
 statistics are, host tests give directories of their own.)
@@ -80,7 +87,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.guestside import protocol, spawner
-from lab.guestside.reports import CpuStat, MeterReport, dumps
+from lab.guestside.reports import CpuStat, MeterReport, SnifferOutput, dumps
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 TRACEFS = Path("/sys/kernel/tracing")
@@ -168,10 +175,13 @@ def switches(pid: int) -> tuple[int, int]:
 # reader's count of its own calls is the thing being checked.
 
 
-def hist_trigger(pid: int) -> str:
-    """The trigger counting ``pid``'s system calls. Its thread only: every sniffer
-    measured here is single-threaded (common_pid is the thread's id)."""
-    return f"hist:keys=common_pid:vals=hitcount if common_pid == {pid}"
+def hist_trigger(pids: tuple[int, ...]) -> str:
+    """The trigger counting the system calls of ``pids`` (the copies of a sniffer), an
+    entry each. Their threads only: every sniffer measured here is single-threaded
+    (common_pid is the thread's id)."""
+    return "hist:keys=common_pid:vals=hitcount if " + " || ".join(
+        f"common_pid == {pid}" for pid in pids
+    )
 
 
 _HIST_ENTRY = re.compile(
@@ -201,9 +211,11 @@ def parse_hist(text: str, pid: int) -> int | None:
 
 @dataclass
 class SyscallCounter:
-    """A hist trigger on raw_syscalls:sys_enter for one pid, from ``start`` to ``stop``."""
+    """A hist trigger on raw_syscalls:sys_enter for some pids, from ``start`` to ``stop``:
+    one trigger, whatever their number (a trigger per pid would print a histogram each,
+    their totals apart)."""
 
-    pid: int
+    pids: tuple[int, ...]
     tracefs: Path = TRACEFS
     error: str | None = None
     _armed: bool = False
@@ -224,25 +236,28 @@ class SyscallCounter:
             # Appended, never truncated: opening a trigger file with O_TRUNC
             # removes every trigger the event has.
             with (self.event / "trigger").open("a") as f:
-                f.write(hist_trigger(self.pid) + "\n")
+                f.write(hist_trigger(self.pids) + "\n")
             self._armed = True
         except OSError as e:
             self.error = f"no syscall count: {self.event}/trigger: {e}"
 
     def stop(self) -> int | None:
-        """The count since ``start`` (None if it could not count); the trigger removed."""
+        """The count since ``start``, every pid's summed (None if it could not count); the
+        trigger removed."""
         if not self._armed:
             return None
         count = None
         try:
-            count = parse_hist((self.event / "hist").read_text(), self.pid)
+            text = (self.event / "hist").read_text()
+            each = [parse_hist(text, pid) for pid in self.pids]
+            count = None if None in each else sum(n or 0 for n in each)
             if count is None:
                 self.error = "no syscall count: the hist file has no complete histogram"
         except OSError as e:
             self.error = f"no syscall count: {self.event}/hist: {e}"
         try:
             with (self.event / "trigger").open("a") as f:
-                f.write("!" + hist_trigger(self.pid) + "\n")
+                f.write("!" + hist_trigger(self.pids) + "\n")
         except OSError as e:
             self.error = f"the syscall trigger stays: {e}"
         self._armed = False
@@ -279,12 +294,33 @@ class Signals:
             info = signal.sigtimedwait(WATCHED, 0)
 
 
-# -- the sniffer ----------------------------------------------------------------------------
+# -- the sniffer, in one or more copies -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy of the sniffer: its process, the files it writes, and how it says it is
+    ready (its own ready file, or with ``ready`` None a line on its stderr)."""
+
+    index: int
+    pid: int
+    out: Path
+    err: Path
+    ready: Path | None
+
+    def name(self, copies: int) -> str:
+        """How a message names it: "the sniffer", or which copy of it."""
+        return "the sniffer" + (f" (copy {self.index + 1} of {copies})" if copies > 1 else "")
 
 
 def exited(pid: int) -> bool:
     """Whether ``pid`` has exited, leaving it unreaped so its stat stays readable."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def all_exited(pids: list[int]) -> bool:
+    """Whether every copy has exited (no copy: never, the window ends when told)."""
+    return bool(pids) and all(exited(pid) for pid in pids)
 
 
 def has_sniffer(args: protocol.Meter) -> bool:
@@ -316,42 +352,79 @@ def launch(args: protocol.Meter, out: Path, err: Path, ready: Path | None) -> in
     os._exit(127)
 
 
+def start_copies(args: protocol.Meter, scratch: Path) -> list[Copy]:
+    """``--copies`` copies of the sniffer, each with its own output files and ready file in
+    the meter's scratch directory (the host only ever sees the meter's)."""
+    copies = []
+    for i in range(args.copies):
+        out, err = scratch / f"stdout-{i}", scratch / f"stderr-{i}"
+        ready = None if args.wait_line is not None else scratch / f"ready-{i}"
+        copies.append(Copy(i, launch(args, out, err, ready), out, err, ready))
+    return copies
+
+
 def tail(path: Path, limit: int = 4000) -> str:
     return path.read_text(errors="replace")[-limit:] if path.exists() else ""
 
 
-def is_ready(args: protocol.Meter, err: Path, ready: Path | None) -> bool:
-    """Whether the sniffer said so: its ready file, or (``ready`` None) the line on its
-    stderr."""
-    if ready is not None:
-        return ready.exists()
+def is_ready(args: protocol.Meter, copy: Copy) -> bool:
+    """Whether the copy said so: its ready file, or the line on its stderr."""
+    if copy.ready is not None:
+        return copy.ready.exists()
     assert args.wait_line is not None
-    return args.wait_line in tail(err, 1 << 20)
+    return args.wait_line in tail(copy.err, 1 << 20)
 
 
-def end_sniffer(pid: int, sig: Signals) -> None:
-    """SIGINT (it reports and exits), SIGKILL if it has not after EXIT_S; unreaped."""
-    os.kill(pid, signal.SIGINT)
+def end_sniffers(pids: list[int], sig: Signals) -> None:
+    """SIGINT to every copy still running (each reports and exits), all at once; SIGKILL
+    to those that have not after EXIT_S. Left unreaped."""
+    running = [pid for pid in pids if not exited(pid)]
+    for pid in running:
+        os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + EXIT_S
-    while not exited(pid):
+    while not all(exited(pid) for pid in running):
         if time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            for pid in running:
+                if not exited(pid):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
             return
         sig.wait(1.0)
 
 
+def reap(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def not_ready(args: protocol.Meter, copies: list[Copy], sig: Signals) -> str | None:
+    """Until every copy is ready; None then. If one exits first, or the host stops the
+    meter, every copy is ended and reaped: what went wrong, naming the copy."""
+    while not all(is_ready(args, c) for c in copies):
+        gone = next((c for c in copies if exited(c.pid)), None)
+        if gone is not None or sig.stop:
+            named = gone or next((c for c in copies if not is_ready(args, c)), copies[0])
+            why = "exited" if gone is not None else "stopped"
+            end_sniffers([c.pid for c in copies], sig)
+            status = [reap(c.pid) for c in copies][named.index]
+            return (
+                f"{named.name(len(copies))} {why} before it was ready (status {status}): "
+                f"{tail(named.err)}"
+            )
+        sig.wait(READY_POLL_S)
+    return None
+
+
 def nic_done(
-    args: protocol.Meter, nic0: tuple[int, int] | None, sig: Signals, pid: int | None
+    args: protocol.Meter, nic0: tuple[int, int] | None, sig: Signals, pids: list[int]
 ) -> None:
     """After SIGTERM: until the NIC has taken ``--expect-rx`` frames in the window
-    (received or missed) and its counters stood still for STILL_S, or the sniffer exited
-    (SETTLE_S at most)."""
+    (received or missed) and its counters stood still for STILL_S, or every copy of the
+    sniffer exited (SETTLE_S at most)."""
     if nic0 is None or args.expect_rx <= 0:
         return
     deadline = time.monotonic() + SETTLE_S
     last, since = -1, 0.0
-    while time.monotonic() < deadline and not (pid is not None and exited(pid)):
+    while time.monotonic() < deadline and not all_exited(pids):
         now, at = sum(nic_counts(args) or nic0) - sum(nic0), time.monotonic()
         if now != last:
             last, since = now, at
@@ -360,75 +433,68 @@ def nic_done(
         sig.wait(SETTLE_POLL_S)
 
 
-def drain(pid: int, seconds: float, sig: Signals) -> None:
-    """Up to ``seconds`` for the sniffer to exit on its own: asleep, SIGCHLD wakes it."""
+def drain(pids: list[int], seconds: float, sig: Signals) -> None:
+    """Up to ``seconds`` for every copy to exit on its own: asleep, SIGCHLD wakes it."""
     deadline = time.monotonic() + seconds
-    while not exited(pid) and (left := deadline - time.monotonic()) > 0:
+    while not all_exited(pids) and (left := deadline - time.monotonic()) > 0:
         sig.wait(left)
 
 
 def main(argv: list[str]) -> int:
     args = protocol.Meter.from_argv(argv)
+    if args.copies < 1 or (args.copies > 1 and not has_sniffer(args)):
+        what = "a sniffer to copy" if args.copies > 1 else "1 or more"
+        print(f"meter: --copies {args.copies}: needs {what}", file=sys.stderr)
+        return 2
     sig = Signals()  # first: from here on no GO or STOP is lost, and none interrupts
     scratch = Path(tempfile.mkdtemp(prefix="ntalab-meter-"))
-    out, err = scratch / "stdout", scratch / "stderr"
     try:
-        return measure(args, sig, out, err, scratch / "ready")
+        return measure(args, sig, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Path) -> int:
-    """``ready``: the sniffer's ready file, unless it says so by a line on its stderr."""
-    sniffer_ready = None if args.wait_line is not None else ready
-    pid = launch(args, out, err, sniffer_ready) if has_sniffer(args) else None
-    while pid is not None and not is_ready(args, err, sniffer_ready):
-        if exited(pid) or sig.stop:
-            why = "stopped" if sig.stop else "exited"
-            if not exited(pid):
-                end_sniffer(pid, sig)
-            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            print(
-                f"meter: the sniffer {why} before it was ready (status {status}): {tail(err)}",
-                file=sys.stderr,
-            )
-            return 1
-        sig.wait(READY_POLL_S)
+def measure(args: protocol.Meter, sig: Signals, scratch: Path) -> int:
+    """The window around every copy of the sniffer (none: the window alone), their
+    outputs and ready files in ``scratch``."""
+    copies = start_copies(args, scratch) if has_sniffer(args) else []
+    pids = [c.pid for c in copies]
+    failed = not_ready(args, copies, sig)
+    if failed is not None:
+        print(f"meter: {failed}", file=sys.stderr)
+        return 1
     if args.hold is not None:
         protocol.ready()
-        while not (sig.go or sig.stop or (pid is not None and exited(pid))):
+        while not (sig.go or sig.stop or all_exited(pids)):
             sig.wait(None)
     # The window starts: the syscall trigger first (arming it takes a moment),
     # then the counters it is measured by, read as close together as can be.
-    counter = SyscallCounter(pid, args.tracefs or TRACEFS) if pid is not None else None
+    counter = SyscallCounter(tuple(pids), args.tracefs or TRACEFS) if pids else None
     if counter is not None:
         counter.start()
-    cpu0 = process_cpu(pid) if pid is not None else 0.0
-    ticks0 = ticks(pid) if pid is not None else (0, 0)
-    switches0 = switches(pid) if pid is not None else (0, 0)
+    cpu0 = [process_cpu(pid) for pid in pids]
+    ticks0 = [ticks(pid) for pid in pids]
+    switches0 = [switches(pid) for pid in pids]
     nic0, ip0 = nic_counts(args), ip_packets()
     t0, before = cpu_stat()
     if args.hold is not None:
         args.hold.write_text("started\n")
     else:
         protocol.ready()
-    while not sig.stop and not (pid is not None and exited(pid)):
+    while not sig.stop and not all_exited(pids):
         sig.wait(None)  # asleep: the window holds no work of the meter's
     if sig.stop:
-        nic_done(args, nic0, sig, pid)
-        if pid is not None:
-            if args.expect_rx > 0:  # else the host waited out the batching delays itself
-                drain(pid, args.drain_s, sig)
-            if not exited(pid):
-                end_sniffer(pid, sig)
-    rc: int | None = None
-    cpu, vol, invol, user, system = 0.0, 0, 0, 0, 0
-    if pid is not None:
-        # Still unreaped: the zombie's /proc/<pid> holds its final times and switches.
-        cpu = process_cpu(pid) - cpu0
-        user, system = (b - a for a, b in zip(ticks0, ticks(pid), strict=True))
-        now = switches(pid)
-        vol, invol = now[0] - switches0[0], now[1] - switches0[1]
+        nic_done(args, nic0, sig, pids)
+        if pids and args.expect_rx > 0:  # else the host waited out the batching delays
+            drain(pids, args.drain_s, sig)
+        end_sniffers(pids, sig)
+    # Still unreaped: each zombie's /proc/<pid> holds its final times and switches.
+    cpu = sum((process_cpu(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)), 0.0)
+    ticks1, switches1 = [ticks(pid) for pid in pids], [switches(pid) for pid in pids]
+    user, system = (sum(b[i] - a[i] for a, b in zip(ticks0, ticks1, strict=True)) for i in (0, 1))
+    vol, invol = (
+        sum(b[i] - a[i] for a, b in zip(switches0, switches1, strict=True)) for i in (0, 1)
+    )
     t1, after = cpu_stat()
     nic1, ip1 = nic_counts(args), ip_packets()
     extra: dict[str, str] = {}
@@ -437,16 +503,18 @@ def measure(args: protocol.Meter, sig: Signals, out: Path, err: Path, ready: Pat
         syscalls = counter.stop()  # a zombie makes no calls: read after its exit is the same
         if counter.error:
             extra["syscalls_error"] = counter.error
-    if pid is not None:
-        rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    outputs = [
+        SnifferOutput(
+            reap(c.pid), c.out.read_text(errors="replace") if c.out.exists() else "", tail(c.err)
+        )
+        for c in copies
+    ]
     report = MeterReport(
-        exit=rc,
+        copies=outputs,
         sniffer_cpu_s=cpu,
         elapsed_s=t1 - t0,
         stat_before=before,
         stat_after=after,
-        stdout=out.read_text(errors="replace") if out.exists() else "",
-        stderr=tail(err),
         rx_packets=None if nic0 is None or nic1 is None else nic1[0] - nic0[0],
         rx_missed=None if nic0 is None or nic1 is None else nic1[1] - nic0[1],
         ip_packets=None if ip0 is None or ip1 is None else ip1 - ip0,

@@ -238,7 +238,8 @@ class Meter(Request):
     The sniffer is CMD executed, or MODULE forked from the meter's warm
     interpreter with CMD its arguments; none: the window alone. It says it is
     ready through this protocol (the meter gives it a ready file of its own),
-    or, with WAIT_LINE, by that line on its stderr.
+    or, with WAIT_LINE, by that line on its stderr. With COPIES, that many
+    copies of it run at once (several readers of one device), measured together.
     """
 
     MODULE = "lab.guestside.meter"
@@ -252,6 +253,7 @@ class Meter(Request):
     drain_s: float = 0.0
     wait_line: str | None = None  # the sniffer is ready at this line on its stderr
     module: str | None = None  # a Python sniffer, forked warm: CMD is its arguments
+    copies: int = 1  # copies of the sniffer started, all ready before the window opens
     tracefs: Path | None = None  # where tracefs is (None: /sys/kernel/tracing); host tests
     net: Path | None = None  # where the NICs' statistics are (None: /sys/class/net); host tests
     cmd: tuple[str, ...] = ()

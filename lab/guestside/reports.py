@@ -91,16 +91,24 @@ class CpuStat:
 
 
 @dataclass(frozen=True)
-class MeterReport:
-    """lab.guestside.meter: one sniffer's costs, and the whole guest's, over a measured window."""
+class SnifferOutput:
+    """One copy of the sniffer under the meter: how it ended, what it printed."""
 
-    exit: int | None  # the sniffer's exit status (None: no sniffer)
-    sniffer_cpu_s: float  # its CPU time over the window (the scheduler's runtime)
+    exit: int  # its exit status (negative: the signal that ended it)
+    stdout: str
+    stderr: str  # its last 4000 characters
+
+
+@dataclass(frozen=True)
+class MeterReport:
+    """lab.guestside.meter: a sniffer's costs (every copy of it, summed), and the whole
+    guest's, over a measured window."""
+
+    copies: list[SnifferOutput]  # each copy of the sniffer, in the order started (none: [])
+    sniffer_cpu_s: float  # their CPU time over the window (the scheduler's runtime)
     elapsed_s: float  # the window, between the two reads of /proc/stat
     stat_before: CpuStat
     stat_after: CpuStat
-    stdout: str
-    stderr: str
     rx_packets: int | None = None  # the NIC's received frames over the window (--iface)
     rx_missed: int | None = None  # ... and those it missed (rx_missed_errors: no buffer)
     ip_packets: int | None = None  # IP packets the stack received (after GRO), every NIC
@@ -108,12 +116,13 @@ class MeterReport:
     involuntary_switches: int = 0
     syscalls: int | None = None  # counted by the kernel's tracing, where it can
     extra: dict[str, Any] = field(default_factory=dict)
-    sniffer_user_ticks: int = 0  # clock ticks charged to its own code ...
-    sniffer_system_ticks: int = 0  # ... and to the kernel on its behalf
+    sniffer_user_ticks: int = 0  # clock ticks charged to their own code ...
+    sniffer_system_ticks: int = 0  # ... and to the kernel on their behalf
 
     @classmethod
     def from_json(cls, text: str) -> MeterReport:
         data: dict[str, Any] = json.loads(text)
+        data["copies"] = [SnifferOutput(**c) for c in data["copies"]]
         data["stat_before"] = CpuStat(**data["stat_before"])
         data["stat_after"] = CpuStat(**data["stat_after"])
         return cls(**data)
