@@ -251,9 +251,7 @@ def test_every_reader_of_a_device_captures_what_tcpdump_does(
 
 
 @pytest.mark.sanitizers
-def test_a_stalled_reader_misses_frames_alone(
-    nta_env: LabEnv, nic: GuestNic, figure: Figure
-) -> None:
+def test_a_stalled_reader_stalls_nobody(nta_env: LabEnv, nic: GuestNic, figure: Figure) -> None:
     """A reader stops committing at its max_shared (64) while pysniff and ntadump read the
     same device beside tcpdump: they capture every frame, as tcpdump does, nothing
     missed; the stalled reader has exactly the first 64 frames, its misses counted as
