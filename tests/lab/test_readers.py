@@ -494,7 +494,8 @@ def test_a_reader_of_one_device_never_maps_another_device_s_frames(
     How it fails: a module that made one pool for all of a reader's devices (ntadump's
     two), or maps every pool it has into every reader, shows a single-device reader the
     other device's marker; one that answers NTA_IOC_DEV_STATS for any device with
-    readers gives a reader counters of a device it never attached."""
+    readers gives a reader counters of a device it never attached; one that binds the
+    other device's pool into the single reader shows it mapping two pools' bytes."""
     env = nta_env
     first, second = env.nics[0], env.nics[1]
     for nic in (first, second):
@@ -520,8 +521,10 @@ def test_a_reader_of_one_device_never_maps_another_device_s_frames(
     own = control.result(ScanReport.from_json)
     g = both.end()
 
+    one_pool = env.module.param("pool_kb") * 1024  # nodes of 256 KiB: no rounding
     for name, s in scans.items():
         assert s.frames == took[name], (name, took, s)
+        assert s.pool_bytes == one_pool, f"a reader of {name} alone maps more than its pool: {s}"
         assert s.marker_hits == 0, f"a reader of {name} alone mapped the other's frames: {s}"
         assert s.other_dev_stats_refused, f"a reader of {name} got the other's counters: {s}"
     assert own.marker_hits >= MARKED, f"the search finds no marker it should: {own}"
