@@ -18,16 +18,27 @@
  * (a pool's refill, the hooks' struct nta_serving_ops);
  * tests/test_kmod_layers.py holds the files to this order.
  *
- * Pools: one per reader (the devices it attached are served from it, it
- * maps it and nothing else), and the common pool for devices served by the
- * attach= parameter without a reader.
+ * Pools: one per device readers attach (struct nta_devpool), shared by all
+ * of them: the device is served from it, each of its frames is published
+ * to every reader of the device once, in place, and a chunk goes back when
+ * the last of them commits it or closes. A reader maps the pools of the
+ * devices it attached, nothing else. The common pool serves devices named
+ * by the attach= parameter while no reader has them.
  *
  * Locking:
  *  - rtnl_lock: the table of served devices (nta.devs), attaching,
  *    detaching, and the per-device taps. Readers of the table (allocation
  *    hooks, taps) use RCU.
- *  - nta_pool.lock: a pool, its chunks, and for a reader's pool the reader's
- *    rings, counters and wakeup state. Taken with interrupts off: the
+ *  - nta_lock: every pool and its chunks, every reader's rings, counters
+ *    and wakeup state. One lock, not one per pool: a frame is published to
+ *    several readers at once, and a reader's commits name chunks of several
+ *    pools, so a lock per pool and one per reader would nest both ways (the
+ *    receive path holds the pool's and takes the readers' to publish; a
+ *    dry pool takes its readers' commit rings; a commit takes the pool's
+ *    under its reader's). On a host with many CPUs and busy devices the
+ *    scalable form is a lock per pool with commits staged per reader; at
+ *    NTA_MAX_DEVS devices it is not worth its lock order. Taken with
+ *    interrupts off: the
  *    allocation hooks run wherever the kernel allocates receive buffers, in
  *    hard interrupt context too, or with interrupts off inside a driver's
  *    own irqsave section (8139cp's tx timeout refills its ring under
@@ -35,9 +46,10 @@
  *    interrupts off everywhere, or an interrupt arriving on a CPU that holds
  *    it spins for ever. Never held across anything that sleeps; no skb is
  *    freed under it (see nta_release_holds()).
- *  - nta_readers_lock (mutex): the list of readers, for module-wide counters.
+ *  - nta_readers_lock (mutex): the lists of readers and of device pools,
+ *    for module-wide counters.
  *  - nta_hooks_lock (mutex, nta_hook.c): whether the redirects are in place.
- * Order: rtnl_lock, then nta_readers_lock or nta_hooks_lock, then a pool's lock.
+ * Order: rtnl_lock, then nta_readers_lock or nta_hooks_lock, then nta_lock.
  */
 #ifndef _NTA_H
 #define _NTA_H
@@ -60,6 +72,7 @@
 /* mmap offsets, in bytes; the meta page tells userspace, never hard-coded */
 #define NTA_MMAP_RING_OFFSET	BIT_ULL(28)
 #define NTA_MMAP_NODES_OFFSET	BIT_ULL(32)
+#define NTA_MMAP_POOL_STRIDE	BIT_ULL(36)	/* more than any pool's mapping */
 /* The ring mapping's first page: each index on a cache line of its own. */
 #define NTA_RING_PRODUCER	0
 #define NTA_RING_CONSUMER	64
@@ -93,37 +106,57 @@ struct nta_pool_stats {
 };
 
 struct nta_pool {
-	spinlock_t lock;		/* see the top of this file */
 	struct nta_node *nodes;		/* sorted by pfn */
 	u32 node_count;
 	u32 node_pages;
 	struct list_head free;
 	struct list_head busy;		/* held by the kernel or being filled, oldest first */
-	struct list_head shared;	/* published to the reader */
+	struct list_head shared;	/* published to readers */
 	u32 nr_free;
 	u32 nr_shared;
 	struct nta_pool_stats stats;
 	struct work_struct reclaim;	/* a full pass, kicked when the pool runs low */
 	unsigned long next_pass;	/* jiffies: no pass is kicked before this */
 	/*
-	 * A reader's pool: takes chunks back from its reader when none is
-	 * free (the reader's commit ring, nta_reader.c). NULL for the common pool.
+	 * A device's pool: takes chunks back from its readers when none is
+	 * free (their commit rings, nta_reader.c). NULL for the common pool.
 	 */
 	void (*refill)(struct nta_pool *pool, struct sk_buff_head *holds);
 	u64 fault_free_count;
 };
 
-/* One device a reader attached: its counters, live or after it went. */
+/*
+ * A device's pool and the readers it is shared with. Reader slot u (bit u
+ * of a chunk's readers) is users[u] from its first attach of the device
+ * until it closes: it may hold chunks and map the pool after detaching.
+ * users[] and tapping are written under rtnl_lock and nta_lock; the tap
+ * reads them under RCU, tapping with an acquire load that pairs with the
+ * release store made after users[u] was set.
+ */
+struct nta_devpool {
+	struct nta_pool pool;
+	struct list_head node;		/* nta.pools */
+	refcount_t refs;		/* the serving entry's, each bound reader's */
+	struct nta_reader *users[NTA_POOL_READERS];
+	u8 watch[NTA_POOL_READERS];	/* each user's watch: the pool's index for it */
+	u16 tapping;			/* users attached now: the tap publishes to them */
+};
+
+/*
+ * A pool a reader bound (its index is the pool number in its records and
+ * commits: never rebound while the reader is open, its mapping may live),
+ * and the counters of the device it serves, live or after it went.
+ */
 struct nta_watch {
 	struct nta_dev_stats stats;
 	const struct net *net;		/* the namespace stats.ifindex is in */
+	struct nta_devpool *dp;		/* bound (a reference) until the reader closes */
+	u32 user;			/* its slot in dp->users */
 	u64 detached;			/* when it last stopped being live (a reuse order) */
-	bool used;
 	bool live;			/* attached now */
 };
 
 struct nta_reader {
-	struct nta_pool pool;
 	struct list_head node;		/* nta.readers */
 	struct nta_meta *meta;		/* its page, mapped read-only */
 	void *ring;			/* vmalloc_user: control page, records, commits */
@@ -140,9 +173,9 @@ struct nta_reader {
 	u32 outstanding;
 	u64 fault_publish_count;
 	/*
-	 * What its taps publish: NTA_DIR_* (written under rtnl_lock, read by
-	 * the taps without a lock), and its filter (replaced under the pool's
-	 * lock, run by the taps under RCU, freed after a grace period).
+	 * What the taps publish to it: NTA_DIR_* (written under rtnl_lock, read
+	 * by the taps without a lock), and its filter (replaced under nta_lock,
+	 * run by the taps under RCU, freed after a grace period).
 	 */
 	u32 direction;
 	struct bpf_prog __rcu *filter;
@@ -157,16 +190,15 @@ struct nta_reader {
 	u64 detaches;			/* orders its watches' reuse */
 	struct nta_reader_stats stats;
 	struct nta_stats gone;		/* its share of module-wide counters */
-	struct nta_watch devs[NTA_MAX_DEVS];
+	struct nta_watch devs[NTA_MAX_POOLS];
 };
 
 /* A device NTA serves. */
 struct nta_attached {
 	struct net_device *dev;
 	netdevice_tracker tracker;
-	struct nta_reader __rcu *reader; /* serves from its pool, publishes to it */
-	int watch;			/* its nta_watch in the reader, while it has one */
-	bool served;			/* by the attach= parameter: stays after its reader */
+	struct nta_devpool __rcu *dp;	/* while readers have it: serves from it, publishes */
+	bool served;			/* by the attach= parameter: stays after its readers */
 	bool tapped;			/* tap registered */
 	struct packet_type tap;		/* this device's received frames */
 	struct packet_type sentinel;	/* after the tap: see nta_attach_reader() */
@@ -178,7 +210,8 @@ struct nta {
 	struct nta_pool common;
 	struct nta_attached __rcu *devs[NTA_MAX_DEVS];
 	struct list_head readers;
-	struct nta_stats gone;		/* counters of readers that closed */
+	struct list_head pools;		/* struct nta_devpool */
+	struct nta_stats gone;		/* counters of readers that closed, pools that went */
 };
 
 /* nta_params.c */
@@ -200,6 +233,8 @@ extern bool nta_fault_uaf_on_close;
 extern wait_queue_head_t nta_fault_wq;
 
 /* nta_pool.c */
+extern spinlock_t nta_lock;
+u32 nta_pool_chunks(u64 bytes);
 int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp);
 void nta_pool_exit(struct nta_pool *pool);
 struct nta_chunk *nta_pool_take_locked(struct nta_pool *pool, struct sk_buff_head *holds);
@@ -208,9 +243,9 @@ struct nta_chunk *nta_pool_take_for_copy_locked(struct nta_pool *pool,
 void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c);
 struct nta_chunk *nta_pool_chunk_of(const struct nta_pool *pool, const void *addr);
 struct nta_chunk *nta_pool_chunk_of_page(const struct nta_pool *pool, const struct page *page);
-void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
+void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, u16 readers,
 			    u32 frame_offset);
-void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
+void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c, u32 user,
 			      struct sk_buff_head *holds);
 void nta_release_holds(struct sk_buff_head *holds);
 void nta_pool_reclaim_all(struct nta_pool *pool);
@@ -237,6 +272,9 @@ bool nta_commit_batch_locked(struct nta_reader *r, const struct nta_commit *cm,
 			     struct sk_buff_head *holds);
 void nta_count_refusal(struct nta_reader *r, enum nta_bad_commit why);
 void nta_reader_unshare_all_locked(struct nta_reader *r, struct sk_buff_head *holds);
+void nta_devpool_refill(struct nta_pool *pool, struct sk_buff_head *holds);
+void nta_reader_bind_locked(struct nta_reader *r, u32 p, struct nta_devpool *dp, u32 user,
+			    const struct net_device *dev);
 __poll_t nta_reader_poll_locked(struct nta_reader *r, struct sk_buff_head *holds);
 void nta_reader_hangup_locked(struct nta_reader *r);
 
@@ -250,8 +288,8 @@ enum nta_admit {
 enum nta_admit nta_room_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
 enum nta_admit nta_admit_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
 void nta_not_admitted(struct nta_reader *r, struct nta_dev_stats *w, enum nta_admit why);
-void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct sk_buff *skb,
-		       u32 offset, u32 len, u32 frame_len, u16 flags);
+void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c,
+		       const struct sk_buff *skb, u32 offset, u32 len, u32 frame_len, u16 flags);
 void nta_ring_publish_locked(struct nta_reader *r);
 
 /* nta_capture.c */

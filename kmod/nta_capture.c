@@ -1,18 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * nta_capture.c - the taps: a frame one of a reader's devices received is
- * published to the reader where its bytes lie, in the chunks of its pool,
- * or copied into chunks where they cannot be published in place.
+ * nta_capture.c - the taps: a frame an attached device received is
+ * published to every reader of the device where its bytes lie, in the
+ * chunks of the device's pool, or copied into chunks where they cannot be
+ * published in place.
  *
- * Each attached device has a tap of its own (a per-device packet_type).
- * It takes the frames the reader's direction asks for (struct
- * nta_direction): those the device received, and with NTA_DIR_OUT those it
- * sends, which dev_queue_xmit_nit() hands it (as to AF_PACKET) in the order
- * they are sent, before the driver has them. A sent frame is always
- * published as a copy: its pages are the sender's (a socket's, a page
- * cache's), which NTA may not hold or let a reader map. The reader's
- * filter runs first (nta_filtered()). A received frame in one linear buffer whose head is one
- * of the reader's chunks is published in place, one record. A frame the
+ * Each attached device has a tap of its own (a per-device packet_type),
+ * which serves all its readers. Each reader gets the frames its direction
+ * asks for (struct nta_direction): those the device received, and with
+ * NTA_DIR_OUT those it sends, which dev_queue_xmit_nit() hands the tap (as
+ * AF_PACKET) in the order they are sent, before the driver has them. A sent
+ * frame is always published as a copy: its pages are the sender's (a
+ * socket's, a page cache's), which NTA may not hold or let a reader map.
+ * Each reader's filter runs first (nta_filtered()). The readers that keep
+ * the whole frame share one publication: the same chunks, records in each
+ * one's ring, the chunk back in the pool once the last of them commits;
+ * each is admitted on its own limits, so a stalled one misses the frame
+ * (counted as its own) and the others still get it. A reader whose filter
+ * keeps the first bytes only gets a copy of its own. A received frame in
+ * one linear buffer whose head is one of the pool's chunks is published in
+ * place, one record. A frame the
  * stack holds in several buffers (GRO merged several frames of one flow, as
  * tcpdump sees them too) is published as a chain of records (all but the
  * last flagged CONTD), one per piece: in place for each piece lying in one
@@ -224,7 +231,7 @@ static bool nta_plan_copy(struct nta_frame *f, u32 from, u32 len)
 
 /*
  * Frame bytes @from .. @from + @len, which lie @in_page bytes into chunk @c
- * (NULL: not one of the reader's): published in place if they may be and
+ * (NULL: not one of the pool's): published in place if they may be and
  * records remain to copy the rest of the frame after them (the chunk is
  * then seen: a chunk holds one record), else copied.
  */
@@ -246,10 +253,10 @@ static bool nta_plan_piece(struct nta_frame *f, struct nta_chunk *c, u32 in_page
 }
 
 /* @skb's bytes from @data on, its linear part then its frags, at frame offset *@pos. */
-static bool nta_plan_skb(struct nta_reader *r, struct nta_frame *f, struct sk_buff *skb,
+static bool nta_plan_skb(struct nta_pool *pool, struct nta_frame *f, struct sk_buff *skb,
 			 u8 *data, u32 *pos)
 {
-	struct nta_chunk *c = nta_pool_chunk_of(&r->pool, skb->head);
+	struct nta_chunk *c = nta_pool_chunk_of(pool, skb->head);
 	struct skb_shared_info *sh = skb_shinfo(skb);
 	u32 len = skb_tail_pointer(skb) - data, i;
 
@@ -261,7 +268,7 @@ static bool nta_plan_skb(struct nta_reader *r, struct nta_frame *f, struct sk_bu
 		struct page *page = skb_frag_page(frag);
 
 		len = skb_frag_size(frag);
-		c = page ? nta_pool_chunk_of_page(&r->pool, page) : NULL;
+		c = page ? nta_pool_chunk_of_page(pool, page) : NULL;
 		if (!nta_plan_piece(f, c, skb_frag_off(frag), *pos, len))
 			return false;
 		*pos += len;
@@ -275,17 +282,17 @@ static bool nta_plan_skb(struct nta_reader *r, struct nta_frame *f, struct sk_bu
  * segments there once the frags are full; their data starts past the
  * headers GRO pulled). False: more pieces than a frame may take.
  */
-static bool nta_plan(struct nta_reader *r, struct nta_frame *f, bool copy_all)
+static bool nta_plan(struct nta_pool *pool, struct nta_frame *f, bool copy_all)
 {
 	struct sk_buff *skb = f->skb, *list;
 	u32 pos = 0;
 
 	if (copy_all)
 		return nta_plan_copy(f, 0, f->len);
-	if (!nta_plan_skb(r, f, skb, f->mac, &pos))
+	if (!nta_plan_skb(pool, f, skb, f->mac, &pos))
 		return false;
 	skb_walk_frags(skb, list) {
-		if (skb_has_frag_list(list) || !nta_plan_skb(r, f, list, list->data, &pos))
+		if (skb_has_frag_list(list) || !nta_plan_skb(pool, f, list, list->data, &pos))
 			break;
 	}
 	/* Whatever was not planned above (a nested frag list): copied. */
@@ -293,7 +300,7 @@ static bool nta_plan(struct nta_reader *r, struct nta_frame *f, bool copy_all)
 }
 
 /* The pieces to copy get chunks; false (none taken) if the pool has too few. */
-static bool nta_take_copies_locked(struct nta_reader *r, struct nta_frame *f,
+static bool nta_take_copies_locked(struct nta_pool *pool, struct nta_frame *f,
 				   struct sk_buff_head *holds)
 {
 	u32 i;
@@ -303,24 +310,24 @@ static bool nta_take_copies_locked(struct nta_reader *r, struct nta_frame *f,
 
 		if (!p->copy)
 			continue;
-		p->c = nta_pool_take_for_copy_locked(&r->pool, holds);
+		p->c = nta_pool_take_for_copy_locked(pool, holds);
 		if (!p->c) {
 			while (i--)
 				if (f->p[i].copy)
-					nta_pool_untake_locked(&r->pool, f->p[i].c);
+					nta_pool_untake_locked(pool, f->p[i].c);
 			return false;
 		}
 	}
 	return true;
 }
 
-static void nta_untake_copies_locked(struct nta_reader *r, struct nta_frame *f)
+static void nta_untake_copies_locked(struct nta_pool *pool, struct nta_frame *f)
 {
 	u32 i;
 
 	for (i = 0; i < f->n; i++)
 		if (f->p[i].copy)
-			nta_pool_untake_locked(&r->pool, f->p[i].c);
+			nta_pool_untake_locked(pool, f->p[i].c);
 }
 
 /*
@@ -342,18 +349,26 @@ static bool nta_fill_copies(struct nta_frame *f)
 	return true;
 }
 
-/*
- * The frame's records, and what holds its data while the reader has them:
- * a data reference for a lone linear buffer NTA owns, else @clone, one user
- * per chunk published in place (taken here: the caller's clone is used up
- * if any piece is in place).
- */
-static void nta_publish_locked(struct nta_reader *r, struct nta_frame *f, bool owned,
-			       struct sk_buff **clone)
+/* Reader slot @u's counters for the device whose pool is @dp. */
+static struct nta_dev_stats *nta_dev_of(struct nta_devpool *dp, u32 u)
 {
+	return &dp->users[u]->devs[dp->watch[u]].stats;
+}
+
+/*
+ * The frame's records for each reader in @readers, and what holds its data
+ * while any of them has it: a data reference for a lone linear buffer NTA
+ * owns, else @clone, one user per chunk published in place (taken here: the
+ * caller's clone is used up if any piece is in place). One hold however
+ * many readers: it is dropped when the last of them lets go of the chunk.
+ */
+static void nta_publish_locked(struct nta_devpool *dp, struct nta_frame *f, u16 readers,
+			       bool owned, struct sk_buff **clone)
+{
+	unsigned long set = readers;
 	struct sk_buff *skb = f->skb;
 	bool protect = !READ_ONCE(nta_fault_no_protect);
-	u32 i;
+	u32 i, u;
 
 	if (protect && f->in_place && owned && f->n == 1) {
 		/* What __skb_clone() does to its source: the stack's writers now copy. */
@@ -370,18 +385,27 @@ static void nta_publish_locked(struct nta_reader *r, struct nta_frame *f, bool o
 	}
 	for (i = 0; i < f->n; i++) {
 		struct nta_piece *p = &f->p[i];
-		u16 flags = i + 1 < f->n ? NTA_RECORD_CONTD : 0;
 
-		flags |= f->out ? NTA_RECORD_OUTGOING : 0;
 		if (p->copy) {
 			nta_chunk_filled(p->c);
-			nta_record_locked(r, p->c, skb, p->c->index * PAGE_SIZE, p->len, f->wire,
-					  flags | NTA_RECORD_COPY);
-		} else {
-			nta_record_locked(r, p->c, skb, p->at, p->len, f->wire, flags);
+			p->at = p->c->index * PAGE_SIZE;
 		}
+		nta_chunk_share_locked(&dp->pool, p->c, readers, p->at);
 	}
-	nta_ring_publish_locked(r);
+	for_each_set_bit(u, &set, NTA_POOL_READERS) {
+		struct nta_reader *r = dp->users[u];
+
+		for (i = 0; i < f->n; i++) {
+			const struct nta_piece *p = &f->p[i];
+			u16 flags = i + 1 < f->n ? NTA_RECORD_CONTD : 0;
+
+			flags |= f->out ? NTA_RECORD_OUTGOING : 0;
+			flags |= p->copy ? NTA_RECORD_COPY : 0;
+			nta_record_locked(r, dp->watch[u], p->c, skb, p->at, p->len, f->wire,
+					  flags);
+		}
+		nta_ring_publish_locked(r);
+	}
 }
 
 /*
@@ -405,14 +429,74 @@ static u32 nta_filtered(struct nta_reader *r, struct sk_buff *skb, u32 len)
 }
 
 /*
- * The whole of capturing one frame: filter, plan, admit, copy what must be
- * copied (the lock dropped meanwhile, and the reader's room checked again
- * after), publish. Each frame lands in exactly one of the device's
- * counters. @out: the device sends it (a copy, never its pages).
+ * Which of @want may take a frame of @n records, each on its own limits
+ * (those that may not are counted); @room_only: they were admitted once,
+ * only room is checked again.
  */
-static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk_buff *skb,
-			bool out)
+static u16 nta_admit_set_locked(struct nta_devpool *dp, u16 want, u32 n, bool room_only,
+				struct sk_buff_head *holds)
 {
+	unsigned long bits = want;
+	u16 admitted = 0;
+	u32 u;
+
+	for_each_set_bit(u, &bits, NTA_POOL_READERS) {
+		struct nta_reader *r = dp->users[u];
+		enum nta_admit why = room_only ? nta_room_locked(r, n, holds) :
+						 nta_admit_locked(r, n, holds);
+
+		if (why == NTA_ADMIT)
+			admitted |= BIT(u);
+		else
+			nta_not_admitted(r, nta_dev_of(dp, u), why);
+	}
+	return admitted;
+}
+
+/* A kind of frame the readers in @set did not get, and why, counted for each. */
+enum nta_miss {
+	NTA_MISS_UNSERVED,
+	NTA_MISS_SKIPPED,
+};
+
+static void nta_missed_locked(struct nta_devpool *dp, u16 set, enum nta_miss why)
+{
+	unsigned long bits = set;
+	u32 u;
+
+	for_each_set_bit(u, &bits, NTA_POOL_READERS) {
+		struct nta_reader *r = dp->users[u];
+		struct nta_dev_stats *w = nta_dev_of(dp, u);
+
+		if (why == NTA_MISS_UNSERVED) {
+			w->unserved++;
+			r->gone.unserved++;
+		} else {
+			w->skipped++;
+			r->gone.skipped++;
+		}
+	}
+}
+
+/* What a tap decided for each reader before taking the lock. */
+struct nta_wants {
+	u16 seen;		/* readers whose direction takes the frame: counted */
+	u16 filtered;		/* ... of which their filter refused it */
+	u16 want;		/* readers to publish @len bytes of it to */
+	u32 len;
+};
+
+/*
+ * The whole of capturing one frame for a set of readers: count, plan,
+ * admit each, copy what must be copied (the lock dropped meanwhile, and
+ * each one's room checked again after), publish. Each frame lands in
+ * exactly one of each reader's device counters. @out: the device sends it
+ * (a copy, never its pages).
+ */
+static void nta_capture(struct nta_devpool *dp, struct sk_buff *skb, bool out,
+			const struct nta_wants *ws)
+{
+	struct nta_pool *pool = &dp->pool;
 	struct nta_chunk *head = NULL;
 	bool linear = !skb_is_nonlinear(skb), copy_all, owned = false;
 	struct sk_buff *clone = NULL;
@@ -420,104 +504,149 @@ static void nta_capture(struct nta_reader *r, struct nta_dev_stats *w, struct sk
 	struct nta_frame f = {
 		.skb = skb,
 		.mac = skb_mac_header(skb),
+		.len = ws->len,
 		.wire = skb->len + (skb->data - skb_mac_header(skb)),
 		.out = out,
 	};
-	enum nta_admit why;
+	unsigned long bits = ws->seen;
 	unsigned long flags;
+	u16 admitted = 0;
+	u32 u;
 
-	/* Before anything is counted or taken: a refused frame costs a lock, no more. */
-	f.len = nta_filtered(r, skb, f.wire);
-	/* Whose buffer it is matters only to a frame the filter kept. */
-	if (!out && f.len)
-		head = nta_pool_chunk_of(&r->pool, skb->head);
+	/* Whose buffer it is matters only to a frame some reader keeps. */
+	if (!out && ws->want)
+		head = nta_pool_chunk_of(pool, skb->head);
 	/* A sent frame, or the first bytes of one: copied (their pages are not NTA's). */
 	copy_all = out || f.len < f.wire ||
 		   (!READ_ONCE(nta_fault_trust_writers) && nta_rewritten_in_place(skb));
 	if (head && linear)
 		owned = nta_owns_layout(skb, head);
 	/* Before the lock: an allocation need not be made under it. */
-	if (!copy_all && !READ_ONCE(nta_fault_no_protect) && (!linear || (head && !owned))) {
+	if (ws->want && !copy_all && !READ_ONCE(nta_fault_no_protect) &&
+	    (!linear || (head && !owned))) {
 		clone = skb_clone(skb, GFP_ATOMIC);
 		copy_all = !clone;	/* nothing to hold the data by: a copy needs none */
 	}
 	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&r->pool.lock, flags);
-	if (out)
-		w->sent++;
-	else
-		w->received++;
-	if (!f.len) {
-		w->filtered++;
-		r->gone.filtered++;
-		goto out;
+	spin_lock_irqsave(&nta_lock, flags);
+	for_each_set_bit(u, &bits, NTA_POOL_READERS) {
+		struct nta_dev_stats *w = nta_dev_of(dp, u);
+
+		if (out)
+			w->sent++;
+		else
+			w->received++;
+		if (ws->filtered & BIT(u)) {
+			w->filtered++;
+			dp->users[u]->gone.filtered++;
+		}
 	}
+	if (!ws->want)
+		goto out;
 	if (!out && linear && !head) {
-		w->unserved++;
-		r->gone.unserved++;
+		nta_missed_locked(dp, ws->want, NTA_MISS_UNSERVED);
 		goto out;
 	}
-	if (!nta_plan(r, &f, copy_all)) {
-		w->skipped++;
-		r->gone.skipped++;
+	if (!nta_plan(pool, &f, copy_all)) {
+		nta_missed_locked(dp, ws->want, NTA_MISS_SKIPPED);
 		goto out;
 	}
-	/* Admitted before anything is copied: a frame the reader cannot take costs no copy. */
-	why = nta_admit_locked(r, f.n, &holds);
-	if (why != NTA_ADMIT)
-		goto not_admitted;
+	/* Admitted before anything is copied: a frame nobody can take costs no copy. */
+	admitted = nta_admit_set_locked(dp, ws->want, f.n, false, &holds);
+	if (!admitted)
+		goto out;
 	if (f.copies) {
-		if (!nta_take_copies_locked(r, &f, &holds)) {
-			w->skipped++;
-			r->gone.skipped++;
+		if (!nta_take_copies_locked(pool, &f, &holds)) {
+			nta_missed_locked(dp, admitted, NTA_MISS_SKIPPED);
 			goto out;
 		}
-		spin_unlock_irqrestore(&r->pool.lock, flags);
+		spin_unlock_irqrestore(&nta_lock, flags);
 		if (!nta_fill_copies(&f)) {
-			spin_lock_irqsave(&r->pool.lock, flags);
-			nta_untake_copies_locked(r, &f);
-			w->skipped++;
-			r->gone.skipped++;
+			spin_lock_irqsave(&nta_lock, flags);
+			nta_untake_copies_locked(pool, &f);
+			nta_missed_locked(dp, admitted, NTA_MISS_SKIPPED);
 			goto out;
 		}
-		spin_lock_irqsave(&r->pool.lock, flags);
+		spin_lock_irqsave(&nta_lock, flags);
 		/* Others may have published meanwhile: room again, not a second admission. */
-		why = nta_room_locked(r, f.n, &holds);
-		if (why != NTA_ADMIT) {
-			nta_untake_copies_locked(r, &f);
-			goto not_admitted;
+		admitted = nta_admit_set_locked(dp, admitted, f.n, true, &holds);
+		if (!admitted) {
+			nta_untake_copies_locked(pool, &f);
+			goto out;
 		}
-		r->gone.copied++;
 	}
-	nta_publish_locked(r, &f, owned, &clone);
-	if (f.in_place && f.n > 1)
-		r->gone.chained++;
-	w->published++;
-	goto out;
-not_admitted:
-	nta_not_admitted(r, w, why);
+	nta_publish_locked(dp, &f, admitted, owned, &clone);
+	bits = admitted;
+	for_each_set_bit(u, &bits, NTA_POOL_READERS) {
+		struct nta_reader *r = dp->users[u];
+
+		nta_dev_of(dp, u)->published++;
+		r->gone.copied += f.copies != 0;
+		r->gone.chained += f.in_place && f.n > 1;
+	}
 out:
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	if (clone)
 		__skb_queue_tail(&holds, clone);
 	nta_release_holds(&holds);
 }
 
 /*
- * A frame one of the reader's devices received or sent; this tap is that
- * device's own. Multicast the device loops back to itself (PACKET_LOOPBACK)
- * is left out, as packet_rcv() leaves it out: the frame was seen as sent.
+ * A frame the tap's device received or sent, for each of the device's
+ * readers that takes it. Multicast the device loops back to itself
+ * (PACKET_LOOPBACK) is left out, as packet_rcv() leaves it out: the frame
+ * was seen as sent. Each reader's filter runs here, without the lock: the
+ * readers that keep the whole frame are served together, one that keeps
+ * its first bytes only (a filter's snap length) on its own, as a copy. The
+ * readers are those the tap saw attached (an acquire load pairing with
+ * the attach's release store); a reader detaching waits for a grace period
+ * before it goes, so each stays while this runs.
  */
 int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type *pt,
 		struct net_device *orig_dev)
 {
 	struct nta_attached *a = container_of(pt, struct nta_attached, tap);
-	struct nta_reader *r = rcu_dereference(a->reader);
+	struct nta_devpool *dp = rcu_dereference(a->dp);
 	bool out = skb->pkt_type == PACKET_OUTGOING;
+	struct nta_wants whole = {};
+	u32 cut[NTA_POOL_READERS];
+	unsigned long tapping;
+	u16 cuts = 0;
+	u32 u, wire;
 
-	if (r && skb->pkt_type != PACKET_LOOPBACK && skb_mac_header_was_set(skb) &&
-	    READ_ONCE(r->direction) & (out ? NTA_DIR_OUT : NTA_DIR_IN))
-		nta_capture(r, &r->devs[a->watch].stats, skb, out);
+	if (!dp || skb->pkt_type == PACKET_LOOPBACK || !skb_mac_header_was_set(skb))
+		goto done;
+	/* Pairs with the attach's release store: each user's slot is set before its bit. */
+	tapping = smp_load_acquire(&dp->tapping);
+	wire = skb->len + (skb->data - skb_mac_header(skb));
+	for_each_set_bit(u, &tapping, NTA_POOL_READERS) {
+		struct nta_reader *r = READ_ONCE(dp->users[u]);
+		u32 len;
+
+		if (!(READ_ONCE(r->direction) & (out ? NTA_DIR_OUT : NTA_DIR_IN)))
+			continue;
+		whole.seen |= BIT(u);
+		len = nta_filtered(r, skb, wire);
+		if (!len) {
+			whole.filtered |= BIT(u);
+		} else if (len == wire) {
+			whole.want |= BIT(u);
+		} else {
+			cut[u] = len;
+			cuts |= BIT(u);
+		}
+	}
+	if (!whole.seen)
+		goto done;
+	whole.len = wire;
+	nta_capture(dp, skb, out, &whole);
+	tapping = cuts;
+	for_each_set_bit(u, &tapping, NTA_POOL_READERS) {
+		struct nta_wants one = { .want = BIT(u), .len = cut[u] };
+
+		nta_capture(dp, skb, out, &one);
+	}
+done:
 	consume_skb(skb);
 	return NET_RX_SUCCESS;
 }
@@ -532,9 +661,9 @@ void nta_filter_replace(struct nta_reader *r, struct bpf_prog *prog)
 	struct bpf_prog *old;
 	unsigned long flags;
 
-	spin_lock_irqsave(&r->pool.lock, flags);
-	old = rcu_replace_pointer(r->filter, prog, lockdep_is_held(&r->pool.lock));
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
+	old = rcu_replace_pointer(r->filter, prog, lockdep_is_held(&nta_lock));
+	spin_unlock_irqrestore(&nta_lock, flags);
 	if (!old)
 		return;
 	synchronize_net();

@@ -23,8 +23,11 @@
 #define _NTA_CHUNK_H
 
 #ifdef __KERNEL__
+#include <linux/build_bug.h>
 #include <linux/list.h>
 #include <linux/types.h>
+#else
+#include <assert.h>
 #endif
 
 #include "nta_uapi.h"
@@ -65,6 +68,10 @@ struct nta_chunk {
 	bool published;			/* published once in this generation */
 	bool leaked;			/* fault injection kept it */
 };
+
+/* A bit per reader slot of a pool: the set must hold them all. */
+static_assert(NTA_POOL_READERS <= 8 * sizeof(((struct nta_chunk *)0)->readers),
+	      "struct nta_chunk.readers has a bit per reader slot");
 
 struct nta_node {
 	unsigned long pfn;		/* first page */

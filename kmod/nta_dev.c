@@ -2,24 +2,33 @@
 /*
  * nta_dev.c - /dev/nta and the devices NTA serves.
  *
- * Every open file is a reader with a pool of its own (nta_reader.c). The
- * devices it attaches are served from that pool (the allocation hooks ask
- * this file, through struct nta_serving_ops) and get a tap of their own
- * (nta_capture.c). The reader maps its own pool and nothing else, so it
- * sees the frames of the devices it attached and no other reader's, no
- * other namespace's. Detaching stops both at once; buffers the device was
- * given before (up to a ring's worth) may still receive frames into the
- * pool's pages until the driver refills them, but no record is published
- * for them, and the reader is never told where they are.
+ * Every open file is a reader (nta_reader.c). The first reader to attach a
+ * device makes its pool (struct nta_devpool); the device is served from it
+ * (the allocation hooks ask this file, through struct nta_serving_ops) and
+ * gets a tap (nta_capture.c) that publishes each frame to every reader
+ * attached to it. Readers that attach the device later join the pool. The
+ * isolation model: a reader maps the pools of the devices it attached and
+ * nothing else, and a pool holds frames of its one device only, so a
+ * reader sees frames of the devices it attached, of no other device, no
+ * other namespace; readers of the same device see the same frames (as
+ * AF_PACKET sockets bound to it do), and cannot write them. A reader keeps
+ * its place in a pool, and the pool its pages, until it closes: it may
+ * still hold chunks and map the pool after detaching. The last reader to
+ * detach ends the pool's service: buffers the device was given before (up
+ * to a ring's worth) may still receive frames into the pool's pages until
+ * the driver refills them, but no record is published for them, and no
+ * reader is told where they are.
  */
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/fs.h>
+#include <linux/math64.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/nsproxy.h>
 #include <linux/poll.h>
 #include <linux/rtnetlink.h>
+#include <linux/sizes.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <net/net_namespace.h>
@@ -27,12 +36,13 @@
 #include "nta.h"
 #include "nta_compat.h"
 
-/* The common pool, the table of served devices, the readers. */
+/* The common pool, the table of served devices, the readers, the device pools. */
 struct nta nta = {
 	.readers = LIST_HEAD_INIT(nta.readers),
+	.pools = LIST_HEAD_INIT(nta.pools),
 };
 
-/* The list of readers (nta.readers), for module-wide counters. */
+/* The lists of readers and device pools (nta.readers, nta.pools), for module-wide counters. */
 DEFINE_MUTEX(nta_readers_lock);
 
 /* -- serving: what the allocation hooks ask -------------------------------------------- */
@@ -63,42 +73,40 @@ static bool nta_serves(const struct net_device *dev)
 /*
  * A page for a receive buffer of @size bytes for attached device @a (the
  * caller holds rcu_read_lock), or NULL: the caller then falls back to the
- * kernel's own allocator. A reader's pool that ran dry takes chunks back
- * from its commit ring (a bounded number: this is the receive path).
+ * kernel's own allocator. A device pool that ran dry takes chunks back
+ * from its readers' commit rings (a bounded number: this is the receive
+ * path). Each reader attached counts it for the device.
  */
 static void *nta_chunk_alloc(struct nta_attached *a, unsigned int size)
 {
-	struct nta_reader *r = rcu_dereference(a->reader);
-	struct nta_pool *pool = r ? &r->pool : &nta.common;
+	struct nta_devpool *dp = rcu_dereference(a->dp);
+	struct nta_pool *pool = dp ? &dp->pool : &nta.common;
 	struct nta_chunk *c = NULL;
 	struct sk_buff_head holds;
-	unsigned long flags;
-	u64 *allocated, *fallback;
+	unsigned long flags, tapping;
+	u32 u;
 
 	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&pool->lock, flags);
-	if (r) {
-		struct nta_dev_stats *w = &r->devs[a->watch].stats;
-
-		allocated = &w->allocated;
-		fallback = &w->fallback;
-	} else {
-		allocated = &a->allocated;
-		fallback = &a->fallback;
-	}
-	if (size <= PAGE_SIZE) {
+	spin_lock_irqsave(&nta_lock, flags);
+	if (size <= PAGE_SIZE)
 		c = nta_pool_take_locked(pool, &holds);
-		if (!c && r)
-			r->devs[a->watch].stats.pool_empty++;
-	}
-	if (c) {
+	if (c)
 		get_page(c->page);
-		(*allocated)++;
-	} else {
+	else
 		pool->stats.fallback++;
-		(*fallback)++;
+	if (!dp) {
+		a->allocated += !!c;
+		a->fallback += !c;
 	}
-	spin_unlock_irqrestore(&pool->lock, flags);
+	tapping = dp ? dp->tapping : 0;
+	for_each_set_bit(u, &tapping, NTA_POOL_READERS) {
+		struct nta_dev_stats *w = &dp->users[u]->devs[dp->watch[u]].stats;
+
+		w->allocated += !!c;
+		w->fallback += !c;
+		w->pool_empty += !c && size <= PAGE_SIZE;
+	}
+	spin_unlock_irqrestore(&nta_lock, flags);
 	nta_release_holds(&holds);
 	return c ? page_address(c->page) : NULL;
 }
@@ -170,10 +178,17 @@ static struct nta_attached *nta_attached_new(struct net_device *dev, int slot)
 		return ERR_PTR(-ENOMEM);
 	}
 	a->dev = dev;
-	a->watch = -1;
 	netdev_hold(dev, &a->tracker, GFP_KERNEL);
 	rcu_assign_pointer(nta.devs[slot], a);
 	return a;
+}
+
+/* Frees an entry no RCU reader can see any more (rtnl held). */
+static void nta_attached_free(struct nta_attached *a)
+{
+	netdev_put(a->dev, &a->tracker);
+	kfree(a);
+	nta_hooks_put();
 }
 
 /* A device served from load on, by the attach= parameter, without a reader. */
@@ -190,80 +205,114 @@ int nta_attach_served(struct net_device *dev)
 	return 0;
 }
 
-/* Whether @w, not live, is a better one to reuse than @than: never used first, then the oldest. */
-static bool nta_watch_older(const struct nta_watch *w, const struct nta_watch *than)
+/*
+ * A pool for a device its first reader attaches (rtnl held), listed for
+ * the module-wide counters; its pages are charged to that reader's memory
+ * cgroup. Its one reference is the device entry's.
+ */
+static struct nta_devpool *nta_devpool_new(void)
 {
-	if (!w->used || !than->used)
-		return !w->used && than->used;
-	return w->detached < than->detached;
+	struct nta_devpool *dp = kzalloc(sizeof(*dp), GFP_KERNEL_ACCOUNT);
+	int err;
+
+	if (!dp)
+		return ERR_PTR(-ENOMEM);
+	err = nta_pool_init(&dp->pool, (u64)READ_ONCE(nta_pool_kb) * SZ_1K, GFP_KERNEL_ACCOUNT);
+	if (err) {
+		kfree(dp);
+		return ERR_PTR(err);
+	}
+	dp->pool.refill = nta_devpool_refill;
+	refcount_set(&dp->refs, 1);
+	mutex_lock(&nta_readers_lock);
+	list_add(&dp->node, &nta.pools);
+	mutex_unlock(&nta_readers_lock);
+	return dp;
 }
 
 /*
- * The watch slot for @dev in @r: its own from an earlier attach (its counts
- * go on), else a never used one, else the one detached longest ago (its
- * counts start again); -ENOSPC while all are live.
+ * Drops a reference to @dp; the last one frees it, in process context,
+ * once nothing reaches it: no device entry serves from it, no tap
+ * publishes from it (a grace period passed since), no reader maps it or
+ * holds a chunk of it. Its counters go on in nta.gone.
  */
-static int nta_watch_for(struct nta_reader *r, const struct net_device *dev)
+static void nta_devpool_put(struct nta_devpool *dp)
 {
-	int i, pick = -1;
-
-	for (i = 0; i < NTA_MAX_DEVS; i++) {
-		const struct nta_watch *w = &r->devs[i];
-
-		if (w->live)
-			continue;
-		if (w->used && w->net == dev_net(dev) && w->stats.ifindex == dev->ifindex &&
-		    !(w->stats.flags & NTA_DEV_GONE))
-			return i;
-		if (pick < 0 || nta_watch_older(w, &r->devs[pick]))
-			pick = i;
-	}
-	return pick < 0 ? -ENOSPC : pick;
+	if (!refcount_dec_and_test(&dp->refs))
+		return;
+	mutex_lock(&nta_readers_lock);
+	list_del(&dp->node);
+	nta_pool_exit(&dp->pool);
+	nta_pool_add_stats(&dp->pool, &nta.gone);
+	mutex_unlock(&nta_readers_lock);
+	kfree(dp);
 }
 
-static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
+/*
+ * Whether the tap must see the frames @a sends: some reader attached to it
+ * asks for them (rtnl held). Changed on a registered tap as AF_PACKET's
+ * PACKET_IGNORE_OUTGOING is, so that dev_queue_xmit_nit() clones none for
+ * readers that do not want them.
+ */
+static void nta_tap_outgoing(struct nta_attached *a)
 {
-	struct nta_attached *a;
-	unsigned long flags;
-	int slot, i;
+	struct nta_devpool *dp = rtnl_dereference(a->dp);
+	unsigned long tapping = dp ? dp->tapping : 0;
+	bool out = false;
+	u32 u;
 
-	ASSERT_RTNL();
-	a = nta_attached_rtnl(dev, &slot);
-	if (a && rtnl_dereference(a->reader))
-		return rtnl_dereference(a->reader) == r ? 0 : -EBUSY;
-	i = nta_watch_for(r, dev);
-	if (i < 0)
-		return i;
-	if (!a)
-		a = nta_attached_new(dev, slot);
-	if (IS_ERR(a))
-		return PTR_ERR(a);
-	spin_lock_irqsave(&r->pool.lock, flags);
-	if (!r->devs[i].used || r->devs[i].stats.ifindex != dev->ifindex ||
-	    r->devs[i].net != dev_net(dev))
-		r->devs[i] = (struct nta_watch) {
-			.stats.ifindex = dev->ifindex,
-			.net = dev_net(dev),
-			.used = true,
-		};
-	r->devs[i].live = true;
-	r->hup = false;
-	spin_unlock_irqrestore(&r->pool.lock, flags);
-	a->watch = i;
+	for_each_set_bit(u, &tapping, NTA_POOL_READERS)
+		out |= READ_ONCE(dp->users[u]->direction) & NTA_DIR_OUT;
+	WRITE_ONCE(a->tap.ignore_outgoing, !out);
+}
+
+/*
+ * The pool index of @r for @dp: the one it bound @dp to before (its
+ * counts go on), else one it never bound (@dp NULL: the device has no pool
+ * yet, the new one will do); -ENOSPC when every one is bound. A bound one
+ * is never bound again while the reader is open: its mapping may live.
+ */
+static int nta_watch_for(struct nta_reader *r, const struct nta_devpool *dp)
+{
+	int i;
+
+	for (i = 0; dp && i < NTA_MAX_POOLS; i++)
+		if (r->devs[i].dp == dp)
+			return i;
+	for (i = 0; i < NTA_MAX_POOLS; i++)
+		if (!r->devs[i].dp)
+			return i;
+	return -ENOSPC;
+}
+
+/* A free reader slot of @dp, or -EUSERS. */
+static int nta_user_for(const struct nta_devpool *dp)
+{
+	int u;
+
+	for (u = 0; u < NTA_POOL_READERS; u++)
+		if (!dp->users[u])
+			return u;
+	return -EUSERS;
+}
+
+/* Registers @a's tap, the first reader of its pool @dp attaching (rtnl held). */
+static void nta_tap_add(struct nta_attached *a, struct nta_devpool *dp)
+{
 	a->tap = (struct packet_type) {
 		.type = htons(ETH_P_ALL),
-		.dev = dev,
+		.dev = a->dev,
 		.func = nta_tap_rcv,
-		.ignore_outgoing = !(READ_ONCE(r->direction) & NTA_DIR_OUT),
+		.ignore_outgoing = true,
 	};
 	a->sentinel = (struct packet_type) {
 		.type = htons(ETH_P_ALL),
-		.dev = dev,
+		.dev = a->dev,
 		.func = nta_sentinel_rcv,
 		.ignore_outgoing = true,
 	};
-	/* The watch is set before the reader is published (rcu_assign_pointer orders them). */
-	rcu_assign_pointer(a->reader, r);
+	/* The pool is complete before a hook or the tap can see it. */
+	rcu_assign_pointer(a->dp, dp);
 	/*
 	 * Frames must reach the tap in the order the device received them.
 	 * __netif_receive_skb_core() hands a frame at once to every handler
@@ -279,73 +328,150 @@ static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
 	dev_add_pack(&a->sentinel);
 	dev_add_pack(&a->tap);
 	a->tapped = true;
+}
+
+static int nta_attach_reader(struct nta_reader *r, struct net_device *dev)
+{
+	struct nta_devpool *dp, *made = NULL;
+	struct nta_attached *a;
+	unsigned long flags;
+	int slot, p, u;
+
+	ASSERT_RTNL();
+	a = nta_attached_rtnl(dev, &slot);
+	dp = a ? rtnl_dereference(a->dp) : NULL;
+	p = nta_watch_for(r, dp);
+	if (p < 0)
+		return p;
+	if (dp && r->devs[p].dp == dp) {
+		u = r->devs[p].user;
+		if (dp->tapping & BIT(u))
+			return 0;	/* attached already */
+	} else {
+		u = dp ? nta_user_for(dp) : 0;
+		if (u < 0)
+			return u;
+	}
+	if (!dp) {
+		made = nta_devpool_new();
+		if (IS_ERR(made))
+			return PTR_ERR(made);
+		dp = made;
+	}
+	if (!a) {
+		a = nta_attached_new(dev, slot);
+		if (IS_ERR(a)) {
+			if (made)
+				nta_devpool_put(made);
+			return PTR_ERR(a);
+		}
+	}
+	spin_lock_irqsave(&nta_lock, flags);
+	if (r->devs[p].dp != dp) {
+		/* The reader's reference, dropped when it closes. */
+		refcount_inc(&dp->refs);
+		nta_reader_bind_locked(r, p, dp, u, dev);
+	}
+	r->devs[p].live = true;
+	r->hup = false;
+	/* Pairs with the tap's acquire load: users[u] and the watch are set before. */
+	smp_store_release(&dp->tapping, dp->tapping | BIT(u));
+	spin_unlock_irqrestore(&nta_lock, flags);
+	if (made)
+		nta_tap_add(a, made);
+	nta_tap_outgoing(a);
 	return 0;
 }
 
-/* @r's watch @i stops being live; @gone: its device went. The last live one gone: hang up. */
-static void nta_unwatch(struct nta_reader *r, int i, bool gone)
+/* @r's watch @p stops being live; @gone: its device went. The last live one gone: hang up. */
+static void nta_unwatch(struct nta_reader *r, int p, bool gone)
 {
 	unsigned long flags;
 	int k;
 
-	spin_lock_irqsave(&r->pool.lock, flags);
-	r->devs[i].live = false;
-	r->devs[i].detached = ++r->detaches;
+	spin_lock_irqsave(&nta_lock, flags);
+	r->devs[p].live = false;
+	r->devs[p].detached = ++r->detaches;
 	if (gone) {
-		r->devs[i].stats.flags |= NTA_DEV_GONE;
-		for (k = 0; k < NTA_MAX_DEVS && !r->devs[k].live; k++)
+		r->devs[p].stats.flags |= NTA_DEV_GONE;
+		for (k = 0; k < NTA_MAX_POOLS && !r->devs[k].live; k++)
 			;
-		if (k == NTA_MAX_DEVS)
+		if (k == NTA_MAX_POOLS)
 			nta_reader_hangup_locked(r);
 	}
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 }
 
 /*
- * Stops publishing @a to its reader and serving from its pool (rtnl held).
- * A served device stays, on the common pool; any other leaves the table.
- * One grace period covers both: after it no hook serves from the reader's
- * pool nor counts into its watch, and no RCU reader sees the entry.
- * @gone: the device itself is going.
+ * Stops publishing @a's frames to the readers in slots @users of its pool
+ * (rtnl held). The last of them gone, the device stops being served from
+ * the pool: a served device stays, on the common pool, any other leaves the
+ * table. One grace period covers it all: after it no hook serves from the
+ * pool for the device nor counts into their watches, no tap publishes to
+ * them, and no RCU reader sees the entry. @gone: the device itself is going.
  */
-static void nta_detach_locked(struct nta_attached *a, int slot, bool gone)
+static void nta_untap(struct nta_attached *a, int slot, u16 users, bool gone)
 {
-	struct nta_reader *r = rtnl_dereference(a->reader);
+	struct nta_devpool *dp = rtnl_dereference(a->dp);
+	unsigned long flags, bits = users;
 	bool keep = a->served && !gone;
+	u16 left = 0;
+	u32 u;
 
 	ASSERT_RTNL();
-	if (a->tapped) {
-		__dev_remove_pack(&a->tap);
-		__dev_remove_pack(&a->sentinel);
+	if (dp) {
+		spin_lock_irqsave(&nta_lock, flags);
+		left = dp->tapping & ~users;
+		WRITE_ONCE(dp->tapping, left);
+		spin_unlock_irqrestore(&nta_lock, flags);
 	}
-	a->tapped = false;
-	if (r)
-		RCU_INIT_POINTER(a->reader, NULL);
-	if (!keep)
-		RCU_INIT_POINTER(nta.devs[slot], NULL);
+	if (left) {
+		nta_tap_outgoing(a);
+	} else {
+		if (a->tapped) {
+			__dev_remove_pack(&a->tap);
+			__dev_remove_pack(&a->sentinel);
+		}
+		a->tapped = false;
+		RCU_INIT_POINTER(a->dp, NULL);
+		if (!keep)
+			RCU_INIT_POINTER(nta.devs[slot], NULL);
+	}
 	synchronize_net();
-	if (r) {
-		nta_unwatch(r, a->watch, gone);
-		a->watch = -1;
-	}
-	if (keep)
+	/* The readers stay until they close, which waits for rtnl_lock. */
+	for_each_set_bit(u, &bits, NTA_POOL_READERS)
+		nta_unwatch(dp->users[u], dp->watch[u], gone);
+	if (left)
 		return;
-	netdev_put(a->dev, &a->tracker);
-	kfree(a);
-	nta_hooks_put();
+	if (dp)
+		nta_devpool_put(dp);
+	if (!keep)
+		nta_attached_free(a);
 }
 
-/* Detaches the devices @r attached (rtnl held). */
+/* Detaches @r from the devices it attached, or from @only (rtnl held). */
 static void nta_detach_reader(struct nta_reader *r, const struct net_device *only)
 {
 	int i;
 
 	for (i = 0; i < NTA_MAX_DEVS; i++) {
 		struct nta_attached *a = rtnl_dereference(nta.devs[i]);
+		struct nta_devpool *dp = a ? rtnl_dereference(a->dp) : NULL;
+		int p = dp ? nta_watch_for(r, dp) : -ENOENT;
 
-		if (a && rtnl_dereference(a->reader) == r && (!only || a->dev == only))
-			nta_detach_locked(a, i, false);
+		if (p < 0 || r->devs[p].dp != dp || (only && a->dev != only))
+			continue;
+		if (dp->tapping & BIT(r->devs[p].user))
+			nta_untap(a, i, BIT(r->devs[p].user), false);
 	}
+}
+
+/* Every reader of @a, and @a itself: the device is going, or the module (rtnl held). */
+static void nta_detach_device(struct nta_attached *a, int slot)
+{
+	struct nta_devpool *dp = rtnl_dereference(a->dp);
+
+	nta_untap(a, slot, dp ? dp->tapping : 0, true);
 }
 
 /* Every device, at unload: no reader is left (each pins the module). */
@@ -358,7 +484,7 @@ void nta_detach_all(void)
 		struct nta_attached *a = rtnl_dereference(nta.devs[i]);
 
 		if (a)
-			nta_detach_locked(a, i, true);
+			nta_detach_device(a, i);
 	}
 	rtnl_unlock();
 }
@@ -374,7 +500,7 @@ static int nta_netdev_event(struct notifier_block *nb, unsigned long event, void
 		return NOTIFY_DONE;
 	a = nta_attached_rtnl(dev, &slot);
 	if (a)
-		nta_detach_locked(a, slot, true);
+		nta_detach_device(a, slot);
 	return NOTIFY_DONE;
 }
 
@@ -404,6 +530,16 @@ static int nta_open(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/* The pools a closing reader bound: a pool whose last reader it was goes (nothing maps it). */
+static void nta_reader_put_pools(struct nta_reader *r)
+{
+	int p;
+
+	for (p = 0; p < NTA_MAX_POOLS; p++)
+		if (r->devs[p].dp)
+			nta_devpool_put(r->devs[p].dp);
+}
+
 static int nta_release(struct inode *inode, struct file *file)
 {
 	struct nta_reader *r = file->private_data;
@@ -416,17 +552,17 @@ static int nta_release(struct inode *inode, struct file *file)
 	/* No hook serves from the pool and no tap publishes to it any more. */
 	hrtimer_cancel(&r->timer);
 	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	nta_reader_unshare_all_locked(r, &holds);
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	nta_release_holds(&holds);
 	mutex_lock(&nta_readers_lock);
 	list_del(&r->node);
-	nta_reader_exit(r);
 	r->gone.committed += r->stats.committed;
-	nta_pool_add_stats(&r->pool, &r->gone);
 	nta_stats_add(&nta.gone, &r->gone);
 	mutex_unlock(&nta_readers_lock);
+	nta_reader_put_pools(r);
+	nta_reader_exit(r);
 	kfree(r);
 	if (READ_ONCE(nta_fault_uaf_on_close))
 		pr_info("nta: fault: reader read after its close: seq %llu\n", READ_ONCE(r->seq));
@@ -442,21 +578,21 @@ static ssize_t nta_write(struct file *file, const char __user *buf, size_t len, 
 	unsigned long flags;
 
 	if (!len || len % sizeof(*batch) || n > NTA_MAX_COMMIT_BATCH) {
-		spin_lock_irqsave(&r->pool.lock, flags);
+		spin_lock_irqsave(&nta_lock, flags);
 		nta_count_refusal(r, NTA_BAD_LENGTH);
-		spin_unlock_irqrestore(&r->pool.lock, flags);
+		spin_unlock_irqrestore(&nta_lock, flags);
 		return -EINVAL;
 	}
 	batch = memdup_user(buf, len);
 	if (IS_ERR(batch))
 		return PTR_ERR(batch);
 	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	nta_reader_drain_locked(r, &holds, r->commit_entries);
 	/* In order; the first refused one ends the write (see struct nta_commit). */
 	for (i = 0; i < n && nta_commit_batch_locked(r, &batch[i], &holds); i++)
 		accepted++;
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	nta_release_holds(&holds);
 	kfree(batch);
 	return accepted ? accepted * sizeof(*batch) : -EINVAL;
@@ -471,21 +607,32 @@ static __poll_t nta_poll(struct file *file, poll_table *wait)
 
 	poll_wait(file, &r->wait, wait);
 	__skb_queue_head_init(&holds);
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	mask = nta_reader_poll_locked(r, &holds);
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	nta_release_holds(&holds);
 	return mask;
 }
 
-static int nta_mmap_nodes(struct nta_reader *r, struct vm_area_struct *vma)
+/*
+ * Pool @p of @r, mapped read-only. A reader learns of a pool from a record
+ * or the meta page, both written after the attach bound it, and it is
+ * never rebound while @r is open; its nodes never change.
+ */
+static int nta_mmap_pool(struct nta_reader *r, u32 p, struct vm_area_struct *vma)
 {
-	unsigned long node_size = r->pool.node_pages * PAGE_SIZE;
+	struct nta_devpool *dp = p < NTA_MAX_POOLS ? READ_ONCE(r->devs[p].dp) : NULL;
+	unsigned long size = vma->vm_end - vma->vm_start, node_size;
 	u32 i;
 	int err;
 
-	for (i = 0; i < r->pool.node_count; i++) {
-		err = remap_pfn_range(vma, vma->vm_start + i * node_size, r->pool.nodes[i].pfn,
+	if (!dp)
+		return -EINVAL;
+	node_size = dp->pool.node_pages * PAGE_SIZE;
+	if (size != dp->pool.node_count * node_size)
+		return -EINVAL;
+	for (i = 0; i < dp->pool.node_count; i++) {
+		err = remap_pfn_range(vma, vma->vm_start + i * node_size, dp->pool.nodes[i].pfn,
 				      node_size, vma->vm_page_prot);
 		if (err)
 			return err;
@@ -493,7 +640,7 @@ static int nta_mmap_nodes(struct nta_reader *r, struct vm_area_struct *vma)
 	return 0;
 }
 
-/* Only the three mappings the meta page describes, at their exact sizes. */
+/* Only the mappings the meta page describes, at their exact sizes. */
 static int nta_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct nta_reader *r = file->private_data;
@@ -512,9 +659,10 @@ static int nta_mmap(struct file *file, struct vm_area_struct *vma)
 	if (offset == NTA_MMAP_META_OFFSET && size == PAGE_SIZE)
 		return remap_pfn_range(vma, vma->vm_start, virt_to_phys(r->meta) >> PAGE_SHIFT,
 				       PAGE_SIZE, vma->vm_page_prot);
-	if (offset == NTA_MMAP_NODES_OFFSET && size == r->meta->nodes_mmap_size)
-		return nta_mmap_nodes(r, vma);
-	return -EINVAL;
+	offset -= NTA_MMAP_NODES_OFFSET;
+	if (offset >= NTA_MAX_POOLS * NTA_MMAP_POOL_STRIDE || offset & (NTA_MMAP_POOL_STRIDE - 1))
+		return -EINVAL;
+	return nta_mmap_pool(r, div64_u64(offset, NTA_MMAP_POOL_STRIDE), vma);
 }
 
 /*
@@ -559,12 +707,12 @@ static long nta_ioctl_dev_stats(struct nta_reader *r, void __user *arg)
 		return -EFAULT;
 	if (req.flags)
 		return -EINVAL;
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	/* A device attached now first, else the one detached last. */
-	for (i = 0; i < NTA_MAX_DEVS; i++) {
+	for (i = 0; i < NTA_MAX_POOLS; i++) {
 		const struct nta_watch *w = &r->devs[i];
 
-		if (!w->used || w->net != net || w->stats.ifindex != req.ifindex)
+		if (!w->dp || w->net != net || w->stats.ifindex != req.ifindex)
 			continue;
 		if (found < 0 || w->live || (!r->devs[found].live &&
 					     w->detached > r->devs[found].detached))
@@ -572,7 +720,7 @@ static long nta_ioctl_dev_stats(struct nta_reader *r, void __user *arg)
 	}
 	if (found >= 0)
 		req = r->devs[found].stats;
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	if (found < 0)
 		return -ENODEV;
 	return copy_to_user(arg, &req, sizeof(req)) ? -EFAULT : 0;
@@ -587,18 +735,17 @@ static long nta_ioctl_set_wakeup(struct nta_reader *r, void __user *arg)
 		return -EFAULT;
 	if (!req.frames || req.frames > r->ring_entries || req.usecs > 10 * USEC_PER_SEC)
 		return -EINVAL;
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	r->wakeup_frames = req.frames;
 	r->wakeup_usecs = req.usecs;
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	return 0;
 }
 
 /*
- * Which frames @r gets. Its taps skip the frames a device sends unless it
- * asks for them, so that dev_queue_xmit_nit() clones none for it: the flag
- * is changed on a registered tap as AF_PACKET's PACKET_IGNORE_OUTGOING
- * does, and the tap checks the direction itself for a frame on its way.
+ * Which frames @r gets. A device's tap skips the frames it sends unless
+ * one of its readers asks for them (nta_tap_outgoing()), and checks each
+ * reader's direction itself for a frame on its way.
  */
 static long nta_ioctl_set_direction(struct nta_reader *r, void __user *arg)
 {
@@ -614,8 +761,8 @@ static long nta_ioctl_set_direction(struct nta_reader *r, void __user *arg)
 	for (i = 0; i < NTA_MAX_DEVS; i++) {
 		struct nta_attached *a = rtnl_dereference(nta.devs[i]);
 
-		if (a && a->tapped && rtnl_dereference(a->reader) == r)
-			WRITE_ONCE(a->tap.ignore_outgoing, !(req.direction & NTA_DIR_OUT));
+		if (a && a->tapped)
+			nta_tap_outgoing(a);
 	}
 	rtnl_unlock();
 	return 0;
@@ -674,10 +821,10 @@ static long nta_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		nta_filter_replace(r, NULL);
 		return 0;
 	case NTA_IOC_READER_STATS:
-		spin_lock_irqsave(&r->pool.lock, flags);
+		spin_lock_irqsave(&nta_lock, flags);
 		rs = r->stats;
 		rs.outstanding = r->outstanding;
-		spin_unlock_irqrestore(&r->pool.lock, flags);
+		spin_unlock_irqrestore(&nta_lock, flags);
 		return copy_to_user(uarg, &rs, sizeof(rs)) ? -EFAULT : 0;
 	default:
 		return -ENOTTY;
@@ -721,6 +868,7 @@ void nta_stats_add(struct nta_stats *to, const struct nta_stats *s)
  */
 void nta_stats_sum(struct nta_stats *s)
 {
+	struct nta_devpool *dp;
 	struct nta_reader *r;
 	unsigned long flags;
 
@@ -729,14 +877,16 @@ void nta_stats_sum(struct nta_stats *s)
 	nta_pool_add_stats(&nta.common, s);
 	mutex_lock(&nta_readers_lock);
 	nta_stats_add(s, &nta.gone);
+	list_for_each_entry(dp, &nta.pools, node) {
+		nta_pool_reclaim_all(&dp->pool);
+		nta_pool_add_stats(&dp->pool, s);
+	}
 	list_for_each_entry(r, &nta.readers, node) {
-		nta_pool_reclaim_all(&r->pool);
-		nta_pool_add_stats(&r->pool, s);
-		spin_lock_irqsave(&r->pool.lock, flags);
+		spin_lock_irqsave(&nta_lock, flags);
 		nta_stats_add(s, &r->gone);
 		s->committed += r->stats.committed;
 		s->outstanding += r->outstanding;
-		spin_unlock_irqrestore(&r->pool.lock, flags);
+		spin_unlock_irqrestore(&nta_lock, flags);
 	}
 	mutex_unlock(&nta_readers_lock);
 }

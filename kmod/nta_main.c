@@ -16,7 +16,7 @@ static struct dentry *nta_debugfs;
 static int nta_stats_show(struct seq_file *m, void *v)
 {
 	static const char * const why[] = {
-		"length", "node", "offset", "state", "generation", "reserved", "ring",
+		"length", "node", "offset", "state", "generation", "reserved", "ring", "pool",
 	};
 	struct nta_stats s;
 	int i;
@@ -39,39 +39,51 @@ static int nta_stats_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(nta_stats);
 
-/* One line per served device: its reader's counters for it, or the common pool's. */
+/* "reader none": the common pool's counts; "reader slotN": the reader in slot N of its pool. */
+static void nta_device_line(struct seq_file *m, const struct nta_attached *a, int reader,
+			    const struct nta_dev_stats *s)
+{
+	char who[16] = "none";
+
+	if (reader >= 0)
+		snprintf(who, sizeof(who), "slot%d", reader);
+	seq_printf(m, "%s ifindex %d reader %s allocated %llu fallback %llu pool_empty %llu received %llu published %llu unserved %llu not_shared %llu ring_full %llu skipped %llu fault_dropped %llu\n",
+		   netdev_name(a->dev), s->ifindex, who, s->allocated, s->fallback,
+		   s->pool_empty, s->received, s->published, s->unserved, s->not_shared,
+		   s->ring_full, s->skipped, s->fault_dropped);
+}
+
+/* One line per served device and reader attached to it, or the common pool's for it. */
 static int nta_devices_show(struct seq_file *m, void *v)
 {
+	unsigned long flags;
 	int i;
 
 	rcu_read_lock();
+	spin_lock_irqsave(&nta_lock, flags);
 	for (i = 0; i < NTA_MAX_DEVS; i++) {
 		struct nta_attached *a = rcu_dereference(nta.devs[i]);
-		struct nta_reader *r;
+		struct nta_devpool *dp = a ? rcu_dereference(a->dp) : NULL;
+		unsigned long tapping = dp ? dp->tapping : 0;
 		struct nta_dev_stats s;
-		unsigned long flags;
+		u32 u;
 
 		if (!a)
 			continue;
-		r = rcu_dereference(a->reader);
-		if (r) {
-			spin_lock_irqsave(&r->pool.lock, flags);
-			s = r->devs[a->watch].stats;
-			spin_unlock_irqrestore(&r->pool.lock, flags);
-		} else {
-			spin_lock_irqsave(&nta.common.lock, flags);
+		if (!tapping) {
 			s = (struct nta_dev_stats) {
 				.ifindex = a->dev->ifindex,
 				.allocated = a->allocated,
 				.fallback = a->fallback,
 			};
-			spin_unlock_irqrestore(&nta.common.lock, flags);
+			nta_device_line(m, a, -1, &s);
 		}
-		seq_printf(m, "%s ifindex %d reader %s allocated %llu fallback %llu pool_empty %llu received %llu published %llu unserved %llu not_shared %llu ring_full %llu skipped %llu fault_dropped %llu\n",
-			   netdev_name(a->dev), s.ifindex, r ? "yes" : "no", s.allocated,
-			   s.fallback, s.pool_empty, s.received, s.published, s.unserved,
-			   s.not_shared, s.ring_full, s.skipped, s.fault_dropped);
+		for_each_set_bit(u, &tapping, NTA_POOL_READERS) {
+			s = dp->users[u]->devs[dp->watch[u]].stats;
+			nta_device_line(m, a, u, &s);
+		}
 	}
+	spin_unlock_irqrestore(&nta_lock, flags);
 	rcu_read_unlock();
 	return 0;
 }
@@ -126,7 +138,7 @@ static int __init nta_init(void)
 	err = nta_node_register();
 	if (err)
 		goto debugfs;
-	pr_info("nta: version %s abi %u loaded: %u KiB per reader, %u KiB common\n",
+	pr_info("nta: version %s abi %u loaded: %u KiB per device pool, %u KiB common\n",
 		NTA_VERSION, NTA_ABI_VERSION, nta_pool_kb, nta_common_pool_kb);
 	return 0;
 debugfs:

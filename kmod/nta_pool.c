@@ -17,9 +17,9 @@
  * never a pass per allocation. Chunks a reader holds are on a list of their
  * own, never scanned. No timer runs while the pool is idle.
  *
- * This file knows nothing of readers: a reader's pool is given a refill
- * function (nta_reader.c) that takes chunks back from the reader's commit
- * ring when none is free.
+ * This file knows nothing of readers: a device's pool is given a refill
+ * function (nta_reader.c) that takes chunks back from its readers' commit
+ * rings when none is free, and a chunk's readers are bits it is given.
  */
 #include <linux/gfp.h>
 #include <linux/highmem.h>
@@ -34,6 +34,9 @@
 #else
 #define NTA_MAX_ORDER	(MAX_ORDER - 1)
 #endif
+
+/* Every pool, its chunks, and every reader's rings: see nta.h for why one lock. */
+DEFINE_SPINLOCK(nta_lock);
 
 static void nta_pool_reclaim_work(struct work_struct *work)
 {
@@ -85,6 +88,17 @@ static void nta_nodes_sort(struct nta_pool *pool)
 	}
 }
 
+/* Chunks in a pool of @bytes, as nta_pool_init() would make it now (0: none it would make). */
+u32 nta_pool_chunks(u64 bytes)
+{
+	unsigned int order = READ_ONCE(nta_node_order);
+	u64 node_size = PAGE_SIZE << order;
+
+	if (order > NTA_MAX_ORDER || !bytes || bytes > 4096 * node_size)
+		return 0;
+	return DIV_ROUND_UP_ULL(bytes, node_size) << order;
+}
+
 /* A pool of @bytes (rounded up to whole nodes of 2^nta_node_order pages). */
 int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp)
 {
@@ -98,7 +112,6 @@ int nta_pool_init(struct nta_pool *pool, u64 bytes, gfp_t gfp)
 	if (bytes > 4096 * node_size)
 		return -EINVAL;
 	count = DIV_ROUND_UP_ULL(bytes, node_size);
-	spin_lock_init(&pool->lock);
 	INIT_LIST_HEAD(&pool->free);
 	INIT_LIST_HEAD(&pool->busy);
 	INIT_LIST_HEAD(&pool->shared);
@@ -171,7 +184,7 @@ void nta_pool_exit(struct nta_pool *pool)
 
 	cancel_work_sync(&pool->reclaim);
 	WARN_ON_ONCE(!list_empty(&pool->shared));
-	spin_lock_irqsave(&pool->lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	for (i = 0; i < pool->node_count; i++) {
 		for (j = 0; j < pool->node_pages; j++) {
 			struct nta_chunk *c = &pool->nodes[i].chunks[j];
@@ -187,7 +200,7 @@ void nta_pool_exit(struct nta_pool *pool)
 			put_page(c->page);
 		}
 	}
-	spin_unlock_irqrestore(&pool->lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	for (i = 0; i < pool->node_count; i++)
 		kvfree(pool->nodes[i].chunks);
 	kfree(pool->nodes);
@@ -206,7 +219,7 @@ static u32 nta_pool_reclaim_locked(struct nta_pool *pool, u32 budget, u64 *scann
 	struct nta_chunk *c;
 	u32 freed = 0;
 
-	lockdep_assert_held(&pool->lock);
+	lockdep_assert_held(&nta_lock);
 	/* A short list rotates back to its head: look at each chunk once. */
 	for (budget = min(budget, busy); budget; budget--) {
 		c = list_first_entry_or_null(&pool->busy, struct nta_chunk, link);
@@ -230,7 +243,7 @@ void nta_pool_reclaim_all(struct nta_pool *pool)
 	unsigned long flags;
 	u32 left;
 
-	spin_lock_irqsave(&pool->lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	pool->stats.reclaim_passes++;
 	left = pool->node_count * pool->node_pages - pool->nr_free - pool->nr_shared;
 	while (left) {
@@ -238,9 +251,9 @@ void nta_pool_reclaim_all(struct nta_pool *pool)
 
 		nta_pool_reclaim_locked(pool, step, NULL);
 		left -= step;
-		spin_unlock_irqrestore(&pool->lock, flags);
+		spin_unlock_irqrestore(&nta_lock, flags);
 		cond_resched();
-		spin_lock_irqsave(&pool->lock, flags);
+		spin_lock_irqsave(&nta_lock, flags);
 	}
 	/*
 	 * Whatever this pass freed, the next waits: a pool kept low by
@@ -248,7 +261,7 @@ void nta_pool_reclaim_all(struct nta_pool *pool)
 	 * Allocations still reclaim their bounded share meanwhile.
 	 */
 	pool->next_pass = jiffies + msecs_to_jiffies(NTA_PASS_INTERVAL_MS);
-	spin_unlock_irqrestore(&pool->lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 }
 
 /* A full pass, unless the last one was a moment ago. */
@@ -265,7 +278,7 @@ static struct nta_chunk *nta_pool_first_free_locked(struct nta_pool *pool,
 	u32 size = pool->node_count * pool->node_pages;
 	struct nta_chunk *c;
 
-	lockdep_assert_held(&pool->lock);
+	lockdep_assert_held(&nta_lock);
 	if (list_empty(&pool->free))
 		nta_pool_reclaim_locked(pool, NTA_RECLAIM_BUDGET, &pool->stats.reclaim_scanned);
 	if (list_empty(&pool->free) && pool->refill)
@@ -320,19 +333,22 @@ struct nta_chunk *nta_pool_take_for_copy_locked(struct nta_pool *pool,
 /* A chunk taken for a copy that was not published: straight back to the free list. */
 void nta_pool_untake_locked(struct nta_pool *pool, struct nta_chunk *c)
 {
-	lockdep_assert_held(&pool->lock);
-	WARN_ON_ONCE(!c->filling || c->owner);
+	lockdep_assert_held(&nta_lock);
+	WARN_ON_ONCE(!c->filling || c->readers);
 	c->filling = false;
 	nta_chunk_free_locked(pool, c);
 }
 
-/* @c is published to @r: off the busy list, which reclaim scans, until committed. */
-void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, struct nta_reader *r,
+/*
+ * @c is published to reader slots @readers: off the busy list, which
+ * reclaim scans, until the last of them commits it.
+ */
+void nta_chunk_share_locked(struct nta_pool *pool, struct nta_chunk *c, u16 readers,
 			    u32 frame_offset)
 {
-	lockdep_assert_held(&pool->lock);
+	lockdep_assert_held(&nta_lock);
 	c->filling = false;
-	nta_chunk_share(c, r, frame_offset);
+	nta_chunk_share(c, readers, frame_offset);
 	list_move_tail(&c->link, &pool->shared);
 	pool->nr_shared++;
 }
@@ -390,18 +406,19 @@ static void nta_chunk_put_data(struct nta_chunk *c)
 }
 
 /*
- * A chunk its reader committed (or left by closing): no longer shared. Its
- * hold on the frame's data is dropped: a data reference at once, a clone's
- * last user onto @holds, to be freed once the lock is dropped (another
- * chunk of the same frame may still hold the clone). A chunk the stack is
- * done with is freed at once, else it waits on the busy list, first in line
- * for reclaim.
+ * A chunk reader slot @user committed (or left by closing). Once the last
+ * of its readers let go it is no longer shared, and its hold on the
+ * frame's data is dropped: a data reference at once, a clone's last user
+ * onto @holds, to be freed once the lock is dropped (another chunk of the
+ * same frame may still hold the clone). A chunk the stack is done with is
+ * freed at once, else it waits on the busy list, first in line for reclaim.
  */
-void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c,
+void nta_chunk_release_locked(struct nta_pool *pool, struct nta_chunk *c, u32 user,
 			      struct sk_buff_head *holds)
 {
-	lockdep_assert_held(&pool->lock);
-	c->owner = NULL;
+	lockdep_assert_held(&nta_lock);
+	if (!nta_chunk_unshare(c, user))
+		return;
 	pool->nr_shared--;
 	if (c->data)
 		nta_chunk_put_data(c);
@@ -435,7 +452,7 @@ void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s)
 {
 	unsigned long flags;
 
-	spin_lock_irqsave(&pool->lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	s->allocated += pool->stats.allocated;
 	s->freed += pool->stats.freed;
 	s->in_use += pool->stats.in_use;
@@ -445,5 +462,5 @@ void nta_pool_add_stats(struct nta_pool *pool, struct nta_stats *s)
 	s->reclaim_scanned += pool->stats.reclaim_scanned;
 	s->reclaim_passes += pool->stats.reclaim_passes;
 	s->fault_leaked += pool->stats.fault_leaked;
-	spin_unlock_irqrestore(&pool->lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 }

@@ -3,9 +3,9 @@
  * nta_reader.c - a reader's rings: the records it is given, the commits it
  * gives back, when it is woken, and the limits on what it may hold.
  *
- * Everything here runs under the reader's pool lock (interrupts off), from
- * the taps (nta_capture.c), the allocation path (nta_dev.c) and the
- * reader's own system calls. The rings are memory the reader writes at any
+ * Everything here runs under nta_lock (interrupts off), from the taps
+ * (nta_capture.c), the allocation path (nta_dev.c) and the reader's own
+ * system calls. The rings are memory the reader writes at any
  * time: every index and entry read from them is read once (READ_ONCE, or
  * an acquire load that pairs with the reader's release store) into a local
  * and checked there, never read again.
@@ -47,23 +47,27 @@ void nta_count_refusal(struct nta_reader *r, enum nta_bad_commit why)
 	r->gone.bad_commits[why]++;
 }
 
-/* One commit (the caller's own copy), checked before anything changes; refused ones counted. */
+/*
+ * One commit (the caller's own copy), checked before anything changes;
+ * refused ones counted. Its pool is one the reader bound, or none.
+ */
 static bool nta_commit_one_locked(struct nta_reader *r, const struct nta_commit *cm,
 				  struct sk_buff_head *holds)
 {
-	struct nta_pool *pool = &r->pool;
+	const struct nta_watch *w = cm->pool < NTA_MAX_POOLS ? &r->devs[cm->pool] : NULL;
+	struct nta_pool *pool = w && w->dp ? &w->dp->pool : NULL;
 	struct nta_chunk *c = NULL;
 	enum nta_bad_commit why;
 
-	why = nta_commit_check(pool->nodes, pool->node_count, pool->node_pages, PAGE_SIZE,
-			       r, cm, &c);
+	why = nta_commit_check(pool ? pool->nodes : NULL, pool ? pool->node_count : 0,
+			       pool ? pool->node_pages : 0, PAGE_SIZE, w ? w->user : 0, cm, &c);
 	if (why != NTA_BAD_COMMIT_MAX) {
 		nta_count_refusal(r, why);
 		return false;
 	}
 	r->outstanding--;
 	r->stats.committed++;
-	nta_chunk_release_locked(pool, c, holds);
+	nta_chunk_release_locked(pool, c, w->user, holds);
 	return true;
 }
 
@@ -94,7 +98,7 @@ void nta_reader_drain_locked(struct nta_reader *r, struct sk_buff_head *holds, u
 	u64 avail = producer - r->commit_cons;
 	u32 mask = r->commit_entries - 1;
 
-	lockdep_assert_held(&r->pool.lock);
+	lockdep_assert_held(&nta_lock);
 	if (!avail)
 		return;
 	if (avail > r->commit_entries) {
@@ -109,6 +113,7 @@ void nta_reader_drain_locked(struct nta_reader *r, struct sk_buff_head *holds, u
 			.node = READ_ONCE(slot->node),
 			.offset = READ_ONCE(slot->offset),
 			.generation = READ_ONCE(slot->generation),
+			.pool = READ_ONCE(slot->pool),
 			.reserved = READ_ONCE(slot->reserved),
 		};
 
@@ -134,11 +139,19 @@ bool nta_commit_batch_locked(struct nta_reader *r, const struct nta_commit *cm,
 	return ok;
 }
 
-/* The pool ran dry: the reader's commit ring may have chunks for it. */
-static void nta_reader_refill(struct nta_pool *pool, struct sk_buff_head *holds)
+/*
+ * A device's pool ran dry: its readers' commit rings may have chunks for
+ * it (a bounded number each: this is the receive path). Readers that
+ * detached are drained too: they may still hold its chunks.
+ */
+void nta_devpool_refill(struct nta_pool *pool, struct sk_buff_head *holds)
 {
-	nta_reader_drain_locked(container_of(pool, struct nta_reader, pool), holds,
-				NTA_DRAIN_BUDGET);
+	struct nta_devpool *dp = container_of(pool, struct nta_devpool, pool);
+	u32 u;
+
+	for (u = 0; u < NTA_POOL_READERS; u++)
+		if (dp->users[u])
+			nta_reader_drain_locked(dp->users[u], holds, NTA_DRAIN_BUDGET);
 }
 
 /*
@@ -245,9 +258,9 @@ static enum hrtimer_restart nta_wakeup_timer(struct hrtimer *timer)
 	unsigned int stall = min(READ_ONCE(nta_fault_timer_stall_us), 100000U);
 	unsigned long flags;
 
-	spin_lock_irqsave(&r->pool.lock, flags);
+	spin_lock_irqsave(&nta_lock, flags);
 	nta_arm_locked(r, nta_wake_locked(r));
-	spin_unlock_irqrestore(&r->pool.lock, flags);
+	spin_unlock_irqrestore(&nta_lock, flags);
 	/*
 	 * Test only (fault_timer_stall_us): widens the window in which the
 	 * callback has decided and not yet returned, so that a scenario can
@@ -263,12 +276,13 @@ static enum hrtimer_restart nta_wakeup_timer(struct hrtimer *timer)
 }
 
 /*
- * One record, for @len bytes at @offset in the node of @c, a piece of a
- * frame of @frame_len bytes. Not visible to the reader until
- * nta_ring_publish_locked().
+ * One record, for @len bytes at @offset in the node of @c, in the reader's
+ * pool @pool, a piece of a frame of @frame_len bytes; the chunk was shared
+ * with the reader (nta_chunk_share_locked()). Not visible to the reader
+ * until nta_ring_publish_locked().
  */
-void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct sk_buff *skb,
-		       u32 offset, u32 len, u32 frame_len, u16 flags)
+void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c,
+		       const struct sk_buff *skb, u32 offset, u32 len, u32 frame_len, u16 flags)
 {
 	u32 slot = r->seq & (r->ring_entries - 1);
 	struct nta_record *rec = &r->records[slot];
@@ -284,6 +298,7 @@ void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct s
 		.protocol = (__force u16)skb->protocol,
 		.flags = flags,
 		.frame_len = frame_len,
+		.pool = pool,
 	};
 	if (skb_vlan_tag_present(skb)) {
 		rec->flags |= NTA_RECORD_VLAN;
@@ -291,7 +306,6 @@ void nta_record_locked(struct nta_reader *r, struct nta_chunk *c, const struct s
 		rec->vlan_proto = (__force u16)skb->vlan_proto;
 	}
 	r->stamps[slot] = ktime_get_ns();
-	nta_chunk_share_locked(&r->pool, c, r, offset);
 	r->outstanding++;
 	r->seq++;
 	r->stats.records++;
@@ -334,16 +348,83 @@ void nta_reader_hangup_locked(struct nta_reader *r)
 	wake_up_interruptible(&r->wait);
 }
 
-/* Every chunk the reader still holds, released: it is closing. */
+/*
+ * Every chunk the reader still holds, released, and its slot in each pool
+ * it bound given up: it is closing, and no tap publishes to it any more.
+ */
 void nta_reader_unshare_all_locked(struct nta_reader *r, struct sk_buff_head *holds)
 {
 	struct nta_chunk *c, *tmp;
+	u32 p;
 
-	list_for_each_entry_safe(c, tmp, &r->pool.shared, link) {
-		r->gone.returned_on_close++;
-		r->outstanding--;
-		nta_chunk_release_locked(&r->pool, c, holds);
+	for (p = 0; p < NTA_MAX_POOLS; p++) {
+		struct nta_devpool *dp = r->devs[p].dp;
+		u32 user = r->devs[p].user;
+
+		if (!dp)
+			continue;
+		list_for_each_entry_safe(c, tmp, &dp->pool.shared, link) {
+			if (!(c->readers & BIT(user)))
+				continue;
+			r->gone.returned_on_close++;
+			r->outstanding--;
+			nta_chunk_release_locked(&dp->pool, c, user, holds);
+		}
+		dp->users[user] = NULL;
 	}
+}
+
+/*
+ * The counters @r had for @dev under an earlier pool (the device was left
+ * by every reader, then attached again), to go on from; NULL if none.
+ */
+static const struct nta_dev_stats *nta_earlier_stats(const struct nta_reader *r,
+						     const struct net_device *dev)
+{
+	const struct nta_watch *last = NULL;
+	u32 p;
+
+	for (p = 0; p < NTA_MAX_POOLS; p++) {
+		const struct nta_watch *w = &r->devs[p];
+
+		if (w->dp && !w->live && w->net == dev_net(dev) &&
+		    w->stats.ifindex == dev->ifindex && !(w->stats.flags & NTA_DEV_GONE) &&
+		    (!last || w->detached > last->detached))
+			last = w;
+	}
+	return last ? &last->stats : NULL;
+}
+
+/*
+ * Pool @p of @r is @dp, where it is reader slot @user, for @dev: its
+ * counters start (or go on from the device's under an earlier pool), and
+ * its place in the meta page is written before any record can name it (the
+ * record ring's release store orders them), never to change while the
+ * reader is open (a mapping of it may live).
+ */
+void nta_reader_bind_locked(struct nta_reader *r, u32 p, struct nta_devpool *dp, u32 user,
+			    const struct net_device *dev)
+{
+	const struct nta_dev_stats *earlier = nta_earlier_stats(r, dev);
+	const struct nta_pool *pool = &dp->pool;
+
+	r->devs[p] = (struct nta_watch) {
+		.stats.ifindex = dev->ifindex,
+		.net = dev_net(dev),
+		.dp = dp,
+		.user = user,
+	};
+	if (earlier)
+		r->devs[p].stats = *earlier;
+	r->meta->pools[p] = (struct nta_pool_info) {
+		.mmap_offset = NTA_MMAP_NODES_OFFSET + p * NTA_MMAP_POOL_STRIDE,
+		.mmap_size = (u64)pool->node_count * pool->node_pages * PAGE_SIZE,
+		.node_count = pool->node_count,
+		.node_size = pool->node_pages * PAGE_SIZE,
+		.ifindex = dev->ifindex,
+	};
+	dp->users[user] = r;
+	dp->watch[user] = p;
 }
 
 static int nta_meta_init(struct nta_reader *r)
@@ -362,8 +443,8 @@ static int nta_meta_init(struct nta_reader *r)
 		.record_size = sizeof(struct nta_record),
 		.commit_size = sizeof(struct nta_commit),
 		.page_size = PAGE_SIZE,
-		.node_count = r->pool.node_count,
-		.node_size = r->pool.node_pages * PAGE_SIZE,
+		.max_pools = NTA_MAX_POOLS,
+		.pool_info_size = sizeof(struct nta_pool_info),
 		.chunk_size = PAGE_SIZE,
 		.ring_entries = r->ring_entries,
 		.commit_entries = r->commit_entries,
@@ -371,8 +452,6 @@ static int nta_meta_init(struct nta_reader *r)
 		.max_commit_batch = NTA_MAX_COMMIT_BATCH,
 		.ring_mmap_offset = NTA_MMAP_RING_OFFSET,
 		.ring_mmap_size = r->ring_size,
-		.nodes_mmap_offset = NTA_MMAP_NODES_OFFSET,
-		.nodes_mmap_size = (u64)r->pool.node_count * r->pool.node_pages * PAGE_SIZE,
 		.ring_producer_offset = NTA_RING_PRODUCER,
 		.ring_consumer_offset = NTA_RING_CONSUMER,
 		.ring_records_offset = PAGE_SIZE,
@@ -385,44 +464,45 @@ static int nta_meta_init(struct nta_reader *r)
 	return 0;
 }
 
-/* A new reader's pool, rings and wakeup state, from the module's parameters. */
+/*
+ * A new reader's rings and wakeup state, from the module's parameters. Its
+ * limit is half a pool of the size pool_kb gives now: a reader stalled at
+ * it leaves a device's other readers the other half.
+ */
 int nta_reader_init(struct nta_reader *r)
 {
 	u32 entries = READ_ONCE(nta_ring_entries);
+	u32 chunks = nta_pool_chunks((u64)READ_ONCE(nta_pool_kb) * SZ_1K);
 	int err;
 
-	/* The pool's pages are charged to the reader's memory cgroup. */
-	err = nta_pool_init(&r->pool, (u64)READ_ONCE(nta_pool_kb) * SZ_1K, GFP_KERNEL_ACCOUNT);
-	if (err)
-		return err;
-	r->pool.refill = nta_reader_refill;
+	if (!chunks)
+		return -EINVAL;
 	r->ring_entries = entries;
 	r->commit_entries = entries;
-	r->max_shared = min_t(u32, READ_ONCE(nta_max_shared),
-			      r->pool.node_count * r->pool.node_pages / 2);
+	r->max_shared = min_t(u32, READ_ONCE(nta_max_shared), chunks / 2);
 	r->wakeup_frames = clamp_t(u32, READ_ONCE(nta_wakeup_frames), 1, entries);
 	r->wakeup_usecs = READ_ONCE(nta_wakeup_usecs);
 	r->direction = NTA_DIR_IN;	/* what a reader got before it could choose */
 	err = nta_meta_init(r);
 	if (err)
-		goto pool;
+		return err;
 	err = -ENOMEM;
 	r->ring = vmalloc_user(r->ring_size);
 	r->stamps = kvcalloc(entries, sizeof(*r->stamps), GFP_KERNEL_ACCOUNT);
 	if (!r->ring || !r->stamps)
-		goto pool;
+		goto fail;
 	r->records = r->ring + PAGE_SIZE;
 	r->commits = r->ring + r->meta->commit_entries_offset;
 	init_waitqueue_head(&r->wait);
 	hrtimer_init(&r->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
 	r->timer.function = nta_wakeup_timer;
 	return 0;
-pool:
+fail:
 	nta_reader_exit(r);
 	return err;
 }
 
-/* Frees what nta_reader_init() made; the pool goes first (it counts what it hands over). */
+/* Frees what nta_reader_init() made (its pools are references it drops itself). */
 void nta_reader_exit(struct nta_reader *r)
 {
 	/* No tap runs the filter any more: every detach waited for a grace period. */
@@ -430,7 +510,6 @@ void nta_reader_exit(struct nta_reader *r)
 
 	if (filter)
 		bpf_prog_destroy(filter);
-	nta_pool_exit(&r->pool);
 	vfree(r->ring);
 	kvfree(r->stamps);
 	free_page((unsigned long)r->meta);

@@ -106,7 +106,7 @@ class NtaModule:
         for line in self.sh.run(f"cat {DEBUGFS}/devices").stdout.splitlines():
             name, *pairs = line.split()
             if name == nic.iface:
-                # "ifindex 2 reader no allocated 5 ...": every other word a key.
+                # "ifindex 2 reader slot0 allocated 5 ...": every other word a key.
                 values = {
                     k: int(v) for k, v in zip(pairs[::2], pairs[1::2], strict=True) if v.isdigit()
                 }

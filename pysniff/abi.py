@@ -23,8 +23,10 @@ from pysniff.errors import AbiMismatch
 
 DEVICE_NAME = "nta"
 MAGIC = 0x3141544E  # "NTA1" in memory order
-ABI_VERSION = 2
+ABI_VERSION = 3
 MMAP_META_OFFSET = 0
+MAX_POOLS = 8  # NTA_MAX_POOLS: pools one reader binds in its life (then ENOSPC)
+POOL_READERS = 16  # NTA_POOL_READERS: readers of one pool at once (then EUSERS)
 RECORD_VLAN = 0x0001  # the stack took a VLAN tag out: vlan_tci, vlan_proto
 RECORD_CONTD = 0x0002  # the frame continues in the next record
 RECORD_COPY = 0x0004  # the frame was copied into its chunks (GRO merged it)
@@ -35,77 +37,95 @@ DEV_GONE = 0x0001  # the device was unregistered or left the namespace
 
 @dataclass(frozen=True)
 class Field:
-    """One member of a C struct: a struct format code repeated ``count`` times."""
+    """One member of a C struct: a struct format code repeated ``count`` times, or (``layout``
+    set) an array of ``count`` structs, ``code`` then being one struct's format."""
 
     name: str
     code: str
     count: int
     offset: int
+    layout: Layout | None = None
 
     @property
     def size(self) -> int:
         return struct.calcsize("<" + self.code) * self.count
 
+    @property
+    def format(self) -> str:
+        return self.code * self.count if self.layout else f"{self.count}{self.code}"
+
+    def names(self) -> list[str]:
+        """The flat names of its values: ``a`` for a scalar, ``a_i`` for an array, ``a_i_m``
+        for member m of struct i."""
+        if self.layout is not None:
+            return [f"{self.name}_{i}_{f}" for i in range(self.count) for f in self.layout.flat]
+        return [self.name] if self.count == 1 else [f"{self.name}_{i}" for i in range(self.count)]
+
 
 class Layout:
-    """A C struct as a ``struct.Struct`` plus the name, offset and size of each member."""
+    """A C struct as a ``struct.Struct`` plus the name, offset and size of each member.
 
-    def __init__(self, c_name: str, members: Sequence[tuple[str, str] | tuple[str, str, int]]):
+    A member is (name, code), (name, code, count), or (name, Layout, count): an array of
+    structs, flattened as ``name_i_member``."""
+
+    def __init__(
+        self,
+        c_name: str,
+        members: Sequence[tuple[str, str] | tuple[str, str, int] | tuple[str, Layout, int]],
+    ):
         self.c_name = c_name
         out: list[Field] = []
         offset = 0
         for member in members:
-            name, code = member[0], member[1]
+            name, kind = member[0], member[1]
             count = member[2] if len(member) == 3 else 1
-            out.append(Field(name, code, count, offset))
+            if isinstance(kind, Layout):
+                out.append(Field(name, kind.struct.format[1:], count, offset, kind))
+            else:
+                out.append(Field(name, kind, count, offset))
             offset += out[-1].size
         self.fields: tuple[Field, ...] = tuple(out)
-        self.struct = struct.Struct("<" + "".join(f"{f.count}{f.code}" for f in out))
+        self.struct: struct.Struct = struct.Struct("<" + "".join(f.format for f in out))
         self.size = self.struct.size
+        self.flat: tuple[str, ...] = tuple(n for f in out for n in f.names())
         self._by_name = {f.name: f for f in out}
 
     def __getitem__(self, name: str) -> Field:
         return self._by_name[name]
 
     def unpack(self, buf: bytes | bytearray | memoryview, at: int = 0) -> dict[str, int]:
-        """Scalar members by name; an array member ``a[n]`` becomes ``a_0`` .. ``a_{n-1}``."""
-        values = iter(self.struct.unpack_from(buf, at))
-        out: dict[str, int] = {}
-        for f in self.fields:
-            if f.count == 1:
-                out[f.name] = next(values)
-            else:
-                for i in range(f.count):
-                    out[f"{f.name}_{i}"] = next(values)
-        return out
+        """Members by name: an array ``a[n]`` as ``a_0`` .. ``a_{n-1}``, a struct array's
+        members as ``a_i_member``."""
+        return dict(zip(self.flat, self.struct.unpack_from(buf, at), strict=True))
 
     def pack(self, values: Mapping[str, int] | None = None, **kw: int) -> bytes:
-        """Members by name (arrays as ``a_i``); anything not given is zero."""
+        """Members by name (as ``unpack`` names them); anything not given is zero."""
         given = {**(values or {}), **kw}
-        flat: list[int] = []
-        for f in self.fields:
-            if f.count == 1:
-                flat.append(given.pop(f.name, 0))
-            else:
-                flat.extend(given.pop(f"{f.name}_{i}", 0) for i in range(f.count))
+        flat = [given.pop(name, 0) for name in self.flat]
         if given:
             raise KeyError(f"{self.c_name} has no member {', '.join(sorted(given))}")
         return self.struct.pack(*flat)
 
 
+POOL_INFO = Layout(
+    "nta_pool_info",
+    [("mmap_offset", "Q"), ("mmap_size", "Q"), ("node_count", "I"), ("node_size", "I"),
+     ("ifindex", "i"), ("reserved", "I")],
+)  # fmt: skip
+
 META = Layout(
     "nta_meta",
     [
         ("magic", "I"), ("abi_version", "I"), ("meta_size", "I"), ("record_size", "I"),
-        ("commit_size", "I"), ("page_size", "I"), ("node_count", "I"), ("node_size", "I"),
+        ("commit_size", "I"), ("page_size", "I"), ("max_pools", "I"), ("pool_info_size", "I"),
         ("chunk_size", "I"), ("ring_entries", "I"), ("commit_entries", "I"),
         ("max_shared", "I"), ("max_commit_batch", "I"), ("reserved0", "I"),
         ("ring_mmap_offset", "Q"), ("ring_mmap_size", "Q"),
-        ("nodes_mmap_offset", "Q"), ("nodes_mmap_size", "Q"),
         ("ring_producer_offset", "I"), ("ring_consumer_offset", "I"),
         ("ring_records_offset", "I"), ("commit_producer_offset", "I"),
         ("commit_consumer_offset", "I"), ("commit_flags_offset", "I"),
         ("commit_entries_offset", "I"), ("reserved1", "I"), ("reserved", "Q", 4),
+        ("pools", POOL_INFO, MAX_POOLS),
     ],
 )  # fmt: skip
 
@@ -114,12 +134,14 @@ RECORD = Layout(
     [
         ("node", "I"), ("offset", "I"), ("len", "I"), ("generation", "I"), ("seq", "Q"),
         ("tstamp_ns", "Q"), ("ifindex", "i"), ("protocol", "H"), ("flags", "H"),
-        ("frame_len", "I"), ("vlan_tci", "H"), ("vlan_proto", "H"),
+        ("frame_len", "I"), ("vlan_tci", "H"), ("vlan_proto", "H"), ("pool", "I"),
+        ("reserved", "I"),
     ],
 )  # fmt: skip
 
 COMMIT = Layout(
-    "nta_commit", [("node", "I"), ("offset", "I"), ("generation", "I"), ("reserved", "I")]
+    "nta_commit",
+    [("node", "I"), ("offset", "I"), ("generation", "I"), ("pool", "H"), ("reserved", "H")],
 )
 
 ATTACH = Layout("nta_attach", [("ifindex", "i"), ("abi_version", "I")])
@@ -153,6 +175,7 @@ class BadCommit(enum.IntEnum):
     GENERATION = 4
     RESERVED = 5
     RING = 6
+    POOL = 7
 
 
 BAD_COMMIT_MAX = 8  # NTA_BAD_COMMIT_MAX: the array's size, with room to grow
@@ -200,7 +223,8 @@ READER_STATS = Layout(
 )
 
 LAYOUTS = (
-    META, RECORD, COMMIT, ATTACH, WAKEUP, DIRECTION, FILTER, STATS, DEV_STATS, READER_STATS,
+    POOL_INFO, META, RECORD, COMMIT, ATTACH, WAKEUP, DIRECTION, FILTER, STATS, DEV_STATS,
+    READER_STATS,
 )  # fmt: skip
 
 # asm-generic/ioctl.h (x86, arm64, riscv...: not alpha, mips, powerpc, sparc,
@@ -265,8 +289,46 @@ IOCTLS = {
 
 
 @dataclass(frozen=True)
+class PoolInfo:
+    """struct nta_pool_info: one of the reader's pool slots (mmap_size 0: unbound)."""
+
+    mmap_offset: int = 0
+    mmap_size: int = 0
+    node_count: int = 0
+    node_size: int = 0
+    ifindex: int = 0
+
+    @property
+    def bound(self) -> bool:
+        return self.mmap_size != 0
+
+    @classmethod
+    def parse(cls, page: bytes | bytearray | memoryview, pool: int) -> PoolInfo:
+        """Slot ``pool`` of a meta page, unchecked (``problems`` says what is wrong)."""
+        at = META["pools"].offset + pool * POOL_INFO.size
+        raw = POOL_INFO.unpack(page, at)
+        return cls(raw["mmap_offset"], raw["mmap_size"], raw["node_count"], raw["node_size"],
+                   raw["ifindex"])  # fmt: skip
+
+    def problems(self, pool: int, page_size: int) -> list[str]:
+        """What would make a reader walk outside this pool's mapping (a bound one)."""
+        if not self.bound:
+            return []
+        out = []
+        if self.node_count * self.node_size != self.mmap_size:
+            out.append(f"pool {pool}'s mmap_size is not node_count * node_size")
+        if not self.node_size or self.node_size % page_size:
+            out.append(f"pool {pool}'s node_size {self.node_size} is not a page multiple")
+        return out
+
+
+@dataclass(frozen=True)
 class Meta:
-    """struct nta_meta, checked: what the reader needs to map and walk its rings."""
+    """struct nta_meta, checked: what the reader needs to map and walk its rings.
+
+    ``pools`` is the pool table as it was when parsed: slots bound later
+    (by an attach) are read with ``PoolInfo.parse`` from the live meta page.
+    """
 
     magic: int
     abi_version: int
@@ -274,8 +336,8 @@ class Meta:
     record_size: int
     commit_size: int
     page_size: int
-    node_count: int
-    node_size: int
+    max_pools: int
+    pool_info_size: int
     chunk_size: int
     ring_entries: int
     commit_entries: int
@@ -283,8 +345,6 @@ class Meta:
     max_commit_batch: int
     ring_mmap_offset: int
     ring_mmap_size: int
-    nodes_mmap_offset: int
-    nodes_mmap_size: int
     ring_producer_offset: int
     ring_consumer_offset: int
     ring_records_offset: int
@@ -292,6 +352,7 @@ class Meta:
     commit_consumer_offset: int
     commit_flags_offset: int
     commit_entries_offset: int
+    pools: tuple[PoolInfo, ...] = ()
 
     @classmethod
     def parse(cls, page: bytes | bytearray | memoryview) -> Meta:
@@ -299,7 +360,9 @@ class Meta:
         if len(page) < META.size:
             raise AbiMismatch(f"meta page of {len(page)} bytes, need {META.size}")
         raw = META.unpack(page)
-        meta = cls(**{f.name: raw[f.name] for f in fields(cls)})
+        scalars = {f.name: raw[f.name] for f in fields(cls) if f.name != "pools"}
+        pools = tuple(PoolInfo.parse(page, p) for p in range(MAX_POOLS))
+        meta = cls(**scalars, pools=pools)
         meta.check()
         return meta
 
@@ -318,6 +381,8 @@ class Meta:
             "meta_size": (self.meta_size, META.size),
             "record_size": (self.record_size, RECORD.size),
             "commit_size": (self.commit_size, COMMIT.size),
+            "max_pools": (self.max_pools, MAX_POOLS),
+            "pool_info_size": (self.pool_info_size, POOL_INFO.size),
         }
         for name, (theirs, ours) in sizes.items():
             if theirs != ours:
@@ -345,8 +410,8 @@ class Meta:
                 problems.append(f"{name} {at} is misaligned or outside the ring mapping")
         if self.commit_flags_offset % 4 or self.commit_flags_offset + 4 > self.ring_mmap_size:
             problems.append("commit_flags_offset is misaligned or outside the ring mapping")
-        if self.node_count * self.node_size != self.nodes_mmap_size:
-            problems.append("nodes_mmap_size is not node_count * node_size")
+        for p, pool in enumerate(self.pools):
+            problems += pool.problems(p, self.page_size)
         if self.max_commit_batch == 0:
             problems.append("max_commit_batch is zero")
         if problems:

@@ -5,14 +5,17 @@ is about to commit (all it holds but the ``hold`` newest), so each refusal
 lands on one ``nta_bad_commit`` reason:
 
     length      a write() whose length is not a multiple of commit_size
-    node        node index = node_count (out of range)
+    node        node index = the pool's node_count (out of range)
     offset      the frame offset plus one (same chunk, not the published offset)
     state       every chunk committed twice: the second is refused
     generation  the generation plus one (stale)
-    owner       a second reader commits the first one's chunks: its pool has
-                no such chunk shared, so they are refused as state
+    owner       a second reader commits the first one's chunks: it binds the
+                same pools (it attaches the same devices, a filter keeping no
+                frame, and detaches them: its slots stay bound), and no such
+                chunk is shared with it, so they are refused as state
+    pool        the pool a slot the reader has not bound (or past the last one)
     reserved    reserved = 1
-    random      random bytes (refused, mostly as reserved)
+    random      random bytes with a non-zero reserved field (refused as reserved)
     ring        (commit ring only) a producer index past the ring's end
 
 ``via="write"`` sends each malformed commit in a write() of its own (the
@@ -29,14 +32,21 @@ import random
 from collections.abc import Callable, Sequence
 
 from pysniff import abi
+from pysniff.bpf import Insn
 from pysniff.errors import SniffError
 from pysniff.reader import Chunk, Reader
 
-KINDS = ("length", "node", "offset", "state", "generation", "owner", "reserved", "random", "ring")
+KINDS = (
+    "length", "node", "offset", "state", "generation", "owner", "pool", "reserved", "random",
+    "ring",
+)  # fmt: skip
 WRITE_ONLY = ("length",)
 RING_ONLY = ("ring",)
 _PACK = abi.COMMIT.struct.pack
-Commit = tuple[int, int, int, int]
+# node, offset, generation, pool, reserved: struct nta_commit's members.
+Commit = tuple[int, int, int, int, int]
+# A filter keeping no frame (BPF_RET | BPF_K, 0): the second reader is fed nothing.
+NOTHING = (Insn(0x06, 0, 0, 0),)
 
 
 def _pack(commits: Sequence[Commit]) -> bytes:
@@ -100,44 +110,64 @@ class BadCommitter:
 
     def _length(self, chunks: list[Chunk]) -> None:
         c = chunks[0]
-        data = _PACK(c.node, c.offset, c.generation, 0) + b"\0"
+        data = _PACK(c.node, c.offset, c.generation, c.pool, 0) + b"\0"
         self.sent["length"] += 1
         self.refused["length"] += 1 - self.reader.write_commits(data)
 
     def _node(self, chunks: list[Chunk]) -> None:
-        n = self.reader.meta.node_count
-        self._refused("node", [(n, c.offset, c.generation, 0) for c in chunks], self.reader)
+        pools = self.reader.pools
+        # A chunk of a pool the reader could not map (a bad record's) gets the last index.
+        past = [p.node_count if p else 0xFFFFFFFF for p in pools]
+        commits = [(past[c.pool] if c.pool < len(past) else 0, c.offset, c.generation, c.pool, 0)
+                   for c in chunks]  # fmt: skip
+        self._refused("node", commits, self.reader)
 
     def _offset(self, chunks: list[Chunk]) -> None:
         page = self.reader.meta.chunk_size
         # +1 stays in the chunk (a frame never starts at its last byte); -1 if it would not.
         moved = [c.offset + 1 if (c.offset + 1) % page else c.offset - 1 for c in chunks]
-        commits = [(c.node, o, c.generation, 0) for c, o in zip(chunks, moved, strict=True)]
+        commits = [(c.node, o, c.generation, c.pool, 0) for c, o in zip(chunks, moved, strict=True)]
         self._refused("offset", commits, self.reader)
 
     def _generation(self, chunks: list[Chunk]) -> None:
-        commits = [(c.node, c.offset, (c.generation + 1) & 0xFFFFFFFF, 0) for c in chunks]
+        commits = [(c.node, c.offset, (c.generation + 1) & 0xFFFFFFFF, c.pool, 0) for c in chunks]
         self._refused("generation", commits, self.reader)
 
     def _reserved(self, chunks: list[Chunk]) -> None:
-        commits = [(c.node, c.offset, c.generation, 1) for c in chunks]
+        commits = [(c.node, c.offset, c.generation, c.pool, 1) for c in chunks]
         self._refused("reserved", commits, self.reader)
 
     def _owner(self, chunks: list[Chunk]) -> None:
-        if self.second is None:
-            self.second = self.open_second()
-        commits = [(c.node, c.offset, c.generation, 0) for c in chunks]
-        self._refused("owner", commits, self.second)
+        second = self.second
+        if second is None:
+            second = self.second = self.open_second()
+            second.set_filter(NOTHING)  # nothing published to it while it is attached
+            for index in self.reader.attached:
+                second.attach(index)
+                second.detach(index)  # its pool slot stays bound
+        # The same pool, in the second reader's slot for it (by device).
+        theirs = {p.ifindex: k for k, p in enumerate(second.pool_slots()) if p.bound}
+        mine = self.reader.pool_slots()
+        commits = [
+            (c.node, c.offset, c.generation, theirs.get(_ifindex(mine, c.pool), abi.MAX_POOLS), 0)
+            for c in chunks
+        ]
+        self._refused("owner", commits, second)
+
+    def _pool(self, chunks: list[Chunk]) -> None:
+        unbound = [p for p, info in enumerate(self.reader.pool_slots()) if not info.bound]
+        pool = unbound[0] if unbound else abi.MAX_POOLS
+        commits = [(c.node, c.offset, c.generation, pool, 0) for c in chunks]
+        self._refused("pool", commits, self.reader)
 
     def _random(self, chunks: list[Chunk]) -> None:
         size = abi.COMMIT.size
         count = min(len(chunks), self.reader.meta.max_commit_batch)
         data = self.rng.randbytes(size * count)
-        commits = list(abi.COMMIT.struct.iter_unpack(data))
-        # Random bytes naming a chunk the reader really holds are a good commit:
-        # vanishingly rare, and then not a malformed one.
-        held = {(c.node, c.offset, c.generation, 0) for c in chunks}
-        self._refused("random", [c for c in commits if c not in held], self.reader)
+        # A zero reserved field (1 in 65536) is dropped: then the commit is refused as
+        # reserved, always, before anything else is looked at (nta_commit_check()).
+        commits = [c for c in abi.COMMIT.struct.iter_unpack(data) if c[4]]
+        self._refused("random", commits, self.reader)
 
     def _ring(self, chunks: list[Chunk]) -> None:
         r = self.reader
@@ -150,7 +180,7 @@ class BadCommitter:
 
     def _state(self, chunks: list[Chunk]) -> None:
         r = self.reader
-        good = [(c.node, c.offset, c.generation, 0) for c in chunks]
+        good = [(c.node, c.offset, c.generation, c.pool, 0) for c in chunks]
         # The first copies are good commits: the reader's, not malformed ones.
         if self.via == "ring":
             r.ring_commits(_pack(good))
@@ -163,3 +193,8 @@ class BadCommitter:
         r.forget_pending(len(good))
         r.committed += len(good)
         self._refused("state", good, r)
+
+
+def _ifindex(slots: list[abi.PoolInfo], pool: int) -> int:
+    """The device pool slot `pool` serves (0, no device, if it is unbound)."""
+    return slots[pool].ifindex if pool < len(slots) and slots[pool].bound else 0

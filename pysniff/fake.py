@@ -1,25 +1,41 @@
 """An in-memory NTA for host-only tests: the module's shared memory and its rules.
 
 ``FakeNta`` lays its memory out like the module: per reader, a meta page, a
-ring mapping (record ring, commit ring, their indices) and a pool of nodes,
-all in one memfd (``FakeDevice.fd``) at the mmap offsets the meta page
-gives, which the Reader maps through the same ``Device`` calls it uses on
-/dev/nta (and ntadump maps in its host tests). Its mmap offsets differ from
-the module's on purpose (a reader must take them from the meta page).
-Commits are checked in the order ``nta_commit_check()`` uses, refusals
-counted per reason, a write() stops at the first refused commit, the commit
-ring is drained when the reader is at max_shared, on poll and on write, and
-NTA_COMMIT_NEED_WAKEUP is raised and cleared as the module does: tests of
-batching, the commit ring and malformed commits check the same arithmetic
-the kernel does.
+ring mapping (record ring, commit ring, their indices) and the pools it
+bound (meta.pools[]), all in one memfd (``FakeDevice.fd``) at the mmap
+offsets the meta page gives, which the Reader maps through the same
+``Device`` calls it uses on /dev/nta (and ntadump maps in its host tests).
+Its mmap offsets differ from the module's on purpose (a reader must take
+them from the meta page).
 
-``deliver()`` is the producer; ``queue()`` holds frames back until the
+ABI v3: a device's pool (``_Pool``) is made by its first reader's attach
+and shared by every reader attaching it (at most NTA_POOL_READERS, then
+EUSERS); a reader binds at most NTA_MAX_POOLS pools in its life (then
+ENOSPC), a slot each, kept until it closes. A frame the device receives is
+published to every reader of the device: the same chunk, node, offset and
+generation, a record in each reader's ring; each reader is admitted on its
+own (one at max_shared or with a full ring is not fed, and counts it, the
+others are). A chunk goes back to the pool once every reader it was
+published to committed it or closed. The module's readers map the same
+pages; here each reader's memfd holds its own copy of each pool it bound,
+written by the fake wherever the pool is written (a reader's mapping is
+read-only, so it cannot tell the difference).
+
+Commits are checked in the order ``nta_commit_check()`` uses (reserved,
+pool, node, offset page, state, generation, offset), refusals counted per
+reason, a write() stops at the first refused commit, the commit ring is
+drained when the reader is at max_shared, when a pool it reads runs empty,
+on poll and on write, and NTA_COMMIT_NEED_WAKEUP is raised and cleared as
+the module does: tests of batching, the commit ring and malformed commits
+check the same arithmetic the kernel does.
+
+``deliver()`` is the producer; ``queue()`` holds frames back until a
 reader polls, like traffic arriving while it waits. A frame is published in
 one chunk, or (``merged``) copied into chunks as NTA_RECORD_COPY pieces, or
 (``chain``) in place in several chunks, a non-COPY piece per chunk at any
 offset: how the module publishes a GRO-merged frame (the head's chunk, then
-each merged segment's). ``unregister()`` makes a device go away: its reader
-sees NTA_DEV_GONE, and POLLHUP from poll() once every device it attached is
+each merged segment's). ``unregister()`` makes a device go away: its readers
+see NTA_DEV_GONE, and POLLHUP from poll() once every device they attached is
 gone (``hangup=False``: a module that only sets the flag).
 """
 
@@ -39,23 +55,51 @@ from pysniff.device import Events
 
 PAGE = mmap.PAGESIZE
 HEADROOM = 66  # NET_SKB_PAD + NET_IP_ALIGN: where a driver puts the MAC header
-MAX_DEVS = 8
 # The ring mapping's first page, as the module lays it out.
 RING_PRODUCER, RING_CONSUMER, COMMIT_PRODUCER, COMMIT_CONSUMER, COMMIT_FLAGS = 0, 64, 128, 192, 256
 RING_MMAP_OFFSET = 16 * PAGE  # the module's differ: a reader must read them from the meta page
+POOL_GAP = 3 * PAGE  # between one pool slot's mapping and the next one's, in a reader's file
 
 
-@dataclass
+@dataclass(eq=False)
 class _Chunk:
+    pool: _Pool
     node: int
     index: int
     generation: int = 0
     busy: bool = False
-    owner: FakeDevice | None = None
+    readers: set[FakeDevice] = field(default_factory=set)  # shared with: non-empty
     frame_offset: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
+class _Pool:
+    """One device's pool, shared by the readers attaching it."""
+
+    ifindex: int
+    node_count: int
+    node_pages: int
+    chunks: list[list[_Chunk]] = field(default_factory=list)
+    free: deque[_Chunk] = field(default_factory=deque)
+    readers: list[_Attached] = field(default_factory=list)  # attached now, in attach order
+    bound: list[FakeDevice] = field(default_factory=list)  # every reader with a slot for it
+
+    def __post_init__(self) -> None:
+        self.chunks = [
+            [_Chunk(self, i, j) for j in range(self.node_pages)] for i in range(self.node_count)
+        ]
+        self.free.extend(c for node in self.chunks for c in node)
+
+    @property
+    def node_size(self) -> int:
+        return self.node_pages * PAGE
+
+    @property
+    def size(self) -> int:
+        return self.node_count * self.node_size
+
+
+@dataclass(eq=False)
 class _Attached:
     reader: FakeDevice
     stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(abi.DEV_STATS_COUNTERS, 0))
@@ -64,6 +108,8 @@ class _Attached:
 
 # A piece of a chain: (offset in its chunk, length), or (offset, length, copied).
 Piece = tuple[int, int] | tuple[int, int, bool]
+# A frame's piece as published: its chunk, offset in the node, length, NTA_RECORD_* of its own.
+Published = tuple[_Chunk, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -85,7 +131,11 @@ def _pages(n: int) -> int:
 
 
 class FakeNta:
-    """The module: counters, attached devices, readers (each with its own pool)."""
+    """The module: counters, devices and their pools, readers.
+
+    ``node_count`` and ``node_pages`` shape every device's pool;
+    ``pool_shapes`` gives some devices (by ifindex) another: (node_count, node_pages).
+    """
 
     def __init__(
         self,
@@ -99,9 +149,11 @@ class FakeNta:
         burst: int = 16,
         meta_override: Mapping[str, int] | None = None,
         hangup: bool = True,
+        pool_shapes: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         self.node_count, self.node_pages = node_count, node_pages
         self.node_size = node_pages * PAGE
+        self.pool_shapes = dict(pool_shapes or {})
         self.ring_entries = ring_entries
         self.max_shared = max_shared
         self.max_commit_batch = max_commit_batch
@@ -111,7 +163,7 @@ class FakeNta:
         self.hangup = hangup
         self.stats: dict[str, int] = dict.fromkeys(abi.STATS_COUNTERS, 0)
         self.bad_commits = [0] * abi.BAD_COMMIT_MAX
-        self.devs: dict[int, _Attached] = {}
+        self.pools: dict[int, _Pool] = {}  # by ifindex: made by the first attach
         self.queued: dict[int, deque[Arrival]] = {}
         self.leaving: set[int] = set()  # devices unregistered once their queue is empty
         self.readers: list[FakeDevice] = []
@@ -122,6 +174,40 @@ class FakeNta:
         dev = FakeDevice(self)
         self.readers.append(dev)
         return dev
+
+    @property
+    def devs(self) -> dict[int, list[_Attached]]:
+        """The attached devices: each one's readers, in attach order."""
+        return {i: p.readers for i, p in self.pools.items() if p.readers}
+
+    # -- the pools -----------------------------------------------------------------
+
+    def take(self, pool: _Pool) -> _Chunk | None:
+        """nta_pool_take_locked(): an empty pool takes its readers' commit rings first."""
+        if not pool.free:
+            for b in list(pool.bound):
+                b.drain()
+        if not pool.free:
+            self.stats["pool_empty"] += 1
+            return None
+        c = pool.free.popleft()
+        c.busy = True
+        c.generation = (c.generation + 1) & 0xFFFFFFFF
+        self.stats["allocated"] += 1
+        return c
+
+    def free_chunk(self, pool: _Pool, c: _Chunk) -> None:
+        c.readers.clear()
+        c.busy = False
+        pool.free.append(c)
+        self.stats["freed"] += 1
+
+    def put(self, pool: _Pool, c: _Chunk, offset: int, data: bytes) -> None:
+        """The pool's memory written: in every copy of it (a copy per reader that bound it)."""
+        at = c.node * pool.node_size + offset
+        for r in pool.bound:
+            if not r.closed:
+                r.pool_memory(pool)[at : at + len(data)] = data
 
     # -- the producer ---------------------------------------------------------
 
@@ -135,7 +221,8 @@ class FakeNta:
         merged: bool = False,
         chain: Sequence[Piece] = (),
     ) -> int | None:
-        """One frame received on ``ifindex``: its first record's seq if it was published.
+        """One frame received on ``ifindex``, for every reader of it: the first record's
+        seq in the first reader fed (its first attached that took it), None if none was.
 
         ``strip_vlan``: the stack took the outer tag out (802.1Q or 802.1ad).
         ``merged``: the stack held it in several buffers (GRO), so the module
@@ -147,24 +234,29 @@ class FakeNta:
         module copied into its chunk (NTA_RECORD_COPY), as it does the pieces
         of a merged frame that lie outside the pool.
         """
-        a = self.devs.get(ifindex)
-        if a is None:
+        pool = self.pools.get(ifindex)
+        if pool is None or not pool.readers:
             raise ValueError(f"ifindex {ifindex} is not attached: the module would not see it")
-        r = a.reader
         data, tci, tpid = wire, None, 0
         if strip_vlan and wire[12:14] in (b"\x81\x00", b"\x88\xa8"):
             data, tci = wire[:12] + wire[16:], int.from_bytes(wire[14:16], "big")
             tpid = int.from_bytes(wire[12:14], "big")
-        a.stats["received"] += 1
+        for a in pool.readers:
+            a.stats["received"] += 1
         if merged:
-            return r.copy_in(a, ifindex, data, tci, tpid)
+            return self.copy_in(pool, data, tci, tpid)
         if not chain:
             if headroom + len(data) > PAGE:  # the tap: a frame must fit its chunk
-                a.stats["skipped"] += 1
-                self.stats["skipped"] += 1
+                self._count(pool, "skipped")
                 return None
             chain = ((headroom, len(data)),)
-        return r.in_place(a, ifindex, data, tci, tpid, chain)
+        return self.in_place(pool, data, tci, tpid, chain)
+
+    def _count(self, pool: _Pool, name: str) -> None:
+        """A frame none of the device's readers got: counted for each, once module-wide."""
+        for a in pool.readers:
+            a.stats[name] += 1
+        self.stats[name] += 1
 
     def queue(
         self,
@@ -186,8 +278,9 @@ class FakeNta:
         """Deliver the next burst of queued frames on every attached interface; a device
         leaving (``unregister_after``) goes once its queue is empty."""
         n = 0
+        devs = self.devs
         for ifindex, q in self.queued.items():
-            if ifindex not in self.devs:
+            if ifindex not in devs:
                 continue
             for _ in range(min(self.burst, len(q))):
                 f = q.popleft()
@@ -200,17 +293,97 @@ class FakeNta:
         return n
 
     def unregister(self, ifindex: int) -> None:
-        """The device goes (unregistered, or moved to another namespace): its reader, if
-        any, sees NTA_DEV_GONE in its dev stats."""
+        """The device goes (unregistered, or moved to another namespace): its readers see
+        NTA_DEV_GONE in their dev stats. Its pool stays until its chunks come back."""
         self.leaving.discard(ifindex)
         self.interfaces.pop(ifindex, None)
-        a = self.devs.pop(ifindex, None)
-        if a is not None:
-            a.flags |= abi.DEV_GONE
+        pool = self.pools.get(ifindex)
+        if pool is not None:
+            for a in pool.readers:
+                a.flags |= abi.DEV_GONE
+            pool.readers = []
 
     def unregister_after(self, ifindex: int) -> None:
         """The device goes once every frame queued for it has arrived."""
         self.leaving.add(ifindex)
+
+    def publish(
+        self, pool: _Pool, pieces: list[Published], data: bytes, tci: int | None, tpid: int
+    ) -> int | None:
+        """One frame's pieces to every reader of the pool that admits them, each its own
+        records; the chunks shared with those. The first fed reader's first seq, or None
+        (nobody took it: the caller frees the chunks)."""
+        fed = [a for a in pool.readers if a.reader.admit(a, len(pieces))]
+        if not fed:
+            return None
+        self.clock_ns += 1000
+        seqs = [a.reader.publish(a, pool, pieces, data, tci, tpid, self.clock_ns) for a in fed]
+        for c, offset, _, _ in pieces:
+            c.readers = {a.reader for a in fed}
+            c.frame_offset = offset
+        return seqs[0]
+
+    def in_place(
+        self, pool: _Pool, data: bytes, tci: int | None, tpid: int, chain: Sequence[Piece]
+    ) -> int | None:
+        """nta_capture_linear(), and a GRO-merged frame published in place: each piece in
+        the chunk the driver received it in, at its offset there, a record each (or, a
+        piece marked copied, in a chunk the module copied it into: NTA_RECORD_COPY)."""
+        if sum(piece[1] for piece in chain) != len(data):
+            raise ValueError(f"pieces {chain} do not add up to the frame's {len(data)} bytes")
+        if any(piece[0] < 0 or piece[0] + piece[1] > PAGE for piece in chain):
+            raise ValueError(f"pieces {chain} do not fit their chunks")
+        taken: list[_Chunk] = []
+        for _ in chain:
+            c = self.take(pool)
+            if c is None:  # the pool was empty at refill: a buffer from elsewhere
+                for a in pool.readers:
+                    for name in ("fallback", "pool_empty", "unserved"):
+                        a.stats[name] += 1
+                self.stats["unserved"] += 1
+                for t in taken:
+                    self.free_chunk(pool, t)
+                return None
+            for a in pool.readers:
+                a.stats["allocated"] += 1
+            taken.append(c)
+        pieces: list[Published] = []
+        at = 0
+        for c, (offset, length, *copied) in zip(taken, chain, strict=True):
+            self.put(pool, c, c.index * PAGE + offset, data[at : at + length])
+            flags = abi.RECORD_COPY if copied and copied[0] else 0
+            pieces.append((c, c.index * PAGE + offset, length, flags))
+            at += length
+        seq = self.publish(pool, pieces, data, tci, tpid)
+        if seq is None:  # the stack is done with them, nobody holds them: back to the pool
+            for c in taken:
+                self.free_chunk(pool, c)
+        return seq
+
+    def copy_in(self, pool: _Pool, data: bytes, tci: int | None, tpid: int) -> int | None:
+        """nta_capture_copy(): a frame the stack holds in several buffers, into chunks."""
+        taken: list[_Chunk] = []
+        for _ in range(-(-len(data) // PAGE)):
+            c = self.take(pool)
+            if c is None:
+                break
+            taken.append(c)
+        pieces: list[Published] = []
+        for k, c in enumerate(taken):
+            part = data[k * PAGE : (k + 1) * PAGE]
+            self.put(pool, c, c.index * PAGE, part)
+            pieces.append((c, c.index * PAGE, len(part), abi.RECORD_COPY))
+        seq = None
+        if len(taken) * PAGE >= len(data):
+            seq = self.publish(pool, pieces, data, tci, tpid)
+            if seq is not None:  # else counted by admit
+                self.stats["copied"] += 1
+        else:
+            self._count(pool, "skipped")
+        if seq is None:
+            for c in taken:
+                self.free_chunk(pool, c)
+        return seq
 
     # -- ioctls ---------------------------------------------------------------
 
@@ -219,7 +392,8 @@ class FakeNta:
         for r in self.readers:
             live["committed"] += r.committed
             live["outstanding"] += r.outstanding
-            live["in_use"] += sum(c.busy for node in r.chunks for c in node)
+        for pool in self.pools.values():
+            live["in_use"] += sum(c.busy for node in pool.chunks for c in node)
         bad = {f"bad_commits_{i}": n for i, n in enumerate(self.bad_commits)}
         counters = dict(self.stats)
         for key, value in live.items():
@@ -230,29 +404,38 @@ class FakeNta:
         return abi.Stats.from_raw(self.stats_bytes())
 
     def attach(self, r: FakeDevice, ifindex: int, abi_version: int) -> None:
+        """nta_attach(): the device's pool made if it has none, a slot of the reader bound
+        to it if it has none (ENOSPC past NTA_MAX_POOLS), the reader one of the pool's
+        (EUSERS past NTA_POOL_READERS)."""
         if abi_version != abi.ABI_VERSION:
             raise _oserror(errno.EPROTO)
         if ifindex not in self.interfaces:
             raise _oserror(errno.ENODEV)
-        a = self.devs.get(ifindex)
-        if a is not None:
-            if a.reader is not r:
-                raise _oserror(errno.EBUSY)
+        pool = self.pools.get(ifindex)
+        if pool is not None and any(a.reader is r for a in pool.readers):
             return
-        if len(r.watched) >= MAX_DEVS:
+        if pool is not None and len(pool.readers) >= abi.POOL_READERS:
+            raise _oserror(errno.EUSERS)
+        if (pool is None or pool not in r.slots) and None not in r.slots:
             raise _oserror(errno.ENOSPC)
-        a = _Attached(r)
-        self.devs[ifindex] = a
-        r.watched[ifindex] = a
+        if pool is None:
+            nodes, pages = self.pool_shapes.get(ifindex, (self.node_count, self.node_pages))
+            pool = self.pools[ifindex] = _Pool(ifindex, nodes, pages)
+        if pool not in r.slots:
+            r.bind(pool)
+        a = r.watched.get(ifindex)
+        if a is None or a.flags & abi.DEV_GONE:
+            a = r.watched[ifindex] = _Attached(r)
+        pool.readers.append(a)
 
     def detach(self, r: FakeDevice, ifindex: int | None) -> None:
-        for index, a in list(self.devs.items()):
-            if a.reader is r and ifindex in (None, index):
-                del self.devs[index]
+        for index, pool in self.pools.items():
+            if ifindex in (None, index):
+                pool.readers = [a for a in pool.readers if a.reader is not r]
 
 
 class FakeDevice:
-    """One open file of the fake module: a reader with its own pool and rings."""
+    """One open file of the fake module: a reader with its rings and its pool slots."""
 
     def __init__(self, nta: FakeNta) -> None:
         self.nta = nta
@@ -261,30 +444,29 @@ class FakeDevice:
         commits = _pages(n.ring_entries * abi.COMMIT.size)
         self.ring_size = PAGE + records + commits
         self.commit_at = PAGE + records
-        nodes_offset = RING_MMAP_OFFSET + max(48 * PAGE, _pages(self.ring_size))
-        nodes_size = n.node_count * n.node_size
+        self.next_pool_offset = RING_MMAP_OFFSET + max(48 * PAGE, _pages(self.ring_size))
         self.meta_values = {
             "magic": abi.MAGIC, "abi_version": abi.ABI_VERSION, "meta_size": abi.META.size,
             "record_size": abi.RECORD.size, "commit_size": abi.COMMIT.size, "page_size": PAGE,
-            "node_count": n.node_count, "node_size": n.node_size, "chunk_size": PAGE,
-            "ring_entries": n.ring_entries, "commit_entries": n.ring_entries,
+            "max_pools": abi.MAX_POOLS, "pool_info_size": abi.POOL_INFO.size,
+            "chunk_size": PAGE, "ring_entries": n.ring_entries, "commit_entries": n.ring_entries,
             "max_shared": n.max_shared, "max_commit_batch": n.max_commit_batch,
             "ring_mmap_offset": RING_MMAP_OFFSET, "ring_mmap_size": self.ring_size,
-            "nodes_mmap_offset": nodes_offset, "nodes_mmap_size": nodes_size,
             "ring_producer_offset": RING_PRODUCER, "ring_consumer_offset": RING_CONSUMER,
             "ring_records_offset": PAGE, "commit_producer_offset": COMMIT_PRODUCER,
             "commit_consumer_offset": COMMIT_CONSUMER, "commit_flags_offset": COMMIT_FLAGS,
             "commit_entries_offset": self.commit_at,
             **n.meta_override,
         }  # fmt: skip
-        # The three mappings in one file, each at its mmap offset (as one /dev/nta is).
+        # The mappings in one file, each at its mmap offset (as one /dev/nta is).
         self.fd = os.memfd_create("nta", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, nodes_offset + nodes_size)
+        os.ftruncate(self.fd, self.next_pool_offset)
         os.pwrite(self.fd, abi.META.pack(self.meta_values), 0)
         self.ring = mmap.mmap(self.fd, self.ring_size, offset=RING_MMAP_OFFSET)
-        self.nodes = mmap.mmap(self.fd, nodes_size, offset=nodes_offset)
-        self.chunks = [[_Chunk(i, j) for j in range(n.node_pages)] for i in range(n.node_count)]
-        self.free: deque[_Chunk] = deque(c for node in self.chunks for c in node)
+        # Pool slots, as meta.pools[] says: the pool, and its mmap offset in this file.
+        self.slots: list[_Pool | None] = [None] * abi.MAX_POOLS
+        self.pool_offsets: list[int] = [0] * abi.MAX_POOLS
+        self.pool_maps: dict[int, mmap.mmap] = {}  # by slot: this file's copy of the pool
         self.watched: dict[int, _Attached] = {}
         self.seq = 0
         self.commit_cons = 0
@@ -301,30 +483,30 @@ class FakeDevice:
         self.maps_made: list[tuple[int, int, bool]] = []
         self.ioctls: Counter[int] = Counter()  # by request
 
-    # -- the pool ---------------------------------------------------------------
+    # -- the pool slots -----------------------------------------------------------
 
-    def take(self) -> _Chunk | None:
-        """nta_pool_take_locked(): an empty pool takes the commit ring first."""
-        if not self.free:
-            self.drain()
-        if not self.free:
-            self.nta.stats["pool_empty"] += 1
-            return None
-        c = self.free.popleft()
-        c.busy = True
-        c.generation = (c.generation + 1) & 0xFFFFFFFF
-        self.nta.stats["allocated"] += 1
-        return c
+    def bind(self, pool: _Pool) -> int:
+        """The next free slot bound to ``pool``: its memory in this file, meta.pools[] told."""
+        p = self.slots.index(None)
+        offset = self.next_pool_offset
+        self.next_pool_offset = offset + _pages(pool.size) + POOL_GAP
+        os.ftruncate(self.fd, self.next_pool_offset)
+        self.slots[p], self.pool_offsets[p] = pool, offset
+        self.pool_maps[p] = mmap.mmap(self.fd, pool.size, offset=offset)
+        pool.bound.append(self)
+        info = abi.POOL_INFO.pack(
+            mmap_offset=offset, mmap_size=pool.size, node_count=pool.node_count,
+            node_size=pool.node_size, ifindex=pool.ifindex,
+        )  # fmt: skip
+        os.pwrite(self.fd, info, abi.META["pools"].offset + p * abi.POOL_INFO.size)
+        return p
 
-    def free_chunk(self, c: _Chunk) -> None:
-        c.owner = None
-        c.busy = False
-        self.free.append(c)
-        self.nta.stats["freed"] += 1
+    def slot_of(self, pool: _Pool) -> int:
+        return self.slots.index(pool)
 
-    def put(self, c: _Chunk, offset: int, data: bytes) -> None:
-        at = c.node * self.nta.node_size + offset
-        self.nodes[at : at + len(data)] = data
+    def pool_memory(self, pool: _Pool) -> mmap.mmap:
+        """This file's copy of ``pool`` (writable: the module's side)."""
+        return self.pool_maps[self.slot_of(pool)]
 
     # -- the rings --------------------------------------------------------------
 
@@ -352,6 +534,8 @@ class FakeDevice:
 
     def drain(self) -> None:
         """nta_drain_locked(): every entry of the commit ring, each checked once."""
+        if self.closed:
+            return
         producer = self.index(COMMIT_PRODUCER)
         avail = producer - self.commit_cons
         if not avail:
@@ -370,6 +554,7 @@ class FakeDevice:
             self.set_need_wakeup(False)
 
     def admit(self, a: _Attached, n: int) -> bool:
+        """Whether this reader takes a frame of ``n`` records; if not, counted as its miss."""
         if self.outstanding + n > self.nta.max_shared:
             self.drain()
             if self.outstanding + n > self.nta.max_shared:
@@ -386,32 +571,30 @@ class FakeDevice:
     def publish(
         self,
         a: _Attached,
-        pieces: list[tuple[_Chunk, int, int, int]],
-        ifindex: int,
+        pool: _Pool,
+        pieces: list[Published],
         data: bytes,
         tci: int | None,
         tpid: int,
-    ) -> int | None:
-        """The records of one frame, made visible at once; the first's seq, or None.
-        Each piece: its chunk, offset, length, and flags of its own (NTA_RECORD_COPY)."""
-        if not self.admit(a, len(pieces)):
-            return None
-        self.nta.clock_ns += 1000
+        tstamp_ns: int,
+    ) -> int:
+        """The records of one frame in this reader's ring, made visible at once; the first's
+        seq. Each piece: its chunk, offset, length, and flags of its own (NTA_RECORD_COPY)."""
         first = self.seq
+        slot = self.slot_of(pool)
         for k, (c, offset, length, flags) in enumerate(pieces):
             contd = abi.RECORD_CONTD if k + 1 < len(pieces) else 0
             record = abi.RECORD.pack(
                 node=c.node, offset=offset, len=length, generation=c.generation, seq=self.seq,
-                tstamp_ns=self.nta.clock_ns, ifindex=ifindex,
+                tstamp_ns=tstamp_ns, ifindex=pool.ifindex,
                 protocol=int.from_bytes(data[12:14], "little"),  # raw network-order bytes
                 flags=flags | contd | (abi.RECORD_VLAN if tci is not None else 0),
                 frame_len=len(data), vlan_tci=tci or 0,
-                vlan_proto=int.from_bytes(tpid.to_bytes(2, "big"), "little"),
+                vlan_proto=int.from_bytes(tpid.to_bytes(2, "big"), "little"), pool=slot,
             )  # fmt: skip
-            slot = PAGE + (self.seq & (self.nta.ring_entries - 1)) * abi.RECORD.size
-            self.ring[slot : slot + len(record)] = record
+            at = PAGE + (self.seq & (self.nta.ring_entries - 1)) * abi.RECORD.size
+            self.ring[at : at + len(record)] = record
             self.stamps[self.seq] = time.monotonic()
-            c.owner, c.frame_offset = self, offset
             self.outstanding += 1
             self.seq += 1
             self.counters["records"] += 1
@@ -420,89 +603,21 @@ class FakeDevice:
         a.stats["published"] += 1
         return first
 
-    def in_place(
-        self,
-        a: _Attached,
-        ifindex: int,
-        data: bytes,
-        tci: int | None,
-        tpid: int,
-        chain: Sequence[Piece],
-    ) -> int | None:
-        """nta_capture_linear(), and a GRO-merged frame published in place: each piece in
-        the chunk the driver received it in, at its offset there, a record each (or, a
-        piece marked copied, in a chunk the module copied it into: NTA_RECORD_COPY)."""
-        if sum(piece[1] for piece in chain) != len(data):
-            raise ValueError(f"pieces {chain} do not add up to the frame's {len(data)} bytes")
-        if any(piece[0] < 0 or piece[0] + piece[1] > PAGE for piece in chain):
-            raise ValueError(f"pieces {chain} do not fit their chunks")
-        taken: list[_Chunk] = []
-        for _ in chain:
-            c = self.take()
-            if c is None:  # the pool was empty at refill: a buffer from elsewhere
-                a.stats["fallback"] += 1
-                a.stats["pool_empty"] += 1
-                a.stats["unserved"] += 1
-                self.nta.stats["unserved"] += 1
-                for t in taken:
-                    self.free_chunk(t)
-                return None
-            a.stats["allocated"] += 1
-            taken.append(c)
-        pieces, at = [], 0
-        for c, (offset, length, *copied) in zip(taken, chain, strict=True):
-            self.put(c, c.index * PAGE + offset, data[at : at + length])
-            flags = abi.RECORD_COPY if copied and copied[0] else 0
-            pieces.append((c, c.index * PAGE + offset, length, flags))
-            at += length
-        seq = self.publish(a, pieces, ifindex, data, tci, tpid)
-        if seq is None:  # the stack is done with them, nobody holds them: back to the pool
-            for c in taken:
-                self.free_chunk(c)
-        return seq
-
-    def copy_in(
-        self, a: _Attached, ifindex: int, data: bytes, tci: int | None, tpid: int
-    ) -> int | None:
-        """nta_capture_copy(): a frame the stack holds in several buffers, into chunks."""
-        taken: list[_Chunk] = []
-        for _ in range(-(-len(data) // PAGE)):
-            c = self.take()
-            if c is None:
-                break
-            taken.append(c)
-        pieces = []
-        for k, c in enumerate(taken):
-            part = data[k * PAGE : (k + 1) * PAGE]
-            self.put(c, c.index * PAGE, part)
-            pieces.append((c, c.index * PAGE, len(part), abi.RECORD_COPY))
-        seq = None
-        if len(taken) * PAGE >= len(data):
-            seq = self.publish(a, pieces, ifindex, data, tci, tpid)
-            if seq is None:
-                pass  # counted by admit
-            else:
-                self.nta.stats["copied"] += 1
-        else:
-            a.stats["skipped"] += 1
-            self.nta.stats["skipped"] += 1
-        if seq is None:
-            for c in taken:
-                self.free_chunk(c)
-        return seq
-
     # -- commits ------------------------------------------------------------------
 
-    def check(self, node: int, offset: int, gen: int, res: int) -> int | _Chunk:
+    def check(self, node: int, offset: int, gen: int, pool: int, res: int) -> int | _Chunk:
         """nta_commit_check(), in the same order: a reason, or the chunk to release."""
         if res:
             return abi.BadCommit.RESERVED
-        if node >= self.nta.node_count:
+        p = self.slots[pool] if pool < abi.MAX_POOLS else None
+        if p is None:
+            return abi.BadCommit.POOL
+        if node >= p.node_count:
             return abi.BadCommit.NODE
-        if offset >= self.nta.node_pages * PAGE:
+        if offset // PAGE >= p.node_pages:
             return abi.BadCommit.OFFSET
-        c = self.chunks[node][offset // PAGE]
-        if c.owner is not self:
+        c = p.chunks[node][offset // PAGE]
+        if self not in c.readers:
             return abi.BadCommit.STATE
         if c.generation != gen:
             return abi.BadCommit.GENERATION
@@ -510,27 +625,37 @@ class FakeDevice:
             return abi.BadCommit.OFFSET
         return c
 
-    def commit_one(self, node: int, offset: int, gen: int, res: int) -> bool:
-        got = self.check(node, offset, gen, res)
+    def commit_one(self, node: int, offset: int, gen: int, pool: int, res: int) -> bool:
+        got = self.check(node, offset, gen, pool, res)
         if isinstance(got, int):
             self.nta.bad_commits[got] += 1
             return False
-        self.outstanding -= 1
+        self.release(got)
         self.committed += 1
-        self.free_chunk(got)
         return True
+
+    def release(self, c: _Chunk) -> None:
+        """This reader lets go of ``c``: back to its pool once no reader holds it."""
+        c.readers.discard(self)
+        self.outstanding -= 1
+        if not c.readers:
+            self.nta.free_chunk(c.pool, c)
 
     # -- the Device protocol -------------------------------------------------
 
     def map(self, offset: int, size: int, writable: bool) -> mmap.mmap:
-        """nta_mmap(): only the three mappings the meta page names, at their exact sizes."""
+        """nta_mmap(): only the mappings the meta page names, at their exact sizes; a pool
+        slot only once bound."""
         m = self.meta_values
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         self.maps_made.append((offset, size, writable))
         ring = offset == m["ring_mmap_offset"] and size == self.ring_size
         meta = offset == abi.MMAP_META_OFFSET and size == PAGE
-        nodes = offset == m["nodes_mmap_offset"] and size == m["nodes_mmap_size"]
-        if not (ring or meta or nodes) or (writable and not ring):
+        pool = any(
+            s is not None and offset == self.pool_offsets[p] and size == s.size
+            for p, s in enumerate(self.slots)
+        )
+        if not (ring or meta or pool) or (writable and not ring):
             raise _oserror(errno.EINVAL)
         return mmap.mmap(self.fd, size, mmap.MAP_SHARED, prot, offset=offset)
 
@@ -629,20 +754,24 @@ class FakeDevice:
         return accepted * size
 
     def close(self) -> None:
-        """nta_release(): detach, then take back what the reader still holds."""
+        """nta_release(): detach, then take back what the reader still holds (its share of
+        each chunk: one other readers hold stays theirs)."""
         if self.closed:
             return
-        self.closed = True
         self.nta.detach(self, None)
-        for node in self.chunks:
-            for c in node:
-                if c.owner is self:
-                    self.nta.stats["returned_on_close"] += 1
-                    self.outstanding -= 1
-                    self.free_chunk(c)
+        for pool in self.slots:
+            if pool is None:
+                continue
+            for node in pool.chunks:
+                for c in node:
+                    if self in c.readers:
+                        self.nta.stats["returned_on_close"] += 1
+                        self.release(c)
+            pool.bound.remove(self)
+        self.closed = True
         self.nta.stats["committed"] += self.committed
         self.nta.readers.remove(self)
-        for m in (self.ring, self.nodes):
+        for m in (self.ring, *self.pool_maps.values()):
             m.close()
         os.close(self.fd)
 

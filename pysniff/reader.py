@@ -1,4 +1,8 @@
-"""The zero-copy reader: map NTA's pool and rings, read frames in place, hand chunks back.
+"""The zero-copy reader: map NTA's pools and rings, read frames in place, hand chunks back.
+
+A reader maps the pool of each device it attached (meta.pools[p]: right
+after the attach, or when a record first names pool p); every record and
+commit names its pool.
 
 A frame is one record, or a chain of them (NTA_RECORD_CONTD: each record
 but the last says the frame continues in the next seq), any number of
@@ -19,8 +23,8 @@ Commits go into the commit ring (a store, no system call) unless
 (NTA_COMMIT_NEED_WAKEUP) or the ring has no room. ``syscalls`` counts every
 one the reader makes.
 
-A frame the reader cannot read (a record naming bytes outside the pool, a
-chain that can never end) is refused: counted in ``rejected`` by ``Fault``,
+A frame the reader cannot read (a record naming an unbound pool or bytes
+outside its pool, a chain that can never end) is refused: counted in ``rejected`` by ``Fault``,
 told to ``on_reject``, its chunks committed like any other.
 """
 
@@ -59,10 +63,13 @@ _CONTD = abi.RECORD_CONTD
 # A record as 32-bit words: where its len and ifindex are.
 _WORDS = _RSIZE // 4
 _LEN, _IFINDEX = abi.RECORD["len"].offset // 4, abi.RECORD["ifindex"].offset // 4
-# Where a record's bytes are: its first three fields (node, offset, len), the rest skipped.
-_SPAN = struct.Struct(f"<III{_RSIZE - 12}x")
+_POOL = abi.RECORD["pool"].offset
+# Where a record's bytes are: its first three fields (node, offset, len) and its pool.
+_SPAN = struct.Struct(f"<III{_POOL - 12}xI{_RSIZE - _POOL - 4}x")
 if [(f.name, f.offset) for f in abi.RECORD.fields[:3]] != [("node", 0), ("offset", 4), ("len", 8)]:
     raise AbiMismatch("struct nta_record no longer starts with node, offset, len")
+# The index of pool in a record's unpacked tuple (the frames() loop reads it by index).
+_POOL_AT = [f.name for f in abi.RECORD.fields].index("pool")
 # The low byte of a record's flags (little endian), where NTA_RECORD_CONTD is.
 _FLAGS_LOW = abi.RECORD["flags"].offset
 _NOT_CONTD = bytes(b for b in range(256) if not b & _CONTD)
@@ -112,11 +119,12 @@ class Frame(NamedTuple):
 
 
 class Chunk(NamedTuple):
-    """What a commit names: the chunk's node, the record's offset, the generation."""
+    """What a commit names: the chunk's node, the record's offset, the generation, its pool."""
 
     node: int
     offset: int
     generation: int
+    pool: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +136,7 @@ class CommitResult:
 class Fault(enum.Enum):
     """Why a frame was refused."""
 
-    OUTSIDE = "names bytes outside the pool"
+    OUTSIDE = "names an unbound pool or bytes outside its pool"
     OPEN = "never got its last record"  # a chain still open when nothing can follow it
 
 
@@ -145,7 +153,7 @@ class Rejected:
 class Bulk:
     """Every whole frame ready at once, as packed ``struct nta_record``s: no object per frame.
 
-    ``records`` is a copy of the ring slots (48 bytes a record), whole frames
+    ``records`` is a copy of the ring slots (56 bytes a record), whole frames
     only; ``pieces`` each record's bytes in place; ``count`` the frames,
     ``bytes`` their length. A frame is one record, or a CONTD chain of them.
     """
@@ -194,14 +202,24 @@ class Bulk:
 
 
 def commits_of(records: bytes) -> bytearray:
-    """The commits for packed records: node, offset, generation, zero; three strided copies
-    (C speed), not one Python object per record."""
+    """The commits for packed records: node, offset, generation, pool; strided copies (C
+    speed), not one Python object per record.
+
+    The record's pool is 32 bits, the commit's 16 and a reserved 16 after
+    it: the pool's high half goes into reserved, so a record naming a pool
+    past 0xffff makes a commit the module refuses (NTA_BAD_RESERVED) rather
+    than one naming another pool."""
     out = bytearray(len(records) // _RSIZE * _CSIZE)
     src, dst = memoryview(records).cast("I"), memoryview(out).cast("I")
     for name in ("node", "offset", "generation"):
         dst[abi.COMMIT[name].offset // 4 :: _CSIZE // 4] = src[
             abi.RECORD[name].offset // 4 :: _WORDS
         ]
+    src16, dst16 = src.cast("B").cast("H"), dst.cast("B").cast("H")
+    at = abi.COMMIT["pool"].offset // 2
+    dst16[at :: _CSIZE // 2] = src16[_POOL // 2 :: _RSIZE // 2]
+    dst16[at + 1 :: _CSIZE // 2] = src16[_POOL // 2 + 1 :: _RSIZE // 2]
+    dst16.release()
     dst.release()  # the caller may grow out
     return out
 
@@ -277,21 +295,21 @@ class Reader:
     # -- setup --------------------------------------------------------------
 
     def _map(self) -> None:
-        # The meta page is one page at a fixed offset; everything else comes from it.
-        meta_map = self.dev.map(abi.MMAP_META_OFFSET, mmap.PAGESIZE, writable=False)
-        try:
-            self.meta = abi.Meta.parse(meta_map[: abi.META.size])
-        finally:
-            meta_map.close()
+        # The meta page is one page at a fixed offset; everything else comes from it. It
+        # stays mapped: an attach binds a pool slot in it later.
+        self._meta_page = self.dev.map(abi.MMAP_META_OFFSET, mmap.PAGESIZE, writable=False)
+        self._maps.append(self._meta_page)
+        self.meta = abi.Meta.parse(self._meta_page[: abi.META.size])
         m = self.meta
         self.ring = self.dev.map(m.ring_mmap_offset, m.ring_mmap_size, writable=True)
         self._maps.append(self.ring)
-        self.nodes = self.dev.map(m.nodes_mmap_offset, m.nodes_mmap_size, writable=False)
-        self._maps.append(self.nodes)
-        self.view = memoryview(self.nodes)
-        # A view per node: a record's bytes are a slice of its node's.
-        size = m.node_size
-        self._node_views = [self.view[n * size : (n + 1) * size] for n in range(m.node_count)]
+        # Per pool slot: its mapping and slot as mapped (None: not mapped), and a view per
+        # node (empty: not mapped), a record's bytes being a slice of its node's. A list
+        # indexed by the record's pool: the hot loops' lookup is one index.
+        self.pools: list[abi.PoolInfo | None] = [None] * abi.MAX_POOLS
+        self.pool_maps: list[mmap.mmap | None] = [None] * abi.MAX_POOLS
+        self._pool_nodes: list[list[memoryview]] = [[] for _ in range(abi.MAX_POOLS)]
+        self.map_pools()
         # The indices as 64-bit words: one aligned 8-byte load or store each
         # (memoryview item access is a fixed-size memcpy, compiled to one mov),
         # so the module never sees a torn index.
@@ -308,12 +326,50 @@ class Reader:
         self.consumer: int = self._index[self._consumer_at]
         self.commit_producer: int = self._index[self._cprod_at]
 
+    def pool_slots(self) -> list[abi.PoolInfo]:
+        """meta.pools[] as it is now (slots bound since the reader mapped it included)."""
+        page = memoryview(self._meta_page)
+        try:
+            return [abi.PoolInfo.parse(page, p) for p in range(abi.MAX_POOLS)]
+        finally:
+            page.release()
+
+    def map_pools(self) -> None:
+        """Map every pool slot bound and not mapped yet (after an attach)."""
+        for p in range(abi.MAX_POOLS):
+            self._map_pool(p)
+
+    def _map_pool(self, p: int) -> list[memoryview]:
+        """Pool ``p``'s node views, mapping it first if its slot is bound and it is not
+        mapped yet; empty if ``p`` is no slot or is unbound (its records are outside)."""
+        if not 0 <= p < abi.MAX_POOLS:
+            return []
+        if self.pools[p] is not None:
+            return self._pool_nodes[p]
+        page = memoryview(self._meta_page)
+        info = abi.PoolInfo.parse(page, p)
+        page.release()
+        if not info.bound:
+            return []
+        problems = info.problems(p, self.meta.page_size)
+        if problems:
+            raise AbiMismatch("inconsistent meta page: " + "; ".join(problems))
+        pool = self.dev.map(info.mmap_offset, info.mmap_size, writable=False)
+        self._maps.append(pool)
+        view = memoryview(pool)
+        size = info.node_size
+        self._pool_nodes[p] = [view[n * size : (n + 1) * size] for n in range(info.node_count)]
+        view.release()  # the node views hold the mapping's buffer on their own
+        self.pools[p], self.pool_maps[p] = info, pool
+        return self._pool_nodes[p]
+
     def attach(self, iface: str | int) -> int:
         """Start receiving what ``iface`` (name or index) receives; its index."""
         index = resolve(iface)
         self._ioctl_attach(abi.IOC_ATTACH, iface, index)
         named = isinstance(iface, str) and not iface.isdecimal()
         self.attached[index] = str(iface) if named else _name_of(index)
+        self.map_pools()
         return index
 
     def detach(self, iface: str | int) -> None:
@@ -332,8 +388,10 @@ class Reader:
         except OSError as e:
             why = {
                 errno.ENODEV: f"no such interface: {iface}",
-                errno.EBUSY: f"{iface} is attached to another reader",
-                errno.ENOSPC: f"cannot attach {iface}: a reader attaches at most 8 devices",
+                errno.EUSERS: f"cannot attach {iface}: it already has {abi.POOL_READERS} "
+                "readers, the most a device's pool has at once",
+                errno.ENOSPC: f"cannot attach {iface}: this reader has bound {abi.MAX_POOLS} "
+                "pools, the most one reader binds in its life (open another reader)",
                 errno.EPERM: f"cannot attach {iface}: CAP_NET_RAW is needed in its namespace",
                 errno.EPROTO: f"the module does not speak pysniff's ABI {abi.ABI_VERSION}",
             }.get(e.errno or 0, f"cannot attach {iface}: {e.strerror}")
@@ -447,7 +505,7 @@ class Reader:
         self._auto_commit()
         end = self.producer()
         records = self._slots(end - self.consumer)
-        nodes, node_count = self._node_views, self.meta.node_count
+        pools = self._pool_nodes
         taken = used = begin = 0  # frames yielded; records taken; the frame's first record
         first: tuple[int, ...] = ()
         pieces: list[memoryview] = []
@@ -458,9 +516,12 @@ class Reader:
                     if limit is not None and taken >= limit:
                         break
                     first, pieces, outside = rec, [], False
-                node, offset, length = rec[0], rec[1], rec[2]
+                offset, length = rec[1], rec[2]
                 # A slice past the node's end comes back short: the bytes are not all there.
-                piece = nodes[node][offset : offset + length] if node < node_count else None
+                try:
+                    piece = pools[rec[_POOL_AT]][rec[0]][offset : offset + length]
+                except IndexError:  # no such pool or node: maybe a pool not mapped yet
+                    piece = self._late_piece(rec)
                 if piece is not None and len(piece) == length:
                     pieces.append(piece)
                 else:
@@ -487,6 +548,13 @@ class Reader:
         finally:
             self._consume(records[: used * _RSIZE])
 
+    def _late_piece(self, rec: tuple[int, ...]) -> memoryview | None:
+        """A record's bytes once its pool is mapped (a pool no record named before), or None:
+        the pool is unbound, or has no such node."""
+        nodes = self._map_pool(rec[_POOL_AT])
+        node, offset, length = rec[0], rec[1], rec[2]
+        return nodes[node][offset : offset + length] if node < len(nodes) else None
+
     def bulk(self, limit: int | None = None, *, last: bool = False) -> Bulk:
         """Every whole frame ready now (at most ``limit``), in one copy of their ring slots;
         a frame left open or refused as by ``frames()``."""
@@ -510,33 +578,45 @@ class Reader:
             frames = whole = taken = n if limit is None else min(n, limit)
         good = records[: whole * _RSIZE]
         pieces = self._pieces(good)
-        if pieces is None:  # some record names bytes outside the pool
+        if pieces is None and self._map_named(good):  # a pool seen for the first time
+            pieces = self._pieces(good)
+        if pieces is None:  # some record names an unbound pool or bytes outside its pool
             good, frames = self._refuse_outside(good)
             pieces = self._pieces(good) or []
         self._consume(records[: taken * _RSIZE])
         return Bulk(good, pieces, frames, sum(map(len, pieces)))
 
     def _pieces(self, records: bytes) -> list[memoryview] | None:
-        """Each record's bytes, in place, or None if one names bytes outside the pool: its
-        node's view has no such index, or the slice of it comes back short (so one sum
-        checks the whole batch)."""
-        nodes = self._node_views
+        """Each record's bytes, in place, or None if one names an unmapped pool or bytes
+        outside its pool: no such pool or node view, or the slice of it comes back short
+        (so one sum checks the whole batch)."""
+        pools = self._pool_nodes
         try:
-            pieces = [nodes[i][at : at + n] for i, at, n in _SPAN.iter_unpack(records)]
+            pieces = [pools[p][i][at : at + n] for i, at, n, p in _SPAN.iter_unpack(records)]
         except IndexError:
             return None
         want = sum(memoryview(records).cast("I")[_LEN::_WORDS])
         return pieces if sum(map(len, pieces)) == want else None
 
+    def _map_named(self, records: bytes) -> bool:
+        """Map the pools ``records`` name that are bound and not mapped yet; whether any was."""
+        named = set(memoryview(records).cast("I")[_POOL // 4 :: _WORDS])
+        return any(self.pools[p] is None and self._map_pool(p) for p in named if p < abi.MAX_POOLS)
+
     def _refuse_outside(self, records: bytes) -> tuple[bytes, int]:
-        """The frames of ``records`` whose bytes are all in the pool, and how many; the others
-        refused (the slow path, for a batch that has such a frame)."""
-        m = self.meta
+        """The frames of ``records`` whose bytes are all in their pools, and how many; the
+        others refused (the slow path, for a batch that has such a frame)."""
         good, frames, begin, seq, outside = bytearray(), 0, 0, 0, False
         for k, rec in enumerate(_RECORD.iter_unpack(records)):
             if k == begin:
                 seq, outside = rec[4], False
-            outside = outside or rec[0] >= m.node_count or rec[1] + rec[2] > m.node_size
+            pool = self.pools[rec[_POOL_AT]] if rec[_POOL_AT] < abi.MAX_POOLS else None
+            outside = (
+                outside
+                or pool is None
+                or rec[0] >= pool.node_count
+                or rec[1] + rec[2] > pool.node_size
+            )
             if rec[8] & _CONTD:
                 continue
             if outside:
@@ -556,7 +636,7 @@ class Reader:
 
     def pending_chunks(self) -> list[Chunk]:
         """Each pending chunk, oldest first."""
-        return [Chunk(n, o, g) for n, o, g, _ in _COMMIT.iter_unpack(self._pending)]
+        return [Chunk(n, o, g, p) for n, o, g, p, _ in _COMMIT.iter_unpack(self._pending)]
 
     def _auto_commit(self) -> None:
         if not self.auto_commit:
@@ -696,9 +776,10 @@ class Reader:
         alive) cannot be unmapped yet; it goes when the last view does, and
         the module's release runs then.
         """
-        for mv in self.__dict__.pop("_node_views", []):
-            mv.release()
-        for name in ("_index", "_flags", "view"):
+        for nodes in self.__dict__.pop("_pool_nodes", []):
+            for mv in nodes:
+                mv.release()
+        for name in ("_index", "_flags"):
             mv = self.__dict__.pop(name, None)
             if isinstance(mv, memoryview):
                 mv.release()

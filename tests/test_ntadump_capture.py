@@ -80,7 +80,8 @@ def check_wrapping_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done
     assert [r.data for r in read_pcap(out)] == [signed(0, 60), signed(2, 60)]
     assert (
-        "ntadump: the frame at record 1 names bytes outside the pool: not written\n"
+        "ntadump: the frame at record 1 names an unbound pool or bytes outside its pool: "
+        "not written\n"
         "2 frames captured"
     ) in done.stderr
     assert done.stderr.endswith("1 frames not written (see above)\n"), done.stderr
@@ -261,6 +262,47 @@ def check_one_of_two_gone(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     assert "gone\n" not in done.stderr.split("the device is gone\n")[1]
 
 
+def check_two_pools(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """Two devices, a pool each (of other sizes): each frame read from its own pool, every
+    shape, each commit naming its pool (the fake refuses a commit naming the other).
+    Device 2's 30 frames reach past its pool's first node (12 chunks)."""
+    nta = FakeNta(ring_entries=64, burst=4, node_count=3, node_pages=16, pool_shapes={2: (5, 12)})
+    ones, twos = shapes() * 2, [Arrival(signed(i, 60 + 40 * i)) for i in range(30)]
+    nta.queue(1, ones)
+    nta.queue(2, twos)
+    # arrive(): a burst of device 1's, then one of device 2's, at each poll.
+    order: list[Arrival] = []
+    for at in range(0, max(len(ones), len(twos)), 4):
+        order += ones[at : at + 4] + twos[at : at + 4]
+    out = tmp_path / "out.pcap"
+    args = ["-i", "1", "-i", "2", "-w", str(out), "-c", str(len(order))]
+    with Ntadump(ntadump, preload, nta, args) as run:
+        done = run.wait()
+    assert done.returncode == 0, done.stderr
+    assert [r.data for r in read_pcap(out)] == [f.wire for f in order]
+    assert [p.ifindex if p else None for p in run.dev.slots[:3]] == [1, 2, None]
+    all_back(run, nta.stats["published"])
+
+
+def check_pool_named_first_by_a_record(ntadump: Path, preload: Path, tmp_path: Path) -> None:
+    """A slot bound after ntadump's attach (behind its back): the first record naming the
+    pool maps it."""
+    nta = FakeNta(ring_entries=64, node_count=2, node_pages=16, pool_shapes={2: (3, 8)})
+    out = tmp_path / "out.pcap"
+    with Ntadump(ntadump, preload, nta, ["-i", "1", "-w", str(out), "-c", "3"]) as run:
+
+        def later() -> None:
+            nta.attach(run.dev, 2, abi.ABI_VERSION)
+            for i in range(3):
+                nta.deliver(1 + i % 2, signed(i, 60))
+
+        run.soon(later)
+        done = run.wait()
+    assert done.returncode == 0, done.stderr
+    assert [r.data for r in read_pcap(out)] == [signed(i, 60) for i in range(3)]
+    all_back(run, 3)
+
+
 def long_chain(i: int, pieces: int, tagged: bool = False) -> Arrival:
     """A frame in ``pieces`` chunks, 16 bytes each, at offsets 0, 16, 32, ... into them."""
     size = 16 * pieces
@@ -319,6 +361,13 @@ def test_it_ends_once_its_interfaces_are_gone(
     check(ntadump, preload, tmp_path)
 
 
+@pytest.mark.parametrize("check", [check_two_pools, check_pool_named_first_by_a_record])
+def test_each_frame_comes_from_its_own_pool(
+    check: Check, ntadump: Path, preload: Path, tmp_path: Path
+) -> None:
+    check(ntadump, preload, tmp_path)
+
+
 def test_pcap_lengths_follow_the_bytes(ntadump: Path, preload: Path, tmp_path: Path) -> None:
     check_lengths_follow_the_bytes(ntadump, preload, tmp_path)
 
@@ -339,6 +388,26 @@ def test_a_frame_it_cannot_write_is_refused_counted_and_handed_back(
 
 
 PLANTED: list[Planted] = [
+    (
+        "v3: every record read from pool 0",
+        ("const u8 *data = r->pools[rec->pool] +", "const u8 *data = r->pools[0] +"),
+        check_two_pools,
+    ),
+    (
+        "v3: pool 0's geometry for every pool",
+        ("(u64)rec->node * r->pool_node_size[rec->pool]", "(u64)rec->node * r->pool_node_size[0]"),
+        check_two_pools,
+    ),
+    (
+        "v3: commits without their pool",
+        ("			.pool = (u16)rec->pool,\n", ""),
+        check_two_pools,
+    ),
+    (
+        "v3: no pool mapped when a record first names it",
+        ("if (!pool_map(r, p) ||", "if (!r->pools[p] ||"),
+        check_pool_named_first_by_a_record,
+    ),
     (
         "N3: offset + len summed in 32 bits",
         ("(u64)rec->offset + rec->len", "rec->offset + rec->len"),

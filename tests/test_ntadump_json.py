@@ -28,7 +28,7 @@ from tests.fakenta import (
 )
 from tests.shapes import deliver, patch, read_pcap, records_of, shapes, signed
 
-REFUSALS = ("length", "node", "offset", "state", "generation", "reserved", "ring")
+REFUSALS = ("length", "node", "offset", "state", "generation", "reserved", "ring", "pool")
 
 
 def capture(

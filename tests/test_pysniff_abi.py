@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 HEADER = REPO / "kmod" / "nta_uapi.h"
 
 STRUCT_RE = re.compile(r"^struct (nta_\w+) \{(.*?)^\};", re.S | re.M)
-MEMBER_RE = re.compile(r"^\s*__([us])(\d+)\s+(\w+)(?:\[(\w+)\])?;", re.M)
+# A member: a fixed-width scalar (__u32 x;), or a struct (struct nta_pool_info pools[N];).
+MEMBER_RE = re.compile(r"^\s*(__[us]\d+|struct nta_\w+)\s+(\w+)(?:\[(\w+)\])?;", re.M)
 ENUM_RE = re.compile(r"^enum nta_bad_commit \{(.*?)^\};", re.S | re.M)
 ENUM_NAME_RE = re.compile(r"^\s*(NTA_\w+)", re.M)
 DEFINE_RE = re.compile(r"^#define\s+(NTA_\w+)\s", re.M)
@@ -42,11 +43,13 @@ def probe_source(header: Path) -> str:
     lines = []
     for name, body in STRUCT_RE.findall(text):
         lines.append(f'P("size {name} %zu\\n", sizeof(struct {name}));')
-        for _sign, _bits, member, count in MEMBER_RE.findall(body):
+        for kind, member, count in MEMBER_RE.findall(body):
             elem = f"((struct {name} *)0)->{member}" + ("[0]" if count else "")
+            # A struct has no sign: 0, as pysniff's nested layouts say.
+            signed = "0" if kind.startswith("struct") else f"(int)((__typeof__({elem}))-1 < 0)"
             lines.append(
                 f'P("member {name} {member} %zu %zu %d\\n", offsetof(struct {name}, {member}), '
-                f"sizeof(((struct {name} *)0)->{member}), (int)((__typeof__({elem}))-1 < 0));"
+                f"sizeof(((struct {name} *)0)->{member}), {signed});"
             )
     enum = ENUM_RE.search(text)
     assert enum, "enum nta_bad_commit not found in the header"
@@ -99,6 +102,8 @@ def python_view() -> dict[str, object]:
         NTA_MAGIC=abi.MAGIC,
         NTA_ABI_VERSION=abi.ABI_VERSION,
         NTA_MMAP_META_OFFSET=abi.MMAP_META_OFFSET,
+        NTA_MAX_POOLS=abi.MAX_POOLS,
+        NTA_POOL_READERS=abi.POOL_READERS,
         NTA_RECORD_VLAN=abi.RECORD_VLAN,
         NTA_RECORD_CONTD=abi.RECORD_CONTD,
         NTA_RECORD_COPY=abi.RECORD_COPY,
@@ -140,6 +145,15 @@ def test_mirror_matches_the_header(tmp_path: Path) -> None:
         (("__u16 vlan_proto;", "__u16 vlan_proto_x;"), "nta_record.vlan_proto"),
         (("#define NTA_RECORD_CONTD\t0x0002U", "#define NTA_RECORD_CONTD\t0x0008U"), "CONTD"),
         (("_IOR(NTA_IOC_MAGIC, 3,", "_IOR(NTA_IOC_MAGIC, 5,"), "NTA_IOC_STATS"),
+        (
+            ("__s32 ifindex;\t\t\t/* the device", "__u64 ifindex;\t\t\t/* the device"),
+            "nta_pool_info.ifindex",
+        ),
+        (("NTA_MAX_POOLS\t\t8", "NTA_MAX_POOLS\t\t9"), "nta_meta.pools"),
+        (
+            ("__u16 pool;\t\t/* nta_record.pool */", "__u32 pool;\t\t/* nta_record.pool */"),
+            "nta_commit.pool",
+        ),
     ],
 )
 def test_drift_is_caught(tmp_path: Path, change: tuple[str, str], expect: str) -> None:

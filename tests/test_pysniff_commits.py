@@ -107,8 +107,9 @@ EXPECT = {
     "offset": ({abi.BadCommit.OFFSET: 5}, 5, 0),
     "state": ({abi.BadCommit.STATE: 5}, 5, 5),
     "generation": ({abi.BadCommit.GENERATION: 5}, 5, 0),
-    # The second reader's pool has no such chunk shared with it.
+    # The second reader binds the same pool: no such chunk is shared with it.
     "owner": ({abi.BadCommit.STATE: 5}, 5, 0),
+    "pool": ({abi.BadCommit.POOL: 5}, 5, 0),
     "reserved": ({abi.BadCommit.RESERVED: 5}, 5, 0),
     "ring": ({abi.BadCommit.RING: 1}, 1, 0),
 }
@@ -167,7 +168,7 @@ def test_all_kinds_together_with_hold_through_the_ring() -> None:
         assert bad.refused == bad.sent
         assert r.committed == 4 and r.pending == 2  # state's good copies took the 4
         stats = nta.stats_now()
-        for kind in ("node", "offset", "generation", "ring"):
+        for kind in ("node", "offset", "generation", "ring", "pool"):
             assert stats.bad_commits[kind] == bad.sent[kind], kind
         assert stats.bad_commits["state"] == bad.sent["state"] + bad.sent["owner"]
         assert stats.bad_commits["reserved"] == 4 + 4  # random bytes: reserved is not zero

@@ -180,21 +180,21 @@ def test_a_return_address_is_decoded_to_the_line_of_its_call(nta_ko: Path) -> No
 
 
 def test_an_inlined_call_is_its_own_frame(nta_ko: Path) -> None:
-    """nta_detach_reader is inlined into nta_release: the call it makes decodes to its line,
-    marked [inline], then to the line in nta_release that called it."""
-    inner_start, inner = function_lines(NTA_DEV, "nta_detach_reader")
+    """nta_reader_put_pools is inlined into nta_release: the call it makes decodes to its
+    line, marked [inline], then to the line in nta_release that called it."""
+    inner_start, inner = function_lines(NTA_DEV, "nta_reader_put_pools")
     callee = next(m[1] for line in inner[2:] if (m := re.match(r"^\t+(\w+)\(", line)))
     (callee_line,) = [inner_start + i for i, line in enumerate(inner) if f"\t{callee}(" in line]
     rets = [ret for target, ret in calls(nta_ko, "nta_release") if target == callee]
-    assert rets and "nta_detach_reader" not in dict(calls(nta_ko, "nta_release")), "not inlined"
+    assert rets and "nta_reader_put_pools" not in dict(calls(nta_ko, "nta_release")), "not inlined"
     start, body = function_lines(NTA_DEV, "nta_release")
     (caller_line,) = [
-        start + i for i, line in enumerate(body) if "nta_detach_reader(r, NULL);" in line
+        start + i for i, line in enumerate(body) if "nta_reader_put_pools(r);" in line
     ]
     size = symbol_size(nta_ko, "nta_release")
     line = f" nta_release+{rets[0]:#x}/{size:#x} [nta]\n"
     assert decode_line(line, nta_ko) == (
-        f" nta_detach_reader kmod/nta_dev.c:{callee_line} [inline] [nta]\n"
+        f" nta_reader_put_pools kmod/nta_dev.c:{callee_line} [inline] [nta]\n"
         f" nta_release+{rets[0]:#x}/{size:#x} kmod/nta_dev.c:{caller_line} [nta]\n"
     )
 

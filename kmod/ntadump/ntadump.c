@@ -112,7 +112,10 @@ struct reader {
 	int fd;
 	const struct nta_meta *meta;
 	u8 *ring;
-	const u8 *nodes;
+	/* Each pool slot's mapping (NULL: not mapped yet) and its geometry, as mapped. */
+	const u8 *pools[NTA_MAX_POOLS];
+	u32 pool_nodes[NTA_MAX_POOLS];
+	u32 pool_node_size[NTA_MAX_POOLS];
 	u64 *producer;		/* kernel writes */
 	u64 *consumer;		/* we write */
 	u64 *commit_producer;	/* we write */
@@ -190,8 +193,12 @@ static void reader_open(struct reader *r, const char *path)
 		exit(1);
 	}
 	r->meta = m;
+	if (m->max_pools != NTA_MAX_POOLS || m->pool_info_size != sizeof(struct nta_pool_info)) {
+		fprintf(stderr, "ntadump: the module has %u pool slots of %u bytes, we %d of %zu\n",
+			m->max_pools, m->pool_info_size, NTA_MAX_POOLS, sizeof(*m->pools));
+		exit(1);
+	}
 	r->ring = map(r->fd, m->ring_mmap_offset, m->ring_mmap_size, PROT_READ | PROT_WRITE);
-	r->nodes = map(r->fd, m->nodes_mmap_offset, m->nodes_mmap_size, PROT_READ);
 	r->producer = (u64 *)(r->ring + m->ring_producer_offset);
 	r->consumer = (u64 *)(r->ring + m->ring_consumer_offset);
 	r->commit_producer = (u64 *)(r->ring + m->commit_producer_offset);
@@ -203,11 +210,42 @@ static void reader_open(struct reader *r, const char *path)
 	r->cprod = *r->commit_producer;
 }
 
+/*
+ * Pool @p mapped, if its slot is bound (the module writes the slot before
+ * any record naming it is published: the producer index's acquire orders
+ * this read after it); whether it is. A slot whose geometry does not add up
+ * is a clear error, never a mapping read past its end.
+ */
+static bool pool_map(struct reader *r, u32 p)
+{
+	const struct nta_pool_info *pi;
+	u64 size;
+
+	if (p >= NTA_MAX_POOLS)
+		return false;
+	if (r->pools[p])
+		return true;
+	pi = &r->meta->pools[p];
+	size = __atomic_load_n(&pi->mmap_size, __ATOMIC_ACQUIRE);
+	if (!size)
+		return false;
+	if ((u64)pi->node_count * pi->node_size != size || !pi->node_size ||
+	    pi->node_size % r->meta->page_size) {
+		fprintf(stderr, "ntadump: pool %u: %u nodes of %u bytes in a mapping of %llu\n",
+			p, pi->node_count, pi->node_size, (unsigned long long)size);
+		exit(1);
+	}
+	r->pool_nodes[p] = pi->node_count;
+	r->pool_node_size[p] = pi->node_size;
+	r->pools[p] = map(r->fd, pi->mmap_offset, size, PROT_READ);
+	return true;
+}
+
 static void reader_attach(struct reader *r, struct iface *ifc)
 {
 	struct nta_attach req = { .abi_version = NTA_ABI_VERSION };
-
 	char *end;
+	u32 p;
 
 	/* A name, or an interface index as "ip link" shows it. */
 	ifc->ifindex = if_nametoindex(ifc->name);
@@ -223,11 +261,18 @@ static void reader_attach(struct reader *r, struct iface *ifc)
 	}
 	req.ifindex = ifc->ifindex;
 	if (ioctl(r->fd, NTA_IOC_ATTACH, &req)) {
-		fprintf(stderr, "ntadump: cannot attach %s: %s\n", ifc->name,
-			errno == EBUSY ? "another reader has it" : strerror(errno));
+		fprintf(stderr, "ntadump: cannot attach %s: ", ifc->name);
+		if (errno == EUSERS)
+			fprintf(stderr, "it already has %d readers\n", NTA_POOL_READERS);
+		else if (errno == ENOSPC)
+			fprintf(stderr, "this reader has bound %d pools\n", NTA_MAX_POOLS);
+		else
+			fprintf(stderr, "%s\n", strerror(errno));
 		exit(1);
 	}
 	r->syscalls++;
+	for (p = 0; p < NTA_MAX_POOLS; p++)
+		pool_map(r, p);
 }
 
 static void set_direction(struct reader *r, const char *name)
@@ -476,10 +521,13 @@ static void add_commits(struct reader *r, struct batch *b, int out, u64 at, u32 
 
 		if (b->ncommit == IOV_BATCH)
 			batch_flush(b, r, out);
+		/* A pool past 0xffff (a bad record) makes a commit refused as reserved. */
 		b->commits[b->ncommit++] = (struct nta_commit) {
 			.node = rec->node,
 			.offset = rec->offset,
 			.generation = rec->generation,
+			.pool = (u16)rec->pool,
+			.reserved = (u16)(rec->pool >> 16),
 		};
 	}
 }
@@ -513,7 +561,8 @@ static void add_frame(struct reader *r, struct batch *b, u64 at, u32 pieces)
 	b->iov[b->niov++] = (struct iovec) { h, sizeof(*h) };
 	for (k = 0; k < pieces; k++) {
 		const struct nta_record *rec = &r->records[(at + k) & mask];
-		const u8 *data = r->nodes + (u64)rec->node * m->node_size + rec->offset;
+		const u8 *data = r->pools[rec->pool] +
+				 (u64)rec->node * r->pool_node_size[rec->pool] + rec->offset;
 		u32 head = 0;
 
 		if (tagged && !tag_out && whole + rec->len >= 12) {
@@ -558,18 +607,19 @@ static u32 frame_records(const struct reader *r, u64 end)
 enum frame_fault { FRAME_OK, FRAME_TOO_LONG, FRAME_OUTSIDE, FRAME_OPEN };
 
 /* Whether the frame of @pieces records at the consumer index can be written. */
-static enum frame_fault frame_check(const struct reader *r, u32 pieces)
+static enum frame_fault frame_check(struct reader *r, u32 pieces)
 {
-	const struct nta_meta *m = r->meta;
-	u32 mask = m->ring_entries - 1, k;
+	u32 mask = r->meta->ring_entries - 1, k;
 
 	if (pieces > MAX_PIECES)
 		return FRAME_TOO_LONG;
 	for (k = 0; k < pieces; k++) {
 		const struct nta_record *rec = &r->records[(r->cons + k) & mask];
+		u32 p = rec->pool;
 
-		/* In 64 bits: offset + len may wrap a u32 and pass the check. */
-		if (rec->node >= m->node_count || (u64)rec->offset + rec->len > m->node_size)
+		/* A pool first named here is mapped now. In 64 bits: offset + len may wrap. */
+		if (!pool_map(r, p) || rec->node >= r->pool_nodes[p] ||
+		    (u64)rec->offset + rec->len > r->pool_node_size[p])
 			return FRAME_OUTSIDE;
 	}
 	return FRAME_OK;
@@ -585,7 +635,7 @@ static void reject_frame(struct reader *r, struct batch *b, int out, u32 pieces,
 	if (why == FRAME_TOO_LONG)
 		fprintf(stderr, "has %u pieces, more than %d fit one writev()", pieces, MAX_PIECES);
 	else if (why == FRAME_OUTSIDE)
-		fprintf(stderr, "names bytes outside the pool");
+		fprintf(stderr, "names an unbound pool or bytes outside its pool");
 	else
 		fprintf(stderr, "never got its last record");
 	fprintf(stderr, ": not written\n");
@@ -679,7 +729,7 @@ static bool interfaces_gone(struct reader *r, int polled, short revents,
 
 /* The bad-commit reasons, as enum nta_bad_commit numbers them (JSON keys). */
 static const char *const refusal_names[] = {
-	"length", "node", "offset", "state", "generation", "reserved", "ring",
+	"length", "node", "offset", "state", "generation", "reserved", "ring", "pool",
 };
 
 /* What the module says of this reader and its devices, read once at the end. */

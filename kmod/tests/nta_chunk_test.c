@@ -5,19 +5,31 @@
  *
  *	cc -fsanitize=address,undefined -I kmod nta_chunk_test.c && ./a.out SEED STEPS
  *
- * A model pool goes through a seeded random run of what the module sees:
- * a chunk taken for a receive buffer, a frame received in it and published
- * to one of two readers (or to none), a GRO-merged frame published in place
- * over several chunks, a chunk taken for a copy and filled without the lock
- * while sweeps run, the kernel freeing its skb, commits good and bad of every
- * kind, replays of old commits, sweeps, a reader closing, fault injection
- * keeping a chunk. A published frame's data is held for its reader (a data
- * reference, or one clone shared by the chunks of a merged frame): its pages
- * stay referenced until both the stack and every chunk's commit let go,
- * whichever is last. After every event it checks what NTA promises: a chunk
- * is free only once the kernel and every reader are done with it and nobody
- * is filling it, a refused commit changes nothing and is refused for its own
- * reason, no old record commits a chunk again, and the counters balance.
+ * A model pool with three readers goes through a seeded random run of what
+ * the module sees: a chunk taken for a receive buffer, a frame received in
+ * it and published to a random subset of the readers (or to none: each one
+ * may be at its limit), a GRO-merged frame published in place over several
+ * chunks, a chunk taken for a copy and filled without the lock while sweeps
+ * run, the kernel freeing its skb, commits good and bad of every kind (each
+ * reader commits its own share once; a second commit, another reader's
+ * commit, a commit naming a pool the reader has not bound are refused),
+ * replays of old records, sweeps, a reader closing and a new one taking a
+ * free slot of the pool (any of its NTA_POOL_READERS) under any of its
+ * NTA_MAX_POOLS pool indexes, fault injection keeping a chunk.
+ *
+ * A published frame's data is held (a data reference, or one clone shared
+ * by the chunks of a merged frame) until the last reader lets go of the
+ * last chunk of the frame: its pages stay referenced until both the stack
+ * and that hold let go, whichever is last. The model keeps its own account
+ * of which readers hold each chunk and trusts the header only where the
+ * module does (nta_chunk_unshare() saying the last reader let go drops the
+ * hold). After every event it checks what NTA promises: a chunk is shared
+ * with exactly the readers that hold its record; the frame's hold lives
+ * while any of them does; a chunk is free only once the kernel and every
+ * reader are done with it and nobody is filling it; a refused commit changes
+ * nothing and is refused for its own reason; no old record commits a chunk
+ * again; the counters balance for each reader (published == committed +
+ * returned at close + outstanding) and for the pool.
  * Exit status 1 and the step at the first broken promise.
  */
 #include <linux/types.h>
@@ -41,38 +53,48 @@ struct list_head {
 #define PAGES		8
 #define PAGE		4096u
 #define CHUNKS		(NODES * PAGES)
-#define READERS		2
+#define READERS		3		/* readers of the model's pool at once */
 #define REPLAYS		64
 #define MAX_CHAIN	4		/* chunks of one merged frame, in the model */
 #define FILLING		4		/* copies being filled at once */
 
-struct nta_reader {
+/* One reader of the pool: an open /dev/nta that attached its device. */
+struct reader {
+	u32 slot;			/* its slot in the pool: its bit in a chunk's readers */
+	__u16 pool;			/* the pool's index among the reader's pools */
 	struct nta_commit held[CHUNKS];	/* records published, not committed */
 	int nheld;
 	struct nta_commit old[REPLAYS];	/* committed or given up at close */
 	int nold;
+	/* records: published == committed + returned (at close) + nheld */
+	unsigned long published, committed, returned;
 };
 
 /*
  * A published frame's data: the stack's skb holds it, and NTA's hold (a
- * data reference or a shared clone) until every chunk of the frame is
- * released. While either lives, each chunk's page keeps its extra reference.
+ * data reference or a shared clone) until the last reader releases the
+ * frame's last chunk. While either lives, each chunk's page keeps its extra
+ * reference.
  */
 struct frame {
 	struct nta_chunk *piece[MAX_CHAIN];
 	int pieces;
-	int unreleased;			/* chunks still shared: NTA's hold lives while > 0 */
+	int unreleased;			/* chunks some reader holds: NTA's hold lives while > 0 */
 	bool stack;			/* the stack's skb still holds the data */
 };
 
 static struct nta_chunk chunks[NODES][PAGES];
 static struct nta_node nodes[NODES];
 static int refs[NODES][PAGES];		/* the pool's reference, +1 while the kernel holds it */
-static struct frame *frame_of[NODES][PAGES];	/* a published chunk's frame */
+static struct frame *frame_of[NODES][PAGES];	/* a published received chunk's frame */
+static __u16 holders[NODES][PAGES];	/* the model's own account: slots holding a record */
+static bool copied[NODES][PAGES];	/* the share is a copy: no frame, no hold */
 static struct nta_chunk *filling[FILLING];	/* taken for a copy, not yet published */
-static unsigned long copies, chains;
-static struct nta_reader readers[READERS];
-static unsigned long allocated, freed, in_use, committed, published, replays;
+static struct reader readers[READERS];
+static unsigned long copies, chains, multi, twice, others;
+static unsigned long allocated, freed, in_use, replays;
+/* the pool: chunks shared == let go by their last reader + shared now */
+static unsigned long pool_shared, pool_released;
 static unsigned long refused[NTA_BAD_COMMIT_MAX];
 static unsigned long step;
 static __u64 rng_state;
@@ -95,6 +117,11 @@ static u32 rnd(u32 n)
 	return (u32)((rng_state * 0x2545f4914f6cdd1dULL) >> 32) % n;
 }
 
+static __u16 bit(const struct reader *r)
+{
+	return (__u16)(1U << r->slot);
+}
+
 static struct nta_chunk *any_chunk(void)
 {
 	return &chunks[rnd(NODES)][rnd(PAGES)];
@@ -105,7 +132,52 @@ static int *refs_of(const struct nta_chunk *c)
 	return &refs[c->node][c->index];
 }
 
-static void reader_forget(struct nta_reader *r, int i)
+static __u16 *holders_of(const struct nta_chunk *c)
+{
+	return &holders[c->node][c->index];
+}
+
+static struct nta_chunk *chunk_of(const struct nta_commit *cm)
+{
+	return &chunks[cm->node][cm->offset / PAGE];
+}
+
+/* A new reader in @r's place: a free slot of the pool, any pool index of its own. */
+static void reader_open(struct reader *r)
+{
+	bool taken;
+	int k;
+
+	do {
+		r->slot = rnd(NTA_POOL_READERS);
+		taken = false;
+		for (k = 0; k < READERS; k++)
+			taken |= &readers[k] != r && readers[k].slot == r->slot;
+	} while (taken);
+	r->pool = rnd(NTA_MAX_POOLS);
+}
+
+/* A pool index @r has not bound: the caller finds no nodes there. */
+static __u16 unbound_pool(const struct reader *r)
+{
+	__u16 pool = rnd(2) ? rnd(NTA_MAX_POOLS) : rnd(UINT16_MAX + 1);
+
+	return pool == r->pool ? pool + 1 : pool;
+}
+
+/* Some of the readers, perhaps none: each may be at max_shared or have a full ring. */
+static __u16 some_readers(void)
+{
+	__u16 mask = 0;
+	int k;
+
+	for (k = 0; k < READERS; k++)
+		if (rnd(2))
+			mask |= bit(&readers[k]);
+	return mask;
+}
+
+static void reader_forget(struct reader *r, int i)
 {
 	r->old[r->nold++ % REPLAYS] = r->held[i];
 	r->held[i] = r->held[--r->nheld];
@@ -114,11 +186,12 @@ static void reader_forget(struct nta_reader *r, int i)
 /* nta_chunk_release() and the sweep: the chunk goes back if it may. */
 static void reclaim(struct nta_chunk *c)
 {
-	bool may = c->busy && !c->filling && !c->owner && !c->leaked && *refs_of(c) == 1;
+	bool may = c->busy && !c->filling && !*holders_of(c) && !c->leaked && *refs_of(c) == 1;
 
 	CHECK(nta_chunk_reclaimable(c, *refs_of(c)) == may,
-	      "chunk %u/%u busy %d filling %d owner %p leaked %d refs %d", c->node, c->index,
-	      c->busy, c->filling, (void *)c->owner, c->leaked, *refs_of(c));
+	      "chunk %u/%u busy %d filling %d readers %#x held by %#x leaked %d refs %d",
+	      c->node, c->index, c->busy, c->filling, c->readers, *holders_of(c), c->leaked,
+	      *refs_of(c));
 	if (!may)
 		return;
 	nta_chunk_put_back(c);
@@ -155,22 +228,41 @@ static struct frame *new_frame(void)
 	return f;
 }
 
-/* Shares the pieces of @f with a reader: one record each, all under NTA's one hold. */
-static void publish_frame(struct frame *f, struct nta_reader *r)
+/* @c is published at @offset to the readers in @mask: a record in each one's ring. */
+static void share(struct nta_chunk *c, __u16 mask, u32 offset)
+{
+	int k;
+
+	nta_chunk_share(c, mask, offset);
+	*holders_of(c) = mask;
+	pool_shared++;
+	multi += !!(mask & (mask - 1));
+	for (k = 0; k < READERS; k++) {
+		struct reader *r = &readers[k];
+
+		if (!(mask & bit(r)))
+			continue;
+		r->held[r->nheld++] = (struct nta_commit) {
+			.node = c->node,
+			.offset = offset,
+			.generation = c->generation,
+			.pool = r->pool,
+		};
+		r->published++;
+	}
+}
+
+/* Shares the pieces of @f with the readers in @mask, all under NTA's one hold. */
+static void publish_frame(struct frame *f, __u16 mask)
 {
 	int i;
 
 	for (i = 0; i < f->pieces; i++) {
 		struct nta_chunk *c = f->piece[i];
 
-		nta_chunk_share(c, r, c->index * PAGE + rnd(PAGE / 2));
+		share(c, mask, c->index * PAGE + rnd(PAGE / 2));
 		frame_of[c->node][c->index] = f;
-		r->held[r->nheld++] = (struct nta_commit) {
-			.node = c->node,
-			.offset = c->frame_offset,
-			.generation = c->generation,
-		};
-		published++;
+		copied[c->node][c->index] = false;
 	}
 	f->unreleased = f->pieces;
 }
@@ -182,6 +274,7 @@ static void ev_receive(void)
 	bool fits = in_page + len <= PAGE;
 	bool kernel_has_it = c->busy && *refs_of(c) == 2 && !frame_of[c->node][c->index];
 	struct frame *f;
+	__u16 mask;
 
 	if (!kernel_has_it)
 		return;
@@ -190,11 +283,12 @@ static void ev_receive(void)
 	if (!fits || c->published)
 		return;
 	nta_chunk_seen(c);
-	if (rnd(4) == 0)
-		return;		/* no reader attached, or at max_shared */
+	mask = some_readers();
+	if (!mask)
+		return;		/* no reader took it: the kernel's alone */
 	f = new_frame();
 	f->piece[f->pieces++] = c;
-	publish_frame(f, &readers[rnd(READERS)]);
+	publish_frame(f, mask);
 }
 
 /* GRO merged frames received in several chunks: one frame, published in place over them all. */
@@ -202,6 +296,7 @@ static void ev_receive_chain(void)
 {
 	struct frame *f;
 	int want = 2 + rnd(MAX_CHAIN - 1), tries, i;
+	__u16 mask;
 
 	f = new_frame();
 	for (tries = 0; tries < 4 * MAX_CHAIN && f->pieces < want; tries++) {
@@ -216,12 +311,13 @@ static void ev_receive_chain(void)
 		nta_chunk_seen(c);
 		f->piece[f->pieces++] = c;
 	}
-	if (f->pieces < 2) {
-		/* Not enough pieces: what was seen stays the kernel's, unpublished. */
+	mask = some_readers();
+	if (f->pieces < 2 || !mask) {
+		/* Not enough pieces, or no reader took it: what was seen stays the kernel's. */
 		free(f);
 		return;
 	}
-	publish_frame(f, &readers[rnd(READERS)]);
+	publish_frame(f, mask);
 	chains++;
 }
 
@@ -275,31 +371,26 @@ static void ev_copy_take(void)
 	in_use++;
 }
 
-/* Copy @i is written: published to a reader (it needs no hold), or put back. */
+/* Copy @i is written: published to some readers (it needs no hold), or put back. */
 static void copy_done(int i)
 {
 	struct nta_chunk *c = filling[i];
-	struct nta_reader *r;
+	__u16 mask;
 
 	if (!c)
 		return;
 	filling[i] = NULL;
 	CHECK(c->busy && c->filling, "chunk %u/%u freed while being filled", c->node, c->index);
-	if (rnd(4) == 0) {
-		nta_chunk_put_back(c);	/* not admitted after the copy */
+	mask = some_readers();
+	if (!mask) {
+		nta_chunk_put_back(c);	/* no reader admitted it after the copy */
 		freed++;
 		in_use--;
 		return;
 	}
 	nta_chunk_filled(c);
-	r = &readers[rnd(READERS)];
-	nta_chunk_share(c, r, c->index * PAGE);
-	r->held[r->nheld++] = (struct nta_commit) {
-		.node = c->node,
-		.offset = c->frame_offset,
-		.generation = c->generation,
-	};
-	published++;
+	share(c, mask, c->index * PAGE);
+	copied[c->node][c->index] = true;
 	copies++;
 }
 
@@ -308,13 +399,24 @@ static void ev_copy_done(void)
 	copy_done(rnd(FILLING));
 }
 
-/* The reader is done with @c: NTA's hold on its frame goes with the frame's last chunk. */
-static void release(struct nta_chunk *c)
+/*
+ * @r is done with @c (its commit, or its close): its bit goes; when the
+ * header says no reader holds @c any more, NTA's hold on the frame loses a
+ * chunk and goes with the last one, as in the module.
+ */
+static void release(struct nta_chunk *c, struct reader *r)
 {
 	struct frame *f = frame_of[c->node][c->index];
 
-	c->owner = NULL;
+	CHECK(*holders_of(c) & bit(r), "slot %u releases chunk %u/%u it does not hold",
+	      r->slot, c->node, c->index);
+	*holders_of(c) &= ~bit(r);
+	if (!nta_chunk_unshare(c, r->slot))
+		return;
+	pool_released++;
 	if (f) {
+		CHECK(f->unreleased > 0, "NTA's hold on chunk %u/%u's frame released twice",
+		      c->node, c->index);
 		f->unreleased--;
 		frame_maybe_done(f);
 	}
@@ -340,16 +442,21 @@ static void ev_leak(void)
 		c->leaked = true;
 }
 
-/* Submits @cm from @r; the verdict. A refused commit must change nothing. */
-static enum nta_bad_commit submit(struct nta_reader *r, const struct nta_commit *cm,
+/*
+ * Submits @cm from @r: the pool's nodes if @cm names the pool index @r bound
+ * it at, else none (nta_reader.c's lookup). The verdict; a refused commit
+ * must change nothing.
+ */
+static enum nta_bad_commit submit(const struct reader *r, const struct nta_commit *cm,
 				  struct nta_chunk **chunk)
 {
 	static struct nta_chunk before[NODES][PAGES];
+	const struct nta_node *pool = cm->pool == r->pool ? nodes : NULL;
 	enum nta_bad_commit why;
 
 	memcpy(before, chunks, sizeof(chunks));
 	*chunk = NULL;
-	why = nta_commit_check(nodes, NODES, PAGES, PAGE, r, cm, chunk);
+	why = nta_commit_check(pool, NODES, PAGES, PAGE, r->slot, cm, chunk);
 	CHECK(!memcmp(before, chunks, sizeof(chunks)), "the check changed a chunk");
 	if (why != NTA_BAD_COMMIT_MAX) {
 		CHECK(!*chunk, "refused, yet a chunk was named");
@@ -358,27 +465,54 @@ static enum nta_bad_commit submit(struct nta_reader *r, const struct nta_commit 
 	return why;
 }
 
+/* A good commit of @r's record @i: released, and a second one refused. */
+static void commit_held(struct reader *r, int i)
+{
+	struct nta_commit cm = r->held[i];
+	struct nta_chunk *c;
+
+	CHECK(submit(r, &cm, &c) == NTA_BAD_COMMIT_MAX, "a good commit refused");
+	CHECK(c == chunk_of(&cm), "another chunk named");
+	release(c, r);
+	reader_forget(r, i);
+	r->committed++;
+	CHECK(submit(r, &cm, &c) == NTA_BAD_STATE, "slot %u committed chunk %u/%u twice",
+	      r->slot, cm.node, cm.offset / PAGE);
+	twice++;
+}
+
 static void ev_commit(void)
 {
-	struct nta_reader *r = &readers[rnd(READERS)];
-	struct nta_chunk *c;
-	int i;
+	struct reader *r = &readers[rnd(READERS)];
 
-	if (!r->nheld)
-		return;
-	i = rnd(r->nheld);
-	CHECK(submit(r, &r->held[i], &c) == NTA_BAD_COMMIT_MAX, "a good commit refused");
-	CHECK(c == &chunks[r->held[i].node][r->held[i].offset / PAGE], "another chunk named");
-	release(c);
-	reader_forget(r, i);
-	committed++;
+	if (r->nheld)
+		commit_held(r, rnd(r->nheld));
+}
+
+/* Another reader's commit of @cm, a chunk not shared with it: refused, whatever it holds. */
+static void commit_by_other(const struct nta_commit *cm)
+{
+	const struct nta_chunk *c = chunk_of(cm);
+	struct nta_chunk *got;
+	struct nta_commit theirs = *cm;
+	struct reader *o = NULL;
+	u32 k, first = rnd(READERS);
+
+	for (k = 0; k < READERS && !o; k++)
+		if (!(*holders_of(c) & bit(&readers[(first + k) % READERS])))
+			o = &readers[(first + k) % READERS];
+	if (!o)
+		return;		/* every reader took it */
+	theirs.pool = o->pool;
+	CHECK(submit(o, &theirs, &got) == NTA_BAD_STATE, "slot %u committed chunk %u/%u of %#x",
+	      o->slot, c->node, c->index, *holders_of(c));
+	others++;
 }
 
 /* Each kind of bad commit, made from a good one, refused for its reason. */
 static void ev_bad_commit(void)
 {
-	struct nta_reader *r = &readers[rnd(READERS)];
-	struct nta_reader *other = &readers[r == readers];
+	struct reader *r = &readers[rnd(READERS)];
 	struct nta_commit cm;
 	struct nta_chunk *c;
 	enum nta_bad_commit want;
@@ -386,9 +520,12 @@ static void ev_bad_commit(void)
 	if (!r->nheld)
 		return;
 	cm = r->held[rnd(r->nheld)];
-	switch (rnd(6)) {
+	switch (rnd(7)) {
 	case 0:
-		cm.reserved = 1 + rnd(UINT32_MAX - 1);
+		/* Checked first: whatever else is wrong, the pool included. */
+		cm.reserved = 1 + rnd(UINT16_MAX);
+		if (rnd(2))
+			cm.pool = unbound_pool(r);
 		want = NTA_BAD_RESERVED;
 		break;
 	case 1:
@@ -409,33 +546,45 @@ static void ev_bad_commit(void)
 		cm.generation -= 1 + rnd(3);
 		want = NTA_BAD_GENERATION;
 		break;
+	case 5:
+		/* A pool the reader has not bound, checked before what the commit names in it. */
+		cm.pool = unbound_pool(r);
+		if (rnd(2))
+			cm.node = NODES + rnd(UINT32_MAX - NODES);
+		if (rnd(2))
+			cm.offset = PAGES * PAGE + rnd(UINT32_MAX - PAGES * PAGE);
+		if (rnd(2))
+			cm.generation--;
+		want = NTA_BAD_POOL;
+		break;
 	default:
-		/* Each reader has a pool of its own: another's chunk is not shared with it. */
-		CHECK(submit(other, &cm, &c) == NTA_BAD_STATE, "another reader's chunk");
+		commit_by_other(&cm);
 		return;
 	}
 	CHECK(submit(r, &cm, &c) == want, "want reason %d", want);
 }
 
-/* A chunk no reader holds: nothing to commit, whatever the record says. */
+/* A chunk not shared with the committer: nothing to commit, whatever the record says. */
 static void ev_commit_unshared(void)
 {
 	struct nta_chunk *c = any_chunk(), *got;
+	struct reader *r = &readers[rnd(READERS)];
 	struct nta_commit cm = {
 		.node = c->node,
 		.offset = c->index * PAGE + rnd(PAGE),
 		.generation = c->generation,
+		.pool = r->pool,
 	};
 
-	if (c->owner)
+	if (*holders_of(c) & bit(r))
 		return;
-	CHECK(submit(&readers[rnd(READERS)], &cm, &got) == NTA_BAD_STATE, "unshared chunk");
+	CHECK(submit(r, &cm, &got) == NTA_BAD_STATE, "unshared chunk");
 }
 
 /* An old record (committed, or given up at close) never commits again. */
 static void ev_replay(void)
 {
-	struct nta_reader *r = &readers[rnd(READERS)];
+	struct reader *r = &readers[rnd(READERS)];
 	struct nta_chunk *c;
 	int n = r->nold < REPLAYS ? r->nold : REPLAYS;
 
@@ -447,7 +596,7 @@ static void ev_replay(void)
 
 static void ev_random_bytes(void)
 {
-	struct nta_reader *r = &readers[rnd(READERS)];
+	struct reader *r = &readers[rnd(READERS)];
 	struct nta_commit cm;
 	struct nta_chunk *c;
 	bool good = false;
@@ -456,34 +605,79 @@ static void ev_random_bytes(void)
 	cm.node = rnd(2) ? rnd(NODES) : rnd(UINT32_MAX);
 	cm.offset = rnd(2) ? rnd(PAGES * PAGE) : rnd(UINT32_MAX);
 	cm.generation = rnd(UINT32_MAX);
-	cm.reserved = rnd(4) ? 0 : rnd(UINT32_MAX);
+	cm.pool = rnd(2) ? r->pool : rnd(UINT16_MAX + 1);
+	cm.reserved = rnd(4) ? 0 : rnd(UINT16_MAX + 1);
 	for (i = 0; i < r->nheld; i++)
 		good |= !memcmp(&cm, &r->held[i], sizeof(cm));
 	CHECK((submit(r, &cm, &c) == NTA_BAD_COMMIT_MAX) == good, "random bytes");
 	if (good) {
-		release(c);
 		for (i = 0; memcmp(&cm, &r->held[i], sizeof(cm)); i++)
 			;
+		release(c, r);
 		reader_forget(r, i);
-		committed++;
+		r->committed++;
 	}
 }
 
-/* nta_release(): every chunk the reader holds is released. */
-static void reader_close(struct nta_reader *r)
+/* nta_release(): every chunk the reader holds is released, and only its share of each. */
+static void reader_close(struct reader *r)
 {
 	while (r->nheld) {
-		struct nta_commit *cm = &r->held[r->nheld - 1];
-		struct nta_chunk *c = &chunks[cm->node][cm->offset / PAGE];
-
-		release(c);
+		release(chunk_of(&r->held[r->nheld - 1]), r);
 		reader_forget(r, r->nheld - 1);
+		r->returned++;
 	}
 }
 
 static void ev_close(void)
 {
-	reader_close(&readers[rnd(READERS)]);
+	struct reader *r = &readers[rnd(READERS)];
+
+	reader_close(r);
+	reader_open(r);
+}
+
+/* NTA's hold on a received chunk's frame lives while any reader holds the chunk. */
+static void check_hold(const struct nta_chunk *c)
+{
+	const struct frame *f = frame_of[c->node][c->index];
+	int i, shared = 0;
+
+	if (*holders_of(c) && !copied[c->node][c->index])
+		CHECK(f && f->unreleased > 0 && *refs_of(c) == 2,
+		      "NTA's hold on chunk %u/%u's frame gone while slots %#x hold it",
+		      c->node, c->index, *holders_of(c));
+	if (!f || f->piece[0] != c)
+		return;
+	for (i = 0; i < f->pieces; i++)
+		shared += !!*holders_of(f->piece[i]);
+	CHECK(f->unreleased == shared,
+	      "NTA's hold on chunk %u/%u's frame counts %d chunks, %d shared", c->node, c->index,
+	      f->unreleased, shared);
+}
+
+static void check_reader(int k)
+{
+	const struct reader *r = &readers[k];
+	unsigned long outstanding = 0;
+	int n, i;
+
+	for (n = 0; n < NODES; n++)
+		for (i = 0; i < PAGES; i++)
+			outstanding += !!(chunks[n][i].readers & bit(r));
+	CHECK(r->published == r->committed + r->returned + r->nheld &&
+	      outstanding == (unsigned long)r->nheld,
+	      "reader %d in slot %u: published %lu committed %lu returned %lu held %d shared %lu",
+	      k, r->slot, r->published, r->committed, r->returned, r->nheld, outstanding);
+	for (i = 0; i < r->nheld; i++) {
+		const struct nta_commit *cm = &r->held[i];
+		const struct nta_chunk *c = chunk_of(cm);
+
+		CHECK((c->readers & bit(r)) && c->generation == cm->generation &&
+		      c->frame_offset == cm->offset && cm->pool == r->pool,
+		      "reader %d in slot %u lost chunk %u/%u", k, r->slot, cm->node,
+		      cm->offset / PAGE);
+	}
 }
 
 static void check_invariants(void)
@@ -494,33 +688,27 @@ static void check_invariants(void)
 	for (n = 0; n < NODES; n++) {
 		for (i = 0; i < PAGES; i++) {
 			const struct nta_chunk *c = &chunks[n][i];
+			__u16 held = holders[n][i];
 
 			busy += c->busy;
-			shared += !!c->owner;
-			CHECK(c->busy || (!c->owner && refs[n][i] == 1),
-			      "chunk %d/%d free while used: owner %p refs %d", n, i,
-			      (void *)c->owner, refs[n][i]);
-			CHECK(!c->owner || (c->busy && c->published), "chunk %d/%d shared", n, i);
-			CHECK(!c->filling || (c->busy && !c->owner && refs[n][i] == 1),
+			shared += !!held;
+			CHECK(c->readers == held, "chunk %d/%d shared with %#x, held by %#x", n, i,
+			      c->readers, held);
+			CHECK(c->busy || (!held && refs[n][i] == 1),
+			      "chunk %d/%d free while used: held by %#x refs %d", n, i, held,
+			      refs[n][i]);
+			CHECK(!held || (c->busy && c->published), "chunk %d/%d shared", n, i);
+			CHECK(!c->filling || (c->busy && !held && refs[n][i] == 1),
 			      "chunk %d/%d filling while used", n, i);
+			check_hold(c);
 		}
 	}
 	CHECK(allocated == freed + in_use && in_use == busy,
 	      "allocated %lu freed %lu in_use %lu busy %lu", allocated, freed, in_use, busy);
-	for (k = 0; k < READERS; k++) {
-		const struct nta_reader *r = &readers[k];
-
-		shared -= r->nheld;
-		for (i = 0; i < r->nheld; i++) {
-			const struct nta_commit *cm = &r->held[i];
-			const struct nta_chunk *c = &chunks[cm->node][cm->offset / PAGE];
-
-			CHECK(c->owner == r && c->generation == cm->generation &&
-			      c->frame_offset == cm->offset, "reader %d lost chunk %u/%u", k,
-			      cm->node, cm->offset / PAGE);
-		}
-	}
-	CHECK(shared == 0, "chunks shared with no reader's record");
+	CHECK(pool_shared == pool_released + shared,
+	      "pool: shared %lu, let go %lu, %lu shared now", pool_shared, pool_released, shared);
+	for (k = 0; k < READERS; k++)
+		check_reader(k);
 }
 
 int main(int argc, char **argv)
@@ -543,6 +731,10 @@ int main(int argc, char **argv)
 			refs[n][i] = 1;
 		}
 	}
+	for (n = 0; n < READERS; n++)
+		readers[n].slot = NTA_POOL_READERS;	/* no slot yet: every slot is free */
+	for (n = 0; n < READERS; n++)
+		reader_open(&readers[n]);
 	for (step = 0; step < steps; step++) {
 		events[rnd(ARRAY_SIZE(events))]();
 		check_invariants();
@@ -572,12 +764,15 @@ int main(int argc, char **argv)
 			leaked += chunks[n][i].leaked;
 	CHECK(in_use == leaked, "in_use %lu after drain, %lu leaked on purpose", in_use, leaked);
 
-	printf("steps %lu allocated %lu freed %lu published %lu committed %lu",
-	       steps, allocated, freed, published, committed);
-	printf(" copies %lu chains %lu", copies, chains);
-	printf(" replays %lu leaked %lu\n", replays, leaked);
-	printf("refused node %lu offset %lu state %lu generation %lu reserved %lu\n",
+	printf("steps %lu allocated %lu freed %lu shared %lu released %lu multi %lu",
+	       steps, allocated, freed, pool_shared, pool_released, multi);
+	printf(" copies %lu chains %lu replays %lu twice %lu others %lu leaked %lu\n",
+	       copies, chains, replays, twice, others, leaked);
+	for (n = 0; n < READERS; n++)
+		printf("reader%d published %lu committed %lu returned %lu\n", n,
+		       readers[n].published, readers[n].committed, readers[n].returned);
+	printf("refused node %lu offset %lu state %lu generation %lu reserved %lu pool %lu\n",
 	       refused[NTA_BAD_NODE], refused[NTA_BAD_OFFSET], refused[NTA_BAD_STATE],
-	       refused[NTA_BAD_GENERATION], refused[NTA_BAD_RESERVED]);
+	       refused[NTA_BAD_GENERATION], refused[NTA_BAD_RESERVED], refused[NTA_BAD_POOL]);
 	return 0;
 }

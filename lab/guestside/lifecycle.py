@@ -65,11 +65,14 @@ def fd_of(r: Reader) -> int:
 
 
 def mapping_refused(r: Reader) -> tuple[bool, bool]:
-    """(an executable mapping of the pool refused, mprotect(PROT_EXEC) of the ring refused)."""
-    m = r.meta
+    """(an executable mapping of its first pool refused, mprotect(PROT_EXEC) of the ring
+    refused)."""
+    pool = next((p for p in r.pool_slots() if p.bound), None)
+    if pool is None:
+        raise SystemExit("lifecycle: the reader has no pool bound: attach first")
     try:
-        mmap.mmap(fd_of(r), m.nodes_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | PROT_EXEC,
-                  offset=m.nodes_mmap_offset).close()  # fmt: skip
+        mmap.mmap(fd_of(r), pool.mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | PROT_EXEC,
+                  offset=pool.mmap_offset).close()  # fmt: skip
         map_refused = False
     except OSError:
         map_refused = True

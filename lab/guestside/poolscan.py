@@ -5,7 +5,8 @@
 (``protocol.PoolScan``).
 
 Attaches IFACE, reads and commits FRAMES frames (or until frames stop
-coming), then searches its whole pool mapping: for MARKER (bytes that only
+coming), then searches every pool it maps (each device's it attached, as
+meta.pools[] names them) whole: for MARKER (bytes that only
 another reader's device received), and for 8-byte words that look like
 kernel addresses, counted apart for the skb_shared_info area at the end of
 each chunk (where the stack keeps its pointers) and everywhere else. It
@@ -61,9 +62,14 @@ def main(argv: list[str]) -> int:
                 got += 1
                 last = time.monotonic()
         r.commit()
-        view = r.view
-        hits = bytes(view).count(marker)
-        inside, elsewhere = kernel_words(view, r.meta.chunk_size)
+        r.map_pools()  # a pool no frame named yet is searched too
+        pools = [memoryview(m) for m in r.pool_maps if m is not None]
+        hits = sum(bytes(view).count(marker) for view in pools)
+        words = [kernel_words(view, r.meta.chunk_size) for view in pools]
+        inside, elsewhere = sum(w[0] for w in words), sum(w[1] for w in words)
+        pool_bytes = sum(len(view) for view in pools)
+        for view in pools:
+            view.release()
         try:
             r.dev_stats(req.other)
             other_refused = False
@@ -71,7 +77,7 @@ def main(argv: list[str]) -> int:
             other_refused = True
         report = ScanReport(
             frames=got,
-            pool_bytes=len(view),
+            pool_bytes=pool_bytes,
             marker_hits=hits,
             kernel_words_shinfo=inside,
             kernel_words_elsewhere=elsewhere,

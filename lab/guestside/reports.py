@@ -191,11 +191,11 @@ class SinkReport:
 
 @dataclass(frozen=True)
 class ScanReport(FlatReport):
-    """lab.guestside.poolscan: what one reader's whole pool mapping shows it."""
+    """lab.guestside.poolscan: what one reader's pool mappings, whole, show it."""
 
     frames: int
-    pool_bytes: int
-    marker_hits: int  # another reader's device's marker, found in this pool
+    pool_bytes: int  # every pool it maps, together
+    marker_hits: int  # another reader's device's marker, found in its pools
     kernel_words_shinfo: int  # words like kernel addresses in chunks' skb_shared_info
     kernel_words_elsewhere: int
     other_dev_stats_refused: bool  # the counters of a device it did not attach

@@ -200,11 +200,12 @@ def test_nta_refuses_bad_commits(nta_env: LabEnv, nic: GuestNic, figure: Figure)
         sent, refused = got.bad_commits_sent, got.bad_commits_refused
         assert refused == sent and all(sent.values()), got
         d = got.stats_after - before
-        for kind in ("node", "offset", *(("length",) if via == "write" else ())):
+        for kind in ("node", "offset", "pool", *(("length",) if via == "write" else ())):
             assert d.bad_commits[kind] == sent[kind], (via, kind, d)
         if via == "ring":
             assert d.bad_commits["ring"] == sent["ring"], d
-        # Another reader's chunk is not shared with the committer: refused as state. So
+        # Another reader's chunk (one of the pools it binds too) is not shared with the
+        # committer: refused as state. So
         # is a chunk committed twice, unless the module handed it back and published it
         # to this reader again between the two copies: then its generation moved on and
         # the second copy is stale. Either way each is refused once, never freed.
