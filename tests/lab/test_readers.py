@@ -390,7 +390,12 @@ def test_readers_attach_and_close_in_every_order_under_traffic(
     runs overlap as the readers did, and end where each closed. None missed a frame
     (a, b and c joined a pool whose buffers were in the ring: not one unserved), no
     commit was refused, every share came back (c's 32 among those returned on close),
-    and with the links down no chunk is left in use, the counters balanced.
+    and with the links down no chunk is left in use, the counters balanced. d's run
+    has gaps, each frame of them counted as its unserved: until the driver has used
+    the buffers it was given from the pool before (a ring's worth), frames received
+    into them are not published; e1000's copybreak frames, allocated as they come,
+    are (seen: 247 frames of 253 bytes and more left out of d's first 522, every one
+    of them unserved, 249 in all).
 
     How it fails: a pool torn down with the reader that made it stops b's frames at a's
     close (b's run ends where a's does) or gives c unserved frames; a close that frees
@@ -440,19 +445,25 @@ def test_readers_attach_and_close_in_every_order_under_traffic(
     span: dict[str, tuple[int, int]] = {}
     for name, g in got.items():
         assert g.frames, f"{nic.name}: {name} captured nothing"
-        first = at.get(g.frames[0])
-        assert first is not None, f"{nic.name}: {name}'s first frame is not in tcpdump's capture"
-        run = wire[first : first + len(g.frames)]
-        checks.same_frames(f"{nic.name}: {name} against tcpdump's run", g.frames, run)
-        span[name] = (first, first + len(g.frames) - 1)
+        first, last = at.get(g.frames[0]), at.get(g.frames[-1])
+        assert first is not None and last is not None, f"{nic.name}: {name}: not tcpdump's"
+        span[name] = (first, last)
         dev = g.dev[nic.iface]
         checks.accounted(f"{nic.name}: {name}", dev)
+        lost = {k: v for k, v in dev.missed.items() if v and k != "unserved"}
+        assert not lost, f"{nic.name}: {name} missed frames: {dev}"
+        # Its capture is tcpdump's from its first frame to its last, in order, byte for
+        # byte, but for frames it was never given: those the device received into
+        # buffers of a pool from before it (counted unserved; d's only, see above).
+        run = wire[first : last + 1]
+        left = len(run) - len(g.frames)
+        checks.subsequence(f"{nic.name}: {name} against tcpdump's run", g.frames, run, left)
+        assert left <= dev.unserved, f"{nic.name}: {name} left out {left} frames: {dev}"
         # What it read, and what was still in its ring when it closed.
         assert dev.published >= len(g.frames), (name, len(g.frames), dev)
-        lost = {k: v for k, v in dev.missed.items() if v and (k != "unserved" or name != "d")}
-        assert not lost, f"{nic.name}: {name} missed frames: {dev}"
         if g.sniff is not None:
             assert g.sniff.refused == 0, (name, g.sniff)
+    assert [got[n].dev[nic.iface].unserved for n in "abc"] == [0, 0, 0], got
     (a0, a1), (b0, b1), (c0, c1), (d0, _) = (span[n] for n in "abcd")
     assert a0 < b0 <= a1 < b1, f"a and b overlap, b outlives a: {span}"
     assert a1 < c0 <= b1 < c1, f"c after a, overlapping b, outliving it: {span}"
