@@ -183,36 +183,16 @@ def nothing_missed(what: str, dev: DevStats) -> None:
         raise AssertionError(f"{what} missed frames: {dev}")
 
 
-@pytest.mark.sanitizers
-@pytest.mark.parametrize("kinds", [TWO, THREE], ids=["two", "three"])
-def test_every_reader_of_a_device_captures_what_tcpdump_does(
-    nta_env: LabEnv, nic: GuestNic, figure: Figure, kinds: tuple[str, ...]
-) -> None:
-    """Two, then three readers (pysniff, ntadump, pysniff) and tcpdump on one device, all
-    -Q inout, the wide mix sent and the guest answering part of it: every reader's capture
-    is tcpdump's, byte for byte, in order; the frames received in it are those sent (but
-    what the NIC missed); each reader's counters of the device say it got every frame
-    received and sent (published == its frames, nothing missed) and it committed them
-    all; the module published each frame once to each reader, refused no commit, and
-    every chunk came back.
-
-    How it fails: a frame published to one reader only (the pool's first, or its last)
-    is missing from the others' captures (same_frames against tcpdump) and from their
-    published; a chunk freed at the first commit goes back to the pool while another
-    reader holds it, and that reader's commit is refused (bad_commits, its committed
-    short of its frames; a later frame may even show in its bytes); a record written to
-    the wrong reader's ring gives one reader a frame twice and another none; a sent
-    frame copied for one reader only leaves the guest's answers out of the others'
-    captures and their ``sent`` short; a share never released leaves outstanding up."""
-    env = nta_env
+def every_reader_as_tcpdump(env: LabEnv, nic: GuestNic, kinds: tuple[str, ...], label: str) -> str:
+    """Readers of ``kinds`` and tcpdump on ``nic``, -Q inout, while the wide mix is sent and
+    the guest answers; every check of the scenario below. Its figure."""
     a = env.addrs(nic)
     sent = [m.frame for m in traffic.wide_mix(a, MIX, seed=env.new_run_id(), ipv6=False)]
     # The guest's last frame is its last answer: no SYN-ACK comes again after the readers
     # stopped (see test_directions.converse_beside_tcpdump).
     env.sysctl("net.ipv4.tcp_synack_retries", 0)
-    listener = env.bkg(f"listen-{nic.name}", TcpListen(a.guest_ip, traffic.LISTEN_PORT),
-                       ready=True)  # fmt: skip
-    tag = f"{len(kinds)}-{nic.name}"
+    tag = f"{label}-{nic.name}"
+    listener = env.bkg(f"listen-{tag}", TcpListen(a.guest_ip, traffic.LISTEN_PORT), ready=True)
     dump, dump_pcap = tcpdump(env, nic, tag, "inout")
     before = env.module.stats()
     readers = [start(env, kind, [nic], f"{kind}{i}-{tag}", "-Q", "inout", idle=IDLE_S)
@@ -245,8 +225,47 @@ def test_every_reader_of_a_device_captures_what_tcpdump_does(
     assert (d.published, d.not_shared, d.ring_full, d.skipped) == (records, 0, 0, 0), d
     assert not any(d.bad_commits.values()), d.bad_commits
     assert (d.committed + d.returned_on_close, d.outstanding) == (records, 0), d
-    figure(nic, f"{len(kinds)} readers: {len(wire)} frames each ({len(ours)} sent by the guest), "
-                "identical to tcpdump")  # fmt: skip
+    return f"{len(kinds)} readers: {len(wire)} frames each ({len(ours)} sent), as tcpdump's"
+
+
+@pytest.mark.sanitizers
+@pytest.mark.parametrize("kinds", [TWO, THREE], ids=["two", "three"])
+def test_every_reader_of_a_device_captures_what_tcpdump_does(
+    nta_env: LabEnv, nic: GuestNic, figure: Figure, kinds: tuple[str, ...]
+) -> None:
+    """Two, then three readers (pysniff, ntadump, pysniff) and tcpdump on one device, all
+    -Q inout, the wide mix sent and the guest answering part of it: every reader's capture
+    is tcpdump's, byte for byte, in order; the frames received in it are those sent (but
+    what the NIC missed); each reader's counters of the device say it got every frame
+    received and sent (published == its frames, nothing missed) and it committed them
+    all; the module published each frame once to each reader, refused no commit, and
+    every chunk came back.
+
+    How it fails: a frame published to one reader only (the pool's first, or its last)
+    is missing from the others' captures (same_frames against tcpdump) and from their
+    published; a chunk freed at the first commit goes back to the pool while another
+    reader holds it, and that reader's commit is refused (bad_commits, its committed
+    short of its frames; a later frame may even show in its bytes); a record written to
+    the wrong reader's ring gives one reader a frame twice and another none; a sent
+    frame copied for one reader only leaves the guest's answers out of the others'
+    captures and their ``sent`` short; a share never released leaves outstanding up."""
+    figure(nic, every_reader_as_tcpdump(nta_env, nic, kinds, str(len(kinds))))
+    nta_env.quiesced()
+
+
+def test_the_readers_check_fails_when_a_reader_loses_frames(
+    nta_env: LabEnv, figure: Figure
+) -> None:
+    """The check above can fail: fault_drop_record_every=40 keeps every 40th frame from each
+    reader (counted as its fault_dropped), as a module that publishes a frame to some of
+    a device's readers only would. The captures then differ from tcpdump's."""
+    env = nta_env
+    nic = env.with_driver_settings(env.nics[0])
+    env.module.set_param("fault_drop_record_every", 40)
+    with pytest.raises(AssertionError, match="against tcpdump") as failed:
+        every_reader_as_tcpdump(env, nic, TWO, "fault")
+    env.module.set_param("fault_drop_record_every", 0)
+    figure(nic, str(failed.value).splitlines()[0][:120])
     env.quiesced()
 
 
