@@ -346,11 +346,12 @@ class LabEnv:
 
         With ``idle``, it stops once no frame came for that long (it waits
         FIRST_FRAME_S for the first): a frame that never comes fails the
-        caller's checks in seconds, not at a timeout. Each reader has a pool
-        of its own, and a device it attaches has its receive ring full of
+        caller's checks in seconds, not at a timeout. The first reader of a
+        device makes its pool, and the device's receive ring is full of
         buffers it got before: with ``refill`` the link is bounced once the
         reader is attached, so that every frame after this lands in the
-        reader's pool.
+        pool. A reader joining others already capturing passes
+        ``refill=False``: a bounce would cut into their captures.
         """
         iface = nic if isinstance(nic, str) else nic.iface
         argv: list[object] = ["-i", iface, "--json", *_way(flags)]
