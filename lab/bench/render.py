@@ -170,19 +170,21 @@ def filtered(result: BenchResult) -> list[str]:
     """Each sniffer's capture_us with a filter keeping 1 frame in KEEP_ONE_IN, against its
     own without one: a filter that runs before the copy (or the chunk) should cut the cost
     to about that share."""
-    by = {(r.load, r.sniffer): r for r in result.rows}
     out = []
-    for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == FILTERED):
-        thin, whole = by[(FILTERED, s)], by.get((UNFILTERED, s))
-        if s in (BASELINE, LOADED) or whole is None:
-            continue
-        share = (
-            f"{thin.capture_us.median / whole.capture_us.median:.2f}x"
-            if whole.capture_us.median > 0 else "-"
-        )  # fmt: skip
+    for s, thin, whole in against_own(result, FILTERED, UNFILTERED):
         got, base = num(thin.capture_us.median), num(whole.capture_us.median)
-        out.append(f"  {s:<12}{got:>8} against {base} unfiltered: {share}")
+        out.append(f"  {s:<12}{got:>8} against {base} unfiltered: {ratio_text(thin, whole)}")
     return out
+
+
+def against_own(result: BenchResult, load: str, base: str) -> list[tuple[str, Row, Row]]:
+    """Each sniffer (not a baseline) with a row at ``load`` and one at ``base``: both rows."""
+    by = {(r.load, r.sniffer): r for r in result.rows}
+    return [
+        (s, by[(load, s)], by[(base, s)])
+        for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == load)
+        if s not in (BASELINE, LOADED) and (base, s) in by
+    ]
 
 
 def two_readers(result: BenchResult) -> list[str]:
@@ -192,10 +194,7 @@ def two_readers(result: BenchResult) -> list[str]:
     each NTA reader against its AF_PACKET counterpart, both doubled and both alone."""
     by = {(r.load, r.sniffer): r for r in result.rows}
     out = []
-    for s in dict.fromkeys(r.sniffer for r in result.rows if r.load == TWO_READERS):
-        two, one = by[(TWO_READERS, s)], by.get((ONE_READER, s))
-        if s in (BASELINE, LOADED) or one is None:
-            continue
+    for s, two, one in against_own(result, TWO_READERS, ONE_READER):
         more = two.capture_us.median - one.capture_us.median
         got, base = num(two.capture_us.median), num(one.capture_us.median)
         out.append(f"  {s:<12}{got:>8} against {base} with one: {ratio_text(two, one)}; the "
