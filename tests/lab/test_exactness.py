@@ -149,6 +149,11 @@ def ecn_of(frames: list[bytes]) -> Counter[int]:
     return Counter(Ether(f)[IP].tos & 0x03 for f in frames if IP in Ether(f))
 
 
+def flows(env: LabEnv, nic: GuestNic) -> list[bytes]:
+    """FLOWS TCP flows of SEGMENTS segments each, for GRO to merge."""
+    return traffic.gro_flow(env.addrs(nic), SEGMENTS, env.new_run_id(), flows=FLOWS)
+
+
 def tunnel_mix(env: LabEnv, nic: GuestNic) -> list[bytes]:
     a, seed = env.addrs(nic), env.new_run_id()
     per = [traffic.tunneled(a, k, nic.index, PER_TUNNEL, seed + i)
@@ -246,10 +251,10 @@ def test_the_check_fails_when_nta_trusts_those_writers(nta_env: LabEnv, figure: 
 def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
     nta_env: LabEnv, figure: Figure
 ) -> None:
-    """GRO on both e1000 NICs, FLOWS flows each with tunneled frames among them (copied,
-    filled with the pool's lock dropped), frames taken on both CPUs (RPS), a reader with
-    a SMALL_POOL_KB pool at max_shared SMALL_SHARE, and the debugfs counters read in a
-    loop all along (each read reclaims every pool): after every round the counters
+    """GRO on both e1000 NICs, FLOWS flows each and tunneled frames (copied, filled with
+    the pool's lock dropped), frames taken on both CPUs (RPS), a reader with SMALL_POOL_KB
+    pools at max_shared SMALL_SHARE, and the debugfs counters read in a loop all along
+    (each read reclaims every pool): after every part of every round the counters
     balance, and at the end every chunk is back."""
     env = nta_env
     nics = [n for n in env.nics if n.variant.driver == "e1000"]
@@ -266,28 +271,26 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
     env.bounce(nics)
     before = env.module.stats()
     for _rnd in range(ROUNDS):
-        # The tunneled frames first, while the reader holds nothing: each device has a pool
-        # of its own, so more frames are served than the reader's SMALL_SHARE can take,
-        # and copies sent after the flows met a reader at its limit (0 copied, seen once).
-        batches = {
-            n: tunnel_mix(env, n)
-            + traffic.gro_flow(env.addrs(n), SEGMENTS, env.new_run_id(), flows=FLOWS)
-            for n in nics
-        }
-        senders = [threading.Thread(target=env.send, args=(n, b)) for n, b in batches.items()]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
-        s = env.module.wait(
-            "the round's records committed",
-            lambda s: (
-                s.published == s.committed + s.returned_on_close + s.outstanding
-                and s.outstanding == 0
-            ),
-        )
-        checks.balanced(s)
-        assert s.in_use < 1 << 32, f"in_use wrapped: {s}"
+        # Each device has a pool of its own, so more frames are served than the reader's
+        # SMALL_SHARE takes at once: the tunneled frames (copied) and the flows (merged in
+        # place) are sent apart, each to a reader that holds nothing, or the later kind
+        # meets a reader at its limit (seen: 0 copied, and with the order turned, 0 merged).
+        for part in (tunnel_mix, flows):
+            batches = {n: part(env, n) for n in nics}
+            senders = [threading.Thread(target=env.send, args=(n, b)) for n, b in batches.items()]
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            s = env.module.wait(
+                "the part's records committed",
+                lambda s: (
+                    s.published == s.committed + s.returned_on_close + s.outstanding
+                    and s.outstanding == 0
+                ),
+            )
+            checks.balanced(s)
+            assert s.in_use < 1 << 32, f"in_use wrapped: {s}"
     sn.stop()
     d = env.module.stats() - before
     assert d.chained > 0 and d.copied > 0, d
