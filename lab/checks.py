@@ -86,6 +86,16 @@ def subsequence(what: str, got: Sequence[bytes], want: Sequence[bytes], missing:
 # -- NTA's counters ------------------------------------------------------------------
 
 
+def tcpdump_dropped(log: str) -> int:
+    """What tcpdump says its kernel dropped (its closing "N packets dropped by kernel"
+    line): the frames it missed, beside those the NIC did. No such line is a failure: a
+    tcpdump that did not end cleanly says nothing of what it missed."""
+    for line in log.splitlines():
+        if line.endswith("packets dropped by kernel"):
+            return int(line.split()[0])
+    raise AssertionError(f"tcpdump printed no drop count: {log[-500:]}")
+
+
 def balanced(stats: Stats) -> None:
     """At a quiet moment: allocated == freed + in_use + handed_over, published == committed +
     returned_on_close + outstanding."""

@@ -39,13 +39,6 @@ class Captured:
     answers: Counter[str]
 
 
-def tcpdump_dropped(log: str) -> int:
-    for line in log.splitlines():
-        if line.endswith("packets dropped by kernel"):
-            return int(line.split()[0])
-    raise AssertionError(f"tcpdump printed no drop count: {log[-500:]}")
-
-
 def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> Captured:
     """The frames sent while tcpdump and pysniff both capture ``nic``; what each wrote."""
     a = env.addrs(nic)
@@ -75,7 +68,7 @@ def capture_both(env: LabEnv, nic: GuestNic, frames: list[bytes], tag: str) -> C
     return Captured(
         pysniff=traffic.read_pcap(sniff_pcap),
         tcpdump=traffic.read_pcap(dump_pcap),
-        tcpdump_dropped=tcpdump_dropped(dump.log.read_text()),
+        tcpdump_dropped=checks.tcpdump_dropped(dump.log.read_text()),
         report=report,
         answers=answers,
     )

@@ -404,8 +404,9 @@ def test_readers_attach_and_close_in_every_order_under_traffic(
     closes, c (pysniff, keeping 32 chunks) attaches, b closes, c closes, holding its 32:
     the pool outlives the reader that made it, takes readers after it, and goes with its
     last; then d (ntadump) attaches, the pool made again under traffic, and closes.
-    Each reader's capture is an exact, contiguous run of tcpdump's (which is what was
-    sent, but what the NIC missed), from after it attached to before it closed: the
+    Each reader's capture is an exact, contiguous run of what was sent (but what the NIC
+    missed), from after it attached to before it closed, and tcpdump's capture is what
+    was sent, but what the NIC missed and its own kernel ring dropped: the
     runs overlap as the readers did, and end where each closed. None missed a frame
     (a, b and c joined a pool whose buffers were in the ring: not one unserved), no
     commit was refused, every share came back (c's 32 among those returned on close),
@@ -458,26 +459,31 @@ def test_readers_attach_and_close_in_every_order_under_traffic(
     rx = env.settled_rx(nic, rx0, len(stream.sent))
     wire = settled_pcap(dump_pcap)
     dump.stop()
-    as_sent(f"{nic.name}: tcpdump", wire, stream.sent, rx.missed)
+    # tcpdump is held to what was sent, less what the NIC missed and what its own kernel
+    # ring dropped: beside four readers under a sanitizer kernel it drops some (seen on
+    # 6.12 KASAN), so the readers are held to what was sent, not to tcpdump's capture.
+    dropped = checks.tcpdump_dropped(dump.log.read_text())
+    as_sent(f"{nic.name}: tcpdump", wire, stream.sent, rx.missed + dropped)
 
-    at = {frame: i for i, frame in enumerate(wire)}
+    at = {frame: i for i, frame in enumerate(stream.sent)}
     span: dict[str, tuple[int, int]] = {}
     for name, g in got.items():
         assert g.frames, f"{nic.name}: {name} captured nothing"
         first, last = at.get(g.frames[0]), at.get(g.frames[-1])
-        assert first is not None and last is not None, f"{nic.name}: {name}: not tcpdump's"
+        assert first is not None and last is not None, f"{nic.name}: {name}: not sent"
         span[name] = (first, last)
         dev = g.dev[nic.iface]
         checks.accounted(f"{nic.name}: {name}", dev)
         lost = {k: v for k, v in dev.missed.items() if v and k != "unserved"}
         assert not lost, f"{nic.name}: {name} missed frames: {dev}"
-        # Its capture is tcpdump's from its first frame to its last, in order, byte for
-        # byte, but for frames it was never given: those the device received into
-        # buffers of a pool from before it (counted unserved; d's only, see above).
-        run = wire[first : last + 1]
+        # Its capture is what was sent from its first frame to its last, in order, byte
+        # for byte, but for frames it was never given: those the NIC missed, and those the
+        # device received into buffers of a pool from before it (counted unserved; d's
+        # only, see above).
+        run = stream.sent[first : last + 1]
         left = len(run) - len(g.frames)
-        checks.subsequence(f"{nic.name}: {name} against tcpdump's run", g.frames, run, left)
-        assert left <= dev.unserved, f"{nic.name}: {name} left out {left} frames: {dev}"
+        checks.subsequence(f"{nic.name}: {name} against what was sent", g.frames, run, left)
+        assert left <= dev.unserved + rx.missed, f"{nic.name}: {name} left out {left}: {dev}"
         # What it read, and what was still in its ring when it closed.
         assert dev.published >= len(g.frames), (name, len(g.frames), dev)
         if g.sniff is not None:
