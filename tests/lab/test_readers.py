@@ -459,11 +459,18 @@ def test_readers_attach_and_close_in_every_order_under_traffic(
     rx = env.settled_rx(nic, rx0, len(stream.sent))
     wire = settled_pcap(dump_pcap)
     dump.stop()
-    # tcpdump is held to what was sent, less what the NIC missed and what its own kernel
-    # ring dropped: beside four readers under a sanitizer kernel it drops some (seen on
-    # 6.12 KASAN), so the readers are held to what was sent, not to tcpdump's capture.
+    # tcpdump is held to what was sent, in order and byte for byte, less no more than what
+    # the NIC missed and what its kernel says it dropped: beside four readers under a
+    # sanitizer kernel its ring overflows (seen on 6.12 KASAN: 2988 of 12700 frames not in
+    # its capture, the NIC having missed none; its count said 3352, more than it lacked),
+    # so the readers are held to what was sent, not to tcpdump's capture.
     dropped = checks.tcpdump_dropped(dump.log.read_text())
-    as_sent(f"{nic.name}: tcpdump", wire, stream.sent, rx.missed + dropped)
+    short = len(stream.sent) - len(wire)
+    assert short <= rx.missed + dropped, (
+        f"{nic.name}: tcpdump has {len(wire)} of {len(stream.sent)} frames: the NIC missed "
+        f"{rx.missed}, tcpdump says it dropped {dropped}"
+    )
+    checks.subsequence(f"{nic.name}: tcpdump", wire, stream.sent, short)
 
     at = {frame: i for i, frame in enumerate(stream.sent)}
     span: dict[str, tuple[int, int]] = {}
