@@ -301,22 +301,18 @@ static void nta_tap_outgoing(struct nta_attached *a)
 }
 
 /*
- * The pool index of @r for @dp: the one it bound @dp to before (its
- * counts go on), else one it never bound (@dp NULL: the device has no pool
- * yet, the new one will do); -ENOSPC when every one is bound. A bound one
- * is never bound again while the reader is open: its mapping may live.
+ * The pool index @r bound to @dp, or -ENOENT; with @dp NULL, one it never
+ * bound. A bound one is never bound again while the reader is open: its
+ * mapping may live.
  */
-static int nta_watch_for(struct nta_reader *r, const struct nta_devpool *dp)
+static int nta_watch_of(const struct nta_reader *r, const struct nta_devpool *dp)
 {
 	int i;
 
-	for (i = 0; dp && i < NTA_MAX_POOLS; i++)
+	for (i = 0; i < NTA_MAX_POOLS; i++)
 		if (r->devs[i].dp == dp)
 			return i;
-	for (i = 0; i < NTA_MAX_POOLS; i++)
-		if (!r->devs[i].dp)
-			return i;
-	return -ENOSPC;
+	return -ENOENT;
 }
 
 /* A free reader slot of @dp, or -EUSERS. */
@@ -370,13 +366,15 @@ static void nta_tap_add(struct nta_attached *a, struct nta_devpool *dp)
  */
 static int nta_place_for(struct nta_reader *r, const struct nta_devpool *dp, int *p, int *u)
 {
-	*p = nta_watch_for(r, dp);
-	if (*p < 0)
-		return *p;
-	if (r->devs[*p].dp == dp) {
+	*p = nta_watch_of(r, dp);
+	if (*p >= 0) {
+		/* Bound before (its counts go on): its slot in the pool is still its own. */
 		*u = r->devs[*p].user;
 		return dp->tapping & BIT(*u) ? 1 : 0;
 	}
+	*p = nta_watch_of(r, NULL);
+	if (*p < 0)
+		return -ENOSPC;
 	*u = nta_user_for(dp);
 	return *u < 0 ? *u : 0;
 }
@@ -503,9 +501,9 @@ static void nta_detach_reader(struct nta_reader *r, const struct net_device *onl
 	for (i = 0; i < NTA_MAX_DEVS; i++) {
 		struct nta_attached *a = rtnl_dereference(nta.devs[i]);
 		struct nta_devpool *dp = a ? rtnl_dereference(a->dp) : NULL;
-		int p = dp ? nta_watch_for(r, dp) : -ENOENT;
+		int p = dp ? nta_watch_of(r, dp) : -ENOENT;
 
-		if (p < 0 || r->devs[p].dp != dp || (only && a->dev != only))
+		if (p < 0 || (only && a->dev != only))
 			continue;
 		if (dp->tapping & BIT(r->devs[p].user))
 			nta_untap(a, i, BIT(r->devs[p].user), false);
