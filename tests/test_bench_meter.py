@@ -537,17 +537,26 @@ STEPPED = (
 )
 
 
+def two_copies(
+    tmp_path: Path, tracefs: Path, meters: list[Meter], source: str
+) -> tuple[Meter, Path]:
+    """A meter around two copies of the Python sniffer ``source``, each given the gates
+    directory the test steps it through; the meter, and that directory."""
+    gates, script = tmp_path / "gates", tmp_path / "sniffer.py"
+    gates.mkdir()
+    script.write_text(source)
+    request = protocol.Meter(cmd=(sys.executable, "-S", str(script), str(gates)), copies=2)
+    m = Meter(tmp_path, tracefs, request)
+    meters.append(m)
+    return m, gates
+
+
 def test_every_copy_is_ready_before_the_meter_and_the_window_waits_for_every_one(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
     """Two copies of a sniffer (two readers of one device): the meter is ready once both
     are, the window ends once both exited, and their CPU times are summed."""
-    gates, script = tmp_path / "gates", tmp_path / "stepped.py"
-    gates.mkdir()
-    script.write_text(STEPPED)
-    request = protocol.Meter(cmd=(sys.executable, "-S", str(script), str(gates)), copies=2)
-    m = Meter(tmp_path, fake_tracefs, request)
-    meters.append(m)
+    m, gates = two_copies(tmp_path, fake_tracefs, meters, STEPPED)
     (gates / "go-ready-0").touch()
     m.wait_for(gates / "ready-0.is-ready")
     time.sleep(0.5)  # the meter looks every 20 ms
@@ -594,12 +603,7 @@ DIES = (
 def test_a_copy_that_dies_before_it_is_ready_is_named_and_the_others_ended(
     tmp_path: Path, fake_tracefs: Path, meters: list[Meter]
 ) -> None:
-    gates, script = tmp_path / "gates", tmp_path / "dies.py"
-    gates.mkdir()
-    script.write_text(DIES)
-    request = protocol.Meter(cmd=(sys.executable, "-S", str(script), str(gates)), copies=2)
-    m = Meter(tmp_path, fake_tracefs, request)
-    meters.append(m)
+    m, gates = two_copies(tmp_path, fake_tracefs, meters, DIES)
     m.proc.wait(20)
     err = m.proc.stderr.read() if m.proc.stderr else ""
     assert m.proc.returncode == 1 and not m.ready.exists()
