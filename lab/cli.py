@@ -336,6 +336,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         loads=bench_loads(args),
         sniffers=tuple(bench.sniffers.parse(args.sniffers or ",".join(bench.SNIFFERS))),
         accel=args.accel,
+        clocksource=args.clocksource,
     )
     out = Path(args.out).resolve() if args.out else paths.new_results_dir("bench")
     return bench.run_bench(config, out)
@@ -561,6 +562,13 @@ def parser() -> argparse.ArgumentParser:
     )
     be.add_argument("-k", "--kernel", default="debian-6.1", help="manifest name, bzImage or tree")
     be.add_argument("--rounds", type=int, default=3, help="A B A B rounds per load")
+    be.add_argument(
+        "--clocksource",
+        choices=["default", "tsc"],
+        default="default",
+        help="the guest's clock: its kernel's choice (under TCG the HPET, an emulated device) "
+        "or the TSC, as on hardware and KVM (tsc=reliable)",
+    )
     be.add_argument(
         "--loads",
         help="comma list of fixed, fixed-<size> (the sweep), filtered (fixed, a filter keeping "

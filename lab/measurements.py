@@ -199,6 +199,7 @@ def benchmark(bench: Mapping[str, Any], source: str) -> list[str]:
         + (f", boot {duration(float(bench['boot_s']))}" if bench.get("boot_s") else "")
         + f", {duration(float(bench.get('total_s', 0)))} in all, {done}."
         + (f" Idle time: {bench['idle_accounting']}." if bench.get("idle_accounting") else "")
+        + (f" Clocksource: {bench['clocksource']}." if bench.get("clocksource") else "")
         + " Each figure is the median over the rounds, with their range in brackets.",
     ]
     if bench.get("unit"):

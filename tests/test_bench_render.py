@@ -15,7 +15,8 @@ def result(trials: list[Trial], sweep: dict[str, int] | None = None) -> BenchRes
     rows = summarize(trials)
     return BenchResult(
         kernel="6.1.0-56-amd64", accel="tcg", accel_reason="test", host="cpu",
-        idle_accounting="nohz: idle periods measured", boot_s=20, total_s=900, complete=True,
+        idle_accounting="nohz: idle periods measured", clocksource="hpet", boot_s=20,
+        total_s=900, complete=True,
         rounds=3, sniffers=["none", "ntadump"], loads={}, sweep=sweep or {}, unit=UNIT,
         rows=rows, targets=judge(GOALS, rows), trials=trials,
     )  # fmt: skip

@@ -248,6 +248,7 @@ def test_retries_reach_the_rows_and_the_json() -> None:
     )
     result = BenchResult(
         kernel="6.1", accel="tcg", accel_reason="r", host="h", idle_accounting="nohz",
+        clocksource="hpet",
         boot_s=1, total_s=2, complete=True, rounds=3, sniffers=["none"], loads={"fixed": "f"},
         sweep={}, unit="u", rows=rows, targets=judge(GOALS, rows), trials=trials,
     )  # fmt: skip
@@ -291,6 +292,7 @@ def test_two_readers_in_bench_json() -> None:
     rows = summarize(trials)
     result = BenchResult(
         kernel="6.1", accel="tcg", accel_reason="r", host="h", idle_accounting="nohz",
+        clocksource="hpet",
         boot_s=1, total_s=2, complete=True, rounds=3, sniffers=["none"],
         loads={"fixed": "f", TWO_READERS: "f, 2 copies"}, sweep={}, unit="u", rows=rows,
         targets=judge(GOALS, rows), trials=trials,

@@ -383,6 +383,7 @@ class BenchResult:
     accel_reason: str
     host: str
     idle_accounting: str  # how the guest's kernel measures idle time (nohz: exactly)
+    clocksource: str  # the guest's (TCG's default, the HPET, is an emulated device)
     boot_s: float
     total_s: float
     complete: bool
