@@ -57,3 +57,17 @@ def test_bad_options_are_usage_errors(
 ) -> None:
     assert main(["bench", *argv]) == 2
     assert capsys.readouterr().err.startswith(f"ntalab: error: {message}")
+
+
+def test_each_clocksource_is_a_guest_command_line_and_no_other_is_taken(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lab.bench import CLOCKSOURCES
+
+    assert parser().parse_args(["bench"]).clocksource == "default"
+    for name in CLOCKSOURCES:
+        assert parser().parse_args(["bench", "--clocksource", name]).clocksource == name
+    assert (CLOCKSOURCES["default"], CLOCKSOURCES["tsc"]) == ((), ("tsc=reliable",))
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--clocksource", "hpet"])
+    assert "invalid choice: 'hpet'" in capsys.readouterr().err
