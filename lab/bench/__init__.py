@@ -164,10 +164,9 @@ def build(kernel: images.Kernel, sniffers: Sequence[Sniffer]) -> tuple[Tools, Pa
 
 
 # The guest kernel's command line for each --clocksource. Under TCG a 2-CPU guest marks its
-# TSC unstable ("TSCs unsynchronized": an AMD-flavoured CPU without constant_tsc) and
-# reads the HPET, an emulated device: each read leaves the translated code, thousands of
-# times a TSC read's cost, so a clock read outweighs the copy zero copy saves. tsc=reliable
-# keeps the TSC, as hardware and KVM guests (kvm-clock) read it.
+# TSC unstable ("TSCs unsynchronized": an AMD-flavoured CPU without constant_tsc) and reads
+# the HPET, an emulated device, where hardware and KVM guests read the TSC; tsc=reliable
+# keeps the TSC, so that a run can show how much the emulated clock weighs (docs/bench.md).
 CLOCKSOURCES: dict[str, tuple[str, ...]] = {"default": (), "tsc": ("tsc=reliable",)}
 CURRENT_CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
