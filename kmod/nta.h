@@ -296,9 +296,23 @@ enum nta_admit {
 enum nta_admit nta_room_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
 enum nta_admit nta_admit_locked(struct nta_reader *r, u32 n, struct sk_buff_head *holds);
 void nta_not_admitted(struct nta_reader *r, struct nta_dev_stats *w, enum nta_admit why);
+
+/*
+ * When a frame was taken, read once for all its records and readers: the
+ * monotonic time the wakeup policy ages records by, and the same instant
+ * in wall-clock time for the record (converted, not read again: where the
+ * clocksource is a device, as a TCG guest's HPET, each read is an
+ * emulated device access, the costliest step of publishing a frame).
+ */
+struct nta_stamp {
+	u64 mono;
+	u64 real;
+};
+
 void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c,
-		       const struct sk_buff *skb, u32 offset, u32 len, u32 frame_len, u16 flags);
-void nta_ring_publish_locked(struct nta_reader *r);
+		       const struct sk_buff *skb, const struct nta_stamp *when, u32 offset,
+		       u32 len, u32 frame_len, u16 flags);
+void nta_ring_publish_locked(struct nta_reader *r, u64 now);
 
 /* nta_capture.c */
 void nta_filter_replace(struct nta_reader *r, struct bpf_prog *prog);

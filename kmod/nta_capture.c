@@ -100,6 +100,7 @@ struct nta_frame {
 	u32 len;		/* from its first byte: what is published */
 	u32 wire;		/* the whole frame (more than len: the filter cut it) */
 	bool out;		/* the device sent it */
+	const struct nta_stamp *when;
 	u32 n;
 	u32 copies;
 	u32 in_place;
@@ -401,10 +402,10 @@ static void nta_publish_locked(struct nta_devpool *dp, struct nta_frame *f, u16 
 
 			flags |= f->out ? NTA_RECORD_OUTGOING : 0;
 			flags |= p->copy ? NTA_RECORD_COPY : 0;
-			nta_record_locked(r, dp->watch[u], p->c, skb, p->at, p->len, f->wire,
-					  flags);
+			nta_record_locked(r, dp->watch[u], p->c, skb, f->when, p->at, p->len,
+					  f->wire, flags);
 		}
-		nta_ring_publish_locked(r);
+		nta_ring_publish_locked(r, f->when->mono);
 	}
 }
 
@@ -491,10 +492,10 @@ struct nta_wants {
  * admit each, copy what must be copied (the lock dropped meanwhile, and
  * each one's room checked again after), publish. Each frame lands in
  * exactly one of each reader's device counters. @out: the device sends it
- * (a copy, never its pages).
+ * (a copy, never its pages); @when: the tap took it.
  */
 static void nta_capture(struct nta_devpool *dp, struct sk_buff *skb, bool out,
-			const struct nta_wants *ws)
+			const struct nta_stamp *when, const struct nta_wants *ws)
 {
 	struct nta_pool *pool = &dp->pool;
 	struct nta_chunk *head = NULL;
@@ -507,6 +508,7 @@ static void nta_capture(struct nta_devpool *dp, struct sk_buff *skb, bool out,
 		.len = ws->len,
 		.wire = skb->len + (skb->data - skb_mac_header(skb)),
 		.out = out,
+		.when = when,
 	};
 	unsigned long bits = ws->seen;
 	unsigned long flags;
@@ -609,6 +611,7 @@ int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type 
 	struct nta_devpool *dp = rcu_dereference(a->dp);
 	bool out = skb->pkt_type == PACKET_OUTGOING;
 	struct nta_wants whole = {};
+	struct nta_stamp when = {};
 	u32 cut[NTA_POOL_READERS];
 	unsigned long tapping;
 	u16 cuts = 0;
@@ -638,13 +641,23 @@ int nta_tap_rcv(struct sk_buff *skb, struct net_device *dev, struct packet_type 
 	}
 	if (!whole.seen)
 		goto done;
+	/*
+	 * The clock, once for the frame, before the lock: what a record's
+	 * timestamp says and what the wakeup policy ages it by (AF_PACKET
+	 * likewise stamps a frame once, whoever reads it). Not read for a
+	 * frame nobody keeps.
+	 */
+	if (whole.want || cuts) {
+		when.mono = ktime_get_ns();
+		when.real = ktime_to_ns(ktime_mono_to_real(ns_to_ktime(when.mono)));
+	}
 	whole.len = wire;
-	nta_capture(dp, skb, out, &whole);
+	nta_capture(dp, skb, out, &when, &whole);
 	tapping = cuts;
 	for_each_set_bit(u, &tapping, NTA_POOL_READERS) {
 		struct nta_wants one = { .want = BIT(u), .len = cut[u] };
 
-		nta_capture(dp, skb, out, &one);
+		nta_capture(dp, skb, out, &when, &one);
 	}
 done:
 	consume_skb(skb);

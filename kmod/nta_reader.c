@@ -208,6 +208,12 @@ static u64 nta_due_in(struct nta_reader *r, u32 pending, u64 now)
 	u64 oldest = r->stamps[consumer & (r->ring_entries - 1)];
 	u64 wait = (u64)r->wakeup_usecs * NSEC_PER_USEC;
 
+	/*
+	 * A tap reads the clock before it takes the lock, so a frame stamped
+	 * on one CPU may be published after a later-stamped one from another:
+	 * its "now" may be a little older than the oldest record.
+	 */
+	now = max(now, oldest);
 	if (!wait || pending >= r->wakeup_frames || now - oldest >= wait)
 		return 0;
 	return oldest + wait - now;
@@ -219,14 +225,14 @@ static u64 nta_due_in(struct nta_reader *r, u32 pending, u64 now)
  * never when nobody sleeps. Returns how long until pending records are
  * due, for the timer (0: none pending, or woken now, or nobody to wake).
  */
-static u64 nta_wake_locked(struct nta_reader *r)
+static u64 nta_wake_locked(struct nta_reader *r, u64 now)
 {
 	u32 pending = nta_pending(r);
 	u64 due;
 
 	if (r->woken || !pending || !wq_has_sleeper(&r->wait))
 		return 0;
-	due = nta_due_in(r, pending, ktime_get_ns());
+	due = nta_due_in(r, pending, now);
 	if (due)
 		return due;
 	r->woken = true;
@@ -259,7 +265,7 @@ static enum hrtimer_restart nta_wakeup_timer(struct hrtimer *timer)
 	unsigned long flags;
 
 	spin_lock_irqsave(&nta_lock, flags);
-	nta_arm_locked(r, nta_wake_locked(r));
+	nta_arm_locked(r, nta_wake_locked(r, ktime_get_ns()));
 	spin_unlock_irqrestore(&nta_lock, flags);
 	/*
 	 * Test only (fault_timer_stall_us): widens the window in which the
@@ -277,12 +283,13 @@ static enum hrtimer_restart nta_wakeup_timer(struct hrtimer *timer)
 
 /*
  * One record, for @len bytes at @offset in the node of @c, in the reader's
- * pool @pool, a piece of a frame of @frame_len bytes; the chunk was shared
- * with the reader (nta_chunk_share_locked()). Not visible to the reader
- * until nta_ring_publish_locked().
+ * pool @pool, a piece of a frame of @frame_len bytes taken at @when; the
+ * chunk was shared with the reader (nta_chunk_share_locked()). Not visible
+ * to the reader until nta_ring_publish_locked().
  */
 void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c,
-		       const struct sk_buff *skb, u32 offset, u32 len, u32 frame_len, u16 flags)
+		       const struct sk_buff *skb, const struct nta_stamp *when, u32 offset,
+		       u32 len, u32 frame_len, u16 flags)
 {
 	u32 slot = r->seq & (r->ring_entries - 1);
 	struct nta_record *rec = &r->records[slot];
@@ -293,7 +300,7 @@ void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c
 		.len = len,
 		.generation = c->generation,
 		.seq = r->seq,
-		.tstamp_ns = ktime_get_real_ns(),
+		.tstamp_ns = when->real,
 		.ifindex = skb->dev->ifindex,
 		.protocol = (__force u16)skb->protocol,
 		.flags = flags,
@@ -305,19 +312,22 @@ void nta_record_locked(struct nta_reader *r, u32 pool, const struct nta_chunk *c
 		rec->vlan_tci = skb_vlan_tag_get(skb);
 		rec->vlan_proto = (__force u16)skb->vlan_proto;
 	}
-	r->stamps[slot] = ktime_get_ns();
+	r->stamps[slot] = when->mono;
 	r->outstanding++;
 	r->seq++;
 	r->stats.records++;
 	r->gone.published++;
 }
 
-/* Makes the records written so far visible (a frame's pieces all at once), wakes if due. */
-void nta_ring_publish_locked(struct nta_reader *r)
+/*
+ * Makes the records written so far visible (a frame's pieces all at once),
+ * wakes if due by the clock read at @now (the frame's stamp).
+ */
+void nta_ring_publish_locked(struct nta_reader *r, u64 now)
 {
 	/* The records are complete before userspace can see the new producer. */
 	smp_store_release(nta_index(r, NTA_RING_PRODUCER), r->seq);
-	nta_arm_locked(r, nta_wake_locked(r));
+	nta_arm_locked(r, nta_wake_locked(r, now));
 }
 
 /*
