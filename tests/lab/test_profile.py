@@ -94,8 +94,10 @@ def test_what_each_frame_calls(nta_env: LabEnv, sniffer: str, figure: Figure) ->
     """Every kernel function called while ``sniffer`` captures TRACE_RATE frames/s, counted
     by ftrace's function tracer over TRACE_SECONDS (the Debian kernels have no function
     profiler): ``calls-<sniffer>.txt``, calls per function with the frames received in the
-    window, so that two sniffers' files divide into calls per frame and compare."""
+    window, so that two sniffers' files divide into calls per frame and compare. As in the
+    benchmark, NTA serves no device but ntadump's (``none`` and ``tcpdump``: loaded, idle)."""
     env = nta_env
+    env.module.reload_with("")
     nic = env.with_driver_settings(env.nics[0])
     sniffer_up(env, sniffer, nic.iface)
     batch = traffic.frames(env.new_run_id(), FRAMES, env.addrs(nic), ("udp4",), seed=9)
@@ -126,7 +128,7 @@ def test_what_each_frame_calls(nta_env: LabEnv, sniffer: str, figure: Figure) ->
     per_frame = [(int(n) / frames, name) for n, name in zip(counts[::2], counts[1::2], strict=True)]
     out = env.outdir / f"calls-{sniffer}.txt"
     out.write_text(
-        f"# {sniffer}: calls per frame, {frames} frames received in {TRACE_SECONDS} s\n"
+        f"# {sniffer}: calls a frame, {frames} frames received in {TRACE_SECONDS} s\n"
         + "".join(f"{n:9.2f} {name}\n" for n, name in per_frame)
     )
     assert frames and per_frame, f"the tracer counted nothing: see {out}"
