@@ -1,6 +1,6 @@
 """Where capture's time goes: perf's samples over the whole guest while one sniffer
-captures at the benchmark's fixed rate. A study for the benchmark's shortfalls, not a check: it runs only
-when ``-k`` names it (``ntalab run -k debian-6.1 --nics e1000 -- -k profile``).
+captures at the benchmark's fixed rate. A study for the benchmark's shortfalls, not a
+check: it runs only when ``-k`` names it (``ntalab run -k debian-6.1 --nics e1000 -- -k profile``).
 
 Under TCG there is no PMU: perf samples on the ``cpu-clock`` software event, a timer
 on every CPU, so a sample lands wherever the CPU was, softirq and idle included
