@@ -111,6 +111,21 @@ class LabEnv:
     def nics(self) -> tuple[GuestNic, ...]:
         return self._bed.nics
 
+    def needs_nics(self, *names: str, driver: str | None = None, count: int = 0) -> list[GuestNic]:
+        """The NICs a guest-wide scenario works on: those ``names`` (in that order), else the
+        first ``count`` of ``driver`` (any driver: None). A guest booted without them (``ntalab
+        run --nics e1000``) is a LabError that says what the scenario needs, not a lookup
+        failing inside the test."""
+        have = [n for n in self.nics if driver is None or n.variant.driver == driver]
+        found = [n for name in names for n in have if n.name == name] if names else have[:count]
+        if len(found) < (len(names) or count):
+            wanted = ", ".join(names) if names else f"{count} {driver or 'NICs'}"
+            raise LabError(
+                f"this scenario needs {wanted}; the guest has "
+                f"{', '.join(n.name for n in self.nics) or 'no NIC'}: run it with --nics all"
+            )
+        return found
+
     @property
     def kernel(self) -> Kernel:
         return self._bed.kernel

@@ -216,3 +216,32 @@ def test_what_the_door_changes_is_in_the_test_journal(bed: Testbed) -> None:
         "cat /sys/module/nta/parameters/max_shared",
         "ethtool -K eth0 gro off",
     ]
+
+
+# -- what a guest-wide scenario needs ----------------------------------------------------
+
+
+def test_a_scenario_gets_the_nics_it_names(tmp_path: Path) -> None:
+    env = LabEnv(fake_testbed(tmp_path, ("e1000", "e1000-cb0", "rtl8139")), "t")
+    assert [n.name for n in env.needs_nics("e1000-cb0")] == ["e1000-cb0"]
+    assert [n.name for n in env.needs_nics(driver="e1000", count=2)] == ["e1000", "e1000-cb0"]
+    assert [n.name for n in env.needs_nics(count=2)] == ["e1000", "e1000-cb0"]
+
+
+@pytest.mark.parametrize(
+    ("names", "driver", "count", "says"),
+    [
+        (("e1000-cb0",), None, 0, "needs e1000-cb0; the guest has e1000, rtl8139"),
+        ((), "e1000", 2, "needs 2 e1000; the guest has e1000, rtl8139"),
+        ((), None, 3, "needs 3 NICs; the guest has e1000, rtl8139"),
+    ],
+)
+def test_a_guest_without_the_nics_a_scenario_needs_says_so(
+    tmp_path: Path, names: tuple[str, ...], driver: str | None, count: int, says: str
+) -> None:
+    """``ntalab run --nics e1000`` boots a guest that a two-NIC scenario cannot use: the
+    error says what it needs and how to run it, where a lookup used to fail inside the test
+    (StopIteration, IndexError)."""
+    env = LabEnv(fake_testbed(tmp_path), "t")
+    with pytest.raises(LabError, match=f"{says}: run it with --nics all"):
+        env.needs_nics(*names, driver=driver, count=count)

@@ -257,8 +257,8 @@ def test_merged_frames_on_a_small_pool_while_every_pool_is_reclaimed(
     (each read reclaims every pool): after every part of every round the counters
     balance, and at the end every chunk is back."""
     env = nta_env
-    nics = [n for n in env.nics if n.variant.driver == "e1000"]
-    env.with_driver_settings(next(n for n in nics if n.name == "e1000-cb0"))  # copybreak 0
+    nics = env.needs_nics("e1000", "e1000-cb0")
+    env.with_driver_settings(nics[1])  # copybreak 0
     env.module.set_param("pool_kb", SMALL_POOL_KB)
     env.module.set_param("max_shared", SMALL_SHARE)
     for n in nics:

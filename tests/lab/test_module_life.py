@@ -119,7 +119,7 @@ def test_e1000_refills_in_every_context_served_and_unserved(
     are served from process context too, with no report from a DEBUG_PREEMPT kernel (the
     splat scan after every test), and its frames are delivered after."""
     env = nta_env
-    e1000s = [n for n in env.nics if n.variant.driver == "e1000"]
+    e1000s = env.needs_nics(driver="e1000", count=2)
     served, other = env.with_driver_settings(e1000s[0]), e1000s[1]
     env.module.reload_with(f"attach={served.iface}")
     unserved = nta_calls(env, resized_and_bounced(other))

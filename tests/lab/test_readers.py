@@ -540,7 +540,7 @@ def test_a_reader_of_one_device_never_maps_another_device_s_frames(
     readers gives a reader counters of a device it never attached; one that binds the
     other device's pool into the single reader shows it mapping two pools' bytes."""
     env = nta_env
-    first, second = env.nics[0], env.nics[1]
+    first, second = env.needs_nics(count=2)
     for nic in (first, second):
         env.with_driver_settings(nic)
     marker = {first.name: os.urandom(16), second.name: os.urandom(16)}

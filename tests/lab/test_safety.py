@@ -263,7 +263,7 @@ def test_a_reader_sees_its_own_devices_only(nta_env: LabEnv, figure: Figure) -> 
     says a reader can see). Who may attach: not a user who cannot open /dev/nta, not
     root without CAP_NET_RAW, not a device of another network namespace."""
     env = nta_env
-    first, second = env.nics[0], env.nics[1]
+    first, second = env.needs_nics(count=2)
     marker = os.urandom(16)
     scans = {}
     for nic in (first, second):

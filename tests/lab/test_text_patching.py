@@ -35,7 +35,7 @@ def receiving(env: LabEnv, nic: GuestNic) -> AbstractContextManager[traffic.Sust
 
 def frag_path_nic(env: LabEnv) -> GuestNic:
     """The e1000 NIC whose every buffer comes from __netdev_alloc_frag_align."""
-    return env.with_driver_settings(next(n for n in env.nics if n.name == "e1000-cb0"))
+    return env.with_driver_settings(*env.needs_nics("e1000-cb0"))
 
 
 @pytest.mark.investigation("text_patching")
